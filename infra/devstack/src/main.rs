@@ -1,0 +1,186 @@
+//! `devstack`: the local stack's command line (see the README's tour).
+//!
+//! ```text
+//! devstack up        [--stack hub-dev] [--port 3000]   provision from template.yaml, then serve the gateway
+//! devstack provision [--stack hub-dev]                 create the template's resources only
+//! devstack env FUNCTION [--stack hub-dev]              a function's environment (KEY=VALUE lines)
+//! devstack invoke BINARY EVENT_FILE [--stack hub-dev]  run a function binary on a local Runtime API
+//! devstack token --email E [--role R] [--stack hub-dev] a signed-in session for trying the API
+//! ```
+//! It talks only to the endpoint in `AWS_ENDPOINT_URL`, which must be on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use devstack::provision::{LocalStack, provision};
+use devstack::runtime_api::{FunctionProcess, Outcome};
+use devstack::template::Template;
+
+struct Args {
+    command: String,
+    positional: Vec<String>,
+    options: std::collections::HashMap<String, String>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let command = it
+        .next()
+        .context("usage: devstack up|provision|env|invoke|token [options]")?;
+    let (mut positional, mut options) = (Vec::new(), std::collections::HashMap::new());
+    while let Some(arg) = it.next() {
+        match arg.strip_prefix("--") {
+            Some(name) => {
+                options.insert(
+                    name.to_string(),
+                    it.next()
+                        .with_context(|| format!("--{name} needs a value"))?,
+                );
+            }
+            None => positional.push(arg),
+        }
+    }
+    Ok(Args {
+        command,
+        positional,
+        options,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let stack_name = args
+        .options
+        .get("stack")
+        .cloned()
+        .unwrap_or_else(|| "hub-dev".into());
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .context("AWS_ENDPOINT_URL must point at the local AWS stack")?;
+    let host = url::Url::parse(&endpoint)?
+        .host_str()
+        .unwrap_or_default()
+        .to_string();
+    if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
+        bail!("refusing to provision {endpoint}: the local stack must be on loopback");
+    }
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let template = Template::load(&devstack::repo_root().join("template.yaml"))?;
+    let stack = provision(&template, &stack_name, &sdk, &[("Stage", "local")]).await?;
+
+    match args.command.as_str() {
+        "provision" => println!(
+            "provisioned {} resources of stack {stack_name} at {endpoint}",
+            stack.refs.len()
+        ),
+        "env" => {
+            let function = args
+                .positional
+                .first()
+                .context("devstack env FUNCTION_BINARY")?;
+            for (k, v) in function_env(&template, &stack, function)? {
+                println!("{k}={v}");
+            }
+        }
+        "invoke" => {
+            let [binary, event_file] = &args.positional[..] else {
+                bail!("devstack invoke BINARY EVENT_FILE")
+            };
+            let name = std::path::Path::new(binary)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .context("binary name")?;
+            let name = if name == "bootstrap" {
+                args.options
+                    .get("function")
+                    .context("--function NAME for a bootstrap binary")?
+            } else {
+                name
+            };
+            let env = function_env(&template, &stack, name)?;
+            let event = std::fs::read_to_string(event_file)?;
+            let process = FunctionProcess::spawn(std::path::Path::new(binary), name, &env).await?;
+            process.api.wait_ready(Duration::from_secs(10)).await?;
+            match process.api.invoke(&event, Duration::from_secs(30)).await? {
+                Outcome::Response(body) => println!("{body}"),
+                Outcome::Error(body) => bail!("function error: {body}"),
+            }
+        }
+        "token" => {
+            let email = args.options.get("email").context("--email")?;
+            let role =
+                hub::auth::Role::parse(args.options.get("role").map_or("student", String::as_str))
+                    .context("unknown --role")?;
+            let env = function_env(&template, &stack, "auth-me")?;
+            let config = hub::Config::from_lookup(|k| env.get(k).cloned())?;
+            let ctx = hub::Context::new(config, sdk.clone());
+            let profile = hub::auth::provisioning::ExternalProfile {
+                provider: "dev".into(),
+                external_id: email.to_lowercase(),
+                email: Some(email.clone()),
+                email_verified: true,
+                given_name: None,
+                family_name: None,
+                role,
+                org_id: args.options.get("org").cloned(),
+            };
+            let (user, _) = hub::auth::provisioning::provision_user(&ctx, &profile)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            let pair = hub::auth::sessions::start_session(&ctx, &user)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "user": user, "tokens": pair }))?
+            );
+        }
+        "up" => {
+            let port: u16 = args.options.get("port").map_or(Ok(3000), |p| p.parse())?;
+            let gateway = Arc::new(devstack::gateway::Gateway::new(&template, &stack, &sdk)?);
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .with_context(|| format!("port {port} is taken"))?;
+            println!(
+                "Local AWS stack {stack_name} at {endpoint}: {} resources from template.yaml",
+                stack.refs.len()
+            );
+            println!("Dev gateway on http://127.0.0.1:{port}");
+            for (route, function) in gateway.routes() {
+                println!("  {:<32} -> {function}", route.key());
+            }
+            println!("\nTry:");
+            println!("  curl -s http://127.0.0.1:{port}/health");
+            println!("  make token EMAIL=ada@example.com ROLE=admin     # prints an access token");
+            println!(
+                "  curl -s -H \"Authorization: Bearer $ACCESS\" http://127.0.0.1:{port}/api/auth/me"
+            );
+            println!(
+                "  curl -s -X POST -H 'content-type: application/json' -d '{{\"refresh_token\":\"...\"}}' http://127.0.0.1:{port}/api/auth/refresh"
+            );
+            println!("\nCtrl-C stops the gateway and the local AWS stack.");
+            tokio::select! {
+                _ = gateway.serve(listener) => {}
+                _ = tokio::signal::ctrl_c() => println!("stopping"),
+            }
+        }
+        other => bail!("unknown command {other}"),
+    }
+    Ok(())
+}
+
+fn function_env(
+    template: &Template,
+    stack: &LocalStack,
+    binary: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let def = template
+        .functions()?
+        .into_iter()
+        .find(|f| f.binary == binary)
+        .with_context(|| format!("template.yaml has no function with binary {binary}"))?;
+    stack.function_env(template, &def.logical_id)
+}

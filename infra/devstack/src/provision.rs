@@ -1,0 +1,331 @@
+//! Creates the template's tables, buckets, queues and secrets in the local AWS stack (moto server).
+//! Idempotent: what exists is kept (with its data), so restarting loses nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context as _, bail};
+use aws_config::SdkConfig;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_yaml::Value;
+
+use crate::template::{Resolver, Template, resolve, scalar};
+
+pub const REGION: &str = "us-east-1";
+/// moto's default account.
+pub const ACCOUNT: &str = "123456789012";
+
+/// The local stack: physical names of everything the template declares.
+pub struct LocalStack {
+    pub name: String,
+    pub parameters: HashMap<String, String>,
+    pub refs: HashMap<String, String>,
+    pub arns: HashMap<String, String>,
+}
+
+impl LocalStack {
+    pub fn resolver(&self) -> Resolver<'_> {
+        Resolver {
+            stack_name: &self.name,
+            region: REGION,
+            account: ACCOUNT,
+            parameters: &self.parameters,
+            refs: &self.refs,
+            arns: &self.arns,
+        }
+    }
+
+    /// A function's environment as Lambda would set it from the template.
+    pub fn function_env(
+        &self,
+        template: &Template,
+        logical_id: &str,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        template.function_env(logical_id, &self.resolver())
+    }
+}
+
+/// Creates (or finds) every resource. `parameters` override the template's defaults.
+pub async fn provision(
+    template: &Template,
+    stack: &str,
+    sdk: &SdkConfig,
+    parameters: &[(&str, &str)],
+) -> anyhow::Result<LocalStack> {
+    let mut out = LocalStack {
+        name: stack.to_string(),
+        parameters: template.parameters(parameters),
+        refs: HashMap::new(),
+        arns: HashMap::new(),
+    };
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    for (id, props) in template.resources_of_type("AWS::DynamoDB::Table") {
+        let name = format!("{stack}-{id}");
+        let arn = create_table(&ddb, &name, &props)
+            .await
+            .with_context(|| format!("table {id}"))?;
+        out.refs.insert(id.clone(), name);
+        out.arns.insert(id, arn);
+    }
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    for (id, _) in template.resources_of_type("AWS::S3::Bucket") {
+        let name = format!("{stack}-{id}").to_lowercase();
+        match s3.create_bucket().bucket(&name).send().await {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
+                }) => {}
+            Err(e) => {
+                return Err(anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e)))
+                    .context(format!("bucket {id}"));
+            }
+        }
+        out.arns.insert(id.clone(), format!("arn:aws:s3:::{name}"));
+        out.refs.insert(id, name);
+    }
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    // Dead-letter queues first: the others name their ARN.
+    let mut queues = template.resources_of_type("AWS::SQS::Queue");
+    queues.sort_by_key(|(_, p)| p.get("RedrivePolicy").is_some());
+    for (id, props) in queues {
+        let name = format!("{stack}-{id}");
+        let (url, arn) = create_queue(&sqs, &name, &props, &out)
+            .await
+            .with_context(|| format!("queue {id}"))?;
+        out.refs.insert(id.clone(), url);
+        out.arns.insert(id, arn);
+    }
+    let sm = aws_sdk_secretsmanager::Client::new(sdk);
+    for (id, props) in template.resources_of_type("AWS::SecretsManager::Secret") {
+        let name = format!("{stack}/{id}");
+        let arn = create_secret(&sm, &name, &props)
+            .await
+            .with_context(|| format!("secret {id}"))?;
+        out.refs.insert(id.clone(), arn.clone());
+        out.arns.insert(id, arn);
+    }
+    // Resources the local stack does not create but functions may name.
+    for (id, kind, _) in template.resources() {
+        if kind == "AWS::Serverless::HttpApi" {
+            out.refs.entry(id).or_insert_with(|| "local".to_string());
+        }
+    }
+    Ok(out)
+}
+
+async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    props: &Value,
+) -> anyhow::Result<String> {
+    use aws_sdk_dynamodb::types::*;
+    let key_schema = |v: &Value| -> anyhow::Result<Vec<KeySchemaElement>> {
+        v.as_sequence()
+            .context("KeySchema")?
+            .iter()
+            .map(|k| {
+                Ok(KeySchemaElement::builder()
+                    .attribute_name(scalar(&k["AttributeName"]))
+                    .key_type(KeyType::from(scalar(&k["KeyType"]).as_str()))
+                    .build()?)
+            })
+            .collect()
+    };
+    let mut req = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest);
+    for a in props["AttributeDefinitions"]
+        .as_sequence()
+        .context("AttributeDefinitions")?
+    {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(scalar(&a["AttributeName"]))
+                .attribute_type(ScalarAttributeType::from(
+                    scalar(&a["AttributeType"]).as_str(),
+                ))
+                .build()?,
+        );
+    }
+    req = req.set_key_schema(Some(key_schema(&props["KeySchema"])?));
+    for g in props["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        let projection = Projection::builder()
+            .projection_type(ProjectionType::from(
+                scalar(&g["Projection"]["ProjectionType"]).as_str(),
+            ))
+            .set_non_key_attributes(
+                g["Projection"]["NonKeyAttributes"]
+                    .as_sequence()
+                    .map(|s| s.iter().map(scalar).collect()),
+            )
+            .build();
+        req = req.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(scalar(&g["IndexName"]))
+                .set_key_schema(Some(key_schema(&g["KeySchema"])?))
+                .projection(projection)
+                .build()?,
+        );
+    }
+    match req.send().await {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e) => bail!(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()),
+    }
+    let ttl = &props["TimeToLiveSpecification"];
+    if ttl["Enabled"].as_bool() == Some(true) {
+        let spec = TimeToLiveSpecification::builder()
+            .attribute_name(scalar(&ttl["AttributeName"]))
+            .enabled(true)
+            .build()?;
+        // Already enabled on a kept table: nothing to do.
+        let _ = client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(spec)
+            .send()
+            .await;
+    }
+    let described = client.describe_table().table_name(name).send().await?;
+    described
+        .table
+        .and_then(|t| t.table_arn)
+        .context("table without ARN")
+}
+
+async fn create_queue(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+    props: &Value,
+    stack: &LocalStack,
+) -> anyhow::Result<(String, String)> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let mut attributes = HashMap::new();
+    for (key, attr) in [
+        ("VisibilityTimeout", A::VisibilityTimeout),
+        ("MessageRetentionPeriod", A::MessageRetentionPeriod),
+        ("DelaySeconds", A::DelaySeconds),
+        (
+            "ReceiveMessageWaitTimeSeconds",
+            A::ReceiveMessageWaitTimeSeconds,
+        ),
+    ] {
+        if let Some(v) = props.get(key) {
+            attributes.insert(attr, scalar(v));
+        }
+    }
+    if let Some(redrive) = props.get("RedrivePolicy") {
+        let target = resolve(&redrive["deadLetterTargetArn"], &stack.resolver())?;
+        let policy = serde_json::json!({
+            "deadLetterTargetArn": target,
+            "maxReceiveCount": scalar(&redrive["maxReceiveCount"]).parse::<i64>().context("maxReceiveCount")?,
+        });
+        attributes.insert(A::RedrivePolicy, policy.to_string());
+    }
+    let url = match client
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes.clone()))
+        .send()
+        .await
+    {
+        Ok(out) => out.queue_url.context("queue without URL")?,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_queue_name_exists()) =>
+        {
+            let url = client
+                .get_queue_url()
+                .queue_name(name)
+                .send()
+                .await?
+                .queue_url
+                .context("queue without URL")?;
+            client
+                .set_queue_attributes()
+                .queue_url(&url)
+                .set_attributes(Some(attributes))
+                .send()
+                .await?;
+            url
+        }
+        Err(e) => bail!(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
+    };
+    let attrs = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(A::QueueArn)
+        .send()
+        .await?;
+    let arn = attrs
+        .attributes
+        .and_then(|mut a| a.remove(&A::QueueArn))
+        .context("queue without ARN")?;
+    Ok((url, arn))
+}
+
+async fn create_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    name: &str,
+    props: &Value,
+) -> anyhow::Result<String> {
+    let value = match (props.get("SecretString"), props.get("GenerateSecretString")) {
+        (Some(v), _) => scalar(v),
+        (None, Some(g)) => {
+            let length = g
+                .get("PasswordLength")
+                .and_then(Value::as_u64)
+                .unwrap_or(32) as usize;
+            let generated: String = rand::rng()
+                .sample_iter(&Alphanumeric)
+                .take(length)
+                .map(char::from)
+                .collect();
+            match (g.get("SecretStringTemplate"), g.get("GenerateStringKey")) {
+                (Some(t), Some(k)) => {
+                    let mut doc: serde_json::Value =
+                        serde_json::from_str(&scalar(t)).context("SecretStringTemplate")?;
+                    doc[scalar(k)] = serde_json::Value::String(generated);
+                    doc.to_string()
+                }
+                _ => generated,
+            }
+        }
+        // Filled in by an operator (for example per-district credentials): start empty.
+        (None, None) => "{}".to_string(),
+    };
+    match client
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+    {
+        Ok(out) => out.arn.context("secret without ARN"),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_exists_exception()) =>
+        {
+            client
+                .describe_secret()
+                .secret_id(name)
+                .send()
+                .await?
+                .arn
+                .context("secret without ARN")
+        }
+        Err(e) => bail!(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()),
+    }
+}

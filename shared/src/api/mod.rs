@@ -1,0 +1,5 @@
+//! HTTP endpoints. Each handler takes the shared context and a request and returns a response or
+//! an [`crate::ApiError`]; routing is API Gateway's job (template.yaml), one function per route.
+
+pub mod auth;
+pub mod health;

@@ -1,0 +1,130 @@
+//! Typed configuration, read once per cold start from the environment that template.yaml sets.
+
+use std::time::Duration;
+
+/// Where the code runs. Only `Local` may relax outbound rules (plain http, loopback targets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Local,
+    Prod,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub stage: Stage,
+    /// DynamoDB table holding identity, sessions, codes and counters (see `store`).
+    pub table_name: String,
+    /// S3 bucket for evidence files.
+    pub evidence_bucket: String,
+    /// SQS queue that carries domain events.
+    pub events_queue_url: String,
+    /// Secrets Manager ids of the HS256 keys; rotation keeps the previous version valid.
+    pub access_key_secret_id: String,
+    pub refresh_key_secret_id: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// Lets the outbound HTTP client reach loopback addresses; honoured only in the local stage.
+    pub outbound_allow_loopback: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing environment variable {0}")]
+    Missing(&'static str),
+    #[error("environment variable {0} has an invalid value")]
+    Invalid(&'static str),
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the configuration from any variable source (the dev gateway passes each function's
+    /// template environment this way).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |k: &'static str| {
+            get(k)
+                .filter(|v| !v.is_empty())
+                .ok_or(ConfigError::Missing(k))
+        };
+        let seconds = |k: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match get(k) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => v
+                    .parse()
+                    .map(Duration::from_secs)
+                    .map_err(|_| ConfigError::Invalid(k)),
+            }
+        };
+        let stage = match get("STAGE").as_deref() {
+            Some("local") => Stage::Local,
+            Some("prod") | None => Stage::Prod,
+            Some(_) => return Err(ConfigError::Invalid("STAGE")),
+        };
+        Ok(Self {
+            stage,
+            table_name: required("TABLE_NAME")?,
+            evidence_bucket: required("EVIDENCE_BUCKET")?,
+            events_queue_url: required("EVENTS_QUEUE_URL")?,
+            access_key_secret_id: required("ACCESS_TOKEN_SECRET_ID")?,
+            refresh_key_secret_id: required("REFRESH_TOKEN_SECRET_ID")?,
+            access_token_ttl: seconds("ACCESS_TOKEN_TTL_SECONDS", 15 * 60)?,
+            refresh_token_ttl: seconds("REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600)?,
+            outbound_allow_loopback: stage == Stage::Local
+                && get("OUTBOUND_ALLOW_LOOPBACK").as_deref() == Some("true"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut m: HashMap<String, String> = [
+            ("TABLE_NAME", "t"),
+            ("EVIDENCE_BUCKET", "b"),
+            ("EVENTS_QUEUE_URL", "q"),
+            ("ACCESS_TOKEN_SECRET_ID", "a"),
+            ("REFRESH_TOKEN_SECRET_ID", "r"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            m.insert(k.to_string(), v.to_string());
+        }
+        m
+    }
+
+    #[test]
+    fn defaults_to_prod_and_never_allows_loopback_there() {
+        let m = vars(&[("OUTBOUND_ALLOW_LOOPBACK", "true")]);
+        let c = Config::from_lookup(|k| m.get(k).cloned()).unwrap();
+        assert_eq!(c.stage, Stage::Prod);
+        assert!(!c.outbound_allow_loopback);
+        assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn local_stage_may_allow_loopback() {
+        let m = vars(&[("STAGE", "local"), ("OUTBOUND_ALLOW_LOOPBACK", "true")]);
+        let c = Config::from_lookup(|k| m.get(k).cloned()).unwrap();
+        assert!(c.outbound_allow_loopback);
+    }
+
+    #[test]
+    fn missing_and_invalid_values_are_named() {
+        let mut m = vars(&[]);
+        m.remove("TABLE_NAME");
+        let err = Config::from_lookup(|k| m.get(k).cloned()).unwrap_err();
+        assert_eq!(err.to_string(), "missing environment variable TABLE_NAME");
+        let m = vars(&[("ACCESS_TOKEN_TTL_SECONDS", "soon")]);
+        assert!(matches!(
+            Config::from_lookup(|k| m.get(k).cloned()),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

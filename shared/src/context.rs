@@ -1,0 +1,106 @@
+//! Everything a function needs, built once per cold start and shared by every request of the
+//! warm instance. AWS clients are created on first use, so a function pays only for what it uses.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::config::Config;
+use crate::outbound::{OutboundClient, OutboundPolicy};
+use crate::secrets::CachedKeyRing;
+use crate::store::Store;
+
+pub struct Context {
+    pub config: Config,
+    sdk: SdkConfig,
+    dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
+    s3: OnceLock<aws_sdk_s3::Client>,
+    sqs: OnceLock<aws_sdk_sqs::Client>,
+    secrets: OnceLock<aws_sdk_secretsmanager::Client>,
+    pub access_keys: CachedKeyRing,
+    pub refresh_keys: CachedKeyRing,
+    pub clock: Clock,
+}
+
+impl Context {
+    /// Loads the AWS configuration the standard way (region, credentials, `AWS_ENDPOINT_URL`).
+    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        Ok(Self::new(Config::from_env()?, sdk))
+    }
+
+    pub fn new(config: Config, sdk: SdkConfig) -> Self {
+        Self {
+            access_keys: CachedKeyRing::new(config.access_key_secret_id.clone()),
+            refresh_keys: CachedKeyRing::new(config.refresh_key_secret_id.clone()),
+            config,
+            sdk,
+            dynamodb: OnceLock::new(),
+            s3: OnceLock::new(),
+            sqs: OnceLock::new(),
+            secrets: OnceLock::new(),
+            clock: Clock::default(),
+        }
+    }
+
+    pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
+        self.dynamodb
+            .get_or_init(|| aws_sdk_dynamodb::Client::new(&self.sdk))
+    }
+    pub fn s3(&self) -> &aws_sdk_s3::Client {
+        self.s3.get_or_init(|| {
+            // Path-style addressing works against AWS and against a local endpoint alike.
+            let conf = aws_sdk_s3::config::Builder::from(&self.sdk)
+                .force_path_style(true)
+                .build();
+            aws_sdk_s3::Client::from_conf(conf)
+        })
+    }
+    pub fn sqs(&self) -> &aws_sdk_sqs::Client {
+        self.sqs.get_or_init(|| aws_sdk_sqs::Client::new(&self.sdk))
+    }
+    pub fn secrets(&self) -> &aws_sdk_secretsmanager::Client {
+        self.secrets
+            .get_or_init(|| aws_sdk_secretsmanager::Client::new(&self.sdk))
+    }
+
+    /// The DynamoDB table, through its item-level API.
+    pub fn store(&self) -> Store<'_> {
+        Store::new(self.dynamodb(), &self.config.table_name)
+    }
+
+    /// An SSRF-guarded HTTP client for URLs that came from outside, under this stage's rules.
+    pub fn outbound(
+        &self,
+        allowed_hosts: Option<Vec<String>>,
+    ) -> Result<OutboundClient, crate::outbound::OutboundError> {
+        OutboundClient::new(OutboundPolicy {
+            allow_plain_http: self.config.stage == crate::config::Stage::Local,
+            allow_loopback: self.config.outbound_allow_loopback,
+            allowed_hosts,
+            ..OutboundPolicy::default()
+        })
+    }
+}
+
+/// Unix time in seconds. Production reads the system clock; tests move it forward to reach expiry.
+#[derive(Default)]
+pub struct Clock {
+    offset: AtomicI64,
+}
+
+impl Clock {
+    pub fn now(&self) -> i64 {
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        system + self.offset.load(Ordering::Relaxed)
+    }
+
+    /// Moves this context's time forward (tests only: expiry and rate-limit windows).
+    pub fn advance(&self, seconds: i64) {
+        self.offset.fetch_add(seconds, Ordering::Relaxed);
+    }
+}

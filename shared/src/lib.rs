@@ -1,0 +1,22 @@
+//! `hub`: every behaviour of the integration hub. The Lambda mains in `functions/` only pick a
+//! [`functions::Function`] and hand it to [`entry`]; the dev gateway in `infra/` serves the same
+//! functions in-process, so what runs locally is what runs on Lambda.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod crypto;
+pub mod entry;
+pub mod error;
+pub mod functions;
+pub mod http;
+pub mod logging;
+pub mod outbound;
+pub mod ratelimit;
+pub mod secrets;
+pub mod store;
+
+pub use config::Config;
+pub use context::Context;
+pub use error::ApiError;

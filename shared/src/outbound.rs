@@ -1,0 +1,346 @@
+//! The HTTP client for every URL that came from outside (file downloads, webhook targets, JWKS).
+//!
+//! Guards, in order: the URL itself (scheme, no credentials, host allow-list, IP literals), every
+//! DNS answer (no loopback, private, link-local, metadata or other special ranges: a name with any
+//! such address is refused, which also defeats rebinding between check and connect, since reqwest
+//! connects to exactly the addresses our resolver returned), every redirect hop (the same URL checks),
+//! no proxies from the environment, time caps and, through [`read_capped`], a size cap.
+//! Loopback is allowed only when the local stack asks for it explicitly.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::{Host, Url};
+
+#[derive(Clone, Debug)]
+pub struct OutboundPolicy {
+    /// Plain `http://` URLs (local stage only).
+    pub allow_plain_http: bool,
+    /// Loopback addresses (local stage only, by explicit configuration).
+    pub allow_loopback: bool,
+    /// Hosts (and their subdomains) that may be reached; `None` allows any public host.
+    pub allowed_hosts: Option<Vec<String>>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_redirects: usize,
+}
+
+impl Default for OutboundPolicy {
+    fn default() -> Self {
+        Self {
+            allow_plain_http: false,
+            allow_loopback: false,
+            allowed_hosts: None,
+            timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            max_redirects: 3,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("invalid URL")]
+    InvalidUrl,
+    #[error("URL scheme not allowed (https required)")]
+    SchemeNotAllowed,
+    #[error("credentials in URLs are not allowed")]
+    CredentialsInUrl,
+    #[error("host {0} is not allowed")]
+    HostNotAllowed(String),
+    #[error("address {0} is not allowed")]
+    ForbiddenAddress(IpAddr),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl OutboundError {
+    /// Whether the failure is our guard refusing the target (as opposed to the target failing).
+    pub fn is_refused(&self) -> bool {
+        match self {
+            OutboundError::Http(e) => {
+                let mut source: Option<&dyn std::error::Error> = Some(e);
+                while let Some(err) = source {
+                    if let Some(own) = err.downcast_ref::<OutboundError>() {
+                        return own.is_refused();
+                    }
+                    source = err.source();
+                }
+                false
+            }
+            OutboundError::TooLarge(_) => false,
+            _ => true,
+        }
+    }
+}
+
+/// A guarded client; requests can only be built from URLs that pass [`OutboundClient::check_url`].
+#[derive(Clone)]
+pub struct OutboundClient {
+    client: reqwest::Client,
+    policy: Arc<OutboundPolicy>,
+}
+
+impl OutboundClient {
+    pub fn new(policy: OutboundPolicy) -> Result<Self, OutboundError> {
+        let policy = Arc::new(policy);
+        let redirect_policy = policy.clone();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .https_only(!policy.allow_plain_http)
+            .timeout(policy.timeout)
+            .connect_timeout(policy.connect_timeout)
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_loopback: policy.allow_loopback,
+            }))
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() > redirect_policy.max_redirects {
+                    return attempt.error("too many redirects");
+                }
+                match check_url(&redirect_policy, attempt.url().as_str()) {
+                    Ok(_) => attempt.follow(),
+                    Err(e) => attempt.error(e),
+                }
+            }))
+            .build()?;
+        Ok(Self { client, policy })
+    }
+
+    /// Checks a URL against the policy before any connection is made.
+    pub fn check_url(&self, url: &str) -> Result<Url, OutboundError> {
+        check_url(&self.policy, url)
+    }
+
+    pub fn get(&self, url: &str) -> Result<reqwest::RequestBuilder, OutboundError> {
+        Ok(self.client.get(self.check_url(url)?))
+    }
+
+    pub fn post(&self, url: &str) -> Result<reqwest::RequestBuilder, OutboundError> {
+        Ok(self.client.post(self.check_url(url)?))
+    }
+}
+
+fn check_url(policy: &OutboundPolicy, raw: &str) -> Result<Url, OutboundError> {
+    let url = Url::parse(raw).map_err(|_| OutboundError::InvalidUrl)?;
+    match url.scheme() {
+        "https" => {}
+        "http" if policy.allow_plain_http => {}
+        _ => return Err(OutboundError::SchemeNotAllowed),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(OutboundError::CredentialsInUrl);
+    }
+    let host = url.host().ok_or(OutboundError::InvalidUrl)?;
+    let ip = match &host {
+        Host::Ipv4(ip) => Some(IpAddr::V4(*ip)),
+        Host::Ipv6(ip) => Some(IpAddr::V6(*ip)),
+        Host::Domain(_) => None,
+    };
+    if let Some(ip) = ip
+        && is_forbidden(ip, policy.allow_loopback)
+    {
+        return Err(OutboundError::ForbiddenAddress(ip));
+    }
+    if let Some(allowed) = &policy.allowed_hosts {
+        let name = host.to_string().to_ascii_lowercase();
+        let ok = allowed.iter().any(|a| {
+            let a = a.trim().to_ascii_lowercase();
+            name == a || name.ends_with(&format!(".{a}"))
+        });
+        if !ok {
+            return Err(OutboundError::HostNotAllowed(name));
+        }
+    }
+    Ok(url)
+}
+
+/// Resolves names and refuses any answer that contains a forbidden address.
+struct GuardedResolver {
+    allow_loopback: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_loopback = self.allow_loopback;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| is_forbidden(a.ip(), allow_loopback)) {
+                return Err(Box::new(OutboundError::ForbiddenAddress(bad.ip())) as _);
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Addresses an outbound request must never reach.
+pub fn is_forbidden(ip: IpAddr, allow_loopback: bool) -> bool {
+    match ip {
+        IpAddr::V4(v4) => forbidden_v4(v4, allow_loopback),
+        IpAddr::V6(v6) => forbidden_v6(v6, allow_loopback),
+    }
+}
+
+fn forbidden_v4(ip: Ipv4Addr, allow_loopback: bool) -> bool {
+    if ip.is_loopback() {
+        return !allow_loopback;
+    }
+    let [a, b, c, _] = ip.octets();
+    ip.is_unspecified()
+        || ip.is_private()
+        || ip.is_link_local() // 169.254/16, with the 169.254.169.254 metadata service
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (b & 0xc0) == 64) // shared address space 100.64/10
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 198 && (b & 0xfe) == 18) // benchmarking 198.18/15
+        || a >= 240 // reserved
+}
+
+fn forbidden_v6(ip: Ipv6Addr, allow_loopback: bool) -> bool {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return forbidden_v4(v4, allow_loopback);
+    }
+    if ip.is_loopback() {
+        return !allow_loopback;
+    }
+    let seg = ip.segments();
+    let embedded_v4 = || {
+        Ipv4Addr::new(
+            (seg[6] >> 8) as u8,
+            seg[6] as u8,
+            (seg[7] >> 8) as u8,
+            seg[7] as u8,
+        )
+    };
+    ip.is_unspecified()
+        || ip.is_multicast()
+        || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7 (AWS metadata fd00:ec2::254)
+        || (seg[0] & 0xffc0) == 0xfe80 // link-local
+        || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+        || (seg[..6] == [0; 6]) // IPv4-compatible ::a.b.c.d
+        || (seg[0] == 0x64 && seg[1] == 0xff9b && forbidden_v4(embedded_v4(), allow_loopback)) // NAT64
+}
+
+/// Reads a response body up to `max` bytes, failing as soon as it grows past that.
+pub async fn read_capped(
+    response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, OutboundError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > max as u64)
+    {
+        return Err(OutboundError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > max {
+            return Err(OutboundError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn special_ranges_are_forbidden() {
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00:ec2::254",
+            "fc00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "::127.0.0.1",
+        ] {
+            assert!(is_forbidden(ip(bad), false), "{bad} should be forbidden");
+        }
+        for good in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+            "64:ff9b::808:808",
+        ] {
+            assert!(!is_forbidden(ip(good), false), "{good} should be allowed");
+        }
+    }
+
+    #[test]
+    fn loopback_needs_explicit_permission_and_nothing_else_is_unlocked() {
+        assert!(!is_forbidden(ip("127.0.0.1"), true));
+        assert!(!is_forbidden(ip("::1"), true));
+        assert!(is_forbidden(ip("169.254.169.254"), true));
+        assert!(is_forbidden(ip("10.0.0.1"), true));
+    }
+
+    #[test]
+    fn urls_are_checked_before_connecting() {
+        let strict = OutboundPolicy {
+            allowed_hosts: Some(vec!["files.example.com".into()]),
+            ..Default::default()
+        };
+        assert!(check_url(&strict, "https://files.example.com/a").is_ok());
+        assert!(check_url(&strict, "https://cdn.files.example.com/a").is_ok());
+        assert!(matches!(
+            check_url(&strict, "https://evilfiles.example.com/a"),
+            Err(OutboundError::HostNotAllowed(_))
+        ));
+        assert!(matches!(
+            check_url(&strict, "http://files.example.com/a"),
+            Err(OutboundError::SchemeNotAllowed)
+        ));
+        assert!(matches!(
+            check_url(&strict, "https://u:p@files.example.com/"),
+            Err(OutboundError::CredentialsInUrl)
+        ));
+        assert!(matches!(
+            check_url(&strict, "file:///etc/passwd"),
+            Err(OutboundError::SchemeNotAllowed)
+        ));
+        let open = OutboundPolicy::default();
+        assert!(matches!(
+            check_url(&open, "https://169.254.169.254/latest"),
+            Err(OutboundError::ForbiddenAddress(_))
+        ));
+        assert!(matches!(
+            check_url(&open, "https://[::1]/"),
+            Err(OutboundError::ForbiddenAddress(_))
+        ));
+        assert!(matches!(
+            check_url(&open, "https://0x7f000001/"),
+            Err(OutboundError::ForbiddenAddress(_))
+        ));
+    }
+}

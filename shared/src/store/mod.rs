@@ -1,0 +1,166 @@
+//! DynamoDB access. Domain modules call intention-revealing methods (`consume_refresh_token`); the
+//! `UpdateItem ... ConditionExpression` plumbing lives here.
+//!
+//! # The core table
+//! One on-demand table, keys `pk` (S) and `sk` (S), TTL attribute `expires_at` (unix seconds; code
+//! still checks expiry itself because TTL deletion is lazy). Item types:
+//!
+//! | item | pk | sk | attributes |
+//! |---|---|---|---|
+//! | user | `USER#<user_id>` | `PROFILE` | id, email, given_name, family_name, role, org_id, created_at, updated_at |
+//! | email uniqueness | `EMAIL#<lower-cased email>` | `EMAIL` | user_id |
+//! | external identity | `IDENTITY#<provider>#<external_id>` | `IDENTITY` | user_id, provider, external_id |
+//! | session (refresh family) | `SESSION#<session_id>` | `SESSION` | user_id, revoked, created_at, expires_at |
+//! | refresh token | `REFRESH#<jti>` | `REFRESH` | session_id, user_id, used, expires_at |
+//! | rate-limit window | `RATE#<rule>#<key>` | `W#<window start>` | hits, expires_at |
+//!
+//! Access patterns: user by id (get), user by email or external identity (get the uniqueness item,
+//! then the user), refresh token by jti, session by id, window counter by rule+key+window.
+//! Uniqueness of email and external identity is enforced by the database: the uniqueness item is
+//! written with `attribute_not_exists(pk)` in the same transaction as the user.
+
+pub mod sessions;
+pub mod users;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// A handle on the core table.
+#[derive(Clone, Copy)]
+pub struct Store<'a> {
+    pub client: &'a Client,
+    pub table: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("DynamoDB: {0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    pub fn from_sdk<E: std::error::Error + 'static, R: std::fmt::Debug>(e: SdkError<E, R>) -> Self {
+        Self(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string())
+    }
+}
+
+impl From<StoreError> for crate::ApiError {
+    fn from(e: StoreError) -> Self {
+        crate::ApiError::unavailable(e)
+    }
+}
+
+impl<'a> Store<'a> {
+    pub fn new(client: &'a Client, table: &'a str) -> Self {
+        Self { client, table }
+    }
+
+    /// Reads one item by key (strongly consistent: identity decisions must see the latest write).
+    pub async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(out.item)
+    }
+
+    pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), WriteError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if failed_conditions(&e).is_some() => Err(WriteError::Conflict),
+            Err(e) => Err(StoreError::from_sdk(e).into()),
+        }
+    }
+
+    pub(crate) fn put_new_item(&self, item: Item) -> TransactWriteItem {
+        let put = Put::builder()
+            .table_name(self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .expect("table, item and condition are set");
+        TransactWriteItem::builder().put(put).build()
+    }
+}
+
+/// A write that lost to a uniqueness rule or to a concurrent writer.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("conflicting write")]
+    Conflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which items of a cancelled transaction failed their condition; `None` when the transaction
+/// failed for another reason (throttling, a dependency error), which callers must surface.
+pub fn failed_conditions(
+    err: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>,
+) -> Option<Vec<bool>> {
+    let TransactWriteItemsError::TransactionCanceledException(cancelled) =
+        err.as_service_error()?
+    else {
+        return None;
+    };
+    let reasons = cancelled.cancellation_reasons();
+    let failed: Vec<bool> = reasons
+        .iter()
+        .map(|r| r.code() == Some("ConditionalCheckFailed"))
+        .collect();
+    failed.iter().any(|f| *f).then_some(failed)
+}
+
+/// An `Update` of one attribute set, for transactions elsewhere in the store.
+pub(crate) fn update(
+    table: &str,
+    pk: String,
+    sk: &str,
+) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+    Update::builder()
+        .table_name(table)
+        .key("pk", s(pk))
+        .key("sk", s(sk))
+}
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// Typed reads of item attributes.
+pub trait ItemExt {
+    fn str(&self, key: &str) -> Option<&str>;
+    fn num(&self, key: &str) -> Option<i64>;
+    fn flag(&self, key: &str) -> Option<bool>;
+}
+
+impl ItemExt for Item {
+    fn str(&self, key: &str) -> Option<&str> {
+        self.get(key)?.as_s().ok().map(String::as_str)
+    }
+    fn num(&self, key: &str) -> Option<i64> {
+        self.get(key)?.as_n().ok()?.parse().ok()
+    }
+    fn flag(&self, key: &str) -> Option<bool> {
+        self.get(key)?.as_bool().ok().copied()
+    }
+}
