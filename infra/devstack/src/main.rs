@@ -6,6 +6,7 @@
 //! devstack env FUNCTION [--stack hub-dev]              a function's environment (KEY=VALUE lines)
 //! devstack invoke BINARY EVENT_FILE [--stack hub-dev]  run a function binary on a local Runtime API
 //! devstack token --email E [--role R] [--stack hub-dev] a signed-in session for trying the API
+//! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
 //! It talks only to the endpoint in `AWS_ENDPOINT_URL`, which must be on loopback.
 
@@ -165,6 +166,55 @@ async fn main() -> anyhow::Result<()> {
             tokio::select! {
                 _ = gateway.serve(listener) => {}
                 _ = tokio::signal::ctrl_c() => println!("stopping"),
+            }
+        }
+        "coldstart" => {
+            let runs: usize = args.options.get("runs").map_or(Ok(10), |r| r.parse())?;
+            println!(
+                "{:<16} {:>9} {:>9} {:>9} {:>12} {:>9}",
+                "function", "init p50", "init p90", "init max", "1st invoke", "peak RSS"
+            );
+            for binary in &args.positional {
+                let path = std::path::Path::new(binary);
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("binary name")?;
+                // The baseline has no template entry; the hub's functions get their real environment.
+                let env = function_env(&template, &stack, name).unwrap_or_default();
+                let event_file = devstack::repo_root()
+                    .join("events")
+                    .join(format!("{name}.json"));
+                let event = std::fs::read_to_string(&event_file).unwrap_or_else(|_| {
+                    std::fs::read_to_string(devstack::repo_root().join("events/health.json"))
+                        .unwrap_or_default()
+                });
+                let (mut inits, mut firsts, mut peak) = (Vec::new(), Vec::new(), 0u64);
+                for _ in 0..runs {
+                    let process = FunctionProcess::spawn(path, name, &env).await?;
+                    let ready = process.api.wait_ready(Duration::from_secs(10)).await?;
+                    inits.push(ready.duration_since(process.spawned_at));
+                    let started = std::time::Instant::now();
+                    if let Outcome::Error(e) =
+                        process.api.invoke(&event, Duration::from_secs(30)).await?
+                    {
+                        bail!("{name} failed: {e}");
+                    }
+                    firsts.push(started.elapsed());
+                    peak = peak.max(process.peak_rss_kib().unwrap_or(0));
+                }
+                inits.sort();
+                firsts.sort();
+                let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+                println!(
+                    "{:<16} {:>9} {:>9} {:>9} {:>12} {:>6.1} MiB",
+                    name,
+                    ms(inits[inits.len() / 2]),
+                    ms(inits[inits.len() * 9 / 10]),
+                    ms(*inits.last().context("no runs")?),
+                    ms(firsts[firsts.len() / 2]),
+                    peak as f64 / 1024.0
+                );
             }
         }
         other => bail!("unknown command {other}"),

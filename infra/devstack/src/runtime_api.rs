@@ -218,6 +218,16 @@ impl FunctionProcess {
         })
     }
 
+    /// Waits for the process to exit (a function that cannot initialise ends with an error).
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .context("process still running")??)
+    }
+
     /// Peak resident memory of the process so far (Linux), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let pid = self.child.id()?;

@@ -1,0 +1,46 @@
+# The two commands of the README: `make dev` (run it) and `make test` (test it). Everything else is optional.
+SHELL := /bin/bash
+VENV := .venv
+TOOLS := $(VENV)/.installed
+
+.PHONY: dev test check token reset sam-build bench clean
+
+$(TOOLS): requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## Run it: local AWS stack (moto, persistent) + dev gateway on http://127.0.0.1:3000
+dev: $(TOOLS)
+	cargo build -p devstack
+	infra/scripts/dev.sh
+
+## Test it: template lint, unit, integration and end-to-end tests on a private local stack
+test: $(TOOLS)
+	infra/scripts/test.sh
+
+## Formatting and lints (CI runs these too)
+check:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+## A signed-in session on the running `make dev` stack: make token EMAIL=ada@example.com ROLE=admin
+token:
+	AWS_ENDPOINT_URL=http://127.0.0.1:$${MOTO_PORT:-4566} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
+	  cargo run -q -p devstack -- token --email "$(EMAIL)" --role "$(or $(ROLE),student)"
+
+## Forget the local data of `make dev` (stop it first)
+reset:
+	rm -rf .local/dev
+
+## Build every function with `sam build` (BuildMethod rust-cargolambda); slow, needs cargo-lambda + zig
+sam-build: $(TOOLS)
+	infra/scripts/sam-build.sh
+
+## Cold start, zip size and memory of every function next to a hello-world Lambda
+bench:
+	bench/coldstart
+
+clean:
+	rm -rf target .aws-sam

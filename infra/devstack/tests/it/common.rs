@@ -1,0 +1,163 @@
+//! A fresh, isolated local stack per test, with the dev gateway serving it on a random port.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use devstack::gateway::Gateway;
+use devstack::provision::{LocalStack, provision};
+use devstack::template::Template;
+use hub::auth::provisioning::{ExternalProfile, provision_user};
+use hub::auth::sessions::{TokenPair, start_session};
+use hub::auth::{Role, User};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+pub struct TestStack {
+    pub base: String,
+    pub ctx: Arc<hub::Context>,
+    pub http: reqwest::Client,
+    pub sdk: SdkConfig,
+    pub stack: LocalStack,
+    pub template: Template,
+}
+
+pub async fn sdk() -> SdkConfig {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok(),
+        "integration tests need the local AWS stack: run them with `make test`"
+    );
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}
+
+impl TestStack {
+    pub async fn new(name: &str) -> Self {
+        let sdk = sdk().await;
+        let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
+        let stack_name = format!("t-{name}-{:08x}", rand::random::<u32>());
+        let stack = provision(&template, &stack_name, &sdk, &[("Stage", "local")])
+            .await
+            .unwrap();
+        let gateway = Arc::new(Gateway::new(&template, &stack, &sdk).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(gateway.serve(listener));
+        let ctx = Arc::new(context(&template, &stack, &sdk, "auth-me"));
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        Self {
+            base,
+            ctx,
+            http,
+            sdk,
+            stack,
+            template,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn env(&self, binary: &str) -> BTreeMap<String, String> {
+        let def = self
+            .template
+            .functions()
+            .unwrap()
+            .into_iter()
+            .find(|f| f.binary == binary)
+            .unwrap();
+        self.stack
+            .function_env(&self.template, &def.logical_id)
+            .unwrap()
+    }
+
+    /// A fresh context (empty caches) of this stack, as a new Lambda instance would have.
+    pub fn new_context(&self) -> hub::Context {
+        context(&self.template, &self.stack, &self.sdk, "auth-me")
+    }
+
+    /// A user signed in through a trusted provider, with a token pair.
+    pub async fn signed_in(&self, email: &str, role: Role) -> (User, TokenPair) {
+        let (user, _) = provision_user(&self.ctx, &profile("test", email, Some(email), role))
+            .await
+            .unwrap();
+        let pair = start_session(&self.ctx, &user).await.unwrap();
+        (user, pair)
+    }
+
+    /// The current version (kid) and value of a signing key secret.
+    pub async fn key(&self, logical_id: &str) -> (String, String) {
+        let sm = aws_sdk_secretsmanager::Client::new(&self.sdk);
+        let out = sm
+            .get_secret_value()
+            .secret_id(&self.stack.refs[logical_id])
+            .send()
+            .await
+            .unwrap();
+        (out.version_id.unwrap(), out.secret_string.unwrap())
+    }
+
+    /// Signs arbitrary claims with one of the stack's real keys (to build expired, mistyped... tokens).
+    pub async fn forge(&self, logical_id: &str, claims: &serde_json::Value) -> String {
+        let (kid, secret) = self.key(logical_id).await;
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(kid);
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+}
+
+fn context(template: &Template, stack: &LocalStack, sdk: &SdkConfig, binary: &str) -> hub::Context {
+    let def = template
+        .functions()
+        .unwrap()
+        .into_iter()
+        .find(|f| f.binary == binary)
+        .unwrap();
+    let env = stack.function_env(template, &def.logical_id).unwrap();
+    hub::Context::new(
+        hub::Config::from_lookup(|k| env.get(k).cloned()).unwrap(),
+        sdk.clone(),
+    )
+}
+
+pub fn profile(
+    provider: &str,
+    external_id: &str,
+    email: Option<&str>,
+    role: Role,
+) -> ExternalProfile {
+    ExternalProfile {
+        provider: provider.into(),
+        external_id: external_id.into(),
+        email: email.map(str::to_string),
+        email_verified: true,
+        given_name: Some("Ada".into()),
+        family_name: Some("Lovelace".into()),
+        role,
+        org_id: Some("org-1".into()),
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The JSON error body every endpoint answers with.
+pub async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("JSON error body");
+    assert!(body["message"].is_string(), "error without message: {body}");
+    (
+        status,
+        body["error"].as_str().expect("error code").to_string(),
+    )
+}

@@ -1,0 +1,13 @@
+//! Integration and end-to-end tests: the real AWS SDK against moto server, real HTTP through the dev
+//! gateway, real function binaries through a local Lambda Runtime API. `make test` starts the local
+//! AWS stack and sets `AWS_ENDPOINT_URL`; each test provisions its own stack (own resource names).
+
+mod auth_flows;
+mod binaries;
+mod common;
+mod consistency;
+mod gateway;
+mod health;
+mod outbound;
+mod provisioning;
+mod rate_limit;
