@@ -43,18 +43,11 @@ impl Config {
     /// Reads the configuration from any variable source (the dev gateway passes each function's
     /// template environment this way).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let required = |k: &'static str| {
-            get(k)
-                .filter(|v| !v.is_empty())
-                .ok_or(ConfigError::Missing(k))
-        };
+        let required = |k: &'static str| get(k).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(k));
         let seconds = |k: &'static str, default: u64| -> Result<Duration, ConfigError> {
             match get(k) {
                 None => Ok(Duration::from_secs(default)),
-                Some(v) => v
-                    .parse()
-                    .map(Duration::from_secs)
-                    .map_err(|_| ConfigError::Invalid(k)),
+                Some(v) => v.parse().map(Duration::from_secs).map_err(|_| ConfigError::Invalid(k)),
             }
         };
         let stage = match get("STAGE").as_deref() {
@@ -71,8 +64,7 @@ impl Config {
             refresh_key_secret_id: required("REFRESH_TOKEN_SECRET_ID")?,
             access_token_ttl: seconds("ACCESS_TOKEN_TTL_SECONDS", 15 * 60)?,
             refresh_token_ttl: seconds("REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600)?,
-            outbound_allow_loopback: stage == Stage::Local
-                && get("OUTBOUND_ALLOW_LOOPBACK").as_deref() == Some("true"),
+            outbound_allow_loopback: stage == Stage::Local && get("OUTBOUND_ALLOW_LOOPBACK").as_deref() == Some("true"),
         })
     }
 }
@@ -122,9 +114,6 @@ mod tests {
         let err = Config::from_lookup(|k| m.get(k).cloned()).unwrap_err();
         assert_eq!(err.to_string(), "missing environment variable TABLE_NAME");
         let m = vars(&[("ACCESS_TOKEN_TTL_SECONDS", "soon")]);
-        assert!(matches!(
-            Config::from_lookup(|k| m.get(k).cloned()),
-            Err(ConfigError::Invalid(_))
-        ));
+        assert!(matches!(Config::from_lookup(|k| m.get(k).cloned()), Err(ConfigError::Invalid(_))));
     }
 }

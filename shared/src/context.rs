@@ -45,15 +45,12 @@ impl Context {
     }
 
     pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
-        self.dynamodb
-            .get_or_init(|| aws_sdk_dynamodb::Client::new(&self.sdk))
+        self.dynamodb.get_or_init(|| aws_sdk_dynamodb::Client::new(&self.sdk))
     }
     pub fn s3(&self) -> &aws_sdk_s3::Client {
         self.s3.get_or_init(|| {
             // Path-style addressing works against AWS and against a local endpoint alike.
-            let conf = aws_sdk_s3::config::Builder::from(&self.sdk)
-                .force_path_style(true)
-                .build();
+            let conf = aws_sdk_s3::config::Builder::from(&self.sdk).force_path_style(true).build();
             aws_sdk_s3::Client::from_conf(conf)
         })
     }
@@ -61,8 +58,7 @@ impl Context {
         self.sqs.get_or_init(|| aws_sdk_sqs::Client::new(&self.sdk))
     }
     pub fn secrets(&self) -> &aws_sdk_secretsmanager::Client {
-        self.secrets
-            .get_or_init(|| aws_sdk_secretsmanager::Client::new(&self.sdk))
+        self.secrets.get_or_init(|| aws_sdk_secretsmanager::Client::new(&self.sdk))
     }
 
     /// The DynamoDB table, through its item-level API.
@@ -92,10 +88,8 @@ pub struct Clock {
 
 impl Clock {
     pub fn now(&self) -> i64 {
-        let system = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let system =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         system + self.offset.load(Ordering::Relaxed)
     }
 

@@ -6,11 +6,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures_util::FutureExt;
-use lambda_http::{Body, Request, RequestExt, Response, Service, service_fn};
+use lambda_http::{Body, LambdaEvent, Request, RequestExt, Response, Service, service_fn};
+use serde_json::Value;
 use tracing::Instrument;
 
-use crate::functions::{Function, Handler, HttpHandler};
+use crate::functions::{Function, Handler, HttpHandler, QueueHandler, ScheduleHandler};
 use crate::{ApiError, Context, logging};
 
 pub type Error = lambda_http::Error;
@@ -21,6 +23,8 @@ pub async fn run(function: Function) -> Result<(), Error> {
     let ctx = Arc::new(Context::from_env().await?);
     match function.handler {
         Handler::Http(handler) => lambda_http::run(http_service(ctx, function.name, handler)).await,
+        Handler::Queue(handler) => lambda_runtime::run(queue_service(ctx, function.name, handler)).await,
+        Handler::Schedule(handler) => lambda_runtime::run(schedule_service(ctx, function.name, handler)).await,
     }
 }
 
@@ -40,16 +44,8 @@ async fn handle(
     handler: HttpHandler,
     req: Request,
 ) -> Result<Response<Body>, Infallible> {
-    let request_id = req
-        .lambda_context_ref()
-        .map(|c| c.request_id.clone())
-        .unwrap_or_default();
-    let span = tracing::info_span!(
-        "request",
-        function = name,
-        request_id,
-        user_id = tracing::field::Empty
-    );
+    let request_id = req.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
+    let span = tracing::info_span!("request", function = name, request_id, user_id = tracing::field::Empty);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = Instant::now();
@@ -59,10 +55,7 @@ async fn handle(
             Ok(Err(error)) => error.into_response(),
             Err(_) => ApiError::internal("handler panicked").into_response(),
         };
-        response.headers_mut().insert(
-            "x-content-type-options",
-            http::HeaderValue::from_static("nosniff"),
-        );
+        response.headers_mut().insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
         tracing::info!(
             %method,
             path,
@@ -74,4 +67,69 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// An SQS consumer: each message is handled on its own; the ones that fail or panic are reported
+/// back (`ReportBatchItemFailures`) so SQS retries only them, then dead-letters them.
+pub fn queue_service(
+    ctx: Arc<Context>,
+    name: &'static str,
+    handler: QueueHandler,
+) -> impl Service<LambdaEvent<SqsEvent>, Response = SqsBatchResponse, Error = Infallible, Future: Send> + Clone {
+    service_fn(move |event: LambdaEvent<SqsEvent>| handle_batch(ctx.clone(), name, handler, event))
+}
+
+async fn handle_batch(
+    ctx: Arc<Context>,
+    name: &'static str,
+    handler: QueueHandler,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Infallible> {
+    let span = tracing::info_span!("batch", function = name, request_id = event.context.request_id);
+    async move {
+        let mut response = SqsBatchResponse::default();
+        let total = event.payload.records.len();
+        for message in event.payload.records {
+            let message_id = message.message_id.clone().unwrap_or_default();
+            let failure = match AssertUnwindSafe(handler(ctx.clone(), message)).catch_unwind().await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some("handler panicked".to_string()),
+            };
+            if let Some(error) = failure {
+                tracing::warn!(message_id, error, "message failed; SQS will retry it");
+                let mut item = BatchItemFailure::default();
+                item.item_identifier = message_id;
+                response.batch_item_failures.push(item);
+            }
+        }
+        tracing::info!(messages = total, failed = response.batch_item_failures.len(), "batch");
+        Ok(response)
+    }
+    .instrument(span)
+    .await
+}
+
+/// A scheduled function: its summary is logged and returned; a failure fails the invocation so
+/// EventBridge's retry policy applies.
+pub fn schedule_service(
+    ctx: Arc<Context>,
+    name: &'static str,
+    handler: ScheduleHandler,
+) -> impl Service<LambdaEvent<Value>, Response = Value, Error = Error, Future: Send> + Clone {
+    service_fn(move |event: LambdaEvent<Value>| {
+        let ctx = ctx.clone();
+        let span = tracing::info_span!("schedule", function = name, request_id = event.context.request_id);
+        async move {
+            match AssertUnwindSafe(handler(ctx, event.payload)).catch_unwind().await {
+                Ok(Ok(summary)) => {
+                    tracing::info!(summary = %summary, "scheduled run finished");
+                    Ok(summary)
+                }
+                Ok(Err(error)) => Err(Error::from(error)),
+                Err(_) => Err(Error::from("scheduled handler panicked")),
+            }
+        }
+        .instrument(span)
+    })
 }

@@ -4,18 +4,26 @@
 
 use std::sync::Arc;
 
+use aws_lambda_events::sqs::SqsMessage;
 use lambda_http::{BoxFuture, Request};
+use serde_json::Value;
 
-use crate::Context;
-use crate::api;
+use crate::events::QueueError;
 use crate::http::ApiResult;
+use crate::{ApiError, Context, api, events};
 
 /// An HTTP endpoint behind API Gateway (HTTP API, payload v2).
 pub type HttpHandler = fn(Arc<Context>, Request) -> BoxFuture<'static, ApiResult>;
+/// One SQS message; an error retries that message only (partial batch failure).
+pub type QueueHandler = fn(Arc<Context>, SqsMessage) -> BoxFuture<'static, Result<(), QueueError>>;
+/// An EventBridge schedule; the answer summarises the run.
+pub type ScheduleHandler = fn(Arc<Context>, Value) -> BoxFuture<'static, Result<Value, ApiError>>;
 
 #[derive(Clone, Copy)]
 pub enum Handler {
     Http(HttpHandler),
+    Queue(QueueHandler),
+    Schedule(ScheduleHandler),
 }
 
 #[derive(Clone, Copy)]
@@ -25,25 +33,21 @@ pub struct Function {
     pub handler: Handler,
 }
 
-pub const HEALTH: Function = Function {
-    name: "health",
-    handler: Handler::Http(|c, r| Box::pin(api::health::health(c, r))),
-};
-pub const AUTH_ME: Function = Function {
-    name: "auth-me",
-    handler: Handler::Http(|c, r| Box::pin(api::auth::me(c, r))),
-};
-pub const AUTH_REFRESH: Function = Function {
-    name: "auth-refresh",
-    handler: Handler::Http(|c, r| Box::pin(api::auth::refresh(c, r))),
-};
-pub const AUTH_LOGOUT: Function = Function {
-    name: "auth-logout",
-    handler: Handler::Http(|c, r| Box::pin(api::auth::logout(c, r))),
-};
+pub const HEALTH: Function =
+    Function { name: "health", handler: Handler::Http(|c, r| Box::pin(api::health::health(c, r))) };
+pub const AUTH_ME: Function =
+    Function { name: "auth-me", handler: Handler::Http(|c, r| Box::pin(api::auth::me(c, r))) };
+pub const AUTH_REFRESH: Function =
+    Function { name: "auth-refresh", handler: Handler::Http(|c, r| Box::pin(api::auth::refresh(c, r))) };
+pub const AUTH_LOGOUT: Function =
+    Function { name: "auth-logout", handler: Handler::Http(|c, r| Box::pin(api::auth::logout(c, r))) };
+pub const EVENTS_DISPATCH: Function =
+    Function { name: "events-dispatch", handler: Handler::Queue(|c, m| Box::pin(events::dispatch(c, m))) };
+pub const OUTBOX_RELAY: Function =
+    Function { name: "outbox-relay", handler: Handler::Schedule(|c, e| Box::pin(events::relay(c, e))) };
 
 /// Every function, for the dev gateway and the consistency test.
-pub const ALL: &[Function] = &[HEALTH, AUTH_ME, AUTH_REFRESH, AUTH_LOGOUT];
+pub const ALL: &[Function] = &[HEALTH, AUTH_ME, AUTH_REFRESH, AUTH_LOGOUT, EVENTS_DISPATCH, OUTBOX_RELAY];
 
 pub fn by_name(name: &str) -> Option<Function> {
     ALL.iter().find(|f| f.name == name).copied()

@@ -30,33 +30,19 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max: usize) -> Result<T, Ap
     if bytes.len() > max {
         return Err(ApiError::payload_too_large(max));
     }
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .eq_ignore_ascii_case("application/json")
-    {
+    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "Send the body as application/json",
         ));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid JSON body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid JSON body: {e}")))
 }
 
 /// Like [`json_body`] but an absent body is `None` (endpoints that also accept cookies).
-pub fn optional_json_body<T: DeserializeOwned>(
-    req: &Request,
-    max: usize,
-) -> Result<Option<T>, ApiError> {
+pub fn optional_json_body<T: DeserializeOwned>(req: &Request, max: usize) -> Result<Option<T>, ApiError> {
     if body_bytes(req).iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -76,9 +62,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResult {
 /// Adds `Set-Cookie` headers to a response.
 pub fn with_cookies(mut response: Response<Body>, cookies: &[String]) -> ApiResult {
     for cookie in cookies {
-        response
-            .headers_mut()
-            .append(SET_COOKIE, cookie.parse().map_err(ApiError::internal)?);
+        response.headers_mut().append(SET_COOKIE, cookie.parse().map_err(ApiError::internal)?);
     }
     Ok(response)
 }
@@ -106,23 +90,14 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
 
 /// The token of an `Authorization: Bearer` header.
 pub fn bearer_token(req: &Request) -> Option<&str> {
-    let value = req
-        .headers()
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// A cookie that only our server reads: httpOnly, Secure, SameSite.
 pub fn secure_cookie(name: &str, value: &str, path: &str, max_age: i64, same_site: &str) -> String {
-    format!(
-        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite={same_site}"
-    )
+    format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite={same_site}")
 }
 
 #[cfg(test)]
@@ -146,18 +121,9 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_required() {
-        assert_eq!(
-            bearer_token(&request(&[("authorization", "bearer abc")], "")),
-            Some("abc")
-        );
-        assert_eq!(
-            bearer_token(&request(&[("authorization", "Basic abc")], "")),
-            None
-        );
-        assert_eq!(
-            bearer_token(&request(&[("authorization", "Bearer ")], "")),
-            None
-        );
+        assert_eq!(bearer_token(&request(&[("authorization", "bearer abc")], "")), Some("abc"));
+        assert_eq!(bearer_token(&request(&[("authorization", "Basic abc")], "")), None);
+        assert_eq!(bearer_token(&request(&[("authorization", "Bearer ")], "")), None);
     }
 
     #[test]
@@ -167,10 +133,7 @@ mod tests {
             #[allow(dead_code)]
             a: u8,
         }
-        let ok = request(
-            &[("content-type", "application/json; charset=utf-8")],
-            r#"{"a":1}"#,
-        );
+        let ok = request(&[("content-type", "application/json; charset=utf-8")], r#"{"a":1}"#);
         assert!(json_body::<T>(&ok, 100).is_ok());
         let wrong_type = request(&[("content-type", "text/plain")], r#"{"a":1}"#);
         assert_eq!(json_body::<T>(&wrong_type, 100).unwrap_err().status, 415);

@@ -9,6 +9,7 @@ pub mod context;
 pub mod crypto;
 pub mod entry;
 pub mod error;
+pub mod events;
 pub mod functions;
 pub mod http;
 pub mod logging;

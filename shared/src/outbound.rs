@@ -95,9 +95,7 @@ impl OutboundClient {
             .https_only(!policy.allow_plain_http)
             .timeout(policy.timeout)
             .connect_timeout(policy.connect_timeout)
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_loopback: policy.allow_loopback,
-            }))
+            .dns_resolver(Arc::new(GuardedResolver { allow_loopback: policy.allow_loopback }))
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() > redirect_policy.max_redirects {
                     return attempt.error("too many redirects");
@@ -169,8 +167,7 @@ impl Resolve for GuardedResolver {
         let allow_loopback = self.allow_loopback;
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some(bad) = addrs.iter().find(|a| is_forbidden(a.ip(), allow_loopback)) {
                 return Err(Box::new(OutboundError::ForbiddenAddress(bad.ip())) as _);
             }
@@ -213,14 +210,7 @@ fn forbidden_v6(ip: Ipv6Addr, allow_loopback: bool) -> bool {
         return !allow_loopback;
     }
     let seg = ip.segments();
-    let embedded_v4 = || {
-        Ipv4Addr::new(
-            (seg[6] >> 8) as u8,
-            seg[6] as u8,
-            (seg[7] >> 8) as u8,
-            seg[7] as u8,
-        )
-    };
+    let embedded_v4 = || Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
     ip.is_unspecified()
         || ip.is_multicast()
         || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7 (AWS metadata fd00:ec2::254)
@@ -232,14 +222,8 @@ fn forbidden_v6(ip: Ipv6Addr, allow_loopback: bool) -> bool {
 }
 
 /// Reads a response body up to `max` bytes, failing as soon as it grows past that.
-pub async fn read_capped(
-    response: reqwest::Response,
-    max: usize,
-) -> Result<Vec<u8>, OutboundError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > max as u64)
-    {
+pub async fn read_capped(response: reqwest::Response, max: usize) -> Result<Vec<u8>, OutboundError> {
+    if response.content_length().is_some_and(|len| len > max as u64) {
         return Err(OutboundError::TooLarge(max));
     }
     let mut body = Vec::new();
@@ -287,12 +271,7 @@ mod tests {
         ] {
             assert!(is_forbidden(ip(bad), false), "{bad} should be forbidden");
         }
-        for good in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700:4700::1111",
-            "64:ff9b::808:808",
-        ] {
+        for good in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808"] {
             assert!(!is_forbidden(ip(good), false), "{good} should be allowed");
         }
     }
@@ -307,40 +286,16 @@ mod tests {
 
     #[test]
     fn urls_are_checked_before_connecting() {
-        let strict = OutboundPolicy {
-            allowed_hosts: Some(vec!["files.example.com".into()]),
-            ..Default::default()
-        };
+        let strict = OutboundPolicy { allowed_hosts: Some(vec!["files.example.com".into()]), ..Default::default() };
         assert!(check_url(&strict, "https://files.example.com/a").is_ok());
         assert!(check_url(&strict, "https://cdn.files.example.com/a").is_ok());
-        assert!(matches!(
-            check_url(&strict, "https://evilfiles.example.com/a"),
-            Err(OutboundError::HostNotAllowed(_))
-        ));
-        assert!(matches!(
-            check_url(&strict, "http://files.example.com/a"),
-            Err(OutboundError::SchemeNotAllowed)
-        ));
-        assert!(matches!(
-            check_url(&strict, "https://u:p@files.example.com/"),
-            Err(OutboundError::CredentialsInUrl)
-        ));
-        assert!(matches!(
-            check_url(&strict, "file:///etc/passwd"),
-            Err(OutboundError::SchemeNotAllowed)
-        ));
+        assert!(matches!(check_url(&strict, "https://evilfiles.example.com/a"), Err(OutboundError::HostNotAllowed(_))));
+        assert!(matches!(check_url(&strict, "http://files.example.com/a"), Err(OutboundError::SchemeNotAllowed)));
+        assert!(matches!(check_url(&strict, "https://u:p@files.example.com/"), Err(OutboundError::CredentialsInUrl)));
+        assert!(matches!(check_url(&strict, "file:///etc/passwd"), Err(OutboundError::SchemeNotAllowed)));
         let open = OutboundPolicy::default();
-        assert!(matches!(
-            check_url(&open, "https://169.254.169.254/latest"),
-            Err(OutboundError::ForbiddenAddress(_))
-        ));
-        assert!(matches!(
-            check_url(&open, "https://[::1]/"),
-            Err(OutboundError::ForbiddenAddress(_))
-        ));
-        assert!(matches!(
-            check_url(&open, "https://0x7f000001/"),
-            Err(OutboundError::ForbiddenAddress(_))
-        ));
+        assert!(matches!(check_url(&open, "https://169.254.169.254/latest"), Err(OutboundError::ForbiddenAddress(_))));
+        assert!(matches!(check_url(&open, "https://[::1]/"), Err(OutboundError::ForbiddenAddress(_))));
+        assert!(matches!(check_url(&open, "https://0x7f000001/"), Err(OutboundError::ForbiddenAddress(_))));
     }
 }

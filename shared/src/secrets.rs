@@ -25,9 +25,7 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -39,9 +37,7 @@ pub struct KeyRing {
 
 impl KeyRing {
     pub fn find(&self, kid: &str) -> Option<&SigningKey> {
-        std::iter::once(&self.current)
-            .chain(self.previous.as_ref())
-            .find(|k| k.kid == kid)
+        std::iter::once(&self.current).chain(self.previous.as_ref()).find(|k| k.kid == kid)
     }
 }
 
@@ -60,10 +56,7 @@ pub struct CachedKeyRing {
 
 impl CachedKeyRing {
     pub fn new(secret_id: impl Into<String>) -> Self {
-        Self {
-            secret_id: secret_id.into(),
-            cached: RwLock::new(None),
-        }
+        Self { secret_id: secret_id.into(), cached: RwLock::new(None) }
     }
 
     /// The key ring, from cache while it is fresh.
@@ -77,10 +70,7 @@ impl CachedKeyRing {
     }
 
     /// Fetches again after a token named a `kid` we do not know, unless we fetched very recently.
-    pub async fn refresh_for_unknown_kid(
-        &self,
-        client: &Client,
-    ) -> Result<Arc<KeyRing>, SecretsError> {
+    pub async fn refresh_for_unknown_kid(&self, client: &Client) -> Result<Arc<KeyRing>, SecretsError> {
         if let Some((ring, at)) = self.cached.read().await.as_ref()
             && at.elapsed() < MIN_FORCED_REFRESH
         {
@@ -100,55 +90,28 @@ impl CachedKeyRing {
     }
 
     fn error(&self, reason: &str) -> SecretsError {
-        SecretsError {
-            secret_id: self.secret_id.clone(),
-            reason: reason.to_string(),
-        }
+        SecretsError { secret_id: self.secret_id.clone(), reason: reason.to_string() }
     }
 }
 
 /// One version of a secret by stage; `None` when the stage does not exist (no rotation yet).
-async fn fetch_version(
-    client: &Client,
-    secret_id: &str,
-    stage: &str,
-) -> Result<Option<SigningKey>, SecretsError> {
-    let error = |reason: String| SecretsError {
-        secret_id: secret_id.to_string(),
-        reason,
-    };
-    match client
-        .get_secret_value()
-        .secret_id(secret_id)
-        .version_stage(stage)
-        .send()
-        .await
-    {
+async fn fetch_version(client: &Client, secret_id: &str, stage: &str) -> Result<Option<SigningKey>, SecretsError> {
+    let error = |reason: String| SecretsError { secret_id: secret_id.to_string(), reason };
+    match client.get_secret_value().secret_id(secret_id).version_stage(stage).send().await {
         Ok(out) => {
-            let kid = out
-                .version_id
-                .ok_or_else(|| error("version without id".into()))?;
-            let value = out
-                .secret_string
-                .ok_or_else(|| error("secret is not a string".into()))?;
+            let kid = out.version_id.ok_or_else(|| error("version without id".into()))?;
+            let value = out.secret_string.ok_or_else(|| error("secret is not a string".into()))?;
             if value.len() < 32 {
                 return Err(error("signing key shorter than 32 bytes".into()));
             }
-            Ok(Some(SigningKey {
-                kid,
-                secret: value.into_bytes().into(),
-            }))
+            Ok(Some(SigningKey { kid, secret: value.into_bytes().into() }))
         }
         Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception())
-                && stage != "AWSCURRENT" =>
+            if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) && stage != "AWSCURRENT" =>
         {
             Ok(None)
         }
-        Err(e) => Err(error(
-            aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
-        )),
+        Err(e) => Err(error(aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string())),
     }
 }
 

@@ -6,6 +6,7 @@
 //! devstack env FUNCTION [--stack hub-dev]              a function's environment (KEY=VALUE lines)
 //! devstack invoke BINARY EVENT_FILE [--stack hub-dev]  run a function binary on a local Runtime API
 //! devstack token --email E [--role R] [--stack hub-dev] a signed-in session for trying the API
+//! devstack fire FUNCTION [--stack hub-dev]             run a scheduled function now
 //! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
 //! It talks only to the endpoint in `AWS_ENDPOINT_URL`, which must be on loopback.
@@ -26,78 +27,45 @@ struct Args {
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
-    let command = it
-        .next()
-        .context("usage: devstack up|provision|env|invoke|token [options]")?;
+    let command = it.next().context("usage: devstack up|provision|env|invoke|token [options]")?;
     let (mut positional, mut options) = (Vec::new(), std::collections::HashMap::new());
     while let Some(arg) = it.next() {
         match arg.strip_prefix("--") {
             Some(name) => {
-                options.insert(
-                    name.to_string(),
-                    it.next()
-                        .with_context(|| format!("--{name} needs a value"))?,
-                );
+                options.insert(name.to_string(), it.next().with_context(|| format!("--{name} needs a value"))?);
             }
             None => positional.push(arg),
         }
     }
-    Ok(Args {
-        command,
-        positional,
-        options,
-    })
+    Ok(Args { command, positional, options })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let stack_name = args
-        .options
-        .get("stack")
-        .cloned()
-        .unwrap_or_else(|| "hub-dev".into());
-    let endpoint = std::env::var("AWS_ENDPOINT_URL")
-        .context("AWS_ENDPOINT_URL must point at the local AWS stack")?;
-    let host = url::Url::parse(&endpoint)?
-        .host_str()
-        .unwrap_or_default()
-        .to_string();
+    let stack_name = args.options.get("stack").cloned().unwrap_or_else(|| "hub-dev".into());
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL must point at the local AWS stack")?;
+    let host = url::Url::parse(&endpoint)?.host_str().unwrap_or_default().to_string();
     if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
         bail!("refusing to provision {endpoint}: the local stack must be on loopback");
     }
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let template = Template::load(&devstack::repo_root().join("template.yaml"))?;
     let stack = provision(&template, &stack_name, &sdk, &[("Stage", "local")]).await?;
 
     match args.command.as_str() {
-        "provision" => println!(
-            "provisioned {} resources of stack {stack_name} at {endpoint}",
-            stack.refs.len()
-        ),
+        "provision" => println!("provisioned {} resources of stack {stack_name} at {endpoint}", stack.refs.len()),
         "env" => {
-            let function = args
-                .positional
-                .first()
-                .context("devstack env FUNCTION_BINARY")?;
+            let function = args.positional.first().context("devstack env FUNCTION_BINARY")?;
             for (k, v) in function_env(&template, &stack, function)? {
                 println!("{k}={v}");
             }
         }
         "invoke" => {
-            let [binary, event_file] = &args.positional[..] else {
-                bail!("devstack invoke BINARY EVENT_FILE")
-            };
-            let name = std::path::Path::new(binary)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .context("binary name")?;
+            let [binary, event_file] = &args.positional[..] else { bail!("devstack invoke BINARY EVENT_FILE") };
+            let name = std::path::Path::new(binary).file_name().and_then(|n| n.to_str()).context("binary name")?;
             let name = if name == "bootstrap" {
-                args.options
-                    .get("function")
-                    .context("--function NAME for a bootstrap binary")?
+                args.options.get("function").context("--function NAME for a bootstrap binary")?
             } else {
                 name
             };
@@ -112,9 +80,8 @@ async fn main() -> anyhow::Result<()> {
         }
         "token" => {
             let email = args.options.get("email").context("--email")?;
-            let role =
-                hub::auth::Role::parse(args.options.get("role").map_or("student", String::as_str))
-                    .context("unknown --role")?;
+            let role = hub::auth::Role::parse(args.options.get("role").map_or("student", String::as_str))
+                .context("unknown --role")?;
             let env = function_env(&template, &stack, "auth-me")?;
             let config = hub::Config::from_lookup(|k| env.get(k).cloned())?;
             let ctx = hub::Context::new(config, sdk.clone());
@@ -131,13 +98,9 @@ async fn main() -> anyhow::Result<()> {
             let (user, _) = hub::auth::provisioning::provision_user(&ctx, &profile)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            let pair = hub::auth::sessions::start_session(&ctx, &user)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({ "user": user, "tokens": pair }))?
-            );
+            let pair =
+                hub::auth::sessions::start_session(&ctx, &user).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "user": user, "tokens": pair }))?);
         }
         "up" => {
             let port: u16 = args.options.get("port").map_or(Ok(3000), |p| p.parse())?;
@@ -145,28 +108,36 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                 .await
                 .with_context(|| format!("port {port} is taken"))?;
-            println!(
-                "Local AWS stack {stack_name} at {endpoint}: {} resources from template.yaml",
-                stack.refs.len()
-            );
+            println!("Local AWS stack {stack_name} at {endpoint}: {} resources from template.yaml", stack.refs.len());
             println!("Dev gateway on http://127.0.0.1:{port}");
             for (route, function) in gateway.routes() {
                 println!("  {:<32} -> {function}", route.key());
             }
+            for (function, queue) in gateway.consumers() {
+                println!("  polling {queue} -> {function}");
+            }
+            for function in gateway.schedules() {
+                println!("  POST /_local/schedules/{function:<16} -> {function} (its EventBridge schedule, on demand)");
+            }
             println!("\nTry:");
             println!("  curl -s http://127.0.0.1:{port}/health");
-            println!("  make token EMAIL=ada@example.com ROLE=admin     # prints an access token");
-            println!(
-                "  curl -s -H \"Authorization: Bearer $ACCESS\" http://127.0.0.1:{port}/api/auth/me"
-            );
+            println!("  eval \"$(make -s token EMAIL=ada@example.com ROLE=admin)\"   # sets $ACCESS and $REFRESH");
+            println!("  curl -s -H \"Authorization: Bearer $ACCESS\" http://127.0.0.1:{port}/api/auth/me");
             println!(
                 "  curl -s -X POST -H 'content-type: application/json' -d '{{\"refresh_token\":\"...\"}}' http://127.0.0.1:{port}/api/auth/refresh"
             );
+            println!("  curl -s -X POST http://127.0.0.1:{port}/_local/schedules/outbox-relay");
             println!("\nCtrl-C stops the gateway and the local AWS stack.");
             tokio::select! {
-                _ = gateway.serve(listener) => {}
+                _ = gateway.clone().serve(listener) => {}
+                _ = gateway.poll_queues() => {}
                 _ = tokio::signal::ctrl_c() => println!("stopping"),
             }
+        }
+        "fire" => {
+            let function = args.positional.first().context("devstack fire FUNCTION")?;
+            let gateway = devstack::gateway::Gateway::new(&template, &stack, &sdk)?;
+            println!("{}", gateway.fire(function).await?);
         }
         "coldstart" => {
             let runs: usize = args.options.get("runs").map_or(Ok(10), |r| r.parse())?;
@@ -176,18 +147,12 @@ async fn main() -> anyhow::Result<()> {
             );
             for binary in &args.positional {
                 let path = std::path::Path::new(binary);
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .context("binary name")?;
+                let name = path.file_name().and_then(|n| n.to_str()).context("binary name")?;
                 // The baseline has no template entry; the hub's functions get their real environment.
                 let env = function_env(&template, &stack, name).unwrap_or_default();
-                let event_file = devstack::repo_root()
-                    .join("events")
-                    .join(format!("{name}.json"));
+                let event_file = devstack::repo_root().join("events").join(format!("{name}.json"));
                 let event = std::fs::read_to_string(&event_file).unwrap_or_else(|_| {
-                    std::fs::read_to_string(devstack::repo_root().join("events/health.json"))
-                        .unwrap_or_default()
+                    std::fs::read_to_string(devstack::repo_root().join("events/health.json")).unwrap_or_default()
                 });
                 let (mut inits, mut firsts, mut peak) = (Vec::new(), Vec::new(), 0u64);
                 for _ in 0..runs {
@@ -195,9 +160,7 @@ async fn main() -> anyhow::Result<()> {
                     let ready = process.api.wait_ready(Duration::from_secs(10)).await?;
                     inits.push(ready.duration_since(process.spawned_at));
                     let started = std::time::Instant::now();
-                    if let Outcome::Error(e) =
-                        process.api.invoke(&event, Duration::from_secs(30)).await?
-                    {
+                    if let Outcome::Error(e) = process.api.invoke(&event, Duration::from_secs(30)).await? {
                         bail!("{name} failed: {e}");
                     }
                     firsts.push(started.elapsed());

@@ -36,11 +36,7 @@ impl LocalStack {
     }
 
     /// A function's environment as Lambda would set it from the template.
-    pub fn function_env(
-        &self,
-        template: &Template,
-        logical_id: &str,
-    ) -> anyhow::Result<BTreeMap<String, String>> {
+    pub fn function_env(&self, template: &Template, logical_id: &str) -> anyhow::Result<BTreeMap<String, String>> {
         template.function_env(logical_id, &self.resolver())
     }
 }
@@ -61,28 +57,20 @@ pub async fn provision(
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     for (id, props) in template.resources_of_type("AWS::DynamoDB::Table") {
         let name = format!("{stack}-{id}");
-        let arn = create_table(&ddb, &name, &props)
-            .await
-            .with_context(|| format!("table {id}"))?;
+        let arn = create_table(&ddb, &name, &props).await.with_context(|| format!("table {id}"))?;
         out.refs.insert(id.clone(), name);
         out.arns.insert(id, arn);
     }
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(true)
-            .build(),
-    );
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build());
     for (id, _) in template.resources_of_type("AWS::S3::Bucket") {
         let name = format!("{stack}-{id}").to_lowercase();
         match s3.create_bucket().bucket(&name).send().await {
             Ok(_) => {}
             Err(e)
-                if e.as_service_error().is_some_and(|s| {
-                    s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
-                }) => {}
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) => {}
             Err(e) => {
-                return Err(anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e)))
-                    .context(format!("bucket {id}"));
+                return Err(anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e))).context(format!("bucket {id}"));
             }
         }
         out.arns.insert(id.clone(), format!("arn:aws:s3:::{name}"));
@@ -94,18 +82,14 @@ pub async fn provision(
     queues.sort_by_key(|(_, p)| p.get("RedrivePolicy").is_some());
     for (id, props) in queues {
         let name = format!("{stack}-{id}");
-        let (url, arn) = create_queue(&sqs, &name, &props, &out)
-            .await
-            .with_context(|| format!("queue {id}"))?;
+        let (url, arn) = create_queue(&sqs, &name, &props, &out).await.with_context(|| format!("queue {id}"))?;
         out.refs.insert(id.clone(), url);
         out.arns.insert(id, arn);
     }
     let sm = aws_sdk_secretsmanager::Client::new(sdk);
     for (id, props) in template.resources_of_type("AWS::SecretsManager::Secret") {
         let name = format!("{stack}/{id}");
-        let arn = create_secret(&sm, &name, &props)
-            .await
-            .with_context(|| format!("secret {id}"))?;
+        let arn = create_secret(&sm, &name, &props).await.with_context(|| format!("secret {id}"))?;
         out.refs.insert(id.clone(), arn.clone());
         out.arns.insert(id, arn);
     }
@@ -118,11 +102,7 @@ pub async fn provision(
     Ok(out)
 }
 
-async fn create_table(
-    client: &aws_sdk_dynamodb::Client,
-    name: &str,
-    props: &Value,
-) -> anyhow::Result<String> {
+async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Value) -> anyhow::Result<String> {
     use aws_sdk_dynamodb::types::*;
     let key_schema = |v: &Value| -> anyhow::Result<Vec<KeySchemaElement>> {
         v.as_sequence()
@@ -136,37 +116,21 @@ async fn create_table(
             })
             .collect()
     };
-    let mut req = client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest);
-    for a in props["AttributeDefinitions"]
-        .as_sequence()
-        .context("AttributeDefinitions")?
-    {
+    let mut req = client.create_table().table_name(name).billing_mode(BillingMode::PayPerRequest);
+    for a in props["AttributeDefinitions"].as_sequence().context("AttributeDefinitions")? {
         req = req.attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name(scalar(&a["AttributeName"]))
-                .attribute_type(ScalarAttributeType::from(
-                    scalar(&a["AttributeType"]).as_str(),
-                ))
+                .attribute_type(ScalarAttributeType::from(scalar(&a["AttributeType"]).as_str()))
                 .build()?,
         );
     }
     req = req.set_key_schema(Some(key_schema(&props["KeySchema"])?));
-    for g in props["GlobalSecondaryIndexes"]
-        .as_sequence()
-        .into_iter()
-        .flatten()
-    {
+    for g in props["GlobalSecondaryIndexes"].as_sequence().into_iter().flatten() {
         let projection = Projection::builder()
-            .projection_type(ProjectionType::from(
-                scalar(&g["Projection"]["ProjectionType"]).as_str(),
-            ))
+            .projection_type(ProjectionType::from(scalar(&g["Projection"]["ProjectionType"]).as_str()))
             .set_non_key_attributes(
-                g["Projection"]["NonKeyAttributes"]
-                    .as_sequence()
-                    .map(|s| s.iter().map(scalar).collect()),
+                g["Projection"]["NonKeyAttributes"].as_sequence().map(|s| s.iter().map(scalar).collect()),
             )
             .build();
         req = req.global_secondary_indexes(
@@ -179,30 +143,18 @@ async fn create_table(
     }
     match req.send().await {
         Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
         Err(e) => bail!(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()),
     }
     let ttl = &props["TimeToLiveSpecification"];
     if ttl["Enabled"].as_bool() == Some(true) {
-        let spec = TimeToLiveSpecification::builder()
-            .attribute_name(scalar(&ttl["AttributeName"]))
-            .enabled(true)
-            .build()?;
+        let spec =
+            TimeToLiveSpecification::builder().attribute_name(scalar(&ttl["AttributeName"])).enabled(true).build()?;
         // Already enabled on a kept table: nothing to do.
-        let _ = client
-            .update_time_to_live()
-            .table_name(name)
-            .time_to_live_specification(spec)
-            .send()
-            .await;
+        let _ = client.update_time_to_live().table_name(name).time_to_live_specification(spec).send().await;
     }
     let described = client.describe_table().table_name(name).send().await?;
-    described
-        .table
-        .and_then(|t| t.table_arn)
-        .context("table without ARN")
+    described.table.and_then(|t| t.table_arn).context("table without ARN")
 }
 
 async fn create_queue(
@@ -217,10 +169,7 @@ async fn create_queue(
         ("VisibilityTimeout", A::VisibilityTimeout),
         ("MessageRetentionPeriod", A::MessageRetentionPeriod),
         ("DelaySeconds", A::DelaySeconds),
-        (
-            "ReceiveMessageWaitTimeSeconds",
-            A::ReceiveMessageWaitTimeSeconds,
-        ),
+        ("ReceiveMessageWaitTimeSeconds", A::ReceiveMessageWaitTimeSeconds),
     ] {
         if let Some(v) = props.get(key) {
             attributes.insert(attr, scalar(v));
@@ -234,65 +183,26 @@ async fn create_queue(
         });
         attributes.insert(A::RedrivePolicy, policy.to_string());
     }
-    let url = match client
-        .create_queue()
-        .queue_name(name)
-        .set_attributes(Some(attributes.clone()))
-        .send()
-        .await
-    {
+    let url = match client.create_queue().queue_name(name).set_attributes(Some(attributes.clone())).send().await {
         Ok(out) => out.queue_url.context("queue without URL")?,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_queue_name_exists()) =>
-        {
-            let url = client
-                .get_queue_url()
-                .queue_name(name)
-                .send()
-                .await?
-                .queue_url
-                .context("queue without URL")?;
-            client
-                .set_queue_attributes()
-                .queue_url(&url)
-                .set_attributes(Some(attributes))
-                .send()
-                .await?;
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_queue_name_exists()) => {
+            let url = client.get_queue_url().queue_name(name).send().await?.queue_url.context("queue without URL")?;
+            client.set_queue_attributes().queue_url(&url).set_attributes(Some(attributes)).send().await?;
             url
         }
         Err(e) => bail!(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
     };
-    let attrs = client
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(A::QueueArn)
-        .send()
-        .await?;
-    let arn = attrs
-        .attributes
-        .and_then(|mut a| a.remove(&A::QueueArn))
-        .context("queue without ARN")?;
+    let attrs = client.get_queue_attributes().queue_url(&url).attribute_names(A::QueueArn).send().await?;
+    let arn = attrs.attributes.and_then(|mut a| a.remove(&A::QueueArn)).context("queue without ARN")?;
     Ok((url, arn))
 }
 
-async fn create_secret(
-    client: &aws_sdk_secretsmanager::Client,
-    name: &str,
-    props: &Value,
-) -> anyhow::Result<String> {
+async fn create_secret(client: &aws_sdk_secretsmanager::Client, name: &str, props: &Value) -> anyhow::Result<String> {
     let value = match (props.get("SecretString"), props.get("GenerateSecretString")) {
         (Some(v), _) => scalar(v),
         (None, Some(g)) => {
-            let length = g
-                .get("PasswordLength")
-                .and_then(Value::as_u64)
-                .unwrap_or(32) as usize;
-            let generated: String = rand::rng()
-                .sample_iter(&Alphanumeric)
-                .take(length)
-                .map(char::from)
-                .collect();
+            let length = g.get("PasswordLength").and_then(Value::as_u64).unwrap_or(32) as usize;
+            let generated: String = rand::rng().sample_iter(&Alphanumeric).take(length).map(char::from).collect();
             match (g.get("SecretStringTemplate"), g.get("GenerateStringKey")) {
                 (Some(t), Some(k)) => {
                     let mut doc: serde_json::Value =
@@ -306,25 +216,10 @@ async fn create_secret(
         // Filled in by an operator (for example per-district credentials): start empty.
         (None, None) => "{}".to_string(),
     };
-    match client
-        .create_secret()
-        .name(name)
-        .secret_string(value)
-        .send()
-        .await
-    {
+    match client.create_secret().name(name).secret_string(value).send().await {
         Ok(out) => out.arn.context("secret without ARN"),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_exists_exception()) =>
-        {
-            client
-                .describe_secret()
-                .secret_id(name)
-                .send()
-                .await?
-                .arn
-                .context("secret without ARN")
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_exists_exception()) => {
+            client.describe_secret().secret_id(name).send().await?.arn.context("secret without ARN")
         }
         Err(e) => bail!(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()),
     }

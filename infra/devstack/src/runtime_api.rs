@@ -89,42 +89,19 @@ impl RuntimeApi {
     pub async fn invoke(&self, event: &str, timeout: Duration) -> anyhow::Result<Outcome> {
         let (reply, answer) = oneshot::channel();
         let id = format!("local-{}", rand::random::<u64>());
-        self.state.pending.lock().await.push_back(Invocation {
-            id,
-            event: event.to_string(),
-            reply,
-        });
+        self.state.pending.lock().await.push_back(Invocation { id, event: event.to_string(), reply });
         self.state.arrived.notify_one();
-        Ok(tokio::time::timeout(timeout, answer)
-            .await
-            .context("invocation timed out")??)
+        Ok(tokio::time::timeout(timeout, answer).await.context("invocation timed out")??)
     }
 }
 
-async fn route(
-    state: Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let path = req
-        .uri()
-        .path()
-        .strip_prefix(PREFIX)
-        .unwrap_or("")
-        .to_string();
+async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let path = req.uri().path().strip_prefix(PREFIX).unwrap_or("").to_string();
     let method = req.method().clone();
     let body = String::from_utf8_lossy(&req.into_body().collect().await?.to_bytes()).into_owned();
-    let reply = |status: u16| {
-        Response::builder()
-            .status(status)
-            .body(Full::new(Bytes::new()))
-            .expect("valid response")
-    };
+    let reply = |status: u16| Response::builder().status(status).body(Full::new(Bytes::new())).expect("valid response");
     if method == hyper::Method::GET && path == "/invocation/next" {
-        state
-            .first_poll
-            .lock()
-            .await
-            .get_or_insert_with(Instant::now);
+        state.first_poll.lock().await.get_or_insert_with(Instant::now);
         state.polled.notify_waiters();
         let invocation = loop {
             let arrived = state.arrived.notified();
@@ -133,30 +110,15 @@ async fn route(
             }
             arrived.await;
         };
-        state
-            .in_flight
-            .lock()
-            .await
-            .insert(invocation.id.clone(), invocation.reply);
-        let deadline = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
+        state.in_flight.lock().await.insert(invocation.id.clone(), invocation.reply);
+        let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
             + Duration::from_secs(30);
         return Ok(Response::builder()
             .status(200)
             .header("lambda-runtime-aws-request-id", &invocation.id)
-            .header(
-                "lambda-runtime-deadline-ms",
-                deadline.as_millis().to_string(),
-            )
-            .header(
-                "lambda-runtime-invoked-function-arn",
-                "arn:aws:lambda:us-east-1:123456789012:function:local",
-            )
-            .header(
-                "lambda-runtime-trace-id",
-                "Root=1-00000000-000000000000000000000000;Sampled=0",
-            )
+            .header("lambda-runtime-deadline-ms", deadline.as_millis().to_string())
+            .header("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:local")
+            .header("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000;Sampled=0")
             .body(Full::new(Bytes::from(invocation.event)))
             .expect("valid response"));
     }
@@ -192,11 +154,7 @@ pub struct FunctionProcess {
 
 impl FunctionProcess {
     /// Starts `binary` as Lambda would, with the function's environment from the template.
-    pub async fn spawn(
-        binary: &Path,
-        name: &str,
-        env: &BTreeMap<String, String>,
-    ) -> anyhow::Result<Self> {
+    pub async fn spawn(binary: &Path, name: &str, env: &BTreeMap<String, String>) -> anyhow::Result<Self> {
         let api = RuntimeApi::start().await?;
         let spawned_at = Instant::now();
         let child = tokio::process::Command::new(binary)
@@ -211,21 +169,12 @@ impl FunctionProcess {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self {
-            api,
-            spawned_at,
-            child,
-        })
+        Ok(Self { api, spawned_at, child })
     }
 
     /// Waits for the process to exit (a function that cannot initialise ends with an error).
-    pub async fn wait_exit(
-        &mut self,
-        timeout: Duration,
-    ) -> anyhow::Result<std::process::ExitStatus> {
-        Ok(tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .context("process still running")??)
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(tokio::time::timeout(timeout, self.child.wait()).await.context("process still running")??)
     }
 
     /// Peak resident memory of the process so far (Linux), in KiB.

@@ -52,11 +52,8 @@ pub struct Resolver<'a> {
 
 impl Template {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(Self {
-            root: serde_yaml::from_str(&text)?,
-        })
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Self { root: serde_yaml::from_str(&text)? })
     }
 
     /// (logical id, type, properties) of every resource, in file order.
@@ -76,11 +73,7 @@ impl Template {
     }
 
     pub fn resources_of_type(&self, kind: &str) -> Vec<(String, Value)> {
-        self.resources()
-            .into_iter()
-            .filter(|(_, t, _)| t == kind)
-            .map(|(id, _, p)| (id, p))
-            .collect()
+        self.resources().into_iter().filter(|(_, t, _)| t == kind).map(|(id, _, p)| (id, p)).collect()
     }
 
     /// Parameter defaults, overridden by `overrides`.
@@ -105,18 +98,12 @@ impl Template {
             if kind != "AWS::Serverless::Function" {
                 continue;
             }
-            let binary =
-                self.root["Resources"][id.as_str()]["Metadata"]["BuildProperties"]["Binary"]
-                    .as_str()
-                    .with_context(|| format!("{id} has no Metadata.BuildProperties.Binary"))?
-                    .to_string();
-            let mut def = FunctionDef {
-                logical_id: id.clone(),
-                binary,
-                routes: vec![],
-                queues: vec![],
-                schedules: vec![],
-            };
+            let binary = self.root["Resources"][id.as_str()]["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .with_context(|| format!("{id} has no Metadata.BuildProperties.Binary"))?
+                .to_string();
+            let mut def =
+                FunctionDef { logical_id: id.clone(), binary, routes: vec![], queues: vec![], schedules: vec![] };
             if let Some(events) = props.get("Events").and_then(Value::as_mapping) {
                 for (_, event) in events {
                     let p = &event["Properties"];
@@ -129,11 +116,9 @@ impl Template {
                                 .to_string(),
                         }),
                         Some("SQS") => {
-                            let queue = ref_target(&p["Queue"]).with_context(|| {
-                                format!("{id}: SQS event Queue must be !GetAtt X.Arn")
-                            })?;
-                            def.queues
-                                .push((queue, p["BatchSize"].as_i64().unwrap_or(10)));
+                            let queue = ref_target(&p["Queue"])
+                                .with_context(|| format!("{id}: SQS event Queue must be !GetAtt X.Arn"))?;
+                            def.queues.push((queue, p["BatchSize"].as_i64().unwrap_or(10)));
                         }
                         Some("Schedule") | Some("ScheduleV2") => {
                             let expr = p.get("Schedule").or_else(|| p.get("ScheduleExpression"));
@@ -152,11 +137,7 @@ impl Template {
     }
 
     /// The environment of one function: globals, then its own variables, intrinsics resolved.
-    pub fn function_env(
-        &self,
-        logical_id: &str,
-        r: &Resolver,
-    ) -> anyhow::Result<BTreeMap<String, String>> {
+    pub fn function_env(&self, logical_id: &str, r: &Resolver) -> anyhow::Result<BTreeMap<String, String>> {
         let mut env = BTreeMap::new();
         let global = &self.root["Globals"]["Function"]["Environment"]["Variables"];
         let own = &self.root["Resources"][logical_id]["Properties"]["Environment"]["Variables"];
@@ -164,10 +145,7 @@ impl Template {
             if let Some(map) = vars.as_mapping() {
                 for (k, v) in map {
                     let key = k.as_str().context("variable name")?.to_string();
-                    env.insert(
-                        key.clone(),
-                        resolve(v, r).with_context(|| format!("{logical_id}: variable {key}"))?,
-                    );
+                    env.insert(key.clone(), resolve(v, r).with_context(|| format!("{logical_id}: variable {key}"))?);
                 }
             }
         }
@@ -192,11 +170,7 @@ pub fn resolve(v: &Value, r: &Resolver) -> anyhow::Result<String> {
                     let target = t.value.as_str().context("!GetAtt takes X.Attr")?;
                     let (id, attr) = target.split_once('.').context("!GetAtt takes X.Attr")?;
                     match attr {
-                        "Arn" => r
-                            .arns
-                            .get(id)
-                            .cloned()
-                            .with_context(|| format!("no ARN for {id}")),
+                        "Arn" => r.arns.get(id).cloned().with_context(|| format!("no ARN for {id}")),
                         "QueueName" | "QueueUrl" => resolve_ref(id, r),
                         _ => bail!("!GetAtt {target} is not supported locally"),
                     }
@@ -213,10 +187,7 @@ pub fn resolve(v: &Value, r: &Resolver) -> anyhow::Result<String> {
 }
 
 fn resolve_ref(id: &str, r: &Resolver) -> anyhow::Result<String> {
-    r.refs
-        .get(id)
-        .cloned()
-        .with_context(|| format!("{id} is unknown"))
+    r.refs.get(id).cloned().with_context(|| format!("{id} is unknown"))
 }
 
 fn substitute(text: &str, r: &Resolver) -> anyhow::Result<String> {
@@ -228,9 +199,7 @@ fn substitute(text: &str, r: &Resolver) -> anyhow::Result<String> {
         let name = &rest[start + 2..end];
         let value = match name.split_once('.') {
             Some((id, "Arn")) => r.arns.get(id).cloned(),
-            _ => pseudo(name, r)
-                .or_else(|| r.parameters.get(name).cloned())
-                .or_else(|| r.refs.get(name).cloned()),
+            _ => pseudo(name, r).or_else(|| r.parameters.get(name).cloned()).or_else(|| r.refs.get(name).cloned()),
         };
         out.push_str(&value.with_context(|| format!("${{{name}}} cannot be resolved locally"))?);
         rest = &rest[end + 1..];
@@ -263,9 +232,6 @@ pub fn scalar(v: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Null => String::new(),
-        other => serde_yaml::to_string(other)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
     }
 }

@@ -10,19 +10,12 @@ use serde_json::json;
 use crate::auth::guard::{ACCESS_COOKIE, REFRESH_COOKIE, REFRESH_COOKIE_PATH, authenticate};
 use crate::auth::sessions::{self, TokenPair};
 use crate::auth::tokens;
-use crate::http::{
-    ApiResult, MAX_JSON_BODY, client_ip, cookie, json, optional_json_body, secure_cookie,
-    with_cookies,
-};
+use crate::http::{ApiResult, MAX_JSON_BODY, client_ip, cookie, json, optional_json_body, secure_cookie, with_cookies};
 use crate::ratelimit::{self, Rule};
 use crate::{ApiError, Context};
 
 /// Refreshing is cheap to attempt and each attempt costs a transaction: bound it per client IP.
-const REFRESH_LIMIT: Rule = Rule {
-    name: "auth-refresh",
-    limit: 30,
-    window_secs: 60,
-};
+const REFRESH_LIMIT: Rule = Rule { name: "auth-refresh", limit: 30, window_secs: 60 };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,20 +39,8 @@ pub async fn refresh(ctx: Arc<Context>, req: Request) -> ApiResult {
 /// The token pair as JSON and as cookies, for API clients and browsers alike.
 pub fn token_response(pair: &TokenPair) -> ApiResult {
     let cookies = [
-        secure_cookie(
-            ACCESS_COOKIE,
-            &pair.access_token,
-            "/",
-            pair.expires_in,
-            "Lax",
-        ),
-        secure_cookie(
-            REFRESH_COOKIE,
-            &pair.refresh_token,
-            REFRESH_COOKIE_PATH,
-            pair.refresh_expires_in,
-            "Strict",
-        ),
+        secure_cookie(ACCESS_COOKIE, &pair.access_token, "/", pair.expires_in, "Lax"),
+        secure_cookie(REFRESH_COOKIE, &pair.refresh_token, REFRESH_COOKIE_PATH, pair.refresh_expires_in, "Strict"),
     ];
     with_cookies(json(StatusCode::OK, pair)?, &cookies)
 }
@@ -81,10 +62,7 @@ pub async fn logout(ctx: Arc<Context>, req: Request) -> ApiResult {
         Ok(principal) => principal.session_id,
         Err(access_error) => {
             let body: Option<RefreshRequest> = optional_json_body(&req, MAX_JSON_BODY)?;
-            let Some(token) = body
-                .and_then(|b| b.refresh_token)
-                .or_else(|| cookie(&req, REFRESH_COOKIE))
-            else {
+            let Some(token) = body.and_then(|b| b.refresh_token).or_else(|| cookie(&req, REFRESH_COOKIE)) else {
                 return Err(access_error);
             };
             tokens::verify_refresh(&ctx, &token).await?.sid
@@ -95,8 +73,5 @@ pub async fn logout(ctx: Arc<Context>, req: Request) -> ApiResult {
         secure_cookie(ACCESS_COOKIE, "", "/", 0, "Lax"),
         secure_cookie(REFRESH_COOKIE, "", REFRESH_COOKIE_PATH, 0, "Strict"),
     ];
-    with_cookies(
-        json(StatusCode::OK, &json!({ "status": "logged_out" }))?,
-        &cleared,
-    )
+    with_cookies(json(StatusCode::OK, &json!({ "status": "logged_out" }))?, &cleared)
 }

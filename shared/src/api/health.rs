@@ -39,53 +39,21 @@ struct Checks {
 pub async fn health(ctx: Arc<Context>, _req: Request) -> ApiResult {
     let c = &ctx;
     let (dynamodb, s3, sqs, secretsmanager) = tokio::join!(
-        check(
-            c.dynamodb()
-                .describe_table()
-                .table_name(&c.config.table_name)
-                .send()
-        ),
-        check(
-            c.s3()
-                .head_bucket()
-                .bucket(&c.config.evidence_bucket)
-                .send()
-        ),
+        check(c.dynamodb().describe_table().table_name(&c.config.table_name).send()),
+        check(c.s3().head_bucket().bucket(&c.config.evidence_bucket).send()),
         check(
             c.sqs()
                 .get_queue_attributes()
                 .queue_url(&c.config.events_queue_url)
-                .attribute_names(
-                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages
-                )
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
                 .send()
         ),
-        check(
-            c.secrets()
-                .describe_secret()
-                .secret_id(&c.config.access_key_secret_id)
-                .send()
-        ),
+        check(c.secrets().describe_secret().secret_id(&c.config.access_key_secret_id).send()),
     );
-    let checks = Checks {
-        dynamodb,
-        s3,
-        sqs,
-        secretsmanager,
-    };
-    let healthy = [
-        &checks.dynamodb,
-        &checks.s3,
-        &checks.sqs,
-        &checks.secretsmanager,
-    ]
-    .iter()
-    .all(|c| c.status == "up");
-    let (status, code) = if healthy {
-        ("healthy", StatusCode::OK)
-    } else {
-        ("unhealthy", StatusCode::SERVICE_UNAVAILABLE)
-    };
+    let checks = Checks { dynamodb, s3, sqs, secretsmanager };
+    let healthy = [&checks.dynamodb, &checks.s3, &checks.sqs, &checks.secretsmanager].iter().all(|c| c.status == "up");
+    let (status, code) =
+        if healthy { ("healthy", StatusCode::OK) } else { ("unhealthy", StatusCode::SERVICE_UNAVAILABLE) };
     json(code, &Health { status, checks })
 }
 
@@ -94,35 +62,17 @@ async fn check<T, E: std::error::Error>(call: impl Future<Output = Result<T, E>>
     let outcome = tokio::time::timeout(CHECK_TIMEOUT, call).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     match outcome {
-        Ok(Ok(_)) => Check {
-            status: "up",
-            latency_ms,
-            error: None,
-        },
+        Ok(Ok(_)) => Check { status: "up", latency_ms, error: None },
         Ok(Err(e)) => {
             tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "health check failed");
-            Check {
-                status: "down",
-                latency_ms,
-                error: Some(short_error(&e)),
-            }
+            Check { status: "down", latency_ms, error: Some(short_error(&e)) }
         }
-        Err(_) => Check {
-            status: "down",
-            latency_ms,
-            error: Some("timeout".into()),
-        },
+        Err(_) => Check { status: "down", latency_ms, error: Some("timeout".into()) },
     }
 }
 
 /// A short, internals-free description: the error's own kind, not its full chain.
 fn short_error(e: &dyn std::error::Error) -> String {
     let text = e.to_string();
-    text.split(':')
-        .next()
-        .unwrap_or("error")
-        .trim()
-        .chars()
-        .take(80)
-        .collect()
+    text.split(':').next().unwrap_or("error").trim().chars().take(80).collect()
 }

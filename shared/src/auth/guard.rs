@@ -26,11 +26,7 @@ pub struct Principal {
 impl Principal {
     /// Refuses callers whose role is not among `roles` (403).
     pub fn require_role(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("Your role does not allow this"))
-        }
+        if roles.contains(&self.role) { Ok(()) } else { Err(ApiError::forbidden("Your role does not allow this")) }
     }
 
     /// Organization admins act within their own organization; platform admins anywhere.
@@ -38,9 +34,7 @@ impl Principal {
         match self.role {
             Role::Admin => Ok(()),
             Role::OrgAdmin if self.org_id.as_deref() == Some(org_id) => Ok(()),
-            _ => Err(ApiError::forbidden(
-                "You do not administer this organization",
-            )),
+            _ => Err(ApiError::forbidden("You do not administer this organization")),
         }
     }
 }
@@ -68,45 +62,21 @@ mod tests {
     use super::*;
 
     fn principal(role: Role, org: Option<&str>) -> Principal {
-        Principal {
-            user_id: "u".into(),
-            email: None,
-            role,
-            org_id: org.map(str::to_string),
-            session_id: "s".into(),
-        }
+        Principal { user_id: "u".into(), email: None, role, org_id: org.map(str::to_string), session_id: "s".into() }
     }
 
     #[test]
     fn role_guard_accepts_only_listed_roles() {
-        assert!(
-            principal(Role::Teacher, None)
-                .require_role(&[Role::Teacher, Role::Admin])
-                .is_ok()
-        );
-        let err = principal(Role::Student, None)
-            .require_role(&[Role::Teacher])
-            .unwrap_err();
+        assert!(principal(Role::Teacher, None).require_role(&[Role::Teacher, Role::Admin]).is_ok());
+        let err = principal(Role::Student, None).require_role(&[Role::Teacher]).unwrap_err();
         assert_eq!(err.status, 403);
     }
 
     #[test]
     fn org_admins_are_confined_to_their_organization() {
-        assert!(
-            principal(Role::OrgAdmin, Some("o1"))
-                .require_org_admin("o1")
-                .is_ok()
-        );
-        assert!(
-            principal(Role::OrgAdmin, Some("o1"))
-                .require_org_admin("o2")
-                .is_err()
-        );
+        assert!(principal(Role::OrgAdmin, Some("o1")).require_org_admin("o1").is_ok());
+        assert!(principal(Role::OrgAdmin, Some("o1")).require_org_admin("o2").is_err());
         assert!(principal(Role::Admin, None).require_org_admin("o2").is_ok());
-        assert!(
-            principal(Role::Teacher, Some("o1"))
-                .require_org_admin("o1")
-                .is_err()
-        );
+        assert!(principal(Role::Teacher, Some("o1")).require_org_admin("o1").is_err());
     }
 }

@@ -59,13 +59,7 @@ mod tests {
 
     #[test]
     fn roles_round_trip_through_their_wire_names() {
-        for role in [
-            Role::Student,
-            Role::Observer,
-            Role::Teacher,
-            Role::OrgAdmin,
-            Role::Admin,
-        ] {
+        for role in [Role::Student, Role::Observer, Role::Teacher, Role::OrgAdmin, Role::Admin] {
             assert_eq!(Role::parse(role.as_str()), Some(role));
         }
         assert_eq!(Role::parse("superuser"), None);

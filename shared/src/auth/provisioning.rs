@@ -6,8 +6,10 @@
 //! condition and retry, finding the winner's user.
 
 use serde::Serialize;
+use serde_json::json;
 
 use super::{Role, User, email_key};
+use crate::events::{self, DomainEvent};
 use crate::store::WriteError;
 use crate::{ApiError, Context, crypto};
 
@@ -37,21 +39,13 @@ pub enum Provisioned {
 /// Concurrent writers can each cost one retry; more than this means something is wrong.
 const ATTEMPTS: usize = 5;
 
-pub async fn provision_user(
-    ctx: &Context,
-    profile: &ExternalProfile,
-) -> Result<(User, Provisioned), ApiError> {
+pub async fn provision_user(ctx: &Context, profile: &ExternalProfile) -> Result<(User, Provisioned), ApiError> {
     validate(profile)?;
     let store = ctx.store();
     for _ in 0..ATTEMPTS {
-        if let Some(user_id) = store
-            .user_id_by_identity(&profile.provider, &profile.external_id)
-            .await?
-        {
+        if let Some(user_id) = store.user_id_by_identity(&profile.provider, &profile.external_id).await? {
             let Some(user) = store.get_user(&user_id).await? else {
-                return Err(ApiError::internal(format!(
-                    "identity points at missing user {user_id}"
-                )));
+                return Err(ApiError::internal(format!("identity points at missing user {user_id}")));
             };
             match apply_profile(ctx, user, profile).await? {
                 Some(user) => return Ok((user, Provisioned::Existing)),
@@ -62,20 +56,11 @@ pub async fn provision_user(
             && let Some(email) = &profile.email
             && let Some(user_id) = store.user_id_by_email(email).await?
         {
-            match store
-                .link_identity(&user_id, &profile.provider, &profile.external_id)
-                .await
-            {
+            match store.link_identity(&user_id, &profile.provider, &profile.external_id).await {
                 Ok(()) => {
-                    tracing::info!(
-                        user_id,
-                        provider = profile.provider,
-                        "external identity linked by verified email"
-                    );
-                    let user = store
-                        .get_user(&user_id)
-                        .await?
-                        .ok_or_else(|| ApiError::internal("linked user vanished"))?;
+                    tracing::info!(user_id, provider = profile.provider, "external identity linked by verified email");
+                    let user =
+                        store.get_user(&user_id).await?.ok_or_else(|| ApiError::internal("linked user vanished"))?;
                     match apply_profile(ctx, user, profile).await? {
                         Some(user) => return Ok((user, Provisioned::Linked)),
                         None => continue,
@@ -96,16 +81,16 @@ pub async fn provision_user(
             created_at: now,
             updated_at: now,
         };
-        match store
-            .create_user(&user, &profile.provider, &profile.external_id)
-            .await
-        {
+        let registered = DomainEvent::new(
+            events::USER_REGISTERED,
+            user.org_id.clone(),
+            json!({ "user_id": user.id, "email": user.email, "role": user.role, "provider": profile.provider }),
+            now,
+        );
+        match store.create_user(&user, &profile.provider, &profile.external_id, &registered).await {
             Ok(()) => {
-                tracing::info!(
-                    user_id = user.id,
-                    provider = profile.provider,
-                    "user created"
-                );
+                tracing::info!(user_id = user.id, provider = profile.provider, "user created");
+                events::publish(ctx, &[registered]).await;
                 return Ok((user, Provisioned::Created));
             }
             Err(WriteError::Conflict) => {
@@ -113,10 +98,7 @@ pub async fn provision_user(
                 // email belongs to another account and was not verified: that one cannot be merged.
                 if !profile.email_verified
                     && let Some(email) = &profile.email
-                    && store
-                        .user_id_by_identity(&profile.provider, &profile.external_id)
-                        .await?
-                        .is_none()
+                    && store.user_id_by_identity(&profile.provider, &profile.external_id).await?.is_none()
                     && store.user_id_by_email(email).await?.is_some()
                 {
                     return Err(ApiError::conflict(
@@ -133,11 +115,7 @@ pub async fn provision_user(
 
 /// Writes what the provider now says (names, email, role) when it differs. `None` asks the caller
 /// to start over because the user changed concurrently.
-async fn apply_profile(
-    ctx: &Context,
-    user: User,
-    profile: &ExternalProfile,
-) -> Result<Option<User>, ApiError> {
+async fn apply_profile(ctx: &Context, user: User, profile: &ExternalProfile) -> Result<Option<User>, ApiError> {
     let mut wanted = user.clone();
     if profile.given_name.is_some() {
         wanted.given_name = profile.given_name.clone();
@@ -170,10 +148,7 @@ async fn apply_profile(
             if fresh.as_ref() != Some(&user) {
                 return Ok(None);
             }
-            tracing::warn!(
-                user_id = user.id,
-                "email change refused: the address belongs to another account"
-            );
+            tracing::warn!(user_id = user.id, "email change refused: the address belongs to another account");
             wanted.email = user.email.clone();
             if wanted.given_name == user.given_name
                 && wanted.family_name == user.family_name
@@ -193,11 +168,7 @@ async fn apply_profile(
 
 /// Providers never grant platform-wide `admin`; the most they assert is an organization admin.
 fn provider_role(role: Role) -> Role {
-    if role == Role::Admin {
-        Role::OrgAdmin
-    } else {
-        role
-    }
+    if role == Role::Admin { Role::OrgAdmin } else { role }
 }
 
 fn validate(p: &ExternalProfile) -> Result<(), ApiError> {

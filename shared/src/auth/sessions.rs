@@ -25,9 +25,7 @@ pub async fn start_session(ctx: &Context, user: &User) -> Result<TokenPair, ApiE
     let jti = crypto::random_token(16);
     let now = ctx.clock.now();
     let expires_at = now + ctx.config.refresh_token_ttl.as_secs() as i64;
-    ctx.store()
-        .create_session(&session_id, &user.id, &jti, now, expires_at)
-        .await?;
+    ctx.store().create_session(&session_id, &user.id, &jti, now, expires_at).await?;
     tracing::info!(user_id = user.id, session_id, "session started");
     issue(ctx, user, &session_id, jti, now, expires_at).await
 }
@@ -38,49 +36,26 @@ pub async fn refresh(ctx: &Context, refresh_token: &str) -> Result<(TokenPair, U
     let store = ctx.store();
     let Some(user) = store.get_user(&claims.sub).await? else {
         store.revoke_session(&claims.sid, ctx.clock.now()).await?;
-        return Err(ApiError::unauthorized(
-            "invalid_token",
-            "The account no longer exists",
-        ));
+        return Err(ApiError::unauthorized("invalid_token", "The account no longer exists"));
     };
     let new_jti = crypto::random_token(16);
     let now = ctx.clock.now();
     let expires_at = now + ctx.config.refresh_token_ttl.as_secs() as i64;
-    match store
-        .rotate_refresh_token(
-            &claims.sid,
-            &user.id,
-            &claims.jti,
-            &new_jti,
-            now,
-            expires_at,
-        )
-        .await
-    {
+    match store.rotate_refresh_token(&claims.sid, &user.id, &claims.jti, &new_jti, now, expires_at).await {
         Ok(()) => {}
         Err(RotateError::Reused) => {
             store.revoke_session(&claims.sid, now).await?;
-            tracing::warn!(
-                user_id = user.id,
-                session_id = claims.sid,
-                "refresh token reused: session revoked"
-            );
+            tracing::warn!(user_id = user.id, session_id = claims.sid, "refresh token reused: session revoked");
             return Err(ApiError::unauthorized(
                 "refresh_token_reused",
                 "This refresh token was already used; the session has been revoked",
             ));
         }
         Err(RotateError::Unknown) => {
-            return Err(ApiError::unauthorized(
-                "invalid_token",
-                "The token is invalid",
-            ));
+            return Err(ApiError::unauthorized("invalid_token", "The token is invalid"));
         }
         Err(RotateError::SessionEnded) => {
-            return Err(ApiError::unauthorized(
-                "session_revoked",
-                "The session has ended; sign in again",
-            ));
+            return Err(ApiError::unauthorized("session_revoked", "The session has ended; sign in again"));
         }
         Err(RotateError::Store(e)) => return Err(e.into()),
     }
@@ -90,9 +65,7 @@ pub async fn refresh(ctx: &Context, refresh_token: &str) -> Result<(TokenPair, U
 
 /// Ends a session (logout). Idempotent.
 pub async fn end_session(ctx: &Context, session_id: &str) -> Result<(), ApiError> {
-    ctx.store()
-        .revoke_session(session_id, ctx.clock.now())
-        .await?;
+    ctx.store().revoke_session(session_id, ctx.clock.now()).await?;
     tracing::info!(session_id, "session ended");
     Ok(())
 }

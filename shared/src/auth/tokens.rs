@@ -84,23 +84,12 @@ pub async fn verify_refresh(ctx: &Context, token: &str) -> Result<RefreshClaims,
     verify(ctx, &ctx.refresh_keys, token, REFRESH).await
 }
 
-async fn sign<T: Serialize>(
-    ctx: &Context,
-    keys: &CachedKeyRing,
-    claims: &T,
-) -> Result<String, ApiError> {
-    let ring = keys
-        .get(ctx.secrets())
-        .await
-        .map_err(ApiError::unavailable)?;
+async fn sign<T: Serialize>(ctx: &Context, keys: &CachedKeyRing, claims: &T) -> Result<String, ApiError> {
+    let ring = keys.get(ctx.secrets()).await.map_err(ApiError::unavailable)?;
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(ring.current.kid.clone());
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &EncodingKey::from_secret(key_bytes(&ring.current)),
-    )
-    .map_err(ApiError::internal)
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(key_bytes(&ring.current)))
+        .map_err(ApiError::internal)
 }
 
 async fn verify<T: DeserializeOwned + Timed>(
@@ -118,15 +107,9 @@ async fn verify<T: DeserializeOwned + Timed>(
         return Err(invalid());
     }
     let kid = header.kid.ok_or_else(invalid)?;
-    let mut ring = keys
-        .get(ctx.secrets())
-        .await
-        .map_err(ApiError::unavailable)?;
+    let mut ring = keys.get(ctx.secrets()).await.map_err(ApiError::unavailable)?;
     if ring.find(&kid).is_none() {
-        ring = keys
-            .refresh_for_unknown_kid(ctx.secrets())
-            .await
-            .map_err(ApiError::unavailable)?;
+        ring = keys.refresh_for_unknown_kid(ctx.secrets()).await.map_err(ApiError::unavailable)?;
     }
     let key = ring.find(&kid).ok_or_else(invalid)?;
 
@@ -136,26 +119,16 @@ async fn verify<T: DeserializeOwned + Timed>(
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<T>(
-        token,
-        &DecodingKey::from_secret(key_bytes(key)),
-        &validation,
-    )
-    .map_err(|_| invalid())?;
+    let data = jsonwebtoken::decode::<T>(token, &DecodingKey::from_secret(key_bytes(key)), &validation)
+        .map_err(|_| invalid())?;
     let claims = data.claims;
     if claims.token_type() != expected_type {
-        return Err(ApiError::unauthorized(
-            "wrong_token_type",
-            format!("An {expected_type} token is required"),
-        ));
+        return Err(ApiError::unauthorized("wrong_token_type", format!("An {expected_type} token is required")));
     }
     let now = ctx.clock.now();
     let (iat, nbf, exp) = claims.window();
     if exp + LEEWAY <= now {
-        return Err(ApiError::unauthorized(
-            "token_expired",
-            "The token has expired",
-        ));
+        return Err(ApiError::unauthorized("token_expired", "The token has expired"));
     }
     if nbf - LEEWAY > now || iat - LEEWAY > now {
         return Err(invalid());

@@ -13,12 +13,18 @@
 //! | session (refresh family) | `SESSION#<session_id>` | `SESSION` | user_id, revoked, created_at, expires_at |
 //! | refresh token | `REFRESH#<jti>` | `REFRESH` | session_id, user_id, used, expires_at |
 //! | rate-limit window | `RATE#<rule>#<key>` | `W#<window start>` | hits, expires_at |
+//! | outbox event | `EVENT#<event_id>` | `OUTBOX` | event (JSON), gsi1pk/gsi1sk while pending, published_at, expires_at |
+//! | activity entry | `ORG#<org_id or ->#ACTIVITY` | `<occurred_at>#<event_id>` | event_type, data, expires_at |
+//!
+//! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only pending outbox events carry its
+//! keys (`OUTBOX#PENDING`, `<occurred_at>#<event_id>`), so the relay reads exactly what is left to publish.
 //!
 //! Access patterns: user by id (get), user by email or external identity (get the uniqueness item,
 //! then the user), refresh token by jti, session by id, window counter by rule+key+window.
 //! Uniqueness of email and external identity is enforced by the database: the uniqueness item is
 //! written with `attribute_not_exists(pk)` in the same transaction as the user.
 
+pub mod outbox;
 pub mod sessions;
 pub mod users;
 
@@ -75,13 +81,7 @@ impl<'a> Store<'a> {
     }
 
     pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), WriteError> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
             Err(e) if failed_conditions(&e).is_some() => Err(WriteError::Conflict),
             Err(e) => Err(StoreError::from_sdk(e).into()),
@@ -110,32 +110,18 @@ pub enum WriteError {
 
 /// Which items of a cancelled transaction failed their condition; `None` when the transaction
 /// failed for another reason (throttling, a dependency error), which callers must surface.
-pub fn failed_conditions(
-    err: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>,
-) -> Option<Vec<bool>> {
-    let TransactWriteItemsError::TransactionCanceledException(cancelled) =
-        err.as_service_error()?
-    else {
+pub fn failed_conditions(err: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>) -> Option<Vec<bool>> {
+    let TransactWriteItemsError::TransactionCanceledException(cancelled) = err.as_service_error()? else {
         return None;
     };
     let reasons = cancelled.cancellation_reasons();
-    let failed: Vec<bool> = reasons
-        .iter()
-        .map(|r| r.code() == Some("ConditionalCheckFailed"))
-        .collect();
+    let failed: Vec<bool> = reasons.iter().map(|r| r.code() == Some("ConditionalCheckFailed")).collect();
     failed.iter().any(|f| *f).then_some(failed)
 }
 
 /// An `Update` of one attribute set, for transactions elsewhere in the store.
-pub(crate) fn update(
-    table: &str,
-    pk: String,
-    sk: &str,
-) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
-    Update::builder()
-        .table_name(table)
-        .key("pk", s(pk))
-        .key("sk", s(sk))
+pub(crate) fn update(table: &str, pk: String, sk: &str) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+    Update::builder().table_name(table).key("pk", s(pk)).key("sk", s(sk))
 }
 
 pub fn s(v: impl Into<String>) -> AttributeValue {

@@ -41,17 +41,12 @@ impl Store<'_> {
             ("pk".into(), s(session_pk(session_id))),
             ("sk".into(), s("SESSION")),
             ("user_id".into(), s(user_id)),
-            (
-                "revoked".into(),
-                aws_sdk_dynamodb::types::AttributeValue::Bool(false),
-            ),
+            ("revoked".into(), aws_sdk_dynamodb::types::AttributeValue::Bool(false)),
             ("created_at".into(), n(now)),
             ("expires_at".into(), n(expires_at)),
         ]);
-        let items = vec![
-            self.put_new_item(session),
-            self.put_new_item(refresh_item(jti, session_id, user_id, expires_at)),
-        ];
+        let items =
+            vec![self.put_new_item(session), self.put_new_item(refresh_item(jti, session_id, user_id, expires_at))];
         self.transact(items).await.map_err(|e| match e {
             WriteError::Store(e) => e,
             WriteError::Conflict => StoreError("session id collision".into()),
@@ -72,14 +67,8 @@ impl Store<'_> {
         let consume = update(self.table, refresh_pk(old_jti), "REFRESH")
             .update_expression("SET used = :true, used_at = :now")
             .condition_expression("used = :false AND session_id = :sid")
-            .expression_attribute_values(
-                ":true",
-                aws_sdk_dynamodb::types::AttributeValue::Bool(true),
-            )
-            .expression_attribute_values(
-                ":false",
-                aws_sdk_dynamodb::types::AttributeValue::Bool(false),
-            )
+            .expression_attribute_values(":true", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+            .expression_attribute_values(":false", aws_sdk_dynamodb::types::AttributeValue::Bool(false))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":sid", s(session_id))
             .build()
@@ -87,10 +76,7 @@ impl Store<'_> {
         let extend = update(self.table, session_pk(session_id), "SESSION")
             .update_expression("SET expires_at = :exp, refreshed_at = :now")
             .condition_expression("revoked = :false AND expires_at > :now")
-            .expression_attribute_values(
-                ":false",
-                aws_sdk_dynamodb::types::AttributeValue::Bool(false),
-            )
+            .expression_attribute_values(":false", aws_sdk_dynamodb::types::AttributeValue::Bool(false))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":exp", n(expires_at))
             .build()
@@ -100,13 +86,7 @@ impl Store<'_> {
             TransactWriteItem::builder().update(extend).build(),
             self.put_new_item(refresh_item(new_jti, session_id, user_id, expires_at)),
         ];
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
             Err(e) => match failed_conditions(&e) {
                 Some(failed) if failed.first() == Some(&true) => {
@@ -132,21 +112,13 @@ impl Store<'_> {
             .key("sk", s("SESSION"))
             .update_expression("SET revoked = :true, revoked_at = if_not_exists(revoked_at, :now)")
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(
-                ":true",
-                aws_sdk_dynamodb::types::AttributeValue::Bool(true),
-            )
+            .expression_attribute_values(":true", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
             Err(e) => Err(StoreError::from_sdk(e)),
         }
     }
@@ -154,9 +126,7 @@ impl Store<'_> {
     /// Whether a session is still open at `now`.
     pub async fn session_active(&self, session_id: &str, now: i64) -> Result<bool, StoreError> {
         let item = self.get(&session_pk(session_id), "SESSION").await?;
-        Ok(item.is_some_and(|i| {
-            i.flag("revoked") == Some(false) && i.num("expires_at").is_some_and(|e| e > now)
-        }))
+        Ok(item.is_some_and(|i| i.flag("revoked") == Some(false) && i.num("expires_at").is_some_and(|e| e > now)))
     }
 }
 
@@ -166,10 +136,7 @@ fn refresh_item(jti: &str, session_id: &str, user_id: &str, expires_at: i64) -> 
         ("sk".into(), s("REFRESH")),
         ("session_id".into(), s(session_id)),
         ("user_id".into(), s(user_id)),
-        (
-            "used".into(),
-            aws_sdk_dynamodb::types::AttributeValue::Bool(false),
-        ),
+        ("used".into(), aws_sdk_dynamodb::types::AttributeValue::Bool(false)),
         ("expires_at".into(), n(expires_at)),
     ])
 }

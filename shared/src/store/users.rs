@@ -4,6 +4,7 @@ use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 
 use super::{Item, ItemExt, Store, StoreError, WriteError, n, s};
 use crate::auth::{Role, User, email_key};
+use crate::events::DomainEvent;
 
 fn user_pk(id: &str) -> String {
     format!("USER#{id}")
@@ -17,22 +18,12 @@ fn identity_pk(provider: &str, external_id: &str) -> String {
 
 impl Store<'_> {
     pub async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
-        Ok(self
-            .get(&user_pk(id), "PROFILE")
-            .await?
-            .as_ref()
-            .and_then(user_from_item))
+        Ok(self.get(&user_pk(id), "PROFILE").await?.as_ref().and_then(user_from_item))
     }
 
     /// The user an external identity belongs to.
-    pub async fn user_id_by_identity(
-        &self,
-        provider: &str,
-        external_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let item = self
-            .get(&identity_pk(provider, external_id), "IDENTITY")
-            .await?;
+    pub async fn user_id_by_identity(&self, provider: &str, external_id: &str) -> Result<Option<String>, StoreError> {
+        let item = self.get(&identity_pk(provider, external_id), "IDENTITY").await?;
         Ok(item.and_then(|i| i.str("user_id").map(str::to_string)))
     }
 
@@ -42,14 +33,16 @@ impl Store<'_> {
         Ok(item.and_then(|i| i.str("user_id").map(str::to_string)))
     }
 
-    /// Creates a user with its email and first identity, all three or none.
+    /// Creates a user with its email, first identity and `user.registered` event: all or none.
     pub async fn create_user(
         &self,
         user: &User,
         provider: &str,
         external_id: &str,
+        event: &DomainEvent,
     ) -> Result<(), WriteError> {
         let mut items = vec![
+            self.outbox_put(event),
             self.put_new_item(user_item(user)),
             self.put_new_item(identity_item(&user.id, provider, external_id)),
         ];
@@ -60,12 +53,7 @@ impl Store<'_> {
     }
 
     /// Links another external identity to an existing user.
-    pub async fn link_identity(
-        &self,
-        user_id: &str,
-        provider: &str,
-        external_id: &str,
-    ) -> Result<(), WriteError> {
+    pub async fn link_identity(&self, user_id: &str, provider: &str, external_id: &str) -> Result<(), WriteError> {
         let exists = TransactWriteItem::builder()
             .condition_check(
                 aws_sdk_dynamodb::types::ConditionCheck::builder()
@@ -77,11 +65,7 @@ impl Store<'_> {
                     .map_err(|e| StoreError(e.to_string()))?,
             )
             .build();
-        self.transact(vec![
-            exists,
-            self.put_new_item(identity_item(user_id, provider, external_id)),
-        ])
-        .await
+        self.transact(vec![exists, self.put_new_item(identity_item(user_id, provider, external_id))]).await
     }
 
     /// Writes a changed profile. An email change moves the uniqueness item in the same transaction;
@@ -126,12 +110,9 @@ fn user_item(u: &User) -> Item {
         ("created_at".into(), n(u.created_at)),
         ("updated_at".into(), n(u.updated_at)),
     ]);
-    for (key, value) in [
-        ("email", &u.email),
-        ("given_name", &u.given_name),
-        ("family_name", &u.family_name),
-        ("org_id", &u.org_id),
-    ] {
+    for (key, value) in
+        [("email", &u.email), ("given_name", &u.given_name), ("family_name", &u.family_name), ("org_id", &u.org_id)]
+    {
         if let Some(v) = value {
             item.insert(key.into(), s(v));
         }
@@ -154,11 +135,7 @@ fn user_from_item(item: &Item) -> Option<User> {
 }
 
 fn email_item(user_id: &str, email: &str) -> Item {
-    Item::from([
-        ("pk".into(), s(email_pk(email))),
-        ("sk".into(), s("EMAIL")),
-        ("user_id".into(), s(user_id)),
-    ])
+    Item::from([("pk".into(), s(email_pk(email))), ("sk".into(), s("EMAIL")), ("user_id".into(), s(user_id))])
 }
 
 fn identity_item(user_id: &str, provider: &str, external_id: &str) -> Item {

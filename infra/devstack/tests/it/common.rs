@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 pub struct TestStack {
     pub base: String,
+    pub gateway: Arc<Gateway>,
     pub ctx: Arc<hub::Context>,
     pub http: reqwest::Client,
     pub sdk: SdkConfig,
@@ -26,9 +27,7 @@ pub async fn sdk() -> SdkConfig {
         std::env::var("AWS_ENDPOINT_URL").is_ok(),
         "integration tests need the local AWS stack: run them with `make test`"
     );
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
 }
 
 impl TestStack {
@@ -36,23 +35,14 @@ impl TestStack {
         let sdk = sdk().await;
         let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
         let stack_name = format!("t-{name}-{:08x}", rand::random::<u32>());
-        let stack = provision(&template, &stack_name, &sdk, &[("Stage", "local")])
-            .await
-            .unwrap();
+        let stack = provision(&template, &stack_name, &sdk, &[("Stage", "local")]).await.unwrap();
         let gateway = Arc::new(Gateway::new(&template, &stack, &sdk).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(gateway.serve(listener));
+        tokio::spawn(gateway.clone().serve(listener));
         let ctx = Arc::new(context(&template, &stack, &sdk, "auth-me"));
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        Self {
-            base,
-            ctx,
-            http,
-            sdk,
-            stack,
-            template,
-        }
+        Self { base, gateway, ctx, http, sdk, stack, template }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -60,16 +50,8 @@ impl TestStack {
     }
 
     pub fn env(&self, binary: &str) -> BTreeMap<String, String> {
-        let def = self
-            .template
-            .functions()
-            .unwrap()
-            .into_iter()
-            .find(|f| f.binary == binary)
-            .unwrap();
-        self.stack
-            .function_env(&self.template, &def.logical_id)
-            .unwrap()
+        let def = self.template.functions().unwrap().into_iter().find(|f| f.binary == binary).unwrap();
+        self.stack.function_env(&self.template, &def.logical_id).unwrap()
     }
 
     /// A fresh context (empty caches) of this stack, as a new Lambda instance would have.
@@ -77,11 +59,16 @@ impl TestStack {
         context(&self.template, &self.stack, &self.sdk, "auth-me")
     }
 
+    /// A context whose configuration differs in one variable (to break a dependency on purpose).
+    pub fn context_with(&self, key: &str, value: &str) -> hub::Context {
+        let mut env = self.env("auth-me");
+        env.insert(key.into(), value.into());
+        hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned()).unwrap(), self.sdk.clone())
+    }
+
     /// A user signed in through a trusted provider, with a token pair.
     pub async fn signed_in(&self, email: &str, role: Role) -> (User, TokenPair) {
-        let (user, _) = provision_user(&self.ctx, &profile("test", email, Some(email), role))
-            .await
-            .unwrap();
+        let (user, _) = provision_user(&self.ctx, &profile("test", email, Some(email), role)).await.unwrap();
         let pair = start_session(&self.ctx, &user).await.unwrap();
         (user, pair)
     }
@@ -89,12 +76,7 @@ impl TestStack {
     /// The current version (kid) and value of a signing key secret.
     pub async fn key(&self, logical_id: &str) -> (String, String) {
         let sm = aws_sdk_secretsmanager::Client::new(&self.sdk);
-        let out = sm
-            .get_secret_value()
-            .secret_id(&self.stack.refs[logical_id])
-            .send()
-            .await
-            .unwrap();
+        let out = sm.get_secret_value().secret_id(&self.stack.refs[logical_id]).send().await.unwrap();
         (out.version_id.unwrap(), out.secret_string.unwrap())
     }
 
@@ -103,35 +85,17 @@ impl TestStack {
         let (kid, secret) = self.key(logical_id).await;
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(kid);
-        jsonwebtoken::encode(
-            &header,
-            claims,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap()
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
     }
 }
 
 fn context(template: &Template, stack: &LocalStack, sdk: &SdkConfig, binary: &str) -> hub::Context {
-    let def = template
-        .functions()
-        .unwrap()
-        .into_iter()
-        .find(|f| f.binary == binary)
-        .unwrap();
+    let def = template.functions().unwrap().into_iter().find(|f| f.binary == binary).unwrap();
     let env = stack.function_env(template, &def.logical_id).unwrap();
-    hub::Context::new(
-        hub::Config::from_lookup(|k| env.get(k).cloned()).unwrap(),
-        sdk.clone(),
-    )
+    hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned()).unwrap(), sdk.clone())
 }
 
-pub fn profile(
-    provider: &str,
-    external_id: &str,
-    email: Option<&str>,
-    role: Role,
-) -> ExternalProfile {
+pub fn profile(provider: &str, external_id: &str, email: Option<&str>, role: Role) -> ExternalProfile {
     ExternalProfile {
         provider: provider.into(),
         external_id: external_id.into(),
@@ -145,10 +109,7 @@ pub fn profile(
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 /// The JSON error body every endpoint answers with.
@@ -156,8 +117,5 @@ pub async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.expect("JSON error body");
     assert!(body["message"].is_string(), "error without message: {body}");
-    (
-        status,
-        body["error"].as_str().expect("error code").to_string(),
-    )
+    (status, body["error"].as_str().expect("error code").to_string())
 }

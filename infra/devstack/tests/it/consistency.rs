@@ -22,35 +22,17 @@ fn template_binaries_catalogue_and_events_agree() {
     let functions = template.functions().unwrap();
     let in_template: BTreeSet<String> = functions.iter().map(|f| f.binary.clone()).collect();
     let binaries = names_in("functions/src/bin", "rs");
-    let catalogue: BTreeSet<String> = hub::functions::ALL
-        .iter()
-        .map(|f| f.name.to_string())
-        .collect();
+    let catalogue: BTreeSet<String> = hub::functions::ALL.iter().map(|f| f.name.to_string()).collect();
     let events = names_in("events", "json");
-    assert_eq!(
-        in_template, binaries,
-        "template.yaml functions vs functions/src/bin"
-    );
-    assert_eq!(
-        in_template, catalogue,
-        "template.yaml functions vs hub::functions::ALL"
-    );
-    assert_eq!(
-        in_template, events,
-        "template.yaml functions vs events/*.json"
-    );
-    assert_eq!(
-        functions.len(),
-        in_template.len(),
-        "two template functions share a binary"
-    );
+    assert_eq!(in_template, binaries, "template.yaml functions vs functions/src/bin");
+    assert_eq!(in_template, catalogue, "template.yaml functions vs hub::functions::ALL");
+    assert_eq!(in_template, events, "template.yaml functions vs events/*.json");
+    assert_eq!(functions.len(), in_template.len(), "two template functions share a binary");
 
     for f in &functions {
         // Each main runs the catalogue entry of its own name.
-        let main = std::fs::read_to_string(
-            devstack::repo_root().join(format!("functions/src/bin/{}.rs", f.binary)),
-        )
-        .unwrap();
+        let main =
+            std::fs::read_to_string(devstack::repo_root().join(format!("functions/src/bin/{}.rs", f.binary))).unwrap();
         let constant = f.binary.to_uppercase().replace('-', "_");
         assert!(
             main.contains(&format!("hub::functions::{constant})")),
@@ -60,35 +42,30 @@ fn template_binaries_catalogue_and_events_agree() {
 
         // Each sample event is of the function's trigger, for one of its routes.
         let event: Value = serde_json::from_str(
-            &std::fs::read_to_string(
-                devstack::repo_root().join(format!("events/{}.json", f.binary)),
-            )
-            .unwrap(),
+            &std::fs::read_to_string(devstack::repo_root().join(format!("events/{}.json", f.binary))).unwrap(),
         )
         .unwrap();
         if !f.routes.is_empty() {
-            assert_eq!(
-                event["version"], "2.0",
-                "{}: not an HTTP API v2 event",
-                f.binary
-            );
+            assert_eq!(event["version"], "2.0", "{}: not an HTTP API v2 event", f.binary);
             let key = event["routeKey"].as_str().unwrap();
             assert!(
                 f.routes.iter().any(|r| r.key() == key),
                 "{}: sample routeKey {key} is not a template route",
                 f.binary
             );
-            assert_eq!(
-                event["requestContext"]["http"]["method"],
-                key.split(' ').next().unwrap()
-            );
-            assert_eq!(
-                event["rawPath"],
-                key.split(' ').nth(1).unwrap(),
-                "{}",
-                f.binary
-            );
+            assert_eq!(event["requestContext"]["http"]["method"], key.split(' ').next().unwrap());
+            assert_eq!(event["rawPath"], key.split(' ').nth(1).unwrap(), "{}", f.binary);
         }
+        if !f.queues.is_empty() {
+            assert_eq!(event["Records"][0]["eventSource"], "aws:sqs", "{}: not an SQS event", f.binary);
+        }
+        if !f.schedules.is_empty() {
+            assert_eq!(event["detail-type"], "Scheduled Event", "{}: not an EventBridge schedule event", f.binary);
+        }
+        let triggers = usize::from(!f.routes.is_empty())
+            + usize::from(!f.queues.is_empty())
+            + usize::from(!f.schedules.is_empty());
+        assert_eq!(triggers, 1, "{}: one kind of trigger per function", f.binary);
     }
 }
 
@@ -96,22 +73,14 @@ fn template_binaries_catalogue_and_events_agree() {
 async fn the_gateway_serves_exactly_the_template_routes() {
     let t = crate::common::TestStack::new("routes").await;
     let gateway = devstack::gateway::Gateway::new(&t.template, &t.stack, &t.sdk).unwrap();
-    let served: BTreeSet<(String, String)> = gateway
-        .routes()
-        .into_iter()
-        .map(|(r, f)| (r.key(), f.to_string()))
-        .collect();
+    let served: BTreeSet<(String, String)> =
+        gateway.routes().into_iter().map(|(r, f)| (r.key(), f.to_string())).collect();
     let declared: BTreeSet<(String, String)> = t
         .template
         .functions()
         .unwrap()
         .into_iter()
-        .flat_map(|f| {
-            f.routes
-                .iter()
-                .map(|r| (r.key(), f.binary.clone()))
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|f| f.routes.iter().map(|r| (r.key(), f.binary.clone())).collect::<Vec<_>>())
         .collect();
     assert_eq!(served, declared);
     // Routes are unique across functions.

@@ -10,17 +10,8 @@ use crate::common::{TestStack, error_code};
 #[tokio::test]
 async fn unknown_routes_and_methods_get_api_gateway_not_found() {
     let t = TestStack::new("gw404").await;
-    for (method, path) in [
-        ("GET", "/nope"),
-        ("DELETE", "/api/auth/me"),
-        ("GET", "/api/auth/me/extra"),
-    ] {
-        let r = t
-            .http
-            .request(method.parse().unwrap(), t.url(path))
-            .send()
-            .await
-            .unwrap();
+    for (method, path) in [("GET", "/nope"), ("DELETE", "/api/auth/me"), ("GET", "/api/auth/me/extra")] {
+        let r = t.http.request(method.parse().unwrap(), t.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 404, "{method} {path}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["message"], "Not Found");
@@ -45,16 +36,12 @@ async fn oversized_requests_are_refused_like_api_gateway() {
 async fn a_panicking_handler_becomes_a_json_500() {
     let t = TestStack::new("gwpanic").await;
     let ctx = Arc::new(t.new_context());
-    let mut service =
-        hub::entry::http_service(ctx, "panicky", |_, _| Box::pin(async { panic!("boom") }));
+    let mut service = hub::entry::http_service(ctx, "panicky", |_, _| Box::pin(async { panic!("boom") }));
     let response = service.call(lambda_http::Request::default()).await.unwrap();
     assert_eq!(response.status(), 500);
     let body: Value = serde_json::from_slice(response.body()).unwrap();
     assert_eq!(body["error"], "internal_error");
-    assert!(
-        !body["message"].as_str().unwrap().contains("boom"),
-        "internals leak: {body}"
-    );
+    assert!(!body["message"].as_str().unwrap().contains("boom"), "internals leak: {body}");
 }
 
 #[tokio::test]

@@ -22,15 +22,8 @@ async fn healthy_stack_reports_every_dependency_up() {
 #[tokio::test]
 async fn a_missing_dependency_makes_the_stack_unhealthy_and_says_which() {
     let t = TestStack::new("unhealthy").await;
-    let mut env = t.env("health");
-    env.insert("EVIDENCE_BUCKET".into(), "no-such-bucket-anywhere".into());
-    let ctx = Arc::new(hub::Context::new(
-        hub::Config::from_lookup(|k| env.get(k).cloned()).unwrap(),
-        t.sdk.clone(),
-    ));
-    let response = hub::api::health::health(ctx, lambda_http::Request::default())
-        .await
-        .unwrap();
+    let ctx = Arc::new(t.context_with("EVIDENCE_BUCKET", "no-such-bucket-anywhere"));
+    let response = hub::api::health::health(ctx, lambda_http::Request::default()).await.unwrap();
     assert_eq!(response.status(), 503);
     let body: Value = serde_json::from_slice(response.body()).unwrap();
     assert_eq!(body["status"], "unhealthy");

@@ -6,6 +6,7 @@ mod auth_flows;
 mod binaries;
 mod common;
 mod consistency;
+mod events;
 mod gateway;
 mod health;
 mod outbound;

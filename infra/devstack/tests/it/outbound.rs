@@ -24,27 +24,22 @@ async fn server(respond: fn(&str) -> Reply) -> (SocketAddr, Arc<AtomicUsize>) {
         while let Ok((stream, _)) = listener.accept().await {
             let counter = counter.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        let (status, location, body) = respond(req.uri().path());
-                        async move {
-                            if status == 599 {
-                                tokio::time::sleep(Duration::from_secs(3)).await;
-                            }
-                            let mut b = hyper::Response::builder().status(status.min(599));
-                            if let Some(l) = location {
-                                b = b.header("location", l);
-                            }
-                            Ok::<_, std::convert::Infallible>(
-                                b.body(Full::new(Bytes::from(body))).unwrap(),
-                            )
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let (status, location, body) = respond(req.uri().path());
+                    async move {
+                        if status == 599 {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
                         }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                        let mut b = hyper::Response::builder().status(status.min(599));
+                        if let Some(l) = location {
+                            b = b.header("location", l);
+                        }
+                        Ok::<_, std::convert::Infallible>(b.body(Full::new(Bytes::from(body))).unwrap())
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
@@ -71,11 +66,7 @@ async fn fetch(client: &OutboundClient, url: &str) -> Result<reqwest::Response, 
 #[tokio::test]
 async fn loopback_is_refused_unless_explicitly_allowed() {
     let (addr, hits) = server(ok).await;
-    let strict = OutboundClient::new(OutboundPolicy {
-        allow_plain_http: true,
-        ..Default::default()
-    })
-    .unwrap();
+    let strict = OutboundClient::new(OutboundPolicy { allow_plain_http: true, ..Default::default() }).unwrap();
     for url in [
         format!("http://{addr}/"),
         format!("http://localhost:{}/", addr.port()),
@@ -105,50 +96,28 @@ async fn private_link_local_and_metadata_addresses_are_refused_before_connecting
         "http://[fe80::1]/",
         "http://0.0.0.0/",
     ] {
-        assert!(
-            matches!(
-                client.check_url(url),
-                Err(OutboundError::ForbiddenAddress(_))
-            ),
-            "{url}"
-        );
+        assert!(matches!(client.check_url(url), Err(OutboundError::ForbiddenAddress(_))), "{url}");
     }
     let prod = OutboundClient::new(OutboundPolicy::default()).unwrap();
-    assert!(matches!(
-        prod.check_url("http://example.com/"),
-        Err(OutboundError::SchemeNotAllowed)
-    ));
-    assert!(matches!(
-        prod.check_url("https://user:pw@example.com/"),
-        Err(OutboundError::CredentialsInUrl)
-    ));
+    assert!(matches!(prod.check_url("http://example.com/"), Err(OutboundError::SchemeNotAllowed)));
+    assert!(matches!(prod.check_url("https://user:pw@example.com/"), Err(OutboundError::CredentialsInUrl)));
 }
 
 #[tokio::test]
 async fn redirects_to_forbidden_targets_are_refused() {
     fn to_metadata(_: &str) -> Reply {
-        (
-            302,
-            Some("http://169.254.169.254/latest/meta-data/iam/".into()),
-            vec![],
-        )
+        (302, Some("http://169.254.169.254/latest/meta-data/iam/".into()), vec![])
     }
     fn to_private(_: &str) -> Reply {
         (301, Some("http://10.1.2.3/internal".into()), vec![])
     }
     fn to_https_metadata(_: &str) -> Reply {
-        (
-            307,
-            Some("https://[::ffff:169.254.169.254]/".into()),
-            vec![],
-        )
+        (307, Some("https://[::ffff:169.254.169.254]/".into()), vec![])
     }
     let client = OutboundClient::new(local_policy()).unwrap();
     for respond in [to_metadata, to_private, to_https_metadata] {
         let (addr, hits) = server(respond).await;
-        let err = fetch(&client, &format!("http://{addr}/start"))
-            .await
-            .unwrap_err();
+        let err = fetch(&client, &format!("http://{addr}/start")).await.unwrap_err();
         assert!(err.is_refused(), "{err}");
         assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
@@ -158,23 +127,12 @@ async fn redirects_to_forbidden_targets_are_refused() {
 async fn redirects_leave_the_allow_list_only_to_be_refused() {
     let (target, target_hits) = server(ok).await;
     let (start, _) = server(ok).await;
-    let policy = OutboundPolicy {
-        allowed_hosts: Some(vec!["127.0.0.1".into()]),
-        ..local_policy()
-    };
+    let policy = OutboundPolicy { allowed_hosts: Some(vec!["127.0.0.1".into()]), ..local_policy() };
     let client = OutboundClient::new(policy).unwrap();
     // Allowed host, followed.
-    assert_eq!(
-        fetch(&client, &format!("http://{start}/"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(fetch(&client, &format!("http://{start}/")).await.unwrap().status(), 200);
     // `localhost` is loopback too, but not on the list: refused without connecting.
-    let err = fetch(&client, &format!("http://localhost:{}/", target.port()))
-        .await
-        .unwrap_err();
+    let err = fetch(&client, &format!("http://localhost:{}/", target.port())).await.unwrap_err();
     assert!(matches!(err, OutboundError::HostNotAllowed(_)), "{err}");
     assert_eq!(target_hits.load(Ordering::SeqCst), 0);
 
@@ -182,19 +140,10 @@ async fn redirects_leave_the_allow_list_only_to_be_refused() {
     static TARGET_PORT: AtomicUsize = AtomicUsize::new(0);
     TARGET_PORT.store(target.port() as usize, Ordering::SeqCst);
     fn off_list(_: &str) -> Reply {
-        (
-            302,
-            Some(format!(
-                "http://localhost:{}/",
-                TARGET_PORT.load(Ordering::SeqCst)
-            )),
-            vec![],
-        )
+        (302, Some(format!("http://localhost:{}/", TARGET_PORT.load(Ordering::SeqCst))), vec![])
     }
     let (redirector, _) = server(off_list).await;
-    let err = fetch(&client, &format!("http://{redirector}/"))
-        .await
-        .unwrap_err();
+    let err = fetch(&client, &format!("http://{redirector}/")).await.unwrap_err();
     assert!(err.is_refused(), "{err}");
     assert_eq!(target_hits.load(Ordering::SeqCst), 0);
 }
@@ -210,25 +159,12 @@ async fn bodies_and_time_are_capped() {
     let (addr, _) = server(big).await;
     let client = OutboundClient::new(local_policy()).unwrap();
     let r = fetch(&client, &format!("http://{addr}/")).await.unwrap();
-    assert!(matches!(
-        read_capped(r, 1024 * 1024).await,
-        Err(OutboundError::TooLarge(_))
-    ));
+    assert!(matches!(read_capped(r, 1024 * 1024).await, Err(OutboundError::TooLarge(_))));
     let r = fetch(&client, &format!("http://{addr}/")).await.unwrap();
-    assert_eq!(
-        read_capped(r, 4 * 1024 * 1024).await.unwrap().len(),
-        2 * 1024 * 1024
-    );
+    assert_eq!(read_capped(r, 4 * 1024 * 1024).await.unwrap().len(), 2 * 1024 * 1024);
 
     let (addr, _) = server(slow).await;
-    let quick = OutboundClient::new(OutboundPolicy {
-        timeout: Duration::from_millis(300),
-        ..local_policy()
-    })
-    .unwrap();
+    let quick = OutboundClient::new(OutboundPolicy { timeout: Duration::from_millis(300), ..local_policy() }).unwrap();
     let err = fetch(&quick, &format!("http://{addr}/")).await.unwrap_err();
-    assert!(
-        !err.is_refused() && matches!(&err, OutboundError::Http(e) if e.is_timeout()),
-        "{err}"
-    );
+    assert!(!err.is_refused() && matches!(&err, OutboundError::Http(e) if e.is_timeout()), "{err}");
 }

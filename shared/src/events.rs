@@ -1,0 +1,99 @@
+//! Domain events and their transactional outbox.
+//!
+//! A state change writes its event into the outbox in the same DynamoDB transaction as the change
+//! (so an event exists exactly when its change does), then publishes it to the events queue and
+//! marks it published. When the publish fails after the write, the event stays pending and the
+//! scheduled [`relay`] publishes it later: none is lost. Publishing is at least once; consumers
+//! deduplicate by event id (see [`dispatch`]).
+
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::SqsMessage;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::{ApiError, Context, crypto};
+
+/// Event types, as subscribers see them.
+pub const USER_REGISTERED: &str = "user.registered";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DomainEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Unix seconds.
+    pub occurred_at: i64,
+    pub organization_id: Option<String>,
+    pub data: Value,
+}
+
+impl DomainEvent {
+    pub fn new(event_type: &str, organization_id: Option<String>, data: Value, now: i64) -> Self {
+        Self {
+            id: format!("evt_{}", crypto::random_token(16)),
+            event_type: event_type.into(),
+            occurred_at: now,
+            organization_id,
+            data,
+        }
+    }
+}
+
+/// Publishes events already committed to the outbox. Failures are logged and left to the relay.
+pub async fn publish(ctx: &Context, events: &[DomainEvent]) -> usize {
+    let mut published = 0;
+    for event in events {
+        match send(ctx, event).await {
+            Ok(()) => published += 1,
+            Err(e) => {
+                tracing::warn!(event_id = event.id, error = %e, "event publish failed; the outbox relay will retry")
+            }
+        }
+    }
+    published
+}
+
+async fn send(ctx: &Context, event: &DomainEvent) -> Result<(), String> {
+    let body = serde_json::to_string(event).map_err(|e| e.to_string())?;
+    ctx.sqs()
+        .send_message()
+        .queue_url(&ctx.config.events_queue_url)
+        .message_body(body)
+        .send()
+        .await
+        .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
+    ctx.store().mark_event_published(&event.id, ctx.clock.now()).await.map_err(|e| e.to_string())?;
+    tracing::info!(event_id = event.id, event_type = event.event_type, "event published");
+    Ok(())
+}
+
+/// Events pending longer than this are the relay's; younger ones are still being published inline.
+const RELAY_GRACE_SECS: i64 = 30;
+/// At most this many events per relay run; the next run takes the rest.
+const RELAY_BATCH: i32 = 500;
+
+/// Scheduled: publishes outbox events whose inline publish failed.
+pub async fn relay(ctx: Arc<Context>, _schedule: Value) -> Result<Value, ApiError> {
+    let pending = ctx.store().pending_events(ctx.clock.now() - RELAY_GRACE_SECS, RELAY_BATCH).await?;
+    let published = publish(&ctx, &pending).await;
+    if !pending.is_empty() {
+        tracing::info!(pending = pending.len(), published, "outbox relayed");
+    }
+    Ok(json!({ "pending": pending.len(), "published": published }))
+}
+
+/// Why a queue message was not processed; the message is retried, then dead-lettered.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct QueueError(pub String);
+
+/// Consumer of the events queue: records each event once in its organization's activity log
+/// (a duplicate delivery finds the record and changes nothing).
+pub async fn dispatch(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueError> {
+    let body = message.body.as_deref().unwrap_or_default();
+    let event: DomainEvent = serde_json::from_str(body).map_err(|e| QueueError(format!("malformed event: {e}")))?;
+    let recorded = ctx.store().record_activity(&event).await.map_err(|e| QueueError(e.to_string()))?;
+    tracing::info!(event_id = event.id, event_type = event.event_type, duplicate = !recorded, "event dispatched");
+    Ok(())
+}
