@@ -13,6 +13,7 @@ case "$cmd" in
     mkdir -p "$dir"
     if [ "$persist" = "--persist" ]; then
       export MOTO_ENABLE_RECORDING=True MOTO_RECORDER_FILEPATH="$dir/moto-recording.jsonl"
+      [ -s "$MOTO_RECORDER_FILEPATH" ] && python3 "$here/infra/scripts/compact-recording.py" "$MOTO_RECORDER_FILEPATH"
     fi
     "$here/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
     pid=$!

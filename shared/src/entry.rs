@@ -20,7 +20,13 @@ pub type Error = lambda_http::Error;
 /// The whole main of a function binary.
 pub async fn run(function: Function) -> Result<(), Error> {
     logging::init();
-    let ctx = Arc::new(Context::from_env().await?);
+    let ctx = match Context::from_env().await {
+        Ok(ctx) => Arc::new(ctx),
+        Err(e) => {
+            tracing::error!(function = function.name, error = %e, "cannot start: invalid configuration");
+            return Err(e.into());
+        }
+    };
     match function.handler {
         Handler::Http(handler) => lambda_http::run(http_service(ctx, function.name, handler)).await,
         Handler::Queue(handler) => lambda_runtime::run(queue_service(ctx, function.name, handler)).await,

@@ -73,7 +73,11 @@ async fn main() -> anyhow::Result<()> {
             let event = std::fs::read_to_string(event_file)?;
             let process = FunctionProcess::spawn(std::path::Path::new(binary), name, &env).await?;
             process.api.wait_ready(Duration::from_secs(10)).await?;
-            match process.api.invoke(&event, Duration::from_secs(30)).await? {
+            let outcome = process.api.invoke(&event, Duration::from_secs(30)).await?;
+            // The function's own log lines, as `sam local invoke` shows them, then its answer.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            eprint!("{}", process.logs().await);
+            match outcome {
                 Outcome::Response(body) => println!("{body}"),
                 Outcome::Error(body) => bail!("function error: {body}"),
             }
@@ -95,12 +99,21 @@ async fn main() -> anyhow::Result<()> {
                 role,
                 org_id: args.options.get("org").cloned(),
             };
-            let (user, _) = hub::auth::provisioning::provision_user(&ctx, &profile)
+            let (mut user, _) = hub::auth::provisioning::provision_user(&ctx, &profile)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            if user.role != role {
+                // Providers never grant `admin`; the operator of the local stack may.
+                let promoted = hub::auth::User { role, updated_at: user.updated_at + 1, ..user.clone() };
+                ctx.store().update_user(&user, &promoted).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+                user = promoted;
+            }
             let pair =
                 hub::auth::sessions::start_session(&ctx, &user).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "user": user, "tokens": pair }))?);
+            // Shell assignments, for `eval "$(make -s token ...)"`; the user as a comment.
+            println!("# {}", serde_json::to_string(&user)?);
+            println!("export ACCESS='{}'", pair.access_token);
+            println!("export REFRESH='{}'", pair.refresh_token);
         }
         "up" => {
             let port: u16 = args.options.get("port").map_or(Ok(3000), |p| p.parse())?;

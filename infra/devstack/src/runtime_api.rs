@@ -150,6 +150,7 @@ pub struct FunctionProcess {
     pub api: RuntimeApi,
     pub spawned_at: Instant,
     child: tokio::process::Child,
+    stdout: Arc<Mutex<String>>,
 }
 
 impl FunctionProcess {
@@ -165,11 +166,30 @@ impl FunctionProcess {
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self { api, spawned_at, child })
+        let mut child = child;
+        let stdout = Arc::new(Mutex::new(String::new()));
+        if let Some(pipe) = child.stdout.take() {
+            let sink = stdout.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut out = sink.lock().await;
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        Ok(Self { api, spawned_at, child, stdout })
+    }
+
+    /// What the function logged so far (its stdout, as CloudWatch would receive it).
+    pub async fn logs(&self) -> String {
+        self.stdout.lock().await.clone()
     }
 
     /// Waits for the process to exit (a function that cannot initialise ends with an error).

@@ -10,6 +10,8 @@ use lambda_http::Request;
 use serde::Serialize;
 
 use crate::Context;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
 use crate::http::{ApiResult, json};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -57,7 +59,11 @@ pub async fn health(ctx: Arc<Context>, _req: Request) -> ApiResult {
     json(code, &Health { status, checks })
 }
 
-async fn check<T, E: std::error::Error>(call: impl Future<Output = Result<T, E>>) -> Check {
+async fn check<T, E, R>(call: impl Future<Output = Result<T, SdkError<E, R>>>) -> Check
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     let started = Instant::now();
     let outcome = tokio::time::timeout(CHECK_TIMEOUT, call).await;
     let latency_ms = started.elapsed().as_millis() as u64;
@@ -65,14 +71,19 @@ async fn check<T, E: std::error::Error>(call: impl Future<Output = Result<T, E>>
         Ok(Ok(_)) => Check { status: "up", latency_ms, error: None },
         Ok(Err(e)) => {
             tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "health check failed");
-            Check { status: "down", latency_ms, error: Some(short_error(&e)) }
+            Check { status: "down", latency_ms, error: Some(error_code(&e)) }
         }
         Err(_) => Check { status: "down", latency_ms, error: Some("timeout".into()) },
     }
 }
 
-/// A short, internals-free description: the error's own kind, not its full chain.
-fn short_error(e: &dyn std::error::Error) -> String {
-    let text = e.to_string();
-    text.split(':').next().unwrap_or("error").trim().chars().take(80).collect()
+/// The AWS error code (`ResourceNotFoundException`, `NotFound`...) or the kind of failure; never
+/// the full message, which may carry internals.
+fn error_code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> String {
+    match e {
+        SdkError::ServiceError(s) => s.err().code().unwrap_or("service_error").to_string(),
+        SdkError::TimeoutError(_) => "timeout".into(),
+        SdkError::DispatchFailure(_) => "unreachable".into(),
+        _ => "error".into(),
+    }
 }

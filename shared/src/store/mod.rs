@@ -31,7 +31,7 @@ pub mod users;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
@@ -80,6 +80,24 @@ impl<'a> Store<'a> {
         Ok(out.item)
     }
 
+    /// Adds one hit to a rate-limit window counter and returns the new count (one atomic `ADD`).
+    pub async fn count_hit(&self, pk: &str, window_start: i64, expires_at: i64) -> Result<i64, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(pk))
+            .key("sk", s(format!("W#{window_start}")))
+            .update_expression("ADD hits :one SET expires_at = :exp")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":exp", n(expires_at))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(out.attributes.unwrap_or_default().num("hits").unwrap_or(0))
+    }
+
     pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), WriteError> {
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
@@ -106,6 +124,20 @@ pub enum WriteError {
     Conflict,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The outcome of a conditional write: `false` when its condition did not hold (an expected
+/// outcome, not an error), `true` when it was written.
+pub fn condition_held<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(StoreError::from_sdk(e)),
+    }
 }
 
 /// Which items of a cancelled transaction failed their condition; `None` when the transaction

@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 
-use super::{Item, ItemExt, Store, StoreError, n, s};
+use super::{Item, ItemExt, Store, StoreError, condition_held, n, s};
 use crate::events::DomainEvent;
 
 /// Pending events are found through the sparse `gsi1` index under this key; publishing removes it.
@@ -42,11 +42,7 @@ impl Store<'_> {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(StoreError::from_sdk(e)),
-        }
+        condition_held(result).map(drop)
     }
 
     /// Events still pending that occurred before `before`, oldest first.
@@ -84,11 +80,7 @@ impl Store<'_> {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(StoreError::from_sdk(e)),
-        }
+        condition_held(result)
     }
 
     /// The newest entries of an organization's activity log.

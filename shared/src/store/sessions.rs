@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::types::TransactWriteItem;
 
-use super::{Item, ItemExt, Store, StoreError, WriteError, failed_conditions, n, s, update};
+use super::{Item, ItemExt, Store, StoreError, WriteError, condition_held, failed_conditions, n, s, update};
 
 /// Why a refresh token could not be exchanged.
 #[derive(Debug, thiserror::Error)]
@@ -116,11 +116,7 @@ impl Store<'_> {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(StoreError::from_sdk(e)),
-        }
+        condition_held(result).map(drop)
     }
 
     /// Whether a session is still open at `now`.

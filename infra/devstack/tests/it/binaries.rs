@@ -62,3 +62,44 @@ async fn a_function_without_its_configuration_fails_its_init() {
     assert!(!status.success(), "a misconfigured function must not start serving");
     assert!(process.api.wait_ready(Duration::from_millis(100)).await.is_err(), "it never asked for work");
 }
+
+#[tokio::test]
+async fn logs_are_json_lines_with_ids_and_never_a_token_or_key() {
+    let t = TestStack::new("logs").await;
+    let (user, pair) = t.signed_in("kim@example.com", hub::auth::Role::Student).await;
+    let mut event: Value =
+        serde_json::from_str(&std::fs::read_to_string(devstack::repo_root().join("events/auth-refresh.json")).unwrap())
+            .unwrap();
+    event["body"] = Value::String(serde_json::json!({ "refresh_token": pair.refresh_token }).to_string());
+    let process =
+        FunctionProcess::spawn(&binary_path("auth-refresh"), "auth-refresh", &t.env("auth-refresh")).await.unwrap();
+    process.api.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let Outcome::Response(body) = process.api.invoke(&event.to_string(), Duration::from_secs(20)).await.unwrap() else {
+        panic!("invocation error")
+    };
+    let response: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(response["statusCode"], 200, "{body}");
+    let issued: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = process.logs().await;
+
+    let lines: Vec<Value> =
+        logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    let request_line = lines.iter().find(|l| l["message"] == "request").expect("one line per request");
+    assert_eq!(request_line["status"], 200);
+    // The request span's fields (function, request id) ride along on every line of the request.
+    assert_eq!(request_line["span"]["function"], "auth-refresh", "{logs}");
+    assert_eq!(request_line["span"]["request_id"].as_str().map(|r| r.starts_with("local-")), Some(true), "{logs}");
+    assert!(lines.iter().any(|l| l["user_id"] == user.id.as_str()), "{logs}");
+    let (_, access_key) = t.key("AccessTokenKey").await;
+    let (_, refresh_key) = t.key("RefreshTokenKey").await;
+    for secret in [
+        pair.refresh_token.as_str(),
+        issued["access_token"].as_str().unwrap(),
+        issued["refresh_token"].as_str().unwrap(),
+        access_key.as_str(),
+        refresh_key.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}

@@ -28,5 +28,6 @@ async fn a_missing_dependency_makes_the_stack_unhealthy_and_says_which() {
     let body: Value = serde_json::from_slice(response.body()).unwrap();
     assert_eq!(body["status"], "unhealthy");
     assert_eq!(body["checks"]["s3"]["status"], "down");
+    assert!(body["checks"]["s3"]["error"].is_string(), "{body}");
     assert_eq!(body["checks"]["dynamodb"]["status"], "up");
 }
