@@ -9,7 +9,7 @@ use super::tokens::{self, AccessClaims, RefreshClaims};
 use crate::store::sessions::RotateError;
 use crate::{ApiError, Context, crypto};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,
@@ -17,6 +17,18 @@ pub struct TokenPair {
     /// Seconds until the access token expires.
     pub expires_in: i64,
     pub refresh_expires_in: i64,
+}
+
+/// Tokens are credentials: `Debug` shows their lifetimes only, so a stray `{:?}` cannot leak them.
+impl std::fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("access_token", &"<redacted>")
+            .field("refresh_token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .field("refresh_expires_in", &self.refresh_expires_in)
+            .finish()
+    }
 }
 
 /// Opens a session for a user who has just proven who they are (SSO, LTI launch...).
@@ -107,4 +119,23 @@ async fn issue(
         expires_in: access_ttl,
         refresh_expires_in: refresh_expires_at - now,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_tokens() {
+        let pair = TokenPair {
+            access_token: "eyJ.access.secret".into(),
+            refresh_token: "eyJ.refresh.secret".into(),
+            token_type: "Bearer",
+            expires_in: 900,
+            refresh_expires_in: 60,
+        };
+        let printed = format!("{pair:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+        assert!(printed.contains("900"));
+    }
 }
