@@ -10,6 +10,9 @@ echo "== template.yaml: cfn-lint and sam validate --lint"
 .venv/bin/cfn-lint template.yaml
 .venv/bin/sam validate --lint --template template.yaml --region us-east-1 >/dev/null
 
+echo "== partner code (Spark's Node SSO signer, from the npm registry)"
+npm ci --prefix infra/partner-node --silent --no-audit --no-fund
+
 echo "== build (functions, devstack, tests)"
 cargo build --workspace --bins --tests --locked
 

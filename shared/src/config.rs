@@ -25,6 +25,11 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
     /// Lets the outbound HTTP client reach loopback addresses; honoured only in the local stage.
     pub outbound_allow_loopback: bool,
+    /// Where browser flows (SSO) land: `<frontend>/auth/callback?code=...`. Without it they answer JSON.
+    pub frontend_url: Option<String>,
+    /// Spark LMS: the shared HS256 secret of its SSO tokens, and the organization its users join.
+    pub spark_sso_secret_id: Option<String>,
+    pub spark_organization_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,7 @@ impl Config {
                 Some(v) => v.parse().map(Duration::from_secs).map_err(|_| ConfigError::Invalid(k)),
             }
         };
+        let optional = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let stage = match get("STAGE").as_deref() {
             Some("local") => Stage::Local,
             Some("prod") | None => Stage::Prod,
@@ -65,6 +71,9 @@ impl Config {
             access_token_ttl: seconds("ACCESS_TOKEN_TTL_SECONDS", 15 * 60)?,
             refresh_token_ttl: seconds("REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600)?,
             outbound_allow_loopback: stage == Stage::Local && get("OUTBOUND_ALLOW_LOOPBACK").as_deref() == Some("true"),
+            frontend_url: optional("FRONTEND_URL").map(|u| u.trim_end_matches('/').to_string()),
+            spark_sso_secret_id: optional("SPARK_SSO_SECRET_ID"),
+            spark_organization_id: optional("SPARK_ORGANIZATION_ID"),
         })
     }
 }

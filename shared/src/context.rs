@@ -20,6 +20,8 @@ pub struct Context {
     secrets: OnceLock<aws_sdk_secretsmanager::Client>,
     pub access_keys: CachedKeyRing,
     pub refresh_keys: CachedKeyRing,
+    /// The Spark SSO secret (current and previous version), when this function serves Spark.
+    pub spark_sso_keys: Option<CachedKeyRing>,
     pub clock: Clock,
 }
 
@@ -34,6 +36,7 @@ impl Context {
         Self {
             access_keys: CachedKeyRing::new(config.access_key_secret_id.clone()),
             refresh_keys: CachedKeyRing::new(config.refresh_key_secret_id.clone()),
+            spark_sso_keys: config.spark_sso_secret_id.clone().map(CachedKeyRing::new),
             config,
             sdk,
             dynamodb: OnceLock::new(),

@@ -41,13 +41,18 @@ pub const AUTH_REFRESH: Function =
     Function { name: "auth-refresh", handler: Handler::Http(|c, r| Box::pin(api::auth::refresh(c, r))) };
 pub const AUTH_LOGOUT: Function =
     Function { name: "auth-logout", handler: Handler::Http(|c, r| Box::pin(api::auth::logout(c, r))) };
+pub const SPARK_SSO: Function =
+    Function { name: "spark-sso", handler: Handler::Http(|c, r| Box::pin(api::spark::sso(c, r))) };
+pub const SPARK_TOKEN: Function =
+    Function { name: "spark-token", handler: Handler::Http(|c, r| Box::pin(api::spark::token(c, r))) };
 pub const EVENTS_DISPATCH: Function =
     Function { name: "events-dispatch", handler: Handler::Queue(|c, m| Box::pin(events::dispatch(c, m))) };
 pub const OUTBOX_RELAY: Function =
     Function { name: "outbox-relay", handler: Handler::Schedule(|c, e| Box::pin(events::relay(c, e))) };
 
 /// Every function, for the dev gateway and the consistency test.
-pub const ALL: &[Function] = &[HEALTH, AUTH_ME, AUTH_REFRESH, AUTH_LOGOUT, EVENTS_DISPATCH, OUTBOX_RELAY];
+pub const ALL: &[Function] =
+    &[HEALTH, AUTH_ME, AUTH_REFRESH, AUTH_LOGOUT, SPARK_SSO, SPARK_TOKEN, EVENTS_DISPATCH, OUTBOX_RELAY];
 
 pub fn by_name(name: &str) -> Option<Function> {
     ALL.iter().find(|f| f.name == name).copied()

@@ -16,6 +16,7 @@ pub mod logging;
 pub mod outbound;
 pub mod ratelimit;
 pub mod secrets;
+pub mod spark;
 pub mod store;
 
 pub use config::Config;

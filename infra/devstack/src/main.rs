@@ -6,6 +6,7 @@
 //! devstack env FUNCTION [--stack hub-dev]              a function's environment (KEY=VALUE lines)
 //! devstack invoke BINARY EVENT_FILE [--stack hub-dev]  run a function binary on a local Runtime API
 //! devstack token --email E [--role R] [--stack hub-dev] a signed-in session for trying the API
+//! devstack secret LOGICAL_ID [--stack hub-dev]         a template secret's value (e.g. SparkSsoSecret)
 //! devstack fire FUNCTION [--stack hub-dev]             run a scheduled function now
 //! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
@@ -51,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let template = Template::load(&devstack::repo_root().join("template.yaml"))?;
-    let stack = provision(&template, &stack_name, &sdk, &[("Stage", "local")]).await?;
+    let stack = provision(&template, &stack_name, &sdk, &devstack::provision::LOCAL_PARAMETERS).await?;
 
     match args.command.as_str() {
         "provision" => println!("provisioned {} resources of stack {stack_name} at {endpoint}", stack.refs.len()),
@@ -146,6 +147,15 @@ async fn main() -> anyhow::Result<()> {
                 _ = gateway.poll_queues() => {}
                 _ = tokio::signal::ctrl_c() => println!("stopping"),
             }
+        }
+        "secret" => {
+            // The value of a template secret, e.g. the Spark SSO secret to give `spark-cli`.
+            let id = args.positional.first().context("devstack secret LOGICAL_ID")?;
+            let arn = stack.refs.get(id).with_context(|| format!("template.yaml has no secret {id}"))?;
+            let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+            let value =
+                sm.get_secret_value().secret_id(arn).send().await?.secret_string.context("not a string secret")?;
+            println!("{value}");
         }
         "fire" => {
             let function = args.positional.first().context("devstack fire FUNCTION")?;

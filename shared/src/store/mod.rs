@@ -14,6 +14,9 @@
 //! | refresh token | `REFRESH#<jti>` | `REFRESH` | session_id, user_id, used, expires_at |
 //! | rate-limit window | `RATE#<rule>#<key>` | `W#<window start>` | hits, expires_at |
 //! | outbox event | `EVENT#<event_id>` | `OUTBOX` | event (JSON), gsi1pk/gsi1sk while pending, published_at, expires_at |
+//! | one-time code | `CODE#<sha256 of code>` | `CODE` | user_id, purpose, expires_at |
+//! | used token | `USED#<sha256 of token>` | `USED` | expires_at (a single-use token seen before) |
+//! | LMS session | `LMS_SESSION#<id>` | `LMS_SESSION` | user_id, provider, external_id, created_at, expires_at |
 //! | activity entry | `ORG#<org_id or ->#ACTIVITY` | `<occurred_at>#<event_id>` | event_type, data, expires_at |
 //!
 //! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only pending outbox events carry its
@@ -24,6 +27,7 @@
 //! Uniqueness of email and external identity is enforced by the database: the uniqueness item is
 //! written with `attribute_not_exists(pk)` in the same transaction as the user.
 
+pub mod codes;
 pub mod outbox;
 pub mod sessions;
 pub mod users;

@@ -35,12 +35,14 @@ impl TestStack {
         let sdk = sdk().await;
         let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
         let stack_name = format!("t-{name}-{:08x}", rand::random::<u32>());
-        let stack = provision(&template, &stack_name, &sdk, &[("Stage", "local")]).await.unwrap();
+        let stack = provision(&template, &stack_name, &sdk, &devstack::provision::LOCAL_PARAMETERS).await.unwrap();
         let gateway = Arc::new(Gateway::new(&template, &stack, &sdk).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(gateway.clone().serve(listener));
-        let ctx = Arc::new(context(&template, &stack, &sdk, "auth-me"));
+        let def = template.functions().unwrap().into_iter().find(|f| f.binary == "auth-me").unwrap();
+        let env = stack.function_env(&template, &def.logical_id).unwrap();
+        let ctx = Arc::new(hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned()).unwrap(), sdk.clone()));
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         Self { base, gateway, ctx, http, sdk, stack, template }
     }
@@ -56,13 +58,20 @@ impl TestStack {
 
     /// A fresh context (empty caches) of this stack, as a new Lambda instance would have.
     pub fn new_context(&self) -> hub::Context {
-        context(&self.template, &self.stack, &self.sdk, "auth-me")
+        self.context_for("auth-me", &[])
     }
 
     /// A context whose configuration differs in one variable (to break a dependency on purpose).
     pub fn context_with(&self, key: &str, value: &str) -> hub::Context {
-        let mut env = self.env("auth-me");
-        env.insert(key.into(), value.into());
+        self.context_for("auth-me", &[(key, value)])
+    }
+
+    /// A fresh context of one function, with some variables overridden.
+    pub fn context_for(&self, binary: &str, overrides: &[(&str, &str)]) -> hub::Context {
+        let mut env = self.env(binary);
+        for (k, v) in overrides {
+            env.insert(k.to_string(), v.to_string());
+        }
         hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned()).unwrap(), self.sdk.clone())
     }
 
@@ -87,12 +96,6 @@ impl TestStack {
         header.kid = Some(kid);
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
     }
-}
-
-fn context(template: &Template, stack: &LocalStack, sdk: &SdkConfig, binary: &str) -> hub::Context {
-    let def = template.functions().unwrap().into_iter().find(|f| f.binary == binary).unwrap();
-    let env = stack.function_env(template, &def.logical_id).unwrap();
-    hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned()).unwrap(), sdk.clone())
 }
 
 pub fn profile(provider: &str, external_id: &str, email: Option<&str>, role: Role) -> ExternalProfile {

@@ -12,3 +12,4 @@ mod health;
 mod outbound;
 mod provisioning;
 mod rate_limit;
+mod spark_sso;

@@ -1,0 +1,114 @@
+//! `GET /spark/sso?token=<jwt>` and `POST /spark/token`.
+//!
+//! SSO turns Spark's signed token into a one-time code (60 s, single use) and sends the browser to
+//! `<FRONTEND_URL>/auth/callback?code=...`; the frontend exchanges the code for our tokens. Errors go
+//! to the same callback as `?error=<code>` when a frontend is configured, or answer JSON otherwise.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::auth::token_response;
+use crate::auth::provisioning::provision_user;
+use crate::auth::sessions::start_session;
+use crate::http::{ApiResult, MAX_JSON_BODY, client_ip, json, json_body};
+use crate::ratelimit::{self, Rule};
+use crate::spark::sso;
+use crate::store::codes::CodeGrant;
+use crate::store::{Item, WriteError, n, s};
+use crate::{ApiError, Context, crypto};
+
+const SSO_LIMIT: Rule = Rule { name: "spark-sso", limit: 10, window_secs: 60 };
+const TOKEN_LIMIT: Rule = Rule { name: "spark-token", limit: 30, window_secs: 60 };
+/// One-time codes live this long.
+const CODE_TTL_SECS: i64 = 60;
+/// The purpose recorded with codes issued here; the exchange accepts only these.
+const PURPOSE: &str = "spark_sso";
+/// LMS sessions are kept this long for audit.
+const LMS_SESSION_TTL_SECS: i64 = 30 * 24 * 3600;
+
+pub async fn sso(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let token = req.query_string_parameters_ref().and_then(|q| q.first("token")).unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(ApiError::bad_request("missing_token", "The token query parameter is required"));
+    }
+    let outcome = login(&ctx, &req, &token).await;
+    match (&ctx.config.frontend_url, outcome) {
+        (Some(frontend), Ok(code)) => redirect(&format!("{frontend}/auth/callback?code={code}")),
+        (None, Ok(code)) => json(StatusCode::OK, &json!({ "code": code, "expires_in": CODE_TTL_SECS })),
+        (Some(frontend), Err(e)) if e.status != StatusCode::INTERNAL_SERVER_ERROR => {
+            redirect(&format!("{frontend}/auth/callback?error={}", e.code))
+        }
+        (_, Err(e)) => Err(e),
+    }
+}
+
+async fn login(ctx: &Context, req: &Request, token: &str) -> Result<String, ApiError> {
+    ratelimit::check(ctx, SSO_LIMIT, &client_ip(req)).await?;
+    let login = sso::verify(ctx, token).await?;
+    let (user, provisioned) = provision_user(ctx, &login.profile).await?;
+    let now = ctx.clock.now();
+    let code = crypto::random_token(32);
+    let grant = CodeGrant { user_id: user.id.clone(), purpose: PURPOSE.into(), expires_at: now + CODE_TTL_SECS };
+    let lms_session = Item::from([
+        ("pk".into(), s(format!("LMS_SESSION#{}", crypto::new_id()))),
+        ("sk".into(), s("LMS_SESSION")),
+        ("user_id".into(), s(&user.id)),
+        ("provider".into(), s(sso::PROVIDER)),
+        ("external_id".into(), s(&login.profile.external_id)),
+        ("created_at".into(), n(now)),
+        ("expires_at".into(), n(now + LMS_SESSION_TTL_SECS)),
+    ]);
+    match ctx.store().record_sso(&login.fingerprint, login.expires_at, &code, &grant, lms_session).await {
+        Ok(()) => {}
+        Err(WriteError::Conflict) => {
+            tracing::warn!(user_id = user.id, "Spark SSO token replayed");
+            return Err(ApiError::unauthorized("token_replayed", "This SSO token was already used"));
+        }
+        Err(WriteError::Store(e)) => return Err(e.into()),
+    }
+    tracing::info!(user_id = user.id, ?provisioned, "Spark SSO login");
+    Ok(code)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    code: String,
+}
+
+/// Exchanges a one-time code for a token pair (JSON body and cookies).
+pub async fn token(ctx: Arc<Context>, req: Request) -> ApiResult {
+    ratelimit::check(&ctx, TOKEN_LIMIT, &client_ip(&req)).await?;
+    let body: TokenRequest = json_body(&req, MAX_JSON_BODY)?;
+    let invalid = || ApiError::bad_request("invalid_code", "The code is invalid or was already used");
+    if body.code.is_empty() || body.code.len() > 128 {
+        return Err(invalid());
+    }
+    let grant = ctx.store().consume_code(&body.code).await?.ok_or_else(invalid)?;
+    if grant.purpose != PURPOSE {
+        return Err(invalid());
+    }
+    if grant.expires_at <= ctx.clock.now() {
+        return Err(ApiError::bad_request("code_expired", "The code has expired; sign in from Spark again"));
+    }
+    let user = ctx.store().get_user(&grant.user_id).await?.ok_or_else(invalid)?;
+    let pair = start_session(&ctx, &user).await?;
+    tracing::info!(user_id = user.id, "Spark SSO code exchanged");
+    token_response(&pair)
+}
+
+/// A 302 that keeps the SSO token out of the `Referer` the frontend would receive.
+fn redirect(location: &str) -> ApiResult {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(LOCATION, location)
+        .header(CACHE_CONTROL, "no-store")
+        .header(REFERRER_POLICY, "no-referrer")
+        .body(Body::Empty)
+        .map_err(ApiError::internal)
+}

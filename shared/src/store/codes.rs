@@ -1,0 +1,78 @@
+//! Single-use things: one-time authorization codes, used-token markers, LMS sessions.
+//!
+//! Codes are stored under the SHA-256 of their value (a leaked table dump yields no usable code) and
+//! consumed by one conditional delete, so of two concurrent exchanges exactly one gets the code.
+
+use aws_sdk_dynamodb::types::ReturnValue;
+
+use super::{Item, ItemExt, Store, StoreError, WriteError, condition_held, n, s};
+use crate::crypto::sha256_hex;
+
+/// What a one-time code stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeGrant {
+    pub user_id: String,
+    /// Which flow issued it (`spark_sso`, ...); a code is only accepted by its own flow.
+    pub purpose: String,
+    pub expires_at: i64,
+}
+
+fn code_pk(code: &str) -> String {
+    format!("CODE#{}", sha256_hex(code.as_bytes()))
+}
+
+impl Store<'_> {
+    /// Records a successful SSO: marks the incoming token used (until it expires), opens the LMS
+    /// session and stores the one-time code, all or nothing. `Conflict`: the token was used before.
+    pub async fn record_sso(
+        &self,
+        token_fingerprint: &str,
+        token_expires_at: i64,
+        code: &str,
+        grant: &CodeGrant,
+        lms_session: Item,
+    ) -> Result<(), WriteError> {
+        let used = Item::from([
+            ("pk".into(), s(format!("USED#{token_fingerprint}"))),
+            ("sk".into(), s("USED")),
+            ("expires_at".into(), n(token_expires_at + 3600)),
+        ]);
+        let code_item = Item::from([
+            ("pk".into(), s(code_pk(code))),
+            ("sk".into(), s("CODE")),
+            ("user_id".into(), s(&grant.user_id)),
+            ("purpose".into(), s(&grant.purpose)),
+            ("expires_at".into(), n(grant.expires_at)),
+        ]);
+        self.transact(vec![self.put_new_item(used), self.put_new_item(code_item), self.put_new_item(lms_session)]).await
+    }
+
+    /// Takes a code out of the store. `None`: unknown or already used. The caller checks expiry
+    /// (TTL deletion is lazy) and purpose.
+    pub async fn consume_code(&self, code: &str) -> Result<Option<CodeGrant>, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(self.table)
+            .key("pk", s(code_pk(code)))
+            .key("sk", s("CODE"))
+            .condition_expression("attribute_exists(pk)")
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        let old = match result {
+            Ok(out) => out.attributes,
+            Err(e) => {
+                condition_held(Err::<(), _>(e))?;
+                return Ok(None);
+            }
+        };
+        Ok(old.and_then(|item| {
+            Some(CodeGrant {
+                user_id: item.str("user_id")?.to_string(),
+                purpose: item.str("purpose")?.to_string(),
+                expires_at: item.num("expires_at")?,
+            })
+        }))
+    }
+}
