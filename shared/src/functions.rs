@@ -41,6 +41,14 @@ pub const AUTH_REFRESH: Function =
     Function { name: "auth-refresh", handler: Handler::Http(|c, r| Box::pin(api::auth::refresh(c, r))) };
 pub const AUTH_LOGOUT: Function =
     Function { name: "auth-logout", handler: Handler::Http(|c, r| Box::pin(api::auth::logout(c, r))) };
+pub const ADMIN_QUESTS_CREATE: Function = Function {
+    name: "admin-quests-create",
+    handler: Handler::Http(|c, r| Box::pin(api::learning::create_quest(c, r))),
+};
+pub const ADMIN_QUESTS_LIST: Function =
+    Function { name: "admin-quests-list", handler: Handler::Http(|c, r| Box::pin(api::learning::list_quests(c, r))) };
+pub const ME_QUESTS: Function =
+    Function { name: "me-quests", handler: Handler::Http(|c, r| Box::pin(api::learning::my_quests(c, r))) };
 pub const SPARK_SSO: Function =
     Function { name: "spark-sso", handler: Handler::Http(|c, r| Box::pin(api::spark::sso(c, r))) };
 pub const SPARK_TOKEN: Function =
@@ -51,8 +59,19 @@ pub const OUTBOX_RELAY: Function =
     Function { name: "outbox-relay", handler: Handler::Schedule(|c, e| Box::pin(events::relay(c, e))) };
 
 /// Every function, for the dev gateway and the consistency test.
-pub const ALL: &[Function] =
-    &[HEALTH, AUTH_ME, AUTH_REFRESH, AUTH_LOGOUT, SPARK_SSO, SPARK_TOKEN, EVENTS_DISPATCH, OUTBOX_RELAY];
+pub const ALL: &[Function] = &[
+    HEALTH,
+    AUTH_ME,
+    AUTH_REFRESH,
+    AUTH_LOGOUT,
+    ADMIN_QUESTS_CREATE,
+    ADMIN_QUESTS_LIST,
+    ME_QUESTS,
+    SPARK_SSO,
+    SPARK_TOKEN,
+    EVENTS_DISPATCH,
+    OUTBOX_RELAY,
+];
 
 pub fn by_name(name: &str) -> Option<Function> {
     ALL.iter().find(|f| f.name == name).copied()

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod functions;
 pub mod http;
+pub mod learning;
 pub mod logging;
 pub mod outbound;
 pub mod ratelimit;

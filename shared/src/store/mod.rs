@@ -17,6 +17,13 @@
 //! | one-time code | `CODE#<sha256 of code>` | `CODE` | user_id, purpose, expires_at |
 //! | used token | `USED#<sha256 of token>` | `USED` | expires_at (a single-use token seen before) |
 //! | LMS session | `LMS_SESSION#<id>` | `LMS_SESSION` | user_id, provider, external_id, created_at, expires_at |
+//! | quest | `QUEST#<quest_id>` | `QUEST` | doc (JSON: title, pillar, lms, tasks), gsi1pk `ORG#<org>#QUESTS`, gsi1sk `<created_at>#<id>` |
+//! | LMS mapping | `LMSMAP#<platform>#<course>#<assignment>` | `LMSMAP` | quest_id (one quest per assignment) |
+//! | enrollment | `USER#<user_id>` | `Q#<quest_id>` | status, tasks_total, tasks_completed, enrolled_at, completed_at, version |
+//! | user task | `USER#<user_id>` | `Q#<quest_id>#TASK#<task_id>` | status, completion_id, completed_at |
+//! | evidence | `USER#<user_id>` | `Q#<quest_id>#EVIDENCE#<task_id>` | blocks (JSON), updated_at, submission_key |
+//! | XP | `USER#<user_id>` | `XP` | xp_total, `xp#<pillar>` (atomic `ADD`) |
+//! | submission | `SUBMISSION#<source>#<key>` | `SUBMISSION` | user_id, quest_id, task_id, completion_id (idempotency) |
 //! | activity entry | `ORG#<org_id or ->#ACTIVITY` | `<occurred_at>#<event_id>` | event_type, data, expires_at |
 //!
 //! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only pending outbox events carry its
@@ -28,6 +35,7 @@
 //! written with `attribute_not_exists(pk)` in the same transaction as the user.
 
 pub mod codes;
+pub mod learning;
 pub mod outbox;
 pub mod sessions;
 pub mod users;

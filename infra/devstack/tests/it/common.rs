@@ -82,6 +82,21 @@ impl TestStack {
         (user, pair)
     }
 
+    /// A signed-in user of an organization with any role (platform admins are promoted by hand, as
+    /// no provider may grant that role).
+    pub async fn signed_in_as(&self, email: &str, role: Role, org: &str) -> (User, TokenPair) {
+        let mut p = profile("test", email, Some(email), role);
+        p.org_id = Some(org.into());
+        let (mut user, _) = provision_user(&self.ctx, &p).await.unwrap();
+        if user.role != role {
+            let promoted = User { role, updated_at: user.updated_at + 1, ..user.clone() };
+            self.ctx.store().update_user(&user, &promoted).await.unwrap();
+            user = promoted;
+        }
+        let pair = start_session(&self.ctx, &user).await.unwrap();
+        (user, pair)
+    }
+
     /// The current version (kid) and value of a signing key secret.
     pub async fn key(&self, logical_id: &str) -> (String, String) {
         let sm = aws_sdk_secretsmanager::Client::new(&self.sdk);

@@ -9,6 +9,7 @@ mod consistency;
 mod events;
 mod gateway;
 mod health;
+mod learning;
 mod outbound;
 mod provisioning;
 mod rate_limit;

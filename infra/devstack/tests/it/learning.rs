@@ -1,0 +1,209 @@
+//! The learning core: quests by admins of the right organization, and submissions that enroll,
+//! complete, award XP once and show up in the student's view.
+
+use std::sync::Arc;
+
+use hub::auth::Role;
+use hub::learning::quests::{NewQuest, NewTask, create_quest};
+use hub::learning::submissions::{Submission, record};
+use hub::learning::{BlockType, EvidenceBlock, LmsMapping, Quest};
+use serde_json::{Value, json};
+
+use crate::common::{TestStack, error_code};
+
+fn text_block(text: &str) -> Vec<EvidenceBlock> {
+    vec![EvidenceBlock { order: 1, block_type: BlockType::Text, text: Some(text.into()), file: None }]
+}
+
+async fn quest(t: &TestStack, tasks: &[(&str, i64, &str)], assignment: &str) -> Quest {
+    let (admin, _) = t.signed_in_as("qa@example.com", Role::OrgAdmin, "org-1").await;
+    let principal = hub::auth::guard::Principal {
+        user_id: admin.id,
+        email: admin.email,
+        role: Role::OrgAdmin,
+        org_id: Some("org-1".into()),
+        session_id: "s".into(),
+    };
+    let new = NewQuest {
+        title: format!("Quest {assignment}"),
+        pillar: "stem".into(),
+        organization_id: None,
+        lms: Some(LmsMapping { platform: "spark".into(), course_id: "c1".into(), assignment_id: assignment.into() }),
+        tasks: tasks
+            .iter()
+            .map(|(title, xp, pillar)| NewTask { title: title.to_string(), pillar: Some(pillar.to_string()), xp: *xp })
+            .collect(),
+    };
+    create_quest(&t.ctx, &principal, new).await.unwrap()
+}
+
+#[tokio::test]
+async fn admins_manage_quests_of_their_own_organization_only() {
+    let t = TestStack::new("quests").await;
+    let (_, org_admin) = t.signed_in_as("oa@example.com", Role::OrgAdmin, "org-1").await;
+    let (_, admin) = t.signed_in_as("pa@example.com", Role::Admin, "hq").await;
+    let (_, student) = t.signed_in_as("st@example.com", Role::Student, "org-1").await;
+    let body = |org: Option<&str>, assignment: &str| {
+        json!({"title": "Lab", "pillar": "stem", "organization_id": org,
+               "lms": {"platform": "spark", "course_id": "c1", "assignment_id": assignment},
+               "tasks": [{"title": "Report", "xp": 100}, {"title": "Reflection", "pillar": "art", "xp": 20}]})
+    };
+    let post = |token: &str, body: Value| t.http.post(t.url("/api/admin/quests")).bearer_auth(token).json(&body).send();
+
+    let r = post(&org_admin.access_token, body(None, "a1")).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["organization_id"], "org-1");
+    assert_eq!(created["tasks"][1]["pillar"], "art");
+    assert_eq!(created["tasks"][0]["order"], 1);
+
+    assert_eq!(error_code(post(&org_admin.access_token, body(Some("org-2"), "a2")).await.unwrap()).await.0, 403);
+    assert_eq!(error_code(post(&student.access_token, body(None, "a3")).await.unwrap()).await.0, 403);
+    assert_eq!(post(&admin.access_token, body(Some("org-2"), "a4")).await.unwrap().status(), 201);
+    // One quest per LMS assignment.
+    assert_eq!(
+        error_code(post(&admin.access_token, body(Some("org-2"), "a1")).await.unwrap()).await,
+        (409, "lms_mapping_taken".into())
+    );
+    // Bad bodies.
+    let mut no_tasks = body(None, "a5");
+    no_tasks["tasks"] = json!([]);
+    assert_eq!(error_code(post(&org_admin.access_token, no_tasks).await.unwrap()).await, (400, "invalid_quest".into()));
+    let mut bad_pillar = body(None, "a6");
+    bad_pillar["pillar"] = json!("Not A Slug");
+    assert_eq!(
+        error_code(post(&org_admin.access_token, bad_pillar).await.unwrap()).await,
+        (400, "invalid_quest".into())
+    );
+    let mut unknown = body(None, "a7");
+    unknown["surprise"] = json!(1);
+    assert_eq!(error_code(post(&org_admin.access_token, unknown).await.unwrap()).await, (400, "invalid_json".into()));
+    let r = t.http.post(t.url("/api/admin/quests")).json(&body(None, "a8")).send().await.unwrap();
+    assert_eq!(error_code(r).await.0, 401);
+
+    // Listing: each admin sees only what they may.
+    let list =
+        |token: &str, query: &str| t.http.get(t.url(&format!("/api/admin/quests{query}"))).bearer_auth(token).send();
+    let mine: Value = list(&org_admin.access_token, "").await.unwrap().json().await.unwrap();
+    assert_eq!(mine["quests"].as_array().unwrap().len(), 1);
+    assert_eq!(error_code(list(&org_admin.access_token, "?organization_id=org-2").await.unwrap()).await.0, 403);
+    let other: Value = list(&admin.access_token, "?organization_id=org-2").await.unwrap().json().await.unwrap();
+    assert_eq!(other["quests"].as_array().unwrap().len(), 1);
+    assert_eq!(error_code(list(&student.access_token, "").await.unwrap()).await.0, 403);
+}
+
+#[tokio::test]
+async fn a_submission_enrolls_completes_once_replaces_evidence_and_shows_up_for_the_student() {
+    let t = TestStack::new("submit").await;
+    let q = quest(&t, &[("Report", 100, "stem"), ("Reflection", 50, "art")], "s1").await;
+    let (student, tokens) = t.signed_in_as("kid@example.com", Role::Student, "org-1").await;
+    let submit = |key: &'static str, text: &'static str| {
+        let (ctx, q, user) = (t.ctx.clone(), q.clone(), student.id.clone());
+        async move {
+            let evidence = text_block(text);
+            record(&ctx, &Submission { source: "spark", key, user_id: &user, quest: &q, evidence: &evidence })
+                .await
+                .unwrap()
+        }
+    };
+    let first = submit("k1", "first draft").await;
+    assert!(!first.duplicate);
+    let retry = submit("k1", "first draft").await;
+    assert_eq!((retry.completion_id.as_str(), retry.duplicate), (first.completion_id.as_str(), true));
+    let resubmission = submit("k2", "final version").await;
+    assert_eq!((resubmission.completion_id.as_str(), resubmission.duplicate), (first.completion_id.as_str(), false));
+
+    let me: Value = t
+        .http
+        .get(t.url("/api/me/quests"))
+        .bearer_auth(&tokens.access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["xp"], json!({"total": 100, "by_pillar": {"stem": 100}}), "XP awarded once");
+    let mine = &me["quests"][0];
+    assert_eq!(mine["quest_id"], q.id.as_str());
+    assert_eq!(mine["status"], "active", "one of two tasks done");
+    assert_eq!(mine["tasks"][0]["status"], "completed");
+    assert_eq!(mine["tasks"][0]["completion_id"], first.completion_id.as_str());
+    assert_eq!(
+        mine["tasks"][0]["evidence"],
+        json!([{"order": 1, "type": "text", "text": "final version"}]),
+        "replaced"
+    );
+    assert_eq!(mine["tasks"][1]["status"], "pending");
+
+    // Events: submitted twice, completed once, and the quest is not complete.
+    while t.gateway.poll_once(0, 1).await.unwrap().0 > 0 {}
+    let kinds: Vec<String> = t.ctx.store().activity("org-1", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "task.submitted").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "task.completed").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "quest.completed").count(), 0, "{kinds:?}");
+    // Another student sees nothing of this.
+    let (_, other) = t.signed_in_as("other@example.com", Role::Student, "org-1").await;
+    let theirs: Value = t
+        .http
+        .get(t.url("/api/me/quests"))
+        .bearer_auth(&other.access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs, json!({"xp": {"total": 0, "by_pillar": {}}, "quests": []}));
+}
+
+#[tokio::test]
+async fn a_quest_completes_once_and_a_new_submission_reactivates_it_without_a_second_announcement() {
+    let t = TestStack::new("questdone").await;
+    let q = quest(&t, &[("Only task", 40, "stem")], "s2").await;
+    let (student, _) = t.signed_in_as("ann@example.com", Role::Student, "org-1").await;
+    for key in ["a", "b"] {
+        let evidence = text_block(key);
+        record(&t.ctx, &Submission { source: "spark", key, user_id: &student.id, quest: &q, evidence: &evidence })
+            .await
+            .unwrap();
+    }
+    let state = t.ctx.store().learning_state(&student.id, Some(&q.id)).await.unwrap().remove(&q.id).unwrap();
+    assert_eq!(state.enrollment.as_ref().unwrap().status, "completed");
+    while t.gateway.poll_once(0, 1).await.unwrap().0 > 0 {}
+    let kinds: Vec<String> = t.ctx.store().activity("org-1", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "quest.completed").count(), 1, "{kinds:?}");
+    assert_eq!(t.ctx.store().xp(&student.id).await.unwrap().0, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_submissions_award_xp_once() {
+    let t = TestStack::new("submitrace").await;
+    let q = Arc::new(quest(&t, &[("Report", 100, "stem")], "s3").await);
+    let (student, _) = t.signed_in_as("race@example.com", Role::Student, "org-1").await;
+    // Eight deliveries of the same submission, and four different submissions, all at once.
+    let keys: Vec<String> = (0..8).map(|_| "same".to_string()).chain((0..4).map(|i| format!("other-{i}"))).collect();
+    let tasks: Vec<_> = keys
+        .into_iter()
+        .map(|key| {
+            let (ctx, q, user) = (t.ctx.clone(), q.clone(), student.id.clone());
+            tokio::spawn(async move {
+                let evidence = text_block(&key);
+                record(&ctx, &Submission { source: "spark", key: &key, user_id: &user, quest: &q, evidence: &evidence })
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap().unwrap());
+    }
+    let ids: std::collections::BTreeSet<&str> = outcomes.iter().map(|o| o.completion_id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "one completion for the task: {outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| !o.duplicate).count(),
+        5,
+        "the same submission is recorded once, the others each once"
+    );
+    assert_eq!(t.ctx.store().xp(&student.id).await.unwrap().0, 100);
+}

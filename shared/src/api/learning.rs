@@ -1,0 +1,64 @@
+//! `POST /api/admin/quests`, `GET /api/admin/quests` (organization or platform admins) and
+//! `GET /api/me/quests` (a student's own quests, tasks, evidence and XP).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::StatusCode;
+use lambda_http::{Request, RequestExt};
+use serde_json::{Value, json};
+
+use crate::Context;
+use crate::auth::guard::authenticate;
+use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body};
+use crate::learning::quests::{self, NewQuest};
+
+pub async fn create_quest(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate(&ctx, &req).await?;
+    let new: NewQuest = json_body(&req, MAX_JSON_BODY)?;
+    let quest = quests::create_quest(&ctx, &principal, new).await?;
+    json(StatusCode::CREATED, &quest)
+}
+
+pub async fn list_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate(&ctx, &req).await?;
+    let requested = req.query_string_parameters_ref().and_then(|q| q.first("organization_id").map(str::to_string));
+    let org = quests::target_organization(&principal, requested.as_deref())?;
+    let quests = ctx.store().quests_of_organization(&org, 100).await?;
+    json(StatusCode::OK, &json!({ "organization_id": org, "quests": quests }))
+}
+
+/// The caller's learning: every quest they are enrolled in, with their tasks, evidence and XP.
+pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate(&ctx, &req).await?;
+    let store = ctx.store();
+    let states = store.learning_state(&principal.user_id, None).await?;
+    let ids: Vec<String> = states.keys().cloned().collect();
+    let definitions = store.quests_by_id(&ids).await?;
+    let (xp_total, xp_by_pillar) = store.xp(&principal.user_id).await?;
+    let mut quests = Vec::new();
+    for quest in definitions {
+        let Some(state) = states.get(&quest.id) else { continue };
+        let Some(enrollment) = &state.enrollment else { continue };
+        let tasks: Vec<Value> = quest
+            .tasks
+            .iter()
+            .map(|t| {
+                let mine = state.tasks.get(&t.id);
+                json!({
+                    "id": t.id, "title": t.title, "pillar": t.pillar, "xp": t.xp, "order": t.order,
+                    "status": if mine.is_some_and(|m| m.completed) { "completed" } else { "pending" },
+                    "completion_id": mine.and_then(|m| m.completion_id.clone()),
+                    "completed_at": mine.and_then(|m| m.completed_at),
+                    "evidence": state.evidence.get(&t.id).cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+        quests.push(json!({
+            "quest_id": quest.id, "title": quest.title, "pillar": quest.pillar, "status": enrollment.status,
+            "completed_at": enrollment.completed_at, "tasks": tasks,
+        }));
+    }
+    let by_pillar: BTreeMap<String, i64> = xp_by_pillar.into_iter().collect();
+    json(StatusCode::OK, &json!({ "xp": { "total": xp_total, "by_pillar": by_pillar }, "quests": quests }))
+}

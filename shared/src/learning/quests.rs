@@ -1,0 +1,99 @@
+//! Creating and listing quests (organization admins, platform admins).
+
+use serde::Deserialize;
+
+use super::{LmsMapping, Quest, QuestTask, valid_slug};
+use crate::auth::Role;
+use crate::auth::guard::Principal;
+use crate::store::WriteError;
+use crate::{ApiError, Context, crypto};
+
+/// The most tasks one quest may have (keeps a first submission within one transaction).
+pub const MAX_TASKS: usize = 50;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewQuest {
+    pub title: String,
+    pub pillar: String,
+    /// Platform admins name the organization; organization admins create in their own.
+    pub organization_id: Option<String>,
+    pub lms: Option<LmsMapping>,
+    pub tasks: Vec<NewTask>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    pub title: String,
+    /// Defaults to the quest's pillar.
+    pub pillar: Option<String>,
+    pub xp: i64,
+}
+
+/// The organization an admin acts on: their own, or (platform admins) the one they name.
+pub fn target_organization(principal: &Principal, requested: Option<&str>) -> Result<String, ApiError> {
+    principal.require_role(&[Role::OrgAdmin, Role::Admin])?;
+    let org = match (principal.role, requested, principal.org_id.as_deref()) {
+        (Role::Admin, Some(org), _) => org.to_string(),
+        (_, None, Some(own)) => own.to_string(),
+        (_, Some(org), _) => org.to_string(),
+        (_, None, None) => return Err(ApiError::bad_request("missing_organization", "Name the organization_id")),
+    };
+    principal.require_org_admin(&org)?;
+    Ok(org)
+}
+
+pub async fn create_quest(ctx: &Context, principal: &Principal, new: NewQuest) -> Result<Quest, ApiError> {
+    let organization_id = target_organization(principal, new.organization_id.as_deref())?;
+    let bad = |m: &str| Err(ApiError::bad_request("invalid_quest", m));
+    let title = new.title.trim();
+    if title.is_empty() || title.len() > 200 {
+        return bad("title must be 1 to 200 characters");
+    }
+    if !valid_slug(&new.pillar) {
+        return bad("pillar must be a short lower-case identifier");
+    }
+    if new.tasks.is_empty() || new.tasks.len() > MAX_TASKS {
+        return bad("a quest has 1 to 50 tasks");
+    }
+    if let Some(lms) = &new.lms
+        && [&lms.platform, &lms.course_id, &lms.assignment_id]
+            .iter()
+            .any(|v| v.trim().is_empty() || v.len() > 200 || v.contains('#'))
+    {
+        return bad("lms needs platform, course_id and assignment_id (no '#')");
+    }
+    let mut tasks = Vec::with_capacity(new.tasks.len());
+    for (i, t) in new.tasks.into_iter().enumerate() {
+        let pillar = t.pillar.unwrap_or_else(|| new.pillar.clone());
+        if t.title.trim().is_empty() || t.title.len() > 200 || !valid_slug(&pillar) || !(0..=10_000).contains(&t.xp) {
+            return bad("each task needs a title, a valid pillar and 0 to 10000 xp");
+        }
+        tasks.push(QuestTask {
+            id: crypto::new_id(),
+            title: t.title.trim().into(),
+            pillar,
+            xp: t.xp,
+            order: i as u32 + 1,
+        });
+    }
+    let quest = Quest {
+        id: crypto::new_id(),
+        organization_id,
+        title: title.into(),
+        pillar: new.pillar,
+        lms: new.lms,
+        tasks,
+        created_at: ctx.clock.now(),
+    };
+    match ctx.store().create_quest(&quest).await {
+        Ok(()) => {}
+        Err(WriteError::Conflict) => {
+            return Err(ApiError::conflict("lms_mapping_taken", "Another quest already maps this LMS assignment"));
+        }
+        Err(WriteError::Store(e)) => return Err(e.into()),
+    }
+    tracing::info!(quest_id = quest.id, organization_id = quest.organization_id, "quest created");
+    Ok(quest)
+}

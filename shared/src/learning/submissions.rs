@@ -1,0 +1,117 @@
+//! Recording a submission: enrollment on first contact, evidence (replacing the task's previous
+//! blocks), task completion, XP and quest completion, with their events, in one transaction.
+//!
+//! Idempotent by the submission's key: the same submission again (a retry, or a concurrent
+//! duplicate) yields the same completion and awards nothing twice. A task completes once; later
+//! submissions replace its evidence. A finished quest is reactivated by a new submission and
+//! completes again, but `quest.completed` is announced only the first time.
+
+use serde_json::json;
+
+use super::{EvidenceBlock, Quest};
+use crate::events::{self, DomainEvent};
+use crate::store::WriteError;
+use crate::store::learning::SubmissionWrite;
+use crate::{ApiError, Context, crypto};
+
+pub const TASK_SUBMITTED: &str = "task.submitted";
+pub const TASK_COMPLETED: &str = "task.completed";
+pub const QUEST_COMPLETED: &str = "quest.completed";
+
+pub struct Submission<'a> {
+    /// Where it came from (`spark`, ...): idempotency keys are per source.
+    pub source: &'a str,
+    /// Identifies this submission across retries.
+    pub key: &'a str,
+    pub user_id: &'a str,
+    pub quest: &'a Quest,
+    pub evidence: &'a [EvidenceBlock],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub completion_id: String,
+    /// The same submission had been recorded before: nothing was written.
+    pub duplicate: bool,
+}
+
+/// Each attempt re-reads the state; a concurrent writer costs one attempt.
+const ATTEMPTS: usize = 5;
+
+pub async fn record(ctx: &Context, sub: &Submission<'_>) -> Result<Recorded, ApiError> {
+    let store = ctx.store();
+    let task = sub.quest.assignment_task();
+    for _ in 0..ATTEMPTS {
+        if let Some(completion_id) = store.submission_completion(sub.source, sub.key).await? {
+            return Ok(Recorded { completion_id, duplicate: true });
+        }
+        let state =
+            store.learning_state(sub.user_id, Some(&sub.quest.id)).await?.remove(&sub.quest.id).unwrap_or_default();
+        let existing = state.tasks.get(&task.id);
+        let completes_task = !existing.is_some_and(|t| t.completed);
+        let completion_id = existing
+            .and_then(|t| t.completion_id.clone())
+            .unwrap_or_else(|| format!("cmp_{}", crypto::random_token(16)));
+        let now = ctx.clock.now();
+        let done_after = state.enrollment.as_ref().map_or(0, |e| e.tasks_completed) + i64::from(completes_task);
+        let first_completion = done_after >= sub.quest.tasks.len() as i64
+            && state.enrollment.as_ref().is_none_or(|e| e.completed_at.is_none());
+
+        let org = Some(sub.quest.organization_id.clone());
+        let mut events = vec![DomainEvent::new(
+            TASK_SUBMITTED,
+            org.clone(),
+            json!({ "user_id": sub.user_id, "quest_id": sub.quest.id, "task_id": task.id,
+                    "completion_id": completion_id, "source": sub.source }),
+            now,
+        )];
+        if completes_task {
+            events.push(DomainEvent::new(
+                TASK_COMPLETED,
+                org.clone(),
+                json!({ "user_id": sub.user_id, "quest_id": sub.quest.id, "task_id": task.id, "task_title": task.title,
+                        "xp_awarded": task.xp, "pillar": task.pillar, "completion_id": completion_id, "completed_at": now }),
+                now,
+            ));
+        }
+        if first_completion {
+            let total_xp: i64 = sub.quest.tasks.iter().map(|t| t.xp).sum();
+            events.push(DomainEvent::new(
+                QUEST_COMPLETED,
+                org,
+                json!({ "user_id": sub.user_id, "quest_id": sub.quest.id, "quest_title": sub.quest.title,
+                        "tasks_completed": sub.quest.tasks.len(), "total_xp_earned": total_xp, "completed_at": now }),
+                now,
+            ));
+        }
+        let write = SubmissionWrite {
+            source: sub.source,
+            key: sub.key,
+            user_id: sub.user_id,
+            quest: sub.quest,
+            task,
+            completion_id: &completion_id,
+            seen: state.enrollment.as_ref(),
+            completes_task,
+            evidence: sub.evidence,
+            events: &events,
+            now,
+        };
+        match store.write_submission(&write).await {
+            Ok(()) => {
+                tracing::info!(
+                    user_id = sub.user_id,
+                    quest_id = sub.quest.id,
+                    completion_id,
+                    completes_task,
+                    "submission recorded"
+                );
+                events::publish(ctx, &events).await;
+                return Ok(Recorded { completion_id, duplicate: false });
+            }
+            Err(WriteError::Conflict) => continue,
+            Err(WriteError::Store(e)) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::unavailable("submission kept conflicting with concurrent writes"))
+}

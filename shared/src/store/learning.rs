@@ -1,0 +1,340 @@
+//! Quests, LMS mappings and each user's learning state.
+//!
+//! Per-user items live under `USER#<user_id>` with sort keys starting `Q#<quest_id>`, so one query
+//! reads everything a user has in a quest (or, with prefix `Q#`, in all quests).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+
+use super::{Item, ItemExt, Store, StoreError, WriteError, n, s, update};
+use crate::events::DomainEvent;
+use crate::learning::{EvidenceBlock, LmsMapping, Quest, QuestTask};
+
+/// Submission idempotency records are kept this long.
+const SUBMISSION_RETENTION_SECS: i64 = 90 * 24 * 3600;
+
+fn quest_pk(id: &str) -> String {
+    format!("QUEST#{id}")
+}
+fn lms_pk(m: &LmsMapping) -> String {
+    format!("LMSMAP#{}#{}#{}", m.platform, m.course_id, m.assignment_id)
+}
+fn user_pk(id: &str) -> String {
+    format!("USER#{id}")
+}
+fn enrollment_sk(quest_id: &str) -> String {
+    format!("Q#{quest_id}")
+}
+fn task_sk(quest_id: &str, task_id: &str) -> String {
+    format!("Q#{quest_id}#TASK#{task_id}")
+}
+fn evidence_sk(quest_id: &str, task_id: &str) -> String {
+    format!("Q#{quest_id}#EVIDENCE#{task_id}")
+}
+
+/// A user's enrollment in a quest as last read (its `version` guards the next write).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enrollment {
+    pub status: String,
+    pub tasks_completed: i64,
+    pub completed_at: Option<i64>,
+    pub version: i64,
+}
+
+/// A user's copy of a quest task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserTask {
+    pub task_id: String,
+    pub completed: bool,
+    pub completion_id: Option<String>,
+    pub completed_at: Option<i64>,
+}
+
+/// Everything a user has in one quest.
+#[derive(Clone, Debug, Default)]
+pub struct QuestState {
+    pub enrollment: Option<Enrollment>,
+    pub tasks: HashMap<String, UserTask>,
+    pub evidence: HashMap<String, Vec<EvidenceBlock>>,
+}
+
+/// The writes of one submission, decided by `learning::submissions` from a [`QuestState`].
+pub struct SubmissionWrite<'a> {
+    pub source: &'a str,
+    pub key: &'a str,
+    pub user_id: &'a str,
+    pub quest: &'a Quest,
+    pub task: &'a QuestTask,
+    pub completion_id: &'a str,
+    /// The enrollment as read; `None` enrolls the user (and creates their tasks) now.
+    pub seen: Option<&'a Enrollment>,
+    /// The task becomes completed by this submission (XP is awarded with it).
+    pub completes_task: bool,
+    pub evidence: &'a [EvidenceBlock],
+    pub events: &'a [DomainEvent],
+    pub now: i64,
+}
+
+impl Store<'_> {
+    /// Creates a quest and, if it has one, claims its LMS mapping (unique).
+    pub async fn create_quest(&self, quest: &Quest) -> Result<(), WriteError> {
+        let mut items = vec![self.put_new_item(Item::from([
+            ("pk".into(), s(quest_pk(&quest.id))),
+            ("sk".into(), s("QUEST")),
+            ("doc".into(), s(serde_json::to_string(quest).expect("quests serialize"))),
+            ("gsi1pk".into(), s(format!("ORG#{}#QUESTS", quest.organization_id))),
+            ("gsi1sk".into(), s(format!("{:012}#{}", quest.created_at, quest.id))),
+        ]))];
+        if let Some(lms) = &quest.lms {
+            items.push(self.put_new_item(Item::from([
+                ("pk".into(), s(lms_pk(lms))),
+                ("sk".into(), s("LMSMAP")),
+                ("quest_id".into(), s(&quest.id)),
+            ])));
+        }
+        self.transact(items).await
+    }
+
+    pub async fn get_quest(&self, id: &str) -> Result<Option<Quest>, StoreError> {
+        Ok(self.get(&quest_pk(id), "QUEST").await?.as_ref().and_then(quest_from_item))
+    }
+
+    /// The quest an LMS assignment maps to.
+    pub async fn quest_by_lms(&self, mapping: &LmsMapping) -> Result<Option<Quest>, StoreError> {
+        let Some(item) = self.get(&lms_pk(mapping), "LMSMAP").await? else { return Ok(None) };
+        match item.str("quest_id") {
+            Some(id) => self.get_quest(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// An organization's quests, newest first.
+    pub async fn quests_of_organization(&self, organization_id: &str, limit: i32) -> Result<Vec<Quest>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(self.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :org")
+            .expression_attribute_values(":org", s(format!("ORG#{organization_id}#QUESTS")))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(out.items().iter().filter_map(quest_from_item).collect())
+    }
+
+    /// Quests by id (missing ones are left out).
+    pub async fn quests_by_id(&self, ids: &[String]) -> Result<Vec<Quest>, StoreError> {
+        let mut quests = Vec::new();
+        for chunk in ids.chunks(100) {
+            let keys = chunk
+                .iter()
+                .map(|id| Item::from([("pk".into(), s(quest_pk(id))), ("sk".into(), s("QUEST"))]))
+                .collect();
+            let request =
+                KeysAndAttributes::builder().set_keys(Some(keys)).build().map_err(|e| StoreError(e.to_string()))?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(self.table, request)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            let items = out.responses.and_then(|mut r| r.remove(self.table)).unwrap_or_default();
+            quests.extend(items.iter().filter_map(quest_from_item));
+        }
+        Ok(quests)
+    }
+
+    /// A user's state in one quest, or (`quest_id` = `None`) in all quests, keyed by quest id.
+    pub async fn learning_state(
+        &self,
+        user_id: &str,
+        quest_id: Option<&str>,
+    ) -> Result<HashMap<String, QuestState>, StoreError> {
+        let prefix = quest_id.map_or_else(|| "Q#".to_string(), enrollment_sk);
+        let mut states: HashMap<String, QuestState> = HashMap::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(user_pk(user_id)))
+                .expression_attribute_values(":prefix", s(&prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            for item in out.items() {
+                let Some(sk) = item.str("sk") else { continue };
+                let mut parts = sk.trim_start_matches("Q#").splitn(3, '#');
+                let (Some(qid), kind, id) = (parts.next(), parts.next(), parts.next()) else { continue };
+                let state = states.entry(qid.to_string()).or_default();
+                match (kind, id) {
+                    (None, _) => {
+                        state.enrollment = Some(Enrollment {
+                            status: item.str("status").unwrap_or("active").to_string(),
+                            tasks_completed: item.num("tasks_completed").unwrap_or(0),
+                            completed_at: item.num("completed_at"),
+                            version: item.num("version").unwrap_or(0),
+                        });
+                    }
+                    (Some("TASK"), Some(tid)) => {
+                        state.tasks.insert(
+                            tid.to_string(),
+                            UserTask {
+                                task_id: tid.to_string(),
+                                completed: item.str("status") == Some("completed"),
+                                completion_id: item.str("completion_id").map(str::to_string),
+                                completed_at: item.num("completed_at"),
+                            },
+                        );
+                    }
+                    (Some("EVIDENCE"), Some(tid)) => {
+                        let blocks = item.str("blocks").and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
+                        state.evidence.insert(tid.to_string(), blocks);
+                    }
+                    _ => {}
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(states);
+            }
+        }
+    }
+
+    /// A user's XP: (total, per pillar).
+    pub async fn xp(&self, user_id: &str) -> Result<(i64, HashMap<String, i64>), StoreError> {
+        let item = self.get(&user_pk(user_id), "XP").await?.unwrap_or_default();
+        let by_pillar = item
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("xp#")?.to_string(), v.as_n().ok()?.parse().ok()?)))
+            .collect();
+        Ok((item.num("xp_total").unwrap_or(0), by_pillar))
+    }
+
+    /// The completion a submission (by its idempotency key) already produced.
+    pub async fn submission_completion(&self, source: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let item = self.get(&format!("SUBMISSION#{source}#{key}"), "SUBMISSION").await?;
+        Ok(item.and_then(|i| i.str("completion_id").map(str::to_string)))
+    }
+
+    /// Writes one submission, all or nothing. `Conflict`: the same submission was recorded
+    /// meanwhile, or the user's state changed since it was read; read again and retry.
+    pub async fn write_submission(&self, w: &SubmissionWrite<'_>) -> Result<(), WriteError> {
+        let (quest, task, user) = (w.quest, w.task, w.user_id);
+        let total = quest.tasks.len() as i64;
+        let done_before = w.seen.map_or(0, |e| e.tasks_completed);
+        let done_after = done_before + i64::from(w.completes_task);
+        let status = if done_after >= total { "completed" } else { "active" };
+        let mut items = vec![self.put_new_item(Item::from([
+            ("pk".into(), s(format!("SUBMISSION#{}#{}", w.source, w.key))),
+            ("sk".into(), s("SUBMISSION")),
+            ("user_id".into(), s(user)),
+            ("quest_id".into(), s(&quest.id)),
+            ("task_id".into(), s(&task.id)),
+            ("completion_id".into(), s(w.completion_id)),
+            ("created_at".into(), n(w.now)),
+            ("expires_at".into(), n(w.now + SUBMISSION_RETENTION_SECS)),
+        ]))];
+        match w.seen {
+            None => {
+                let mut enrollment = Item::from([
+                    ("pk".into(), s(user_pk(user))),
+                    ("sk".into(), s(enrollment_sk(&quest.id))),
+                    ("status".into(), s(status)),
+                    ("tasks_total".into(), n(total)),
+                    ("tasks_completed".into(), n(done_after)),
+                    ("enrolled_at".into(), n(w.now)),
+                    ("version".into(), n(1)),
+                ]);
+                if status == "completed" {
+                    enrollment.insert("completed_at".into(), n(w.now));
+                }
+                items.push(self.put_new_item(enrollment));
+                for t in &quest.tasks {
+                    let mut item = Item::from([
+                        ("pk".into(), s(user_pk(user))),
+                        ("sk".into(), s(task_sk(&quest.id, &t.id))),
+                        ("status".into(), s("pending")),
+                    ]);
+                    if t.id == task.id && w.completes_task {
+                        item.insert("status".into(), s("completed"));
+                        item.insert("completion_id".into(), s(w.completion_id));
+                        item.insert("completed_at".into(), n(w.now));
+                    }
+                    items.push(self.put_new_item(item));
+                }
+            }
+            Some(seen) => {
+                let completed_at =
+                    if status == "completed" { ", completed_at = if_not_exists(completed_at, :now)" } else { "" };
+                let enrollment = update(self.table, user_pk(user), &enrollment_sk(&quest.id))
+                    .update_expression(format!(
+                        "SET #status = :status, tasks_completed = :done, version = :next{completed_at}"
+                    ))
+                    .condition_expression("version = :seen")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":status", s(status))
+                    .expression_attribute_values(":done", n(done_after))
+                    .expression_attribute_values(":next", n(seen.version + 1))
+                    .expression_attribute_values(":seen", n(seen.version));
+                let enrollment = if status == "completed" {
+                    enrollment.expression_attribute_values(":now", n(w.now))
+                } else {
+                    enrollment
+                };
+                items.push(
+                    TransactWriteItem::builder()
+                        .update(enrollment.build().map_err(|e| StoreError(e.to_string()))?)
+                        .build(),
+                );
+                if w.completes_task {
+                    let complete = update(self.table, user_pk(user), &task_sk(&quest.id, &task.id))
+                        .update_expression("SET #status = :completed, completion_id = :cid, completed_at = :now")
+                        .condition_expression("#status = :pending")
+                        .expression_attribute_names("#status", "status")
+                        .expression_attribute_values(":completed", s("completed"))
+                        .expression_attribute_values(":pending", s("pending"))
+                        .expression_attribute_values(":cid", s(w.completion_id))
+                        .expression_attribute_values(":now", n(w.now))
+                        .build()
+                        .map_err(|e| StoreError(e.to_string()))?;
+                    items.push(TransactWriteItem::builder().update(complete).build());
+                }
+            }
+        }
+        if w.completes_task && task.xp > 0 {
+            let xp = update(self.table, user_pk(user), "XP")
+                .update_expression("ADD #pillar :xp, xp_total :xp")
+                .expression_attribute_names("#pillar", format!("xp#{}", task.pillar))
+                .expression_attribute_values(":xp", n(task.xp))
+                .build()
+                .map_err(|e| StoreError(e.to_string()))?;
+            items.push(TransactWriteItem::builder().update(xp).build());
+        }
+        let evidence = Put::builder()
+            .table_name(self.table)
+            .item("pk", s(user_pk(user)))
+            .item("sk", s(evidence_sk(&quest.id, &task.id)))
+            .item("blocks", s(serde_json::to_string(w.evidence).expect("blocks serialize")))
+            .item("updated_at", n(w.now))
+            .item("submission_key", s(w.key))
+            .build()
+            .map_err(|e| StoreError(e.to_string()))?;
+        items.push(TransactWriteItem::builder().put(evidence).build());
+        items.extend(w.events.iter().map(|e| self.outbox_put(e)));
+        self.transact(items).await
+    }
+}
+
+fn quest_from_item(item: &Item) -> Option<Quest> {
+    serde_json::from_str(item.get("doc").and_then(|v| AttributeValue::as_s(v).ok())?).ok()
+}
