@@ -30,6 +30,9 @@ pub struct Config {
     /// Spark LMS: the shared HS256 secret of its SSO tokens, and the organization its users join.
     pub spark_sso_secret_id: Option<String>,
     pub spark_organization_id: Option<String>,
+    /// Spark LMS: the HMAC secret of its submission webhooks, and the hosts its file URLs may name.
+    pub spark_webhook_secret_id: Option<String>,
+    pub spark_storage_domains: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +77,10 @@ impl Config {
             frontend_url: optional("FRONTEND_URL").map(|u| u.trim_end_matches('/').to_string()),
             spark_sso_secret_id: optional("SPARK_SSO_SECRET_ID"),
             spark_organization_id: optional("SPARK_ORGANIZATION_ID"),
+            spark_webhook_secret_id: optional("SPARK_WEBHOOK_SECRET_ID"),
+            spark_storage_domains: optional("SPARK_STORAGE_DOMAINS")
+                .map(|d| d.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
+                .unwrap_or_default(),
         })
     }
 }

@@ -22,6 +22,8 @@ pub struct Context {
     pub refresh_keys: CachedKeyRing,
     /// The Spark SSO secret (current and previous version), when this function serves Spark.
     pub spark_sso_keys: Option<CachedKeyRing>,
+    /// The Spark webhook HMAC secret (current and previous version).
+    pub spark_webhook_keys: Option<CachedKeyRing>,
     pub clock: Clock,
 }
 
@@ -37,6 +39,7 @@ impl Context {
             access_keys: CachedKeyRing::new(config.access_key_secret_id.clone()),
             refresh_keys: CachedKeyRing::new(config.refresh_key_secret_id.clone()),
             spark_sso_keys: config.spark_sso_secret_id.clone().map(CachedKeyRing::new),
+            spark_webhook_keys: config.spark_webhook_secret_id.clone().map(CachedKeyRing::new),
             config,
             sdk,
             dynamodb: OnceLock::new(),

@@ -53,6 +53,10 @@ pub const SPARK_SSO: Function =
     Function { name: "spark-sso", handler: Handler::Http(|c, r| Box::pin(api::spark::sso(c, r))) };
 pub const SPARK_TOKEN: Function =
     Function { name: "spark-token", handler: Handler::Http(|c, r| Box::pin(api::spark::token(c, r))) };
+pub const SPARK_WEBHOOK_SUBMISSION: Function = Function {
+    name: "spark-webhook-submission",
+    handler: Handler::Http(|c, r| Box::pin(api::spark::submission(c, r))),
+};
 pub const EVENTS_DISPATCH: Function =
     Function { name: "events-dispatch", handler: Handler::Queue(|c, m| Box::pin(events::dispatch(c, m))) };
 pub const OUTBOX_RELAY: Function =
@@ -69,6 +73,7 @@ pub const ALL: &[Function] = &[
     ME_QUESTS,
     SPARK_SSO,
     SPARK_TOKEN,
+    SPARK_WEBHOOK_SUBMISSION,
     EVENTS_DISPATCH,
     OUTBOX_RELAY,
 ];

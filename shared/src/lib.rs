@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod entry;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod functions;
 pub mod http;
 pub mod learning;

@@ -15,9 +15,14 @@ pub const REGION: &str = "us-east-1";
 /// moto's default account.
 pub const ACCOUNT: &str = "123456789012";
 
-/// Template parameters of every local stack: relaxed outbound rules, and a web app origin for
-/// browser flows (a frontend dev server would run there).
-pub const LOCAL_PARAMETERS: [(&str, &str); 2] = [("Stage", "local"), ("FrontendUrl", "http://localhost:5173")];
+/// Template parameters of every local stack: relaxed outbound rules (plain http and loopback, so
+/// local file servers stand in for Spark's storage), and a web app origin for browser flows.
+pub const LOCAL_PARAMETERS: [(&str, &str); 4] = [
+    ("Stage", "local"),
+    ("FrontendUrl", "http://localhost:5173"),
+    ("SparkStorageDomains", "127.0.0.1"),
+    ("OutboundAllowLoopback", "true"),
+];
 
 /// The local stack: physical names of everything the template declares.
 pub struct LocalStack {

@@ -112,3 +112,38 @@ fn redirect(location: &str) -> ApiResult {
         .body(Body::Empty)
         .map_err(ApiError::internal)
 }
+
+/// Webhooks are counted per partner (Spark is one), not per address.
+const WEBHOOK_LIMIT: Rule = Rule { name: "spark-webhook", limit: 100, window_secs: 60 };
+
+/// `POST /spark/webhook/submission`: a signed Spark submission becomes evidence, completion and XP.
+pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
+    use crate::spark::webhook::{self, Outcome, SubmissionPayload};
+    ratelimit::check(&ctx, WEBHOOK_LIMIT, "spark").await?;
+    let raw = crate::http::body_bytes(&req);
+    if raw.len() > webhook::MAX_JSON_BYTES {
+        return Err(ApiError::payload_too_large(webhook::MAX_JSON_BYTES));
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if !header("content-type")
+        .is_some_and(|c| c.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the submission as application/json",
+        ));
+    }
+    webhook::verify_signature(&ctx, raw, header(webhook::SIGNATURE_HEADER)).await?;
+    let payload: SubmissionPayload = serde_json::from_slice(raw)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid submission: {e}")))?;
+    webhook::check_timestamp(ctx.clock.now(), header(webhook::TIMESTAMP_HEADER), &payload.submitted_at)?;
+    webhook::validate(&payload)?;
+    match webhook::process(&ctx, &payload).await? {
+        Outcome::Recorded(r) => json(StatusCode::OK, &json!({ "status": "ok", "completion_id": r.completion_id })),
+        Outcome::Pending => json(
+            StatusCode::ACCEPTED,
+            &json!({ "status": "pending", "message": "No quest maps this assignment yet; the submission is kept and processed when one does" }),
+        ),
+    }
+}

@@ -2,3 +2,4 @@
 //! grade passback come next (issue 3).
 
 pub mod sso;
+pub mod webhook;

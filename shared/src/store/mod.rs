@@ -24,6 +24,7 @@
 //! | evidence | `USER#<user_id>` | `Q#<quest_id>#EVIDENCE#<task_id>` | blocks (JSON), updated_at, submission_key |
 //! | XP | `USER#<user_id>` | `XP` | xp_total, `xp#<pillar>` (atomic `ADD`) |
 //! | submission | `SUBMISSION#<source>#<key>` | `SUBMISSION` | user_id, quest_id, task_id, completion_id (idempotency) |
+//! | pending submission | `PENDING#<platform>#<course>#<assignment>` | `<idempotency key>` | payload, received_at, expires_at |
 //! | activity entry | `ORG#<org_id or ->#ACTIVITY` | `<occurred_at>#<event_id>` | event_type, data, expires_at |
 //!
 //! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only pending outbox events carry its
@@ -37,6 +38,7 @@
 pub mod codes;
 pub mod learning;
 pub mod outbox;
+pub mod pending;
 pub mod sessions;
 pub mod users;
 

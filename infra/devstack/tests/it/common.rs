@@ -1,15 +1,21 @@
 //! A fresh, isolated local stack per test, with the dev gateway serving it on a random port.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use devstack::gateway::Gateway;
 use devstack::provision::{LocalStack, provision};
 use devstack::template::Template;
+use http_body_util::Full;
 use hub::auth::provisioning::{ExternalProfile, provision_user};
 use hub::auth::sessions::{TokenPair, start_session};
 use hub::auth::{Role, User};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 pub struct TestStack {
@@ -136,4 +142,39 @@ pub async fn error_code(response: reqwest::Response) -> (u16, String) {
     let body: serde_json::Value = response.json().await.expect("JSON error body");
     assert!(body["message"].is_string(), "error without message: {body}");
     (status, body["error"].as_str().expect("error code").to_string())
+}
+
+/// What a test server answers: status (599 = answer 599 after 3 s), `Location`, body.
+pub type Reply = (u16, Option<String>, Vec<u8>);
+
+/// A loopback HTTP server answering every request with `respond(path)`; counts requests.
+pub async fn server(respond: fn(&str) -> Reply) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let (status, location, body) = respond(req.uri().path());
+                    async move {
+                        if status == 599 {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                        }
+                        let mut b = hyper::Response::builder().status(status.min(599));
+                        if let Some(l) = location {
+                            b = b.header("location", l);
+                        }
+                        Ok::<_, std::convert::Infallible>(b.body(Full::new(Bytes::from(body))).unwrap())
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, hits)
 }

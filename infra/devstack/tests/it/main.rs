@@ -14,3 +14,4 @@ mod outbound;
 mod provisioning;
 mod rate_limit;
 mod spark_sso;
+mod spark_webhook;

@@ -1,50 +1,12 @@
 //! The SSRF-guarded client against real servers on loopback. Private, link-local and metadata
 //! addresses are refused before any packet is sent, so these tests only ever connect to 127.0.0.1.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http_body_util::Full;
 use hub::outbound::{OutboundClient, OutboundError, OutboundPolicy, read_capped};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 
-/// What a test server answers: status (599 = answer 599 after 3 s), `Location`, body.
-type Reply = (u16, Option<String>, Vec<u8>);
-
-/// A loopback HTTP server answering every request with `respond(path)`; counts requests.
-async fn server(respond: fn(&str) -> Reply) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let (status, location, body) = respond(req.uri().path());
-                    async move {
-                        if status == 599 {
-                            tokio::time::sleep(Duration::from_secs(3)).await;
-                        }
-                        let mut b = hyper::Response::builder().status(status.min(599));
-                        if let Some(l) = location {
-                            b = b.header("location", l);
-                        }
-                        Ok::<_, std::convert::Infallible>(b.body(Full::new(Bytes::from(body))).unwrap())
-                    }
-                });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            });
-        }
-    });
-    (addr, hits)
-}
+use crate::common::{Reply, server};
 
 fn ok(_: &str) -> Reply {
     (200, None, b"ok".to_vec())

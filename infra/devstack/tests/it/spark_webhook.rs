@@ -1,0 +1,305 @@
+//! Spark's submission webhook end to end: Spark's own Node code signs and sends, files come from a
+//! local server standing in for Spark's storage, and every bad input is refused with nothing written.
+
+use hub::auth::Role;
+use hub::learning::LmsMapping;
+use serde_json::{Value, json};
+
+use crate::common::{Reply, TestStack, error_code, server};
+
+const PDF: &[u8] = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00";
+
+/// Spark's storage: files by path, plus the bad ones.
+fn storage(path: &str) -> Reply {
+    match path {
+        "/report.pdf" => (200, None, PDF.to_vec()),
+        "/photo.png" => (200, None, PNG.to_vec()),
+        "/setup.exe" => (200, None, b"MZ\x90\x00\x03\x00\x00\x00\x04\x00".to_vec()),
+        "/huge.pdf" => (200, None, [b"%PDF-1.7\n".as_slice(), &vec![b'x'; 51 * 1024 * 1024]].concat()),
+        "/to-metadata" => (302, Some("http://169.254.169.254/latest/meta-data/".into()), vec![]),
+        _ => (404, None, vec![]),
+    }
+}
+
+struct Setup {
+    t: TestStack,
+    secret: String,
+    files: String,
+    student: hub::auth::User,
+    access: String,
+}
+
+/// A stack with a Spark-linked student, a quest mapping course `bio`/assignment `lab`, and storage.
+async fn setup(name: &str) -> Setup {
+    let t = TestStack::new(name).await;
+    let (_, secret) = t.key("SparkWebhookSecret").await;
+    let (addr, _) = server(storage).await;
+    let mut p = crate::common::profile("spark", "spark-kid", Some("kid@school.example"), Role::Student);
+    p.org_id = Some("org-1".into());
+    let (student, _) = hub::auth::provisioning::provision_user(&t.ctx, &p).await.unwrap();
+    let access = hub::auth::sessions::start_session(&t.ctx, &student).await.unwrap().access_token;
+    let (_, admin) = t.signed_in_as("admin@school.example", Role::OrgAdmin, "org-1").await;
+    let quest = json!({"title": "Lab", "pillar": "stem", "lms": {"platform": "spark", "course_id": "bio", "assignment_id": "lab"},
+                       "tasks": [{"title": "Lab report", "xp": 100}]});
+    let r = t.http.post(t.url("/api/admin/quests")).bearer_auth(&admin.access_token).json(&quest).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    Setup { t, secret, files: format!("http://{addr}"), student, access }
+}
+
+fn now_iso() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+fn payload(files: &[(&str, &str)], assignment: &str) -> Value {
+    json!({
+        "spark_user_id": "spark-kid", "spark_assignment_id": assignment, "spark_course_id": "bio",
+        "submission_text": "My lab report.",
+        "submission_files": files.iter().map(|(url, t)| json!({"url": url, "type": t, "filename": url.rsplit('/').next()})).collect::<Vec<_>>(),
+        "submitted_at": now_iso(),
+    })
+}
+
+fn sign(secret: &str, body: &str) -> String {
+    hex::encode(hub::crypto::hmac_sha256(secret.as_bytes(), body.as_bytes()))
+}
+
+async fn post(s: &Setup, body: &str, signature: Option<&str>) -> reqwest::Response {
+    let mut r =
+        s.t.http
+            .post(s.t.url("/spark/webhook/submission"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    if let Some(sig) = signature {
+        r = r.header("x-spark-signature", sig);
+    }
+    r.send().await.unwrap()
+}
+
+async fn my_quests(s: &Setup) -> Value {
+    s.t.http.get(s.t.url("/api/me/quests")).bearer_auth(&s.access).send().await.unwrap().json().await.unwrap()
+}
+
+async fn stored_objects(s: &Setup) -> usize {
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&s.t.sdk).force_path_style(true).build());
+    let out = s3.list_objects_v2().bucket(&s.t.stack.refs["EvidenceBucket"]).send().await.unwrap();
+    out.contents().len()
+}
+
+#[tokio::test]
+async fn sparks_own_code_turns_a_submission_with_files_into_evidence_completion_and_xp() {
+    let s = setup("whflow").await;
+    let submission = json!({"userId": "spark-kid", "assignmentId": "lab", "courseId": "bio", "text": "My lab report.",
+        "files": [{"url": format!("{}/report.pdf", s.files), "mimeType": "application/pdf", "name": "report.pdf"},
+                  {"url": format!("{}/photo.png", s.files), "mimeType": "image/jpeg", "name": "photo.jpg"}]});
+    // Async: the gateway serving Node's request runs on this test's runtime.
+    let out = tokio::process::Command::new("node")
+        .arg(devstack::repo_root().join("infra/partner-node/send-submission.js"))
+        .arg(s.t.url("/spark/webhook/submission"))
+        .arg(submission.to_string())
+        .env("OPTIO_WEBHOOK_SECRET", &s.secret)
+        .output()
+        .await
+        .expect("node runs Spark's code");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"]["status"], "ok");
+    let completion_id = answer["body"]["completion_id"].as_str().unwrap().to_string();
+
+    let me = my_quests(&s).await;
+    assert_eq!(me["xp"]["total"], 100);
+    let task = &me["quests"][0]["tasks"][0];
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["completion_id"], completion_id.as_str());
+    let blocks = task["evidence"].as_array().unwrap();
+    assert_eq!(blocks.len(), 3);
+    assert_eq!(blocks[0], json!({"order": 1, "type": "text", "text": "My lab report."}));
+    assert_eq!(blocks[1]["type"], "document");
+    assert_eq!(blocks[1]["file"]["content_type"], "application/pdf");
+    // Declared image/jpeg; the bytes say PNG, and the bytes win.
+    assert_eq!(blocks[2]["type"], "image");
+    assert_eq!(blocks[2]["file"]["content_type"], "image/png");
+    // The files are in S3, whole, under unguessable keys of this user.
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&s.t.sdk).force_path_style(true).build());
+    let key = blocks[1]["file"]["key"].as_str().unwrap();
+    assert!(key.starts_with(&format!("evidence/{}/", s.student.id)) && key.len() > 60, "{key}");
+    let object = s3.get_object().bucket(&s.t.stack.refs["EvidenceBucket"]).key(key).send().await.unwrap();
+    assert_eq!(object.content_type(), Some("application/pdf"));
+    assert_eq!(object.body.collect().await.unwrap().into_bytes().as_ref(), PDF);
+}
+
+#[tokio::test]
+async fn signatures_are_checked_over_the_raw_bytes() {
+    let s = setup("whsig").await;
+    let body = payload(&[], "lab").to_string();
+    assert_eq!(error_code(post(&s, &body, None).await).await, (401, "missing_signature".into()));
+    assert_eq!(error_code(post(&s, &body, Some(&"0".repeat(64))).await).await, (401, "invalid_signature".into()));
+    assert_eq!(error_code(post(&s, &body, Some("not hex")).await).await, (401, "invalid_signature".into()));
+    assert_eq!(
+        error_code(post(&s, &body, Some(&sign("another secret", &body))).await).await,
+        (401, "invalid_signature".into())
+    );
+    // Changed after signing (same JSON meaning, other bytes): refused.
+    let reformatted = serde_json::to_string_pretty(&serde_json::from_str::<Value>(&body).unwrap()).unwrap();
+    assert_eq!(
+        error_code(post(&s, &reformatted, Some(&sign(&s.secret, &body))).await).await,
+        (401, "invalid_signature".into())
+    );
+    assert_eq!(my_quests(&s).await["quests"], json!([]), "nothing was written");
+    // The `sha256=` form is accepted.
+    let r = post(&s, &body, Some(&format!("sha256={}", sign(&s.secret, &body)))).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn stale_submissions_are_refused_and_retries_are_idempotent() {
+    let s = setup("whreplay").await;
+    let mut old = payload(&[], "lab");
+    old["submitted_at"] = json!(
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() - std::time::Duration::from_secs(600))
+            .to_string()
+    );
+    let old = old.to_string();
+    assert_eq!(error_code(post(&s, &old, Some(&sign(&s.secret, &old))).await).await, (400, "stale_timestamp".into()));
+    let body = payload(&[], "lab").to_string();
+    let stale_header =
+        s.t.http
+            .post(s.t.url("/spark/webhook/submission"))
+            .header("content-type", "application/json")
+            .header("x-spark-signature", sign(&s.secret, &body))
+            .header("x-spark-timestamp", "1000000000")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(error_code(stale_header).await, (400, "stale_timestamp".into()));
+
+    // Spark retries the same delivery, several times at once: one completion, XP once.
+    let sig = sign(&s.secret, &body);
+    let attempts = (0..6).map(|_| post(&s, &body, Some(&sig)));
+    let answers = futures_util::future::join_all(attempts).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for r in answers {
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        ids.insert(v["completion_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 1);
+    let me = my_quests(&s).await;
+    assert_eq!(me["xp"]["total"], 100, "{me} {ids:?}");
+}
+
+#[tokio::test]
+async fn unknown_students_and_unmapped_assignments() {
+    let s = setup("whpending").await;
+    let mut stranger = payload(&[], "lab");
+    stranger["spark_user_id"] = json!("never-signed-in");
+    let stranger = stranger.to_string();
+    assert_eq!(
+        error_code(post(&s, &stranger, Some(&sign(&s.secret, &stranger))).await).await,
+        (404, "user_not_found".into())
+    );
+
+    // An assignment no quest maps yet: kept, then processed when an admin maps it.
+    let body = payload(&[(&format!("{}/report.pdf", s.files), "application/pdf")], "essay").to_string();
+    let r = post(&s, &body, Some(&sign(&s.secret, &body))).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "pending");
+    assert_eq!(my_quests(&s).await["quests"], json!([]));
+    let mapping = LmsMapping { platform: "spark".into(), course_id: "bio".into(), assignment_id: "essay".into() };
+    assert_eq!(s.t.ctx.store().pending_submissions(&mapping).await.unwrap().len(), 1);
+
+    let (_, admin) = s.t.signed_in_as("admin2@school.example", Role::OrgAdmin, "org-1").await;
+    let quest = json!({"title": "Essay", "pillar": "art", "lms": {"platform": "spark", "course_id": "bio", "assignment_id": "essay"},
+                       "tasks": [{"title": "Essay", "xp": 30}]});
+    let r =
+        s.t.http.post(s.t.url("/api/admin/quests")).bearer_auth(&admin.access_token).json(&quest).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let me = my_quests(&s).await;
+    assert_eq!(me["xp"]["by_pillar"]["art"], 30, "{me}");
+    assert_eq!(me["quests"][0]["tasks"][0]["evidence"][1]["file"]["content_type"], "application/pdf");
+    assert!(s.t.ctx.store().pending_submissions(&mapping).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_files_are_refused_and_leave_nothing_behind() {
+    let s = setup("whfiles").await;
+    let good = format!("{}/report.pdf", s.files);
+    let cases: Vec<(Vec<String>, (u16, &str))> = vec![
+        (vec![good.clone(), format!("{}/setup.exe", s.files)], (415, "unsupported_file_type")),
+        (vec![good.clone(), format!("{}/huge.pdf", s.files)], (413, "file_too_large")),
+        (vec![good.clone(), "http://169.254.169.254/latest/meta-data/".into()], (422, "file_url_not_allowed")),
+        (
+            vec![good.clone(), format!("http://localhost:{}/report.pdf", s.files.rsplit(':').next().unwrap())],
+            (422, "file_url_not_allowed"),
+        ),
+        (vec![good.clone(), format!("{}/to-metadata", s.files)], (422, "file_url_not_allowed")),
+        (vec![good.clone(), format!("{}/gone.pdf", s.files)], (502, "file_download_failed")),
+        (vec!["ftp://127.0.0.1/report.pdf".into()], (422, "file_url_not_allowed")),
+    ];
+    for (files, expected) in cases {
+        let refs: Vec<(&str, &str)> = files.iter().map(|f| (f.as_str(), "application/pdf")).collect();
+        let body = payload(&refs, "lab").to_string();
+        let (status, code) = error_code(post(&s, &body, Some(&sign(&s.secret, &body))).await).await;
+        assert_eq!((status, code.as_str()), expected, "{files:?}");
+    }
+    assert_eq!(stored_objects(&s).await, 0, "the good file of each failed submission was removed");
+    let me = my_quests(&s).await;
+    assert_eq!(me["quests"], json!([]), "no enrollment, completion or evidence");
+    assert_eq!(me["xp"]["total"], 0);
+}
+
+#[tokio::test]
+async fn malformed_submissions_get_clear_errors() {
+    let s = setup("whbad").await;
+    let signed = |body: &str| (body.to_string(), sign(&s.secret, body));
+    let cases = [
+        (signed("{not json"), (400, "invalid_json")),
+        (signed(r#"{"spark_user_id":"spark-kid"}"#), (400, "invalid_json")),
+        (
+            signed(
+                &json!({"spark_user_id": "spark-kid", "spark_assignment_id": "lab", "spark_course_id": "bio",
+                        "submitted_at": now_iso()})
+                .to_string(),
+            ),
+            (400, "invalid_payload"),
+        ),
+        (
+            signed(
+                &json!({"spark_user_id": "a#b", "spark_assignment_id": "lab", "spark_course_id": "bio",
+                        "submission_text": "x", "submitted_at": now_iso()})
+                .to_string(),
+            ),
+            (400, "invalid_payload"),
+        ),
+        (
+            signed(
+                &json!({"spark_user_id": "spark-kid", "spark_assignment_id": "lab", "spark_course_id": "bio",
+                        "submission_text": "x", "submitted_at": "last tuesday"})
+                .to_string(),
+            ),
+            (400, "invalid_timestamp"),
+        ),
+    ];
+    for ((body, sig), (status, code)) in cases {
+        assert_eq!(error_code(post(&s, &body, Some(&sig)).await).await, (status, code.to_string()), "{body}");
+    }
+    let body = payload(&[], "lab").to_string();
+    let r =
+        s.t.http
+            .post(s.t.url("/spark/webhook/submission"))
+            .header("content-type", "text/plain")
+            .header("x-spark-signature", sign(&s.secret, &body))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(error_code(r).await, (415, "unsupported_media_type".into()));
+    let huge = "x".repeat(1024 * 1024 + 1);
+    assert_eq!(
+        error_code(post(&s, &huge, Some(&sign(&s.secret, &huge))).await).await,
+        (413, "payload_too_large".into())
+    );
+    assert_eq!(my_quests(&s).await["quests"], json!([]));
+}
