@@ -33,6 +33,11 @@ pub struct Config {
     /// Spark LMS: the HMAC secret of its submission webhooks, and the hosts its file URLs may name.
     pub spark_webhook_secret_id: Option<String>,
     pub spark_storage_domains: Vec<String>,
+    /// Grade passback: the queue of jobs, Spark's API and its key, and the first retry delay.
+    pub grade_passback_queue_url: Option<String>,
+    pub spark_api_url: Option<String>,
+    pub spark_api_key_secret_id: Option<String>,
+    pub passback_retry_base: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +83,10 @@ impl Config {
             spark_sso_secret_id: optional("SPARK_SSO_SECRET_ID"),
             spark_organization_id: optional("SPARK_ORGANIZATION_ID"),
             spark_webhook_secret_id: optional("SPARK_WEBHOOK_SECRET_ID"),
+            grade_passback_queue_url: optional("GRADE_PASSBACK_QUEUE_URL"),
+            spark_api_url: optional("SPARK_API_URL").map(|u| u.trim_end_matches('/').to_string()),
+            spark_api_key_secret_id: optional("SPARK_API_KEY_SECRET_ID"),
+            passback_retry_base: seconds("PASSBACK_RETRY_BASE_SECONDS", 30)?,
             spark_storage_domains: optional("SPARK_STORAGE_DOMAINS")
                 .map(|d| d.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
                 .unwrap_or_default(),

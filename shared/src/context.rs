@@ -24,6 +24,8 @@ pub struct Context {
     pub spark_sso_keys: Option<CachedKeyRing>,
     /// The Spark webhook HMAC secret (current and previous version).
     pub spark_webhook_keys: Option<CachedKeyRing>,
+    /// The key of Spark's API, for grade passback.
+    pub spark_api_key: Option<CachedKeyRing>,
     pub clock: Clock,
 }
 
@@ -40,6 +42,7 @@ impl Context {
             refresh_keys: CachedKeyRing::new(config.refresh_key_secret_id.clone()),
             spark_sso_keys: config.spark_sso_secret_id.clone().map(CachedKeyRing::new),
             spark_webhook_keys: config.spark_webhook_secret_id.clone().map(CachedKeyRing::new),
+            spark_api_key: config.spark_api_key_secret_id.clone().map(CachedKeyRing::new),
             config,
             sdk,
             dynamodb: OnceLock::new(),

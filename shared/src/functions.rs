@@ -57,6 +57,10 @@ pub const SPARK_WEBHOOK_SUBMISSION: Function = Function {
     name: "spark-webhook-submission",
     handler: Handler::Http(|c, r| Box::pin(api::spark::submission(c, r))),
 };
+pub const SPARK_GRADE_PASSBACK: Function = Function {
+    name: "spark-grade-passback",
+    handler: Handler::Queue(|c, m| Box::pin(crate::spark::passback::deliver(c, m))),
+};
 pub const EVENTS_DISPATCH: Function =
     Function { name: "events-dispatch", handler: Handler::Queue(|c, m| Box::pin(events::dispatch(c, m))) };
 pub const OUTBOX_RELAY: Function =
@@ -74,6 +78,7 @@ pub const ALL: &[Function] = &[
     SPARK_SSO,
     SPARK_TOKEN,
     SPARK_WEBHOOK_SUBMISSION,
+    SPARK_GRADE_PASSBACK,
     EVENTS_DISPATCH,
     OUTBOX_RELAY,
 ];

@@ -150,6 +150,13 @@ impl Gateway {
         futures_util::future::join_all(polls).await;
     }
 
+    /// Receives one batch for the consumer function `name` (see [`Gateway::poll_once`]).
+    pub async fn poll(&self, name: &str, wait_secs: i32) -> anyhow::Result<(usize, usize)> {
+        let index =
+            self.consumers.iter().position(|c| c.name == name).with_context(|| format!("no consumer {name}"))?;
+        self.poll_once(index, wait_secs).await
+    }
+
     /// Receives one batch for consumer `index` (long polling `wait_secs`), runs the function on it
     /// and deletes the messages it did not report as failed. Returns (received, failed).
     pub async fn poll_once(&self, index: usize, wait_secs: i32) -> anyhow::Result<(usize, usize)> {

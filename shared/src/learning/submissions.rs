@@ -26,6 +26,9 @@ pub struct Submission<'a> {
     pub user_id: &'a str,
     pub quest: &'a Quest,
     pub evidence: &'a [EvidenceBlock],
+    /// A grade that came with the submission, and where it belongs in the LMS (for passback).
+    pub grade: Option<&'a serde_json::Value>,
+    pub lms_ref: Option<serde_json::Value>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -71,6 +74,15 @@ pub async fn record(ctx: &Context, sub: &Submission<'_>) -> Result<Recorded, Api
                 org.clone(),
                 json!({ "user_id": sub.user_id, "quest_id": sub.quest.id, "task_id": task.id, "task_title": task.title,
                         "xp_awarded": task.xp, "pillar": task.pillar, "completion_id": completion_id, "completed_at": now }),
+                now,
+            ));
+        }
+        if let Some(grade) = sub.grade.filter(|g| !g.is_null()) {
+            events.push(DomainEvent::new(
+                crate::spark::passback::GRADE_UPDATED,
+                org.clone(),
+                json!({ "user_id": sub.user_id, "quest_id": sub.quest.id, "task_id": task.id, "completion_id": completion_id,
+                        "grade": grade, "source": sub.source, "lms": sub.lms_ref }),
                 now,
             ));
         }

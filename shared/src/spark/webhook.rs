@@ -218,7 +218,11 @@ async fn record_with_files(
     let mut stored = Vec::new();
     let result = async {
         download_files(ctx, user_id, &p.submission_files, &mut blocks, &mut stored).await?;
-        submissions::record(ctx, &Submission { source: SOURCE, key, user_id, quest, evidence: &blocks }).await
+        let lms_ref = serde_json::json!({ "platform": SOURCE, "user_id": p.spark_user_id, "course_id": p.spark_course_id,
+                                          "assignment_id": p.spark_assignment_id });
+        let submission =
+            Submission { source: SOURCE, key, user_id, quest, evidence: &blocks, grade: p.grade.as_ref(), lms_ref: Some(lms_ref) };
+        submissions::record(ctx, &submission).await
     }
     .await;
     match result {

@@ -38,10 +38,22 @@ pub async fn sdk() -> SdkConfig {
 
 impl TestStack {
     pub async fn new(name: &str) -> Self {
+        Self::with_parameters(name, &[]).await
+    }
+
+    /// A stack whose template parameters differ from the local defaults (e.g. a test receiver's URL).
+    pub async fn with_parameters(name: &str, extra: &[(&str, &str)]) -> Self {
         let sdk = sdk().await;
         let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
         let stack_name = format!("t-{name}-{:08x}", rand::random::<u32>());
-        let stack = provision(&template, &stack_name, &sdk, &devstack::provision::LOCAL_PARAMETERS).await.unwrap();
+        let stack = provision(
+            &template,
+            &stack_name,
+            &sdk,
+            &[devstack::provision::LOCAL_PARAMETERS.as_slice(), extra].concat(),
+        )
+        .await
+        .unwrap();
         let gateway = Arc::new(Gateway::new(&template, &stack, &sdk).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -28,11 +28,11 @@ async fn a_new_user_is_announced_once_through_outbox_queue_and_consumer() {
     // A returning login emits nothing new.
     provision_user(&t.ctx, &with_org("ivy@example.com", "org-ev")).await.unwrap();
 
-    assert_eq!(t.gateway.poll_once(0, 1).await.unwrap(), (1, 0));
+    assert_eq!(t.gateway.poll("events-dispatch", 1).await.unwrap(), (1, 0));
     let activity = t.ctx.store().activity("org-ev", 10).await.unwrap();
     assert_eq!(activity.len(), 1);
     assert_eq!(activity[0].1, USER_REGISTERED);
-    assert_eq!(t.gateway.poll_once(0, 0).await.unwrap(), (0, 0), "the queue is drained");
+    assert_eq!(t.gateway.poll("events-dispatch", 0).await.unwrap(), (0, 0), "the queue is drained");
     let _ = user;
 }
 
@@ -45,7 +45,7 @@ async fn duplicate_deliveries_are_recorded_once() {
     send(&t, &body).await;
     let mut received = 0;
     while received < 2 {
-        let (n, failed) = t.gateway.poll_once(0, 1).await.unwrap();
+        let (n, failed) = t.gateway.poll("events-dispatch", 1).await.unwrap();
         assert_eq!(failed, 0);
         received += n;
     }
@@ -60,7 +60,7 @@ async fn a_malformed_message_fails_alone_and_stays_for_retry() {
     send(&t, &serde_json::to_string(&good).unwrap()).await;
     let (mut received, mut failed) = (0, 0);
     while received < 2 {
-        let (n, f) = t.gateway.poll_once(0, 1).await.unwrap();
+        let (n, f) = t.gateway.poll("events-dispatch", 1).await.unwrap();
         received += n;
         failed += f;
     }
@@ -92,7 +92,7 @@ async fn an_event_whose_publish_failed_is_relayed_by_the_schedule() {
     let pending = t.ctx.store().pending_events(hub_now() + 3600, 10).await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].data["user_id"], user.id.as_str());
-    assert_eq!(t.gateway.poll_once(0, 0).await.unwrap(), (0, 0), "nothing reached the queue");
+    assert_eq!(t.gateway.poll("events-dispatch", 0).await.unwrap(), (0, 0), "nothing reached the queue");
 
     // Too young for the relay: the inline publish may still be under way.
     let r: Value = t.http.post(t.url("/_local/schedules/outbox-relay")).send().await.unwrap().json().await.unwrap();
@@ -103,7 +103,7 @@ async fn an_event_whose_publish_failed_is_relayed_by_the_schedule() {
     let summary = hub::events::relay(std::sync::Arc::new(later), json!({})).await.unwrap();
     assert_eq!(summary, json!({"pending": 1, "published": 1}));
     assert!(t.ctx.store().pending_events(hub_now() + 3600, 10).await.unwrap().is_empty());
-    assert_eq!(t.gateway.poll_once(0, 1).await.unwrap(), (1, 0));
+    assert_eq!(t.gateway.poll("events-dispatch", 1).await.unwrap(), (1, 0));
     assert_eq!(t.ctx.store().activity("org-relay", 10).await.unwrap().len(), 1);
 
     // An unknown schedule name is refused.

@@ -101,9 +101,20 @@ async fn a_submission_enrolls_completes_once_replaces_evidence_and_shows_up_for_
         let (ctx, q, user) = (t.ctx.clone(), q.clone(), student.id.clone());
         async move {
             let evidence = text_block(text);
-            record(&ctx, &Submission { source: "spark", key, user_id: &user, quest: &q, evidence: &evidence })
-                .await
-                .unwrap()
+            record(
+                &ctx,
+                &Submission {
+                    source: "spark",
+                    key,
+                    user_id: &user,
+                    quest: &q,
+                    evidence: &evidence,
+                    grade: None,
+                    lms_ref: None,
+                },
+            )
+            .await
+            .unwrap()
         }
     };
     let first = submit("k1", "first draft").await;
@@ -137,7 +148,7 @@ async fn a_submission_enrolls_completes_once_replaces_evidence_and_shows_up_for_
     assert_eq!(mine["tasks"][1]["status"], "pending");
 
     // Events: submitted twice, completed once, and the quest is not complete.
-    while t.gateway.poll_once(0, 1).await.unwrap().0 > 0 {}
+    while t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
     let kinds: Vec<String> = t.ctx.store().activity("org-1", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "task.submitted").count(), 2, "{kinds:?}");
     assert_eq!(kinds.iter().filter(|k| *k == "task.completed").count(), 1, "{kinds:?}");
@@ -164,13 +175,24 @@ async fn a_quest_completes_once_and_a_new_submission_reactivates_it_without_a_se
     let (student, _) = t.signed_in_as("ann@example.com", Role::Student, "org-1").await;
     for key in ["a", "b"] {
         let evidence = text_block(key);
-        record(&t.ctx, &Submission { source: "spark", key, user_id: &student.id, quest: &q, evidence: &evidence })
-            .await
-            .unwrap();
+        record(
+            &t.ctx,
+            &Submission {
+                source: "spark",
+                key,
+                user_id: &student.id,
+                quest: &q,
+                evidence: &evidence,
+                grade: None,
+                lms_ref: None,
+            },
+        )
+        .await
+        .unwrap();
     }
     let state = t.ctx.store().learning_state(&student.id, Some(&q.id)).await.unwrap().remove(&q.id).unwrap();
     assert_eq!(state.enrollment.as_ref().unwrap().status, "completed");
-    while t.gateway.poll_once(0, 1).await.unwrap().0 > 0 {}
+    while t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
     let kinds: Vec<String> = t.ctx.store().activity("org-1", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "quest.completed").count(), 1, "{kinds:?}");
     assert_eq!(t.ctx.store().xp(&student.id).await.unwrap().0, 40);
@@ -189,8 +211,19 @@ async fn concurrent_submissions_award_xp_once() {
             let (ctx, q, user) = (t.ctx.clone(), q.clone(), student.id.clone());
             tokio::spawn(async move {
                 let evidence = text_block(&key);
-                record(&ctx, &Submission { source: "spark", key: &key, user_id: &user, quest: &q, evidence: &evidence })
-                    .await
+                record(
+                    &ctx,
+                    &Submission {
+                        source: "spark",
+                        key: &key,
+                        user_id: &user,
+                        quest: &q,
+                        evidence: &evidence,
+                        grade: None,
+                        lms_ref: None,
+                    },
+                )
+                .await
             })
         })
         .collect();

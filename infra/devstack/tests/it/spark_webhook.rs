@@ -1,6 +1,8 @@
 //! Spark's submission webhook end to end: Spark's own Node code signs and sends, files come from a
 //! local server standing in for Spark's storage, and every bad input is refused with nothing written.
 
+use std::sync::Arc;
+
 use hub::auth::Role;
 use hub::learning::LmsMapping;
 use serde_json::{Value, json};
@@ -32,7 +34,11 @@ struct Setup {
 
 /// A stack with a Spark-linked student, a quest mapping course `bio`/assignment `lab`, and storage.
 async fn setup(name: &str) -> Setup {
-    let t = TestStack::new(name).await;
+    setup_with(name, &[]).await
+}
+
+async fn setup_with(name: &str, parameters: &[(&str, &str)]) -> Setup {
+    let t = TestStack::with_parameters(name, parameters).await;
     let (_, secret) = t.key("SparkWebhookSecret").await;
     let (addr, _) = server(storage).await;
     let mut p = crate::common::profile("spark", "spark-kid", Some("kid@school.example"), Role::Student);
@@ -302,4 +308,92 @@ async fn malformed_submissions_get_clear_errors() {
         (413, "payload_too_large".into())
     );
     assert_eq!(my_quests(&s).await["quests"], json!([]));
+}
+
+/// Spark's API for grades: records each request; answers 500, then 200, then 422.
+async fn spark_api() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<(String, String, Value)>>>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<(String, String, Value)>>> = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let header =
+                            |n: &str| req.headers().get(n).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                        let (auth, key) = (header("authorization"), header("idempotency-key"));
+                        let body: Value =
+                            serde_json::from_slice(&req.into_body().collect().await.unwrap().to_bytes()).unwrap();
+                        let n = {
+                            let mut l = log.lock().unwrap();
+                            l.push((auth, key, body));
+                            l.len()
+                        };
+                        let status = [500, 200, 422][(n - 1).min(2)];
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(http_body_util::Full::new(hyper::body::Bytes::from("{}")))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn grades_are_passed_back_with_retries_and_permanent_refusals_are_not_retried() {
+    let (api, seen) = spark_api().await;
+    let api_url = format!("http://{api}");
+    let s = setup_with("passback", &[("SparkApiUrl", &api_url), ("PassbackRetryBaseSeconds", "1")]).await;
+    let (_, api_key) = s.t.key("SparkApiKeySecret").await;
+    let mut graded = payload(&[], "lab");
+    graded["grade"] = json!(93);
+    let body = graded.to_string();
+    assert_eq!(post(&s, &body, Some(&sign(&s.secret, &body))).await.status(), 200);
+    // A retried delivery of the same submission queues nothing more.
+    assert_eq!(post(&s, &body, Some(&sign(&s.secret, &body))).await.status(), 200);
+    while s.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
+
+    // First attempt: Spark answers 500; the job comes back after the 1 s backoff and succeeds.
+    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (1, 1));
+    assert_eq!(s.t.gateway.poll("spark-grade-passback", 0).await.unwrap(), (0, 0), "hidden during its backoff");
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (1, 0));
+    {
+        let requests = seen.lock().unwrap();
+        assert_eq!(requests.len(), 2);
+        let (auth, key, body) = &requests[0];
+        assert_eq!(auth, &format!("Bearer {api_key}"));
+        assert_eq!(key, &requests[1].1, "retries carry the same idempotency key");
+        assert_eq!(body["grade"], 93);
+        assert_eq!(body["user_id"], "spark-kid");
+        assert_eq!((body["course_id"].as_str(), body["assignment_id"].as_str()), (Some("bio"), Some("lab")));
+        assert!(body["completion_id"].as_str().unwrap().starts_with("cmp_"));
+    }
+
+    // A new grade that Spark refuses (422) is dropped, not retried.
+    let mut regraded = payload(&[], "lab");
+    regraded["grade"] = json!(95);
+    regraded["submitted_at"] = json!(
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() + std::time::Duration::from_secs(1)).to_string()
+    );
+    let body = regraded.to_string();
+    assert_eq!(post(&s, &body, Some(&sign(&s.secret, &body))).await.status(), 200);
+    while s.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
+    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (1, 0));
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (0, 0));
+    assert_eq!(seen.lock().unwrap().len(), 3);
 }
