@@ -15,7 +15,8 @@ case "$cmd" in
       export MOTO_ENABLE_RECORDING=True MOTO_RECORDER_FILEPATH="$dir/moto-recording.jsonl"
       [ -s "$MOTO_RECORDER_FILEPATH" ] && python3 "$here/infra/scripts/compact-recording.py" "$MOTO_RECORDER_FILEPATH"
     fi
-    "$here/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
+    # moto_server with DynamoDB requests serialised, as DynamoDB's transactions are (see the script).
+    "$here/.venv/bin/python" "$here/infra/scripts/moto-server.py" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
     pid=$!
     echo "$pid" >"$dir/moto.pid"
     for _ in $(seq 1 100); do

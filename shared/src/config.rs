@@ -38,6 +38,8 @@ pub struct Config {
     pub spark_api_url: Option<String>,
     pub spark_api_key_secret_id: Option<String>,
     pub passback_retry_base: Duration,
+    /// Submissions accepted from Spark per minute.
+    pub spark_webhook_rate_limit: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,10 @@ impl Config {
             spark_api_url: optional("SPARK_API_URL").map(|u| u.trim_end_matches('/').to_string()),
             spark_api_key_secret_id: optional("SPARK_API_KEY_SECRET_ID"),
             passback_retry_base: seconds("PASSBACK_RETRY_BASE_SECONDS", 30)?,
+            spark_webhook_rate_limit: match optional("SPARK_WEBHOOK_RATE_LIMIT") {
+                Some(v) => v.parse().map_err(|_| ConfigError::Invalid("SPARK_WEBHOOK_RATE_LIMIT"))?,
+                None => 100,
+            },
             spark_storage_domains: optional("SPARK_STORAGE_DOMAINS")
                 .map(|d| d.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
                 .unwrap_or_default(),

@@ -40,18 +40,16 @@ impl DomainEvent {
     }
 }
 
-/// Publishes events already committed to the outbox. Failures are logged and left to the relay.
+/// Publishes events already committed to the outbox, concurrently (consumers do not rely on order).
+/// Failures are logged and left to the relay.
 pub async fn publish(ctx: &Context, events: &[DomainEvent]) -> usize {
-    let mut published = 0;
-    for event in events {
-        match send(ctx, event).await {
-            Ok(()) => published += 1,
-            Err(e) => {
-                tracing::warn!(event_id = event.id, error = %e, "event publish failed; the outbox relay will retry")
-            }
-        }
-    }
-    published
+    let outcomes = futures_util::future::join_all(events.iter().map(|event| async move {
+        send(ctx, event).await.map_err(|e| {
+            tracing::warn!(event_id = event.id, error = %e, "event publish failed; the outbox relay will retry");
+        })
+    }))
+    .await;
+    outcomes.iter().filter(|o| o.is_ok()).count()
 }
 
 async fn send(ctx: &Context, event: &DomainEvent) -> Result<(), String> {

@@ -51,7 +51,10 @@ pub fn sniff(head: &[u8]) -> Option<Sniffed> {
         is("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", BlockType::Document)
     } else if at(0, b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1") {
         is("application/msword", BlockType::Document)
-    } else if !head.is_empty() && !head.contains(&0) && valid_utf8_prefix(head) {
+    } else if !head.is_empty()
+        && head.iter().all(|b| *b >= 0x20 || b"\t\n\r\x0c".contains(b))
+        && valid_utf8_prefix(head)
+    {
         is("text/plain", BlockType::Document)
     } else {
         None

@@ -3,6 +3,7 @@
 //! HTTP routes through the same handler code the Lambda binaries run, and [`runtime_api`] emulates
 //! the Lambda Runtime API so the real binaries can be invoked (tests, cold-start benchmark).
 
+pub mod bench;
 pub mod gateway;
 pub mod provision;
 pub mod runtime_api;

@@ -8,6 +8,7 @@
 //! devstack token --email E [--role R] [--stack hub-dev] a signed-in session for trying the API
 //! devstack secret LOGICAL_ID [--stack hub-dev]         a template secret's value (e.g. SparkSsoSecret)
 //! devstack fire FUNCTION [--stack hub-dev]             run a scheduled function now
+//! devstack bench-spark [--requests 200] [--concurrency 8] Spark SSO and webhook latency and throughput
 //! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
 //! It talks only to the endpoint in `AWS_ENDPOINT_URL`, which must be on loopback.
@@ -44,6 +45,8 @@ fn parse_args() -> anyhow::Result<Args> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    // The functions' own JSON log lines, as `sam local start-api` shows them (RUST_LOG filters).
+    hub::logging::init();
     let stack_name = args.options.get("stack").cloned().unwrap_or_else(|| "hub-dev".into());
     let endpoint = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL must point at the local AWS stack")?;
     let host = url::Url::parse(&endpoint)?.host_str().unwrap_or_default().to_string();
@@ -156,6 +159,11 @@ async fn main() -> anyhow::Result<()> {
             let value =
                 sm.get_secret_value().secret_id(arn).send().await?.secret_string.context("not a string secret")?;
             println!("{value}");
+        }
+        "bench-spark" => {
+            let requests: usize = args.options.get("requests").map_or(Ok(200), |r| r.parse())?;
+            let concurrency: usize = args.options.get("concurrency").map_or(Ok(8), |c| c.parse())?;
+            devstack::bench::spark(&template, &sdk, requests, concurrency).await?;
         }
         "fire" => {
             let function = args.positional.first().context("devstack fire FUNCTION")?;

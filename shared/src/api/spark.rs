@@ -113,13 +113,12 @@ fn redirect(location: &str) -> ApiResult {
         .map_err(ApiError::internal)
 }
 
-/// Webhooks are counted per partner (Spark is one), not per address.
-const WEBHOOK_LIMIT: Rule = Rule { name: "spark-webhook", limit: 100, window_secs: 60 };
-
 /// `POST /spark/webhook/submission`: a signed Spark submission becomes evidence, completion and XP.
 pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
     use crate::spark::webhook::{self, Outcome, SubmissionPayload};
-    ratelimit::check(&ctx, WEBHOOK_LIMIT, "spark").await?;
+    // Counted per partner (Spark is one), not per address.
+    let limit = Rule { name: "spark-webhook", limit: ctx.config.spark_webhook_rate_limit, window_secs: 60 };
+    ratelimit::check(&ctx, limit, "spark").await?;
     let raw = crate::http::body_bytes(&req);
     if raw.len() > webhook::MAX_JSON_BYTES {
         return Err(ApiError::payload_too_large(webhook::MAX_JSON_BYTES));

@@ -1,0 +1,197 @@
+//! `devstack bench-spark`: latency (p50/p99/max) and throughput of the Spark endpoints through the
+//! dev gateway against the local AWS stack. Each request is a real one: every SSO token is new (a
+//! new user), every submission is a first submission (enrollment, completion, XP, events).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use aws_config::SdkConfig;
+use futures_util::StreamExt;
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::gateway::Gateway;
+use crate::provision::{LOCAL_PARAMETERS, provision};
+use crate::template::Template;
+
+pub async fn spark(template: &Template, sdk: &SdkConfig, requests: usize, concurrency: usize) -> anyhow::Result<()> {
+    let stack_name = format!("bench-{:08x}", rand::random::<u32>());
+    let params = [LOCAL_PARAMETERS.as_slice(), &[("SparkWebhookRateLimit", "100000000"), ("FrontendUrl", "")]].concat();
+    let stack = provision(template, &stack_name, sdk, &params).await?;
+    let gateway = Arc::new(Gateway::new(template, &stack, sdk)?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(gateway.serve(listener));
+    let files = file_server().await?;
+    let secret = |id: &str| {
+        let sm = aws_sdk_secretsmanager::Client::new(sdk);
+        let arn = stack.refs[id].clone();
+        async move { anyhow::Ok(sm.get_secret_value().secret_id(arn).send().await?.secret_string.context("secret")?) }
+    };
+    let (sso_secret, webhook_secret) = (secret("SparkSsoSecret").await?, secret("SparkWebhookSecret").await?);
+
+    // A quest per assignment the submissions go to, created by an organization admin.
+    let env = template.functions()?.into_iter().find(|f| f.binary == "auth-me").context("auth-me")?;
+    let env = stack.function_env(template, &env.logical_id)?;
+    let ctx = hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned())?, sdk.clone());
+    let admin = hub::auth::guard::Principal {
+        user_id: "bench-admin".into(),
+        email: None,
+        role: hub::auth::Role::OrgAdmin,
+        org_id: Some("bench".into()),
+        session_id: "bench".into(),
+    };
+    for assignment in ["text", "file"] {
+        let quest: hub::learning::quests::NewQuest = serde_json::from_value(json!({
+            "title": assignment, "pillar": "stem", "lms": {"platform": "spark", "course_id": "bench", "assignment_id": assignment},
+            "tasks": [{"title": "Report", "xp": 10}]}))?;
+        hub::learning::quests::create_quest(&ctx, &admin, quest).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    }
+
+    println!(
+        "{:<28} {:>8} {:>6} {:>9} {:>9} {:>9} {:>10}",
+        "endpoint", "requests", "conc.", "p50", "p99", "max", "req/s"
+    );
+    let now =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+
+    // SSO: a new user per request, from many client addresses (the limit is per address).
+    let codes = run("GET /spark/sso", requests, concurrency, |i| {
+        let claims = json!({"sub": format!("bench-{i}"), "email": format!("bench-{i}@school.example"), "role": "student",
+                            "iat": now(), "exp": now() + 300});
+        let token = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(sso_secret.as_bytes())).unwrap_or_default();
+        let url = format!("{base}/spark/sso?token={token}");
+        async move {
+            let r = client(i).get(url).send().await?;
+            anyhow::ensure!(r.status() == 200, "SSO answered {}", r.status());
+            Ok(r.json::<Value>().await?["code"].as_str().unwrap_or_default().to_string())
+        }
+    })
+    .await?;
+    let codes = Arc::new(codes);
+    run("POST /spark/token", requests, concurrency, |i| {
+        let (url, code) = (format!("{base}/spark/token"), codes[i].clone());
+        async move {
+            let r = client(i).post(url).json(&json!({ "code": code })).send().await?;
+            anyhow::ensure!(r.status() == 200, "token answered {}", r.status());
+            Ok(())
+        }
+    })
+    .await?;
+    let submit = |assignment: &'static str, with_file: bool| {
+        let (base, files, secret) = (base.clone(), files.clone(), webhook_secret.clone());
+        move |i: usize| {
+            let files = if with_file {
+                json!([{"url": format!("{files}/report.pdf"), "type": "application/pdf", "filename": "r.pdf"}])
+            } else {
+                json!([])
+            };
+            let body = json!({"spark_user_id": format!("bench-{i}"), "spark_assignment_id": assignment, "spark_course_id": "bench",
+                              "submission_text": "Bench report", "submission_files": files,
+                              "submitted_at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()})
+            .to_string();
+            let signature = hex::encode(hub::crypto::hmac_sha256(secret.as_bytes(), body.as_bytes()));
+            let url = format!("{base}/spark/webhook/submission");
+            async move {
+                let r = client(i)
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("x-spark-signature", signature)
+                    .body(body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    r.status() == 200,
+                    "webhook answered {}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                );
+                Ok(())
+            }
+        }
+    };
+    run("POST /spark/webhook (text)", requests, concurrency, submit("text", false)).await?;
+    run("POST /spark/webhook (1 MB PDF)", requests / 4, concurrency, submit("file", true)).await?;
+    Ok(())
+}
+
+/// Runs `requests` calls of `call(i)`, `concurrency` at a time; prints the latency figures.
+async fn run<T, F, Fut>(name: &str, requests: usize, concurrency: usize, call: F) -> anyhow::Result<Vec<T>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let started = Instant::now();
+    let mut results: Vec<(usize, Duration, T)> = futures_util::stream::iter(0..requests)
+        .map(|i| {
+            let fut = call(i);
+            async move {
+                let t = Instant::now();
+                let value = fut.await?;
+                anyhow::Ok((i, t.elapsed(), value))
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let total = started.elapsed();
+    let mut latencies: Vec<Duration> = results.iter().map(|(_, d, _)| *d).collect();
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    println!(
+        "{:<28} {:>8} {:>6} {:>9} {:>9} {:>9} {:>10.0}",
+        name,
+        requests,
+        concurrency,
+        ms(pick(0.5)),
+        ms(pick(0.99)),
+        ms(*latencies.last().unwrap_or(&Duration::ZERO)),
+        requests as f64 / total.as_secs_f64()
+    );
+    results.sort_by_key(|(i, _, _)| *i);
+    Ok(results.into_iter().map(|(_, _, v)| v).collect())
+}
+
+/// A client at its own loopback address, so per-address rate limits see many callers.
+fn client(i: usize) -> reqwest::Client {
+    thread_local! {
+        static CLIENTS: std::cell::RefCell<std::collections::HashMap<usize, reqwest::Client>> = Default::default();
+    }
+    let slot = i / 5;
+    CLIENTS.with(|c| {
+        c.borrow_mut()
+            .entry(slot)
+            .or_insert_with(|| {
+                let ip = Ipv4Addr::new(127, 1, (slot / 250) as u8, (slot % 250 + 1) as u8);
+                reqwest::Client::builder().no_proxy().local_address(IpAddr::V4(ip)).build().expect("client")
+            })
+            .clone()
+    })
+}
+
+/// Serves a 1 MB PDF, standing in for Spark's storage.
+async fn file_server() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let pdf = hyper::body::Bytes::from([b"%PDF-1.7\n".as_slice(), &vec![b'x'; 1024 * 1024]].concat());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let pdf = pdf.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    let pdf = pdf.clone();
+                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(pdf))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(url)
+}
