@@ -120,25 +120,41 @@ pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
     let limit = Rule { name: "spark-webhook", limit: ctx.config.spark_webhook_rate_limit, window_secs: 60 };
     ratelimit::check(&ctx, limit, "spark").await?;
     let raw = crate::http::body_bytes(&req);
-    if raw.len() > webhook::MAX_JSON_BYTES {
-        return Err(ApiError::payload_too_large(webhook::MAX_JSON_BYTES));
-    }
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    if !header("content-type")
-        .is_some_and(|c| c.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Send the submission as application/json",
-        ));
-    }
-    webhook::verify_signature(&ctx, raw, header(webhook::SIGNATURE_HEADER)).await?;
-    let payload: SubmissionPayload = serde_json::from_slice(raw)
+    let content_type = header("content-type").unwrap_or("").to_string();
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    // JSON: the whole body is signed. Multipart: the `metadata` field is signed and lists each
+    // file part's SHA-256, so the signature covers the files too.
+    let (signed, parts) = match media.as_str() {
+        "application/json" => {
+            if raw.len() > webhook::MAX_JSON_BYTES {
+                return Err(ApiError::payload_too_large(webhook::MAX_JSON_BYTES));
+            }
+            (bytes::Bytes::copy_from_slice(raw), Vec::new())
+        }
+        "multipart/form-data" => {
+            if raw.len() > webhook::MAX_MULTIPART_BYTES {
+                return Err(ApiError::payload_too_large(webhook::MAX_MULTIPART_BYTES));
+            }
+            webhook::parse_multipart(&content_type, raw).await?
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send the submission as application/json, or multipart/form-data with a metadata field",
+            ));
+        }
+    };
+    webhook::verify_signature(&ctx, &signed, header(webhook::SIGNATURE_HEADER)).await?;
+    let payload: SubmissionPayload = serde_json::from_slice(&signed)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid submission: {e}")))?;
     webhook::check_timestamp(ctx.clock.now(), header(webhook::TIMESTAMP_HEADER), &payload.submitted_at)?;
     webhook::validate(&payload)?;
-    match webhook::process(&ctx, &payload).await? {
+    if parts.is_empty() && payload.submission_files.iter().any(|f| f.url.is_none()) {
+        return Err(ApiError::bad_request("invalid_payload", "JSON submissions carry files by url"));
+    }
+    match webhook::process(&ctx, &payload, &parts).await? {
         Outcome::Recorded(r) => json(StatusCode::OK, &json!({ "status": "ok", "completion_id": r.completion_id })),
         Outcome::Pending => json(
             StatusCode::ACCEPTED,

@@ -23,6 +23,8 @@ pub const TIMESTAMP_HEADER: &str = "x-spark-timestamp";
 const REPLAY_WINDOW_SECS: i64 = 300;
 /// JSON submissions are small: files come by URL.
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
+/// What a synchronous Lambda request can carry (about 6 MB): larger files must come by URL.
+pub const MAX_MULTIPART_BYTES: usize = 6 * 1024 * 1024;
 const MAX_TEXT_BYTES: usize = 100 * 1024;
 const MAX_FILES: usize = 20;
 const MAX_SUBMISSION_BYTES: u64 = 200 * 1024 * 1024;
@@ -43,9 +45,16 @@ pub struct SubmissionPayload {
     pub grade: Option<Value>,
 }
 
+/// A file of a submission: by `url` (JSON webhooks), or by `part` with its `sha256` (multipart, where
+/// the signed metadata so vouches for the unsigned file parts).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FileRef {
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub part: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// The declared MIME type; informative only (the bytes decide).
     #[serde(rename = "type", default)]
     pub declared_type: Option<String>,
@@ -122,7 +131,45 @@ pub fn validate(p: &SubmissionPayload) -> Result<(), ApiError> {
     if p.submission_text.as_deref().is_none_or(|t| t.trim().is_empty()) && p.submission_files.is_empty() {
         return bad("a submission needs text or files");
     }
+    for f in &p.submission_files {
+        match (&f.url, &f.part) {
+            (Some(_), None) => {}
+            (None, Some(_))
+                if f.sha256.as_ref().is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())) => {}
+            _ => return bad("each file needs a url, or (multipart) a part and its sha256"),
+        }
+    }
     Ok(())
+}
+
+/// A file part of a multipart submission.
+pub struct UploadedPart {
+    pub name: String,
+    pub bytes: bytes::Bytes,
+}
+
+/// Splits a multipart body into its signed `metadata` (raw bytes) and its file parts.
+pub async fn parse_multipart(content_type: &str, body: &[u8]) -> Result<(bytes::Bytes, Vec<UploadedPart>), ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_multipart", m);
+    let boundary = multer::parse_boundary(content_type).map_err(|e| bad(format!("no boundary: {e}")))?;
+    let stream = futures_util::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(
+        bytes::Bytes::copy_from_slice(body),
+    )));
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let (mut metadata, mut parts) = (None, Vec::new());
+    while let Some(field) = multipart.next_field().await.map_err(|e| bad(e.to_string()))? {
+        let name = field.name().unwrap_or_default().to_string();
+        let bytes = field.bytes().await.map_err(|e| bad(e.to_string()))?;
+        if name == "metadata" {
+            metadata = Some(bytes);
+        } else if parts.len() < MAX_FILES {
+            parts.push(UploadedPart { name, bytes });
+        } else {
+            return Err(ApiError::bad_request("invalid_payload", "at most 20 files per submission"));
+        }
+    }
+    let metadata = metadata.ok_or_else(|| bad("the metadata field is missing".into()))?;
+    Ok((metadata, parts))
 }
 
 /// What became of a valid submission.
@@ -132,8 +179,8 @@ pub enum Outcome {
     Pending,
 }
 
-/// Processes a verified, validated submission.
-pub async fn process(ctx: &Context, p: &SubmissionPayload) -> Result<Outcome, ApiError> {
+/// Processes a verified, validated submission; `parts` are the files a multipart request carried.
+pub async fn process(ctx: &Context, p: &SubmissionPayload, parts: &[UploadedPart]) -> Result<Outcome, ApiError> {
     let store = ctx.store();
     let user_id = store.user_id_by_identity(crate::spark::sso::PROVIDER, &p.spark_user_id).await?.ok_or_else(|| {
         ApiError::not_found(
@@ -148,6 +195,12 @@ pub async fn process(ctx: &Context, p: &SubmissionPayload) -> Result<Outcome, Ap
     };
     let key = idempotency_key(p);
     let Some(quest) = store.quest_by_lms(&mapping).await? else {
+        if !parts.is_empty() {
+            return Err(ApiError::not_found(
+                "quest_not_found",
+                "No quest maps this assignment yet; only submissions whose files come by URL can wait for one",
+            ));
+        }
         store
             .save_pending_submission(
                 &mapping,
@@ -167,7 +220,7 @@ pub async fn process(ctx: &Context, p: &SubmissionPayload) -> Result<Outcome, Ap
     if let Some(completion_id) = store.submission_completion(SOURCE, &key).await? {
         return Ok(Outcome::Recorded(Recorded { completion_id, duplicate: true }));
     }
-    record_with_files(ctx, &user_id, &quest, &key, p).await.map(Outcome::Recorded)
+    record_with_files(ctx, &user_id, &quest, &key, p, parts).await.map(Outcome::Recorded)
 }
 
 /// Processes the submissions kept for an assignment that a new quest now maps.
@@ -183,7 +236,7 @@ pub async fn process_pending(ctx: &Context, quest: &Quest) -> usize {
     let mut processed = 0;
     for (sk, payload) in pending {
         let outcome = match serde_json::from_str::<SubmissionPayload>(&payload) {
-            Ok(p) => process(ctx, &p).await.map(|_| ()),
+            Ok(p) => process(ctx, &p, &[]).await.map(|_| ()),
             Err(e) => Err(ApiError::internal(e)),
         };
         match outcome {
@@ -205,6 +258,7 @@ async fn record_with_files(
     quest: &Quest,
     key: &str,
     p: &SubmissionPayload,
+    parts: &[UploadedPart],
 ) -> Result<Recorded, ApiError> {
     let mut blocks = Vec::new();
     if let Some(text) = p.submission_text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
@@ -217,7 +271,7 @@ async fn record_with_files(
     }
     let mut stored = Vec::new();
     let result = async {
-        download_files(ctx, user_id, &p.submission_files, &mut blocks, &mut stored).await?;
+        store_files(ctx, user_id, &p.submission_files, parts, &mut blocks, &mut stored).await?;
         let lms_ref = serde_json::json!({ "platform": SOURCE, "user_id": p.spark_user_id, "course_id": p.spark_course_id,
                                           "assignment_id": p.spark_assignment_id });
         let submission =
@@ -235,39 +289,59 @@ async fn record_with_files(
     }
 }
 
-async fn download_files(
+/// Stores every file of a submission (downloaded by URL, or from its multipart part), in order.
+async fn store_files(
     ctx: &Context,
     user_id: &str,
     refs: &[FileRef],
+    parts: &[UploadedPart],
     blocks: &mut Vec<EvidenceBlock>,
     stored: &mut Vec<String>,
 ) -> Result<(), ApiError> {
-    if refs.is_empty() {
-        return Ok(());
+    if let Some(unlisted) = parts.iter().find(|p| !refs.iter().any(|r| r.part.as_deref() == Some(p.name.as_str()))) {
+        return Err(ApiError::bad_request(
+            "invalid_payload",
+            format!("part {} is not listed in the metadata", unlisted.name),
+        ));
     }
-    let client = ctx.outbound(Some(ctx.config.spark_storage_domains.clone())).map_err(ApiError::internal)?;
-    let refused = |e: &OutboundError| {
-        ApiError::new(
-            http::StatusCode::UNPROCESSABLE_ENTITY,
-            "file_url_not_allowed",
-            format!("File URLs must be https on Spark's storage hosts: {e}"),
-        )
-    };
+    let mut client = None;
     let mut total = 0u64;
     for file in refs {
-        let request = client.get(&file.url).map_err(|e| refused(&e))?;
-        let response = request.send().await.map_err(OutboundError::from).map_err(|e| {
-            if e.is_refused() { refused(&e) } else { ApiError::from(files::FileError::Download(e.to_string())) }
-        })?;
-        if !response.status().is_success() {
-            return Err(files::FileError::Download(format!("status {}", response.status().as_u16())).into());
-        }
         let budget = files::MAX_FILE_BYTES.min(MAX_SUBMISSION_BYTES - total);
-        if response.content_length().is_some_and(|len| len > budget) {
-            return Err(files::FileError::TooLarge(budget).into());
-        }
         let key = format!("evidence/{user_id}/{}", random_token(32));
-        let (size, sniffed) = files::stream_to_s3(ctx, &key, response.bytes_stream(), budget).await?;
+        let (size, sniffed) = match (&file.url, &file.part) {
+            (Some(url), _) => {
+                if client.is_none() {
+                    client =
+                        Some(ctx.outbound(Some(ctx.config.spark_storage_domains.clone())).map_err(ApiError::internal)?);
+                }
+                let response = download(client.as_ref().expect("set above"), url).await?;
+                if response.content_length().is_some_and(|len| len > budget) {
+                    return Err(files::FileError::TooLarge(budget).into());
+                }
+                files::stream_to_s3(ctx, &key, response.bytes_stream(), budget).await?
+            }
+            (None, Some(name)) => {
+                let part = parts.iter().find(|p| &p.name == name).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_payload",
+                        format!("the metadata lists part {name}, which was not sent"),
+                    )
+                })?;
+                let expected = file.sha256.as_deref().unwrap_or_default().to_ascii_lowercase();
+                if sha256_hex(&part.bytes) != expected {
+                    return Err(ApiError::bad_request(
+                        "file_hash_mismatch",
+                        format!("part {name} does not match its sha256"),
+                    ));
+                }
+                let chunk = futures_util::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(
+                    part.bytes.clone(),
+                )));
+                files::stream_to_s3(ctx, &key, chunk, budget).await?
+            }
+            (None, None) => return Err(ApiError::bad_request("invalid_payload", "a file has neither url nor part")),
+        };
         stored.push(key.clone());
         total += size;
         let filename = file.filename.clone().filter(|f| !f.trim().is_empty()).unwrap_or_else(|| "file".into());
@@ -284,6 +358,25 @@ async fn download_files(
         });
     }
     Ok(())
+}
+
+/// Fetches a file URL through the SSRF guard, mapping refusals and failures to their answers.
+async fn download(client: &crate::outbound::OutboundClient, url: &str) -> Result<reqwest::Response, ApiError> {
+    let refused = |e: &OutboundError| {
+        ApiError::new(
+            http::StatusCode::UNPROCESSABLE_ENTITY,
+            "file_url_not_allowed",
+            format!("File URLs must be https on Spark's storage hosts: {e}"),
+        )
+    };
+    let request = client.get(url).map_err(|e| refused(&e))?;
+    let response = request.send().await.map_err(OutboundError::from).map_err(|e| {
+        if e.is_refused() { refused(&e) } else { ApiError::from(files::FileError::Download(e.to_string())) }
+    })?;
+    if !response.status().is_success() {
+        return Err(files::FileError::Download(format!("status {}", response.status().as_u16())).into());
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

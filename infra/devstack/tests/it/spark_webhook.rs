@@ -397,3 +397,85 @@ async fn grades_are_passed_back_with_retries_and_permanent_refusals_are_not_retr
     assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (0, 0));
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
+
+/// A multipart body: the signed `metadata` field, then file parts.
+fn multipart(metadata: &str, parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "----spark-boundary-7d1f";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n{metadata}\r\n"
+    )
+    .into_bytes();
+    for (name, bytes) in parts {
+        body.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn post_multipart(s: &Setup, content_type: &str, body: Vec<u8>, signature: &str) -> reqwest::Response {
+    s.t.http
+        .post(s.t.url("/spark/webhook/submission"))
+        .header("content-type", content_type)
+        .header("x-spark-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn part_metadata(parts: &[(&str, &[u8])]) -> String {
+    let mut p = payload(&[], "lab");
+    p["submission_files"] = parts
+        .iter()
+        .map(|(name, bytes)| json!({"part": name, "sha256": hub::crypto::sha256_hex(bytes), "filename": format!("{name}.png")}))
+        .collect();
+    p.to_string()
+}
+
+#[tokio::test]
+async fn multipart_submissions_carry_files_vouched_for_by_the_signed_metadata() {
+    let s = setup("whmulti").await;
+    let metadata = part_metadata(&[("photo", PNG)]);
+    let (ct, body) = multipart(&metadata, &[("photo", PNG)]);
+    let r = post_multipart(&s, &ct, body, &sign(&s.secret, &metadata)).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let me = my_quests(&s).await;
+    let blocks = me["quests"][0]["tasks"][0]["evidence"].as_array().unwrap().clone();
+    assert_eq!(blocks[1]["type"], "image");
+    assert_eq!(blocks[1]["file"]["content_type"], "image/png");
+    assert_eq!(blocks[1]["file"]["size"], PNG.len());
+    assert_eq!(stored_objects(&s).await, 1);
+
+    // The metadata's signature is checked; a file swapped for another fails its listed hash; a part
+    // the metadata does not list is refused; a body that is not multipart at all is refused.
+    let metadata = part_metadata(&[("photo", PNG)]);
+    let (ct, body) = multipart(&metadata, &[("photo", PNG)]);
+    assert_eq!(
+        error_code(post_multipart(&s, &ct, body, &sign("wrong", &metadata)).await).await,
+        (401, "invalid_signature".into())
+    );
+    let (ct, body) = multipart(&metadata, &[("photo", PDF)]);
+    assert_eq!(
+        error_code(post_multipart(&s, &ct, body, &sign(&s.secret, &metadata)).await).await,
+        (400, "file_hash_mismatch".into())
+    );
+    let (ct, body) = multipart(&metadata, &[("photo", PNG), ("extra", PDF)]);
+    assert_eq!(
+        error_code(post_multipart(&s, &ct, body, &sign(&s.secret, &metadata)).await).await,
+        (400, "invalid_payload".into())
+    );
+    let r = post_multipart(&s, "multipart/form-data; boundary=nope", b"garbage".to_vec(), &sign(&s.secret, &metadata))
+        .await;
+    assert_eq!(error_code(r).await, (400, "invalid_multipart".into()));
+    let r = post_multipart(&s, "multipart/form-data", b"garbage".to_vec(), &sign(&s.secret, &metadata)).await;
+    assert_eq!(error_code(r).await, (400, "invalid_multipart".into()));
+    // Over what one Lambda request can carry: refused before any work (files that large come by URL).
+    let big = vec![b'x'; 7 * 1024 * 1024];
+    let (ct, body) = multipart(&metadata, &[("photo", &big)]);
+    assert_eq!(post_multipart(&s, &ct, body, &sign(&s.secret, &metadata)).await.status(), 413);
+    assert_eq!(stored_objects(&s).await, 1, "none of the refused submissions stored a file");
+}
