@@ -47,6 +47,10 @@ pub const ADMIN_QUESTS_CREATE: Function = Function {
 };
 pub const ADMIN_QUESTS_LIST: Function =
     Function { name: "admin-quests-list", handler: Handler::Http(|c, r| Box::pin(api::learning::list_quests(c, r))) };
+pub const ADMIN_BADGES_CREATE: Function = Function {
+    name: "admin-badges-create",
+    handler: Handler::Http(|c, r| Box::pin(api::learning::create_badge(c, r))),
+};
 pub const ME_QUESTS: Function =
     Function { name: "me-quests", handler: Handler::Http(|c, r| Box::pin(api::learning::my_quests(c, r))) };
 pub const SPARK_SSO: Function =
@@ -74,6 +78,7 @@ pub const ALL: &[Function] = &[
     AUTH_LOGOUT,
     ADMIN_QUESTS_CREATE,
     ADMIN_QUESTS_LIST,
+    ADMIN_BADGES_CREATE,
     ME_QUESTS,
     SPARK_SSO,
     SPARK_TOKEN,

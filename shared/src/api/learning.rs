@@ -1,5 +1,5 @@
-//! `POST /api/admin/quests`, `GET /api/admin/quests` (organization or platform admins) and
-//! `GET /api/me/quests` (a student's own quests, tasks, evidence and XP).
+//! `POST /api/admin/quests`, `GET /api/admin/quests`, `POST /api/admin/badges` (organization or
+//! platform admins) and `GET /api/me/quests` (a student's own quests, tasks, evidence, XP and badges).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +25,13 @@ pub async fn create_quest(ctx: Arc<Context>, req: Request) -> ApiResult {
     json(StatusCode::CREATED, &quest)
 }
 
+pub async fn create_badge(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate(&ctx, &req).await?;
+    let new: crate::learning::badges::NewBadge = json_body(&req, MAX_JSON_BODY)?;
+    let badge = crate::learning::badges::create_badge(&ctx, &principal, new).await?;
+    json(StatusCode::CREATED, &badge)
+}
+
 pub async fn list_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let requested = req.query_string_parameters_ref().and_then(|q| q.first("organization_id").map(str::to_string));
@@ -40,7 +47,7 @@ pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     let states = store.learning_state(&principal.user_id, None).await?;
     let ids: Vec<String> = states.keys().cloned().collect();
     let definitions = store.quests_by_id(&ids).await?;
-    let (xp_total, xp_by_pillar) = store.xp(&principal.user_id).await?;
+    let xp = store.xp(&principal.user_id).await?;
     let mut quests = Vec::new();
     for quest in definitions {
         let Some(state) = states.get(&quest.id) else { continue };
@@ -64,6 +71,23 @@ pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
             "completed_at": enrollment.completed_at, "tasks": tasks,
         }));
     }
-    let by_pillar: BTreeMap<String, i64> = xp_by_pillar.into_iter().collect();
-    json(StatusCode::OK, &json!({ "xp": { "total": xp_total, "by_pillar": by_pillar }, "quests": quests }))
+    let by_pillar: BTreeMap<String, i64> = xp.by_pillar.into_iter().collect();
+    let earned = store.earned_badges(&principal.user_id).await?;
+    let badges: Vec<Value> = match &principal.org_id {
+        Some(org) => store
+            .badges_of_organization(org)
+            .await?
+            .into_iter()
+            .map(|b| {
+                json!({ "id": b.id, "name": b.name, "description": b.description,
+                             "requirements": b.requirements, "earned_at": earned.get(&b.id) })
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    json(
+        StatusCode::OK,
+        &json!({ "xp": { "total": xp.total, "by_pillar": by_pillar, "quests_completed": xp.quests_completed },
+                 "badges": badges, "quests": quests }),
+    )
 }

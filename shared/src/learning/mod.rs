@@ -4,6 +4,7 @@
 //! An LMS assignment maps to one quest (`platform`, `course_id`, `assignment_id`); a submission for it
 //! is evidence for, and completes, the quest's first task.
 
+pub mod badges;
 pub mod quests;
 pub mod submissions;
 

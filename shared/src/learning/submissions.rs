@@ -4,10 +4,14 @@
 //! Idempotent by the submission's key: the same submission again (a retry, or a concurrent
 //! duplicate) yields the same completion and awards nothing twice. A task completes once; later
 //! submissions replace its evidence. A finished quest is reactivated by a new submission and
-//! completes again, but `quest.completed` is announced only the first time.
+//! completes again, but `quest.completed` is announced only the first time. Badges whose requirements
+//! the submission fulfils are earned in the same transaction (`badge.earned`), each once.
 
 use serde_json::json;
 
+use std::collections::HashSet;
+
+use super::badges::{Badge, Standing, newly_earned};
 use super::{EvidenceBlock, Quest};
 use crate::events::{self, DomainEvent};
 use crate::store::WriteError;
@@ -17,6 +21,7 @@ use crate::{ApiError, Context, crypto};
 pub const TASK_SUBMITTED: &str = "task.submitted";
 pub const TASK_COMPLETED: &str = "task.completed";
 pub const QUEST_COMPLETED: &str = "quest.completed";
+pub const BADGE_EARNED: &str = "badge.earned";
 
 pub struct Submission<'a> {
     /// Where it came from (`spark`, ...): idempotency keys are per source.
@@ -86,6 +91,30 @@ pub async fn record(ctx: &Context, sub: &Submission<'_>) -> Result<Recorded, Api
                 now,
             ));
         }
+        // Badges the student reaches with this submission.
+        let badges = store.badges_of_organization(&sub.quest.organization_id).await?;
+        let earning: Vec<&Badge> = if badges.is_empty() {
+            Vec::new()
+        } else {
+            let earned: HashSet<String> = store.earned_badges(sub.user_id).await?.into_keys().collect();
+            let xp = store.xp(sub.user_id).await?;
+            let mut after = Standing {
+                xp_by_pillar: xp.by_pillar,
+                quests_completed: xp.quests_completed + i64::from(first_completion),
+            };
+            if completes_task {
+                *after.xp_by_pillar.entry(task.pillar.clone()).or_default() += task.xp;
+            }
+            newly_earned(&badges, &earned, &after)
+        };
+        for badge in &earning {
+            events.push(DomainEvent::new(
+                BADGE_EARNED,
+                org.clone(),
+                json!({ "user_id": sub.user_id, "badge_id": badge.id, "badge_name": badge.name, "earned_at": now }),
+                now,
+            ));
+        }
         if first_completion {
             let total_xp: i64 = sub.quest.tasks.iter().map(|t| t.xp).sum();
             events.push(DomainEvent::new(
@@ -107,6 +136,7 @@ pub async fn record(ctx: &Context, sub: &Submission<'_>) -> Result<Recorded, Api
             completes_task,
             evidence: sub.evidence,
             events: &events,
+            badges: &earning,
             now,
         };
         match store.write_submission(&write).await {

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWr
 
 use super::{Item, ItemExt, Store, StoreError, WriteError, n, s, update};
 use crate::events::DomainEvent;
+use crate::learning::badges::Badge;
 use crate::learning::{EvidenceBlock, LmsMapping, Quest, QuestTask};
 
 /// Submission idempotency records are kept this long.
@@ -59,6 +60,14 @@ pub struct QuestState {
     pub evidence: HashMap<String, Vec<EvidenceBlock>>,
 }
 
+/// A user's XP and completed quests, as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct XpTotals {
+    pub total: i64,
+    pub by_pillar: HashMap<String, i64>,
+    pub quests_completed: i64,
+}
+
 /// The writes of one submission, decided by `learning::submissions` from a [`QuestState`].
 pub struct SubmissionWrite<'a> {
     pub source: &'a str,
@@ -73,6 +82,8 @@ pub struct SubmissionWrite<'a> {
     pub completes_task: bool,
     pub evidence: &'a [EvidenceBlock],
     pub events: &'a [DomainEvent],
+    /// Badges this submission earns (each written once: a concurrent award makes this write retry).
+    pub badges: &'a [&'a Badge],
     pub now: i64,
 }
 
@@ -210,14 +221,18 @@ impl Store<'_> {
         }
     }
 
-    /// A user's XP: (total, per pillar).
-    pub async fn xp(&self, user_id: &str) -> Result<(i64, HashMap<String, i64>), StoreError> {
+    /// A user's XP (total and per pillar) and count of completed quests.
+    pub async fn xp(&self, user_id: &str) -> Result<XpTotals, StoreError> {
         let item = self.get(&user_pk(user_id), "XP").await?.unwrap_or_default();
         let by_pillar = item
             .iter()
             .filter_map(|(k, v)| Some((k.strip_prefix("xp#")?.to_string(), v.as_n().ok()?.parse().ok()?)))
             .collect();
-        Ok((item.num("xp_total").unwrap_or(0), by_pillar))
+        Ok(XpTotals {
+            total: item.num("xp_total").unwrap_or(0),
+            by_pillar,
+            quests_completed: item.num("quests_completed").unwrap_or(0),
+        })
     }
 
     /// The completion a submission (by its idempotency key) already produced.
@@ -311,15 +326,28 @@ impl Store<'_> {
                 }
             }
         }
-        if w.completes_task && task.xp > 0 {
-            let xp = update(self.table, user_pk(user), "XP")
-                .update_expression("ADD #pillar :xp, xp_total :xp")
-                .expression_attribute_names("#pillar", format!("xp#{}", task.pillar))
-                .expression_attribute_values(":xp", n(task.xp))
+        let first_completion = status == "completed" && w.seen.is_none_or(|e| e.completed_at.is_none());
+        let awards_xp = w.completes_task && task.xp > 0;
+        if awards_xp || first_completion {
+            let mut adds = Vec::new();
+            let mut xp = update(self.table, user_pk(user), "XP");
+            if awards_xp {
+                adds.push("#pillar :xp, xp_total :xp");
+                xp = xp
+                    .expression_attribute_names("#pillar", format!("xp#{}", task.pillar))
+                    .expression_attribute_values(":xp", n(task.xp));
+            }
+            if first_completion {
+                adds.push("quests_completed :one");
+                xp = xp.expression_attribute_values(":one", n(1));
+            }
+            let xp = xp
+                .update_expression(format!("ADD {}", adds.join(", ")))
                 .build()
                 .map_err(|e| StoreError(e.to_string()))?;
             items.push(TransactWriteItem::builder().update(xp).build());
         }
+        items.extend(w.badges.iter().map(|b| self.earned_badge_put(user, b, w.now)));
         let evidence = Put::builder()
             .table_name(self.table)
             .item("pk", s(user_pk(user)))

@@ -22,7 +22,9 @@
 //! | enrollment | `USER#<user_id>` | `Q#<quest_id>` | status, tasks_total, tasks_completed, enrolled_at, completed_at, version |
 //! | user task | `USER#<user_id>` | `Q#<quest_id>#TASK#<task_id>` | status, completion_id, completed_at |
 //! | evidence | `USER#<user_id>` | `Q#<quest_id>#EVIDENCE#<task_id>` | blocks (JSON), updated_at, submission_key |
-//! | XP | `USER#<user_id>` | `XP` | xp_total, `xp#<pillar>` (atomic `ADD`) |
+//! | XP | `USER#<user_id>` | `XP` | xp_total, `xp#<pillar>`, quests_completed (atomic `ADD`) |
+//! | badge | `BADGE#<badge_id>` | `BADGE` | doc (JSON), gsi1pk `ORG#<org>#BADGES`, gsi1sk `<created_at>#<id>` |
+//! | earned badge | `USER#<user_id>` | `BADGE#<badge_id>` | name, earned_at (written once) |
 //! | submission | `SUBMISSION#<source>#<key>` | `SUBMISSION` | user_id, quest_id, task_id, completion_id (idempotency) |
 //! | pending submission | `PENDING#<platform>#<course>#<assignment>` | `<idempotency key>` | payload, received_at, expires_at |
 //! | activity entry | `ORG#<org_id or ->#ACTIVITY` | `<occurred_at>#<event_id>` | event_type, data, expires_at |
@@ -35,6 +37,7 @@
 //! Uniqueness of email and external identity is enforced by the database: the uniqueness item is
 //! written with `attribute_not_exists(pk)` in the same transaction as the user.
 
+pub mod badges;
 pub mod codes;
 pub mod learning;
 pub mod outbox;

@@ -134,7 +134,7 @@ async fn a_submission_enrolls_completes_once_replaces_evidence_and_shows_up_for_
         .json()
         .await
         .unwrap();
-    assert_eq!(me["xp"], json!({"total": 100, "by_pillar": {"stem": 100}}), "XP awarded once");
+    assert_eq!(me["xp"], json!({"total": 100, "by_pillar": {"stem": 100}, "quests_completed": 0}), "XP awarded once");
     let mine = &me["quests"][0];
     assert_eq!(mine["quest_id"], q.id.as_str());
     assert_eq!(mine["status"], "active", "one of two tasks done");
@@ -165,7 +165,7 @@ async fn a_submission_enrolls_completes_once_replaces_evidence_and_shows_up_for_
         .json()
         .await
         .unwrap();
-    assert_eq!(theirs, json!({"xp": {"total": 0, "by_pillar": {}}, "quests": []}));
+    assert_eq!(theirs, json!({"xp": {"total": 0, "by_pillar": {}, "quests_completed": 0}, "badges": [], "quests": []}));
 }
 
 #[tokio::test]
@@ -195,7 +195,7 @@ async fn a_quest_completes_once_and_a_new_submission_reactivates_it_without_a_se
     while t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
     let kinds: Vec<String> = t.ctx.store().activity("org-1", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "quest.completed").count(), 1, "{kinds:?}");
-    assert_eq!(t.ctx.store().xp(&student.id).await.unwrap().0, 40);
+    assert_eq!(t.ctx.store().xp(&student.id).await.unwrap().total, 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -238,5 +238,83 @@ async fn concurrent_submissions_award_xp_once() {
         5,
         "the same submission is recorded once, the others each once"
     );
-    assert_eq!(t.ctx.store().xp(&student.id).await.unwrap().0, 100);
+    assert_eq!(t.ctx.store().xp(&student.id).await.unwrap().total, 100);
+}
+
+#[tokio::test]
+async fn badges_are_earned_once_when_their_requirements_are_met() {
+    let t = TestStack::new("badges").await;
+    let (_, admin) = t.signed_in_as("ba@example.com", Role::OrgAdmin, "org-1").await;
+    let (_, student_tokens) = t.signed_in_as("bs@example.com", Role::Student, "org-1").await;
+    let create =
+        |token: &str, body: Value| t.http.post(t.url("/api/admin/badges")).bearer_auth(token).json(&body).send();
+    let r = create(&admin.access_token, json!({"name": "Scientist", "requirements": {"min_xp": {"stem": 100}}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let scientist: Value = r.json().await.unwrap();
+    assert_eq!(
+        create(&admin.access_token, json!({"name": "Finisher", "requirements": {"quests_completed": 1}}))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(
+        create(&admin.access_token, json!({"name": "Far", "requirements": {"min_xp": {"art": 500}}}))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    // Bad definitions and the wrong caller.
+    let r = create(&admin.access_token, json!({"name": "Nothing", "requirements": {}})).await.unwrap();
+    assert_eq!(error_code(r).await, (400, "invalid_badge".into()));
+    let r = create(&student_tokens.access_token, json!({"name": "Mine", "requirements": {"quests_completed": 1}}))
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await.0, 403);
+
+    let q = quest(&t, &[("Report", 100, "stem")], "b1").await;
+    let student = hub::auth::tokens::verify_access(&t.ctx, &student_tokens.access_token).await.unwrap().sub;
+    for key in ["first", "again"] {
+        let evidence = text_block(key);
+        record(
+            &t.ctx,
+            &Submission {
+                source: "spark",
+                key,
+                user_id: &student,
+                quest: &q,
+                evidence: &evidence,
+                grade: None,
+                lms_ref: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let me: Value = t
+        .http
+        .get(t.url("/api/me/quests"))
+        .bearer_auth(&student_tokens.access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["xp"]["quests_completed"], 1);
+    let earned: Vec<&str> = me["badges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["earned_at"].is_i64())
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(earned, ["Scientist", "Finisher"], "{me}");
+    assert!(me["badges"].as_array().unwrap().iter().any(|b| b["id"] == scientist["id"]));
+    while t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
+    let kinds: Vec<String> = t.ctx.store().activity("org-1", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "badge.earned").count(), 2, "each badge announced once: {kinds:?}");
 }
