@@ -51,6 +51,10 @@ pub const ADMIN_BADGES_CREATE: Function = Function {
     name: "admin-badges-create",
     handler: Handler::Http(|c, r| Box::pin(api::learning::create_badge(c, r))),
 };
+pub const COMPLETIONS_GRADE: Function = Function {
+    name: "completions-grade",
+    handler: Handler::Http(|c, r| Box::pin(api::learning::grade_completion(c, r))),
+};
 pub const ME_QUESTS: Function =
     Function { name: "me-quests", handler: Handler::Http(|c, r| Box::pin(api::learning::my_quests(c, r))) };
 pub const SPARK_SSO: Function =
@@ -79,6 +83,7 @@ pub const ALL: &[Function] = &[
     ADMIN_QUESTS_CREATE,
     ADMIN_QUESTS_LIST,
     ADMIN_BADGES_CREATE,
+    COMPLETIONS_GRADE,
     ME_QUESTS,
     SPARK_SSO,
     SPARK_TOKEN,

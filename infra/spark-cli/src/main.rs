@@ -6,7 +6,8 @@
 //! SPARK_WEBHOOK_SECRET=... spark-cli sign-submission --user spark-42 --course bio-101 --assignment lab-3
 //!     [--text "My report"] [--file URL,TYPE,NAME]... [--grade 93]
 //! ```
-//! `sign-submission` prints the JSON body and its `X-Spark-Signature`, ready for curl.
+//! `sign-submission` prints the JSON body and its `X-Spark-Signature`, ready for curl;
+//! `send-submission` (same options, plus `--base-url`) posts it and prints the answer.
 //! The token is the one Spark's Node code signs with `jsonwebtoken`: HS256 over
 //! `{sub, email, given_name, family_name, role, iat, exp}`.
 
@@ -52,7 +53,7 @@ fn run() -> Result<(), String> {
             println!("{url}");
             Ok(())
         }
-        "sign-submission" => {
+        "sign-submission" | "send-submission" => {
             let secret = options
                 .get("secret")
                 .cloned()
@@ -60,8 +61,27 @@ fn run() -> Result<(), String> {
                 .ok_or("set SPARK_WEBHOOK_SECRET (or --secret) to the shared webhook secret")?;
             let body = submission_body(&options, &files)?;
             let signature = hex(&hmac_sha256(secret.as_bytes(), body.as_bytes()));
-            println!("{}", serde_json::json!({ "body": body, "signature": signature }));
-            Ok(())
+            if command == "sign-submission" {
+                println!("{}", serde_json::json!({ "body": body, "signature": signature }));
+                return Ok(());
+            }
+            let base = options.get("base-url").map_or("http://127.0.0.1:3000", String::as_str).trim_end_matches('/');
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            let (status, answer) = runtime.block_on(async {
+                let response = reqwest::Client::new()
+                    .post(format!("{base}/spark/webhook/submission"))
+                    .header("content-type", "application/json")
+                    .header("x-spark-signature", signature)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status().as_u16();
+                Ok::<_, String>((status, response.text().await.map_err(|e| e.to_string())?))
+            })?;
+            println!("{status} {answer}");
+            if status >= 400 { Err(format!("the hub answered {status}")) } else { Ok(()) }
         }
         other => Err(format!("unknown command {other}")),
     }

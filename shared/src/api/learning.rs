@@ -91,3 +91,19 @@ pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
                  "badges": badges, "quests": quests }),
     )
 }
+
+/// `PUT /api/completions/{completion_id}/grade` with `{"grade": ...}` (teachers and admins of the
+/// completion's organization).
+pub async fn grade_completion(ctx: Arc<Context>, req: Request) -> ApiResult {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct GradeRequest {
+        grade: Value,
+    }
+    let principal = authenticate(&ctx, &req).await?;
+    let completion_id =
+        req.path_parameters_ref().and_then(|p| p.first("completion_id")).unwrap_or_default().to_string();
+    let body: GradeRequest = json_body(&req, MAX_JSON_BODY)?;
+    crate::learning::submissions::grade(&ctx, &principal, &completion_id, &body.grade).await?;
+    json(StatusCode::OK, &json!({ "status": "graded", "completion_id": completion_id, "grade": body.grade }))
+}

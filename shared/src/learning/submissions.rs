@@ -137,6 +137,7 @@ pub async fn record(ctx: &Context, sub: &Submission<'_>) -> Result<Recorded, Api
             evidence: sub.evidence,
             events: &events,
             badges: &earning,
+            lms_ref: sub.lms_ref.as_ref(),
             now,
         };
         match store.write_submission(&write).await {
@@ -156,4 +157,45 @@ pub async fn record(ctx: &Context, sub: &Submission<'_>) -> Result<Recorded, Api
         }
     }
     Err(ApiError::unavailable("submission kept conflicting with concurrent writes"))
+}
+
+/// A teacher or admin grades a completed task later: the grade is stored and announced
+/// (`grade.updated`), which passes it back to the LMS the task came from.
+pub async fn grade(
+    ctx: &Context,
+    principal: &crate::auth::guard::Principal,
+    completion_id: &str,
+    grade: &serde_json::Value,
+) -> Result<(), ApiError> {
+    use crate::auth::Role;
+    if grade.is_null() || grade.to_string().len() > 100 {
+        return Err(ApiError::bad_request("invalid_grade", "grade must be a number or a short string"));
+    }
+    let completion = ctx
+        .store()
+        .completion(completion_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("completion_not_found", "No such completion"))?;
+    principal.require_role(&[Role::Teacher, Role::OrgAdmin, Role::Admin])?;
+    if principal.role != Role::Admin && principal.org_id.as_deref() != Some(completion.organization_id.as_str()) {
+        // Not theirs: answered as if it did not exist.
+        return Err(ApiError::not_found("completion_not_found", "No such completion"));
+    }
+    let now = ctx.clock.now();
+    let event = DomainEvent::new(
+        crate::spark::passback::GRADE_UPDATED,
+        Some(completion.organization_id.clone()),
+        json!({ "user_id": completion.user_id, "quest_id": completion.quest_id, "task_id": completion.task_id,
+                "completion_id": completion_id, "grade": grade, "source": "platform", "graded_by": principal.user_id,
+                "lms": completion.lms_ref }),
+        now,
+    );
+    match ctx.store().grade_completion(completion_id, grade, &event, now).await {
+        Ok(()) => {}
+        Err(WriteError::Conflict) => return Err(ApiError::not_found("completion_not_found", "No such completion")),
+        Err(WriteError::Store(e)) => return Err(e.into()),
+    }
+    tracing::info!(completion_id, user_id = principal.user_id, "completion graded");
+    events::publish(ctx, &[event]).await;
+    Ok(())
 }

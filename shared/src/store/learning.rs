@@ -84,7 +84,20 @@ pub struct SubmissionWrite<'a> {
     pub events: &'a [DomainEvent],
     /// Badges this submission earns (each written once: a concurrent award makes this write retry).
     pub badges: &'a [&'a Badge],
+    /// Where the task lives in an LMS, kept with the completion for later grade passback.
+    pub lms_ref: Option<&'a serde_json::Value>,
     pub now: i64,
+}
+
+/// A completed task, by its completion id (for grading it later).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    pub completion_id: String,
+    pub user_id: String,
+    pub quest_id: String,
+    pub task_id: String,
+    pub organization_id: String,
+    pub lms_ref: Option<serde_json::Value>,
 }
 
 impl Store<'_> {
@@ -235,6 +248,39 @@ impl Store<'_> {
         })
     }
 
+    pub async fn completion(&self, completion_id: &str) -> Result<Option<Completion>, StoreError> {
+        let Some(item) = self.get(&format!("COMPLETION#{completion_id}"), "COMPLETION").await? else { return Ok(None) };
+        let text = |k: &str| item.str(k).map(str::to_string);
+        Ok((|| {
+            Some(Completion {
+                completion_id: completion_id.to_string(),
+                user_id: text("user_id")?,
+                quest_id: text("quest_id")?,
+                task_id: text("task_id")?,
+                organization_id: text("organization_id")?,
+                lms_ref: item.str("lms").and_then(|l| serde_json::from_str(l).ok()),
+            })
+        })())
+    }
+
+    /// Records a grade on a completion with its `grade.updated` event, in one transaction.
+    pub async fn grade_completion(
+        &self,
+        completion_id: &str,
+        grade: &serde_json::Value,
+        event: &DomainEvent,
+        now: i64,
+    ) -> Result<(), WriteError> {
+        let graded = update(self.table, format!("COMPLETION#{completion_id}"), "COMPLETION")
+            .update_expression("SET grade = :grade, graded_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":grade", s(grade.to_string()))
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(|e| StoreError(e.to_string()))?;
+        self.transact(vec![TransactWriteItem::builder().update(graded).build(), self.outbox_put(event)]).await
+    }
+
     /// The completion a submission (by its idempotency key) already produced.
     pub async fn submission_completion(&self, source: &str, key: &str) -> Result<Option<String>, StoreError> {
         let item = self.get(&format!("SUBMISSION#{source}#{key}"), "SUBMISSION").await?;
@@ -348,6 +394,21 @@ impl Store<'_> {
             items.push(TransactWriteItem::builder().update(xp).build());
         }
         items.extend(w.badges.iter().map(|b| self.earned_badge_put(user, b, w.now)));
+        if w.completes_task {
+            let mut completion = Item::from([
+                ("pk".into(), s(format!("COMPLETION#{}", w.completion_id))),
+                ("sk".into(), s("COMPLETION")),
+                ("user_id".into(), s(user)),
+                ("quest_id".into(), s(&quest.id)),
+                ("task_id".into(), s(&task.id)),
+                ("organization_id".into(), s(&quest.organization_id)),
+                ("completed_at".into(), n(w.now)),
+            ]);
+            if let Some(lms) = w.lms_ref {
+                completion.insert("lms".into(), s(lms.to_string()));
+            }
+            items.push(self.put_new_item(completion));
+        }
         let evidence = Put::builder()
             .table_name(self.table)
             .item("pk", s(user_pk(user)))

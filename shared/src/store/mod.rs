@@ -23,6 +23,7 @@
 //! | user task | `USER#<user_id>` | `Q#<quest_id>#TASK#<task_id>` | status, completion_id, completed_at |
 //! | evidence | `USER#<user_id>` | `Q#<quest_id>#EVIDENCE#<task_id>` | blocks (JSON), updated_at, submission_key |
 //! | XP | `USER#<user_id>` | `XP` | xp_total, `xp#<pillar>`, quests_completed (atomic `ADD`) |
+//! | completion | `COMPLETION#<completion_id>` | `COMPLETION` | user_id, quest_id, task_id, organization_id, lms (JSON), grade, graded_at |
 //! | badge | `BADGE#<badge_id>` | `BADGE` | doc (JSON), gsi1pk `ORG#<org>#BADGES`, gsi1sk `<created_at>#<id>` |
 //! | earned badge | `USER#<user_id>` | `BADGE#<badge_id>` | name, earned_at (written once) |
 //! | submission | `SUBMISSION#<source>#<key>` | `SUBMISSION` | user_id, quest_id, task_id, completion_id (idempotency) |

@@ -479,3 +479,80 @@ async fn multipart_submissions_carry_files_vouched_for_by_the_signed_metadata() 
     assert_eq!(post_multipart(&s, &ct, body, &sign(&s.secret, &metadata)).await.status(), 413);
     assert_eq!(stored_objects(&s).await, 1, "none of the refused submissions stored a file");
 }
+
+#[tokio::test]
+async fn a_grade_set_later_by_a_teacher_goes_back_to_spark() {
+    let (api, seen) = spark_api().await;
+    let api_url = format!("http://{api}");
+    let s = setup_with("gradelater", &[("SparkApiUrl", &api_url), ("PassbackRetryBaseSeconds", "1")]).await;
+    let body = payload(&[], "lab").to_string();
+    let r: Value = post(&s, &body, Some(&sign(&s.secret, &body))).await.json().await.unwrap();
+    let completion_id = r["completion_id"].as_str().unwrap().to_string();
+    while s.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
+    assert_eq!(
+        s.t.gateway.poll("spark-grade-passback", 0).await.unwrap(),
+        (0, 0),
+        "no grade yet, nothing to pass back"
+    );
+
+    let (_, teacher) = s.t.signed_in_as("teacher@school.example", Role::Teacher, "org-1").await;
+    let (_, stranger) = s.t.signed_in_as("teacher@other.example", Role::Teacher, "org-2").await;
+    let put = |token: &str, id: &str, body: Value| {
+        s.t.http.put(s.t.url(&format!("/api/completions/{id}/grade"))).bearer_auth(token).json(&body).send()
+    };
+    assert_eq!(
+        error_code(put(&stranger.access_token, &completion_id, json!({"grade": 10})).await.unwrap()).await,
+        (404, "completion_not_found".into())
+    );
+    assert_eq!(
+        error_code(put(&s.access, &completion_id, json!({"grade": 100})).await.unwrap()).await.0,
+        403,
+        "students do not grade"
+    );
+    assert_eq!(
+        error_code(put(&teacher.access_token, "cmp_nope", json!({"grade": 10})).await.unwrap()).await,
+        (404, "completion_not_found".into())
+    );
+    assert_eq!(
+        error_code(put(&teacher.access_token, &completion_id, json!({"grade": null})).await.unwrap()).await,
+        (400, "invalid_grade".into())
+    );
+    let r = put(&teacher.access_token, &completion_id, json!({"grade": 88})).await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    while s.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
+    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (1, 1), "Spark answers 500 first");
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (1, 0));
+    let requests = seen.lock().unwrap();
+    assert_eq!(requests.last().unwrap().2["grade"], 88);
+    assert_eq!(requests.last().unwrap().2["completion_id"], completion_id.as_str());
+}
+
+#[tokio::test]
+async fn the_partner_cli_sends_signed_submissions() {
+    let s = setup("whcli").await;
+    let cli = crate::binaries::binary_path("spark-cli");
+    let out = tokio::process::Command::new(cli)
+        .args([
+            "send-submission",
+            "--user",
+            "spark-kid",
+            "--course",
+            "bio",
+            "--assignment",
+            "lab",
+            "--text",
+            "From the CLI",
+        ])
+        .args(["--file", &format!("{}/report.pdf,application/pdf,report.pdf", s.files), "--base-url", &s.t.base])
+        .env("SPARK_WEBHOOK_SECRET", &s.secret)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 "));
+    let me = my_quests(&s).await;
+    assert_eq!(me["quests"][0]["tasks"][0]["evidence"][0]["text"], "From the CLI");
+    assert_eq!(me["quests"][0]["tasks"][0]["evidence"][1]["file"]["content_type"], "application/pdf");
+}
