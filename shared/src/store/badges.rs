@@ -26,17 +26,7 @@ impl Store<'_> {
 
     /// An organization's badges, oldest first.
     pub async fn badges_of_organization(&self, organization_id: &str) -> Result<Vec<Badge>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(self.table)
-            .index_name("gsi1")
-            .key_condition_expression("gsi1pk = :org")
-            .expression_attribute_values(":org", s(format!("ORG#{organization_id}#BADGES")))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(out.items().iter().filter_map(|i| serde_json::from_str(i.str("doc")?).ok()).collect())
+        self.organization_documents(organization_id, "BADGES", false, 500).await
     }
 
     /// The badges a user has earned: badge id to the time it was earned.

@@ -135,19 +135,7 @@ impl Store<'_> {
 
     /// An organization's quests, newest first.
     pub async fn quests_of_organization(&self, organization_id: &str, limit: i32) -> Result<Vec<Quest>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(self.table)
-            .index_name("gsi1")
-            .key_condition_expression("gsi1pk = :org")
-            .expression_attribute_values(":org", s(format!("ORG#{organization_id}#QUESTS")))
-            .scan_index_forward(false)
-            .limit(limit)
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(out.items().iter().filter_map(quest_from_item).collect())
+        self.organization_documents(organization_id, "QUESTS", true, limit).await
     }
 
     /// Quests by id (missing ones are left out).

@@ -98,6 +98,30 @@ impl<'a> Store<'a> {
         Ok(out.item)
     }
 
+    /// JSON documents (`doc` attribute) an organization owns of one kind (`QUESTS`, `BADGES`), through
+    /// the `gsi1` index (`ORG#<org>#<kind>`, sorted by creation).
+    pub async fn organization_documents<T: serde::de::DeserializeOwned>(
+        &self,
+        organization_id: &str,
+        kind: &str,
+        newest_first: bool,
+        limit: i32,
+    ) -> Result<Vec<T>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(self.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :org")
+            .expression_attribute_values(":org", s(format!("ORG#{organization_id}#{kind}")))
+            .scan_index_forward(!newest_first)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(out.items().iter().filter_map(|i| serde_json::from_str(i.str("doc")?).ok()).collect())
+    }
+
     /// Adds one hit to a rate-limit window counter and returns the new count (one atomic `ADD`).
     pub async fn count_hit(&self, pk: &str, window_start: i64, expires_at: i64) -> Result<i64, StoreError> {
         let out = self

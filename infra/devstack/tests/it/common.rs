@@ -69,6 +69,11 @@ impl TestStack {
         format!("{}{path}", self.base)
     }
 
+    /// `GET path` with a bearer token, as JSON.
+    pub async fn get_json(&self, path: &str, token: &str) -> serde_json::Value {
+        self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+    }
+
     pub fn env(&self, binary: &str) -> BTreeMap<String, String> {
         let def = self.template.functions().unwrap().into_iter().find(|f| f.binary == binary).unwrap();
         self.stack.function_env(&self.template, &def.logical_id).unwrap()

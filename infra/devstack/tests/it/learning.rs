@@ -124,16 +124,7 @@ async fn a_submission_enrolls_completes_once_replaces_evidence_and_shows_up_for_
     let resubmission = submit("k2", "final version").await;
     assert_eq!((resubmission.completion_id.as_str(), resubmission.duplicate), (first.completion_id.as_str(), false));
 
-    let me: Value = t
-        .http
-        .get(t.url("/api/me/quests"))
-        .bearer_auth(&tokens.access_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = t.get_json("/api/me/quests", &tokens.access_token).await;
     assert_eq!(me["xp"], json!({"total": 100, "by_pillar": {"stem": 100}, "quests_completed": 0}), "XP awarded once");
     let mine = &me["quests"][0];
     assert_eq!(mine["quest_id"], q.id.as_str());
@@ -155,16 +146,7 @@ async fn a_submission_enrolls_completes_once_replaces_evidence_and_shows_up_for_
     assert_eq!(kinds.iter().filter(|k| *k == "quest.completed").count(), 0, "{kinds:?}");
     // Another student sees nothing of this.
     let (_, other) = t.signed_in_as("other@example.com", Role::Student, "org-1").await;
-    let theirs: Value = t
-        .http
-        .get(t.url("/api/me/quests"))
-        .bearer_auth(&other.access_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = t.get_json("/api/me/quests", &other.access_token).await;
     assert_eq!(theirs, json!({"xp": {"total": 0, "by_pillar": {}, "quests_completed": 0}, "badges": [], "quests": []}));
 }
 
@@ -294,16 +276,7 @@ async fn badges_are_earned_once_when_their_requirements_are_met() {
         .await
         .unwrap();
     }
-    let me: Value = t
-        .http
-        .get(t.url("/api/me/quests"))
-        .bearer_auth(&student_tokens.access_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = t.get_json("/api/me/quests", &student_tokens.access_token).await;
     assert_eq!(me["xp"]["quests_completed"], 1);
     let mut earned: Vec<&str> = me["badges"]
         .as_array()

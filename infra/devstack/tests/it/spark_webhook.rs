@@ -83,7 +83,7 @@ async fn post(s: &Setup, body: &str, signature: Option<&str>) -> reqwest::Respon
 }
 
 async fn my_quests(s: &Setup) -> Value {
-    s.t.http.get(s.t.url("/api/me/quests")).bearer_auth(&s.access).send().await.unwrap().json().await.unwrap()
+    s.t.get_json("/api/me/quests", &s.access).await
 }
 
 async fn stored_objects(s: &Setup) -> usize {
