@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 TOOLS := $(VENV)/.installed
 
-.PHONY: dev test check token reset sam-build bench clean
+.PHONY: dev test check token secret reset sam-build bench clean
 
 $(TOOLS): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -25,10 +25,15 @@ check:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## A signed-in session on the running `make dev` stack: make token EMAIL=ada@example.com ROLE=admin
+LOCAL_AWS := AWS_ENDPOINT_URL=http://127.0.0.1:$${MOTO_PORT:-4566} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+
+## A signed-in session on the running `make dev` stack: make token EMAIL=ada@example.com ROLE=org_admin ORG=demo
 token:
-	AWS_ENDPOINT_URL=http://127.0.0.1:$${MOTO_PORT:-4566} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
-	  cargo run -q -p devstack -- token --email "$(EMAIL)" --role "$(or $(ROLE),student)"
+	$(LOCAL_AWS) cargo run -q -p devstack -- token --email "$(EMAIL)" --role "$(or $(ROLE),student)" $(if $(ORG),--org "$(ORG)")
+
+## A secret of the running `make dev` stack, e.g. make -s secret NAME=SparkSsoSecret
+secret:
+	$(LOCAL_AWS) cargo run -q -p devstack -- secret "$(NAME)"
 
 ## Forget the local data of `make dev` (stop it first)
 reset:

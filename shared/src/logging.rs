@@ -2,9 +2,19 @@
 //! and whatever domain ids the code records. Secrets are `secrecy` types, which do not print.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
-/// Installs the JSON subscriber once; later calls (tests, the dev gateway) are no-ops.
+/// Logs to stdout, where Lambda collects them. Later calls (tests) are no-ops.
 pub fn init() {
+    init_with(std::io::stdout);
+}
+
+/// Logs to stderr, for command-line tools whose stdout is their output (the local stack's CLI).
+pub fn init_stderr() {
+    init_with(std::io::stderr);
+}
+
+fn init_with<W: for<'a> MakeWriter<'a> + Send + Sync + 'static>(writer: W) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()
@@ -14,5 +24,6 @@ pub fn init() {
         .flatten_event(true)
         .with_target(false)
         .with_ansi(false)
+        .with_writer(writer)
         .try_init();
 }

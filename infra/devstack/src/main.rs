@@ -45,8 +45,8 @@ fn parse_args() -> anyhow::Result<Args> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    // The functions' own JSON log lines, as `sam local start-api` shows them (RUST_LOG filters).
-    hub::logging::init();
+    // The functions' own JSON log lines (on stderr), as `sam local start-api` shows them (RUST_LOG filters).
+    hub::logging::init_stderr();
     let stack_name = args.options.get("stack").cloned().unwrap_or_else(|| "hub-dev".into());
     let endpoint = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL must point at the local AWS stack")?;
     let host = url::Url::parse(&endpoint)?.host_str().unwrap_or_default().to_string();
