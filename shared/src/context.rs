@@ -27,6 +27,7 @@ pub struct Context {
     /// The key of Spark's API, for grade passback.
     pub spark_api_key: Option<CachedKeyRing>,
     pub clock: Clock,
+    outbound: std::sync::Mutex<std::collections::HashMap<Option<Vec<String>>, OutboundClient>>,
 }
 
 impl Context {
@@ -50,6 +51,7 @@ impl Context {
             sqs: OnceLock::new(),
             secrets: OnceLock::new(),
             clock: Clock::default(),
+            outbound: Default::default(),
         }
     }
 
@@ -76,16 +78,24 @@ impl Context {
     }
 
     /// An SSRF-guarded HTTP client for URLs that came from outside, under this stage's rules.
+    /// Built once per host list and reused by the warm instance (a client holds TLS setup and a
+    /// connection pool; building one per request would redo both).
     pub fn outbound(
         &self,
         allowed_hosts: Option<Vec<String>>,
     ) -> Result<OutboundClient, crate::outbound::OutboundError> {
-        OutboundClient::new(OutboundPolicy {
+        let mut clients = self.outbound.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(&allowed_hosts) {
+            return Ok(client.clone());
+        }
+        let client = OutboundClient::new(OutboundPolicy {
             allow_plain_http: self.config.stage == crate::config::Stage::Local,
             allow_loopback: self.config.outbound_allow_loopback,
-            allowed_hosts,
+            allowed_hosts: allowed_hosts.clone(),
             ..OutboundPolicy::default()
-        })
+        })?;
+        clients.insert(allowed_hosts, client.clone());
+        Ok(client)
     }
 }
 

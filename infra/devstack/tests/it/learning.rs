@@ -15,6 +15,19 @@ fn text_block(text: &str) -> Vec<EvidenceBlock> {
     vec![EvidenceBlock { order: 1, block_type: BlockType::Text, text: Some(text.into()), file: None }]
 }
 
+/// Records a text-only Spark submission (no grade) for a user.
+async fn submit_text(
+    ctx: &hub::Context,
+    user_id: &str,
+    quest: &Quest,
+    key: &str,
+    text: &str,
+) -> Result<hub::learning::submissions::Recorded, hub::ApiError> {
+    let evidence = text_block(text);
+    record(ctx, &Submission { source: "spark", key, user_id, quest, evidence: &evidence, grade: None, lms_ref: None })
+        .await
+}
+
 async fn quest(t: &TestStack, tasks: &[(&str, i64, &str)], assignment: &str) -> Quest {
     let (admin, _) = t.signed_in_as("qa@example.com", Role::OrgAdmin, "org-1").await;
     let principal = hub::auth::guard::Principal {
@@ -99,23 +112,7 @@ async fn a_submission_enrolls_completes_once_replaces_evidence_and_shows_up_for_
     let (student, tokens) = t.signed_in_as("kid@example.com", Role::Student, "org-1").await;
     let submit = |key: &'static str, text: &'static str| {
         let (ctx, q, user) = (t.ctx.clone(), q.clone(), student.id.clone());
-        async move {
-            let evidence = text_block(text);
-            record(
-                &ctx,
-                &Submission {
-                    source: "spark",
-                    key,
-                    user_id: &user,
-                    quest: &q,
-                    evidence: &evidence,
-                    grade: None,
-                    lms_ref: None,
-                },
-            )
-            .await
-            .unwrap()
-        }
+        async move { submit_text(&ctx, &user, &q, key, text).await.unwrap() }
     };
     let first = submit("k1", "first draft").await;
     assert!(!first.duplicate);
@@ -156,21 +153,7 @@ async fn a_quest_completes_once_and_a_new_submission_reactivates_it_without_a_se
     let q = quest(&t, &[("Only task", 40, "stem")], "s2").await;
     let (student, _) = t.signed_in_as("ann@example.com", Role::Student, "org-1").await;
     for key in ["a", "b"] {
-        let evidence = text_block(key);
-        record(
-            &t.ctx,
-            &Submission {
-                source: "spark",
-                key,
-                user_id: &student.id,
-                quest: &q,
-                evidence: &evidence,
-                grade: None,
-                lms_ref: None,
-            },
-        )
-        .await
-        .unwrap();
+        submit_text(&t.ctx, &student.id, &q, key, key).await.unwrap();
     }
     let state = t.ctx.store().learning_state(&student.id, Some(&q.id)).await.unwrap().remove(&q.id).unwrap();
     assert_eq!(state.enrollment.as_ref().unwrap().status, "completed");
@@ -191,22 +174,7 @@ async fn concurrent_submissions_award_xp_once() {
         .into_iter()
         .map(|key| {
             let (ctx, q, user) = (t.ctx.clone(), q.clone(), student.id.clone());
-            tokio::spawn(async move {
-                let evidence = text_block(&key);
-                record(
-                    &ctx,
-                    &Submission {
-                        source: "spark",
-                        key: &key,
-                        user_id: &user,
-                        quest: &q,
-                        evidence: &evidence,
-                        grade: None,
-                        lms_ref: None,
-                    },
-                )
-                .await
-            })
+            tokio::spawn(async move { submit_text(&ctx, &user, &q, &key, &key).await })
         })
         .collect();
     let mut outcomes = Vec::new();
@@ -260,21 +228,7 @@ async fn badges_are_earned_once_when_their_requirements_are_met() {
     let q = quest(&t, &[("Report", 100, "stem")], "b1").await;
     let student = hub::auth::tokens::verify_access(&t.ctx, &student_tokens.access_token).await.unwrap().sub;
     for key in ["first", "again"] {
-        let evidence = text_block(key);
-        record(
-            &t.ctx,
-            &Submission {
-                source: "spark",
-                key,
-                user_id: &student,
-                quest: &q,
-                evidence: &evidence,
-                grade: None,
-                lms_ref: None,
-            },
-        )
-        .await
-        .unwrap();
+        submit_text(&t.ctx, &student, &q, key, key).await.unwrap();
     }
     let me: Value = t.get_json("/api/me/quests", &student_tokens.access_token).await;
     assert_eq!(me["xp"]["quests_completed"], 1);
