@@ -40,6 +40,17 @@ pub struct Config {
     pub passback_retry_base: Duration,
     /// Submissions accepted from Spark per minute.
     pub spark_webhook_rate_limit: i64,
+    /// Outbound webhooks: the queue of delivery jobs and its dead-letter queue (exhausted jobs).
+    pub webhook_delivery_queue_url: Option<String>,
+    pub webhook_dead_letter_queue_url: Option<String>,
+    /// The key that encrypts subscription signing secrets at rest.
+    pub webhook_sealing_key_secret_id: Option<String>,
+    /// Delays before each automatic retry of a failed delivery (then the delivery fails).
+    pub webhook_retry_schedule: Vec<Duration>,
+    /// A subscription whose deliveries all failed for this long is disabled.
+    pub webhook_disable_after: Duration,
+    /// Delivery records expire after this long.
+    pub webhook_delivery_retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +104,31 @@ impl Config {
                 Some(v) => v.parse().map_err(|_| ConfigError::Invalid("SPARK_WEBHOOK_RATE_LIMIT"))?,
                 None => 100,
             },
+            webhook_delivery_queue_url: optional("WEBHOOK_DELIVERY_QUEUE_URL"),
+            webhook_dead_letter_queue_url: optional("WEBHOOK_DEAD_LETTER_QUEUE_URL"),
+            webhook_sealing_key_secret_id: optional("WEBHOOK_SEALING_KEY_SECRET_ID"),
+            webhook_retry_schedule: match optional("WEBHOOK_RETRY_SCHEDULE_SECONDS") {
+                Some(v) => parse_schedule(&v).ok_or(ConfigError::Invalid("WEBHOOK_RETRY_SCHEDULE_SECONDS"))?,
+                None => [60, 120, 240, 480, 960].map(Duration::from_secs).to_vec(),
+            },
+            webhook_disable_after: seconds("WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 24 * 3600)?,
+            webhook_delivery_retention: seconds("WEBHOOK_DELIVERY_RETENTION_SECONDS", 30 * 24 * 3600)?,
             spark_storage_domains: optional("SPARK_STORAGE_DOMAINS")
                 .map(|d| d.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
                 .unwrap_or_default(),
         })
     }
+}
+
+/// A comma-separated list of delays in seconds (`60,120,240`); empty means no retries. Each delay
+/// must fit an SQS visibility timeout (12 hours).
+fn parse_schedule(value: &str) -> Option<Vec<Duration>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse::<u64>().ok().filter(|s| *s <= 12 * 3600).map(Duration::from_secs))
+        .collect()
 }
 
 #[cfg(test)]
@@ -146,5 +177,21 @@ mod tests {
         assert_eq!(err.to_string(), "missing environment variable TABLE_NAME");
         let m = vars(&[("ACCESS_TOKEN_TTL_SECONDS", "soon")]);
         assert!(matches!(Config::from_lookup(|k| m.get(k).cloned()), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn webhook_retry_schedule_defaults_to_doubling_minutes_and_is_configurable() {
+        let c = Config::from_lookup(|k| vars(&[]).get(k).cloned()).unwrap();
+        assert_eq!(
+            c.webhook_retry_schedule.iter().map(Duration::as_secs).collect::<Vec<_>>(),
+            [60, 120, 240, 480, 960]
+        );
+        let m = vars(&[("WEBHOOK_RETRY_SCHEDULE_SECONDS", "1, 2,3")]);
+        let c = Config::from_lookup(|k| m.get(k).cloned()).unwrap();
+        assert_eq!(c.webhook_retry_schedule, [1, 2, 3].map(Duration::from_secs));
+        for bad in ["1,x", "-1", "50000"] {
+            let m = vars(&[("WEBHOOK_RETRY_SCHEDULE_SECONDS", bad)]);
+            assert!(Config::from_lookup(|k| m.get(k).cloned()).is_err(), "{bad}");
+        }
     }
 }

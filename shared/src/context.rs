@@ -11,6 +11,9 @@ use crate::outbound::{OutboundClient, OutboundPolicy};
 use crate::secrets::CachedKeyRing;
 use crate::store::Store;
 
+/// Outbound clients are kept by (allowed hosts, redirects followed).
+type OutboundKey = (Option<Vec<String>>, usize);
+
 pub struct Context {
     pub config: Config,
     sdk: SdkConfig,
@@ -26,8 +29,10 @@ pub struct Context {
     pub spark_webhook_keys: Option<CachedKeyRing>,
     /// The key of Spark's API, for grade passback.
     pub spark_api_key: Option<CachedKeyRing>,
+    /// The key that encrypts webhook subscription secrets at rest.
+    pub webhook_sealing_keys: Option<CachedKeyRing>,
     pub clock: Clock,
-    outbound: std::sync::Mutex<std::collections::HashMap<Option<Vec<String>>, OutboundClient>>,
+    outbound: std::sync::Mutex<std::collections::HashMap<OutboundKey, OutboundClient>>,
 }
 
 impl Context {
@@ -44,6 +49,7 @@ impl Context {
             spark_sso_keys: config.spark_sso_secret_id.clone().map(CachedKeyRing::new),
             spark_webhook_keys: config.spark_webhook_secret_id.clone().map(CachedKeyRing::new),
             spark_api_key: config.spark_api_key_secret_id.clone().map(CachedKeyRing::new),
+            webhook_sealing_keys: config.webhook_sealing_key_secret_id.clone().map(CachedKeyRing::new),
             config,
             sdk,
             dynamodb: OnceLock::new(),
@@ -84,17 +90,33 @@ impl Context {
         &self,
         allowed_hosts: Option<Vec<String>>,
     ) -> Result<OutboundClient, crate::outbound::OutboundError> {
+        self.outbound_client(allowed_hosts, OutboundPolicy::default().max_redirects)
+    }
+
+    /// The client of webhook deliveries: any public host, and redirects are not followed (a 3xx
+    /// is the receiver's answer; following it would turn our POST into someone else's GET).
+    pub fn webhook_client(&self) -> Result<OutboundClient, crate::outbound::OutboundError> {
+        self.outbound_client(None, 0)
+    }
+
+    fn outbound_client(
+        &self,
+        allowed_hosts: Option<Vec<String>>,
+        max_redirects: usize,
+    ) -> Result<OutboundClient, crate::outbound::OutboundError> {
         let mut clients = self.outbound.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(client) = clients.get(&allowed_hosts) {
+        let key = (allowed_hosts, max_redirects);
+        if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
         let client = OutboundClient::new(OutboundPolicy {
             allow_plain_http: self.config.stage == crate::config::Stage::Local,
             allow_loopback: self.config.outbound_allow_loopback,
-            allowed_hosts: allowed_hosts.clone(),
+            allowed_hosts: key.0.clone(),
+            max_redirects,
             ..OutboundPolicy::default()
         })?;
-        clients.insert(allowed_hosts, client.clone());
+        clients.insert(key, client.clone());
         Ok(client)
     }
 }

@@ -75,8 +75,9 @@ async fn handle(
     .await
 }
 
-/// An SQS consumer: each message is handled on its own; the ones that fail or panic are reported
-/// back (`ReportBatchItemFailures`) so SQS retries only them, then dead-letters them.
+/// An SQS consumer: the messages of a batch are handled concurrently, each on its own; the ones
+/// that fail or panic are reported back (`ReportBatchItemFailures`) so SQS retries only them, then
+/// dead-letters them. (Consumers do not rely on order: every job is idempotent.)
 pub fn queue_service(
     ctx: Arc<Context>,
     name: &'static str,
@@ -95,13 +96,20 @@ async fn handle_batch(
     async move {
         let mut response = SqsBatchResponse::default();
         let total = event.payload.records.len();
-        for message in event.payload.records {
-            let message_id = message.message_id.clone().unwrap_or_default();
-            let failure = match AssertUnwindSafe(handler(ctx.clone(), message)).catch_unwind().await {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(error.to_string()),
-                Err(_) => Some("handler panicked".to_string()),
-            };
+        let outcomes = futures_util::future::join_all(event.payload.records.into_iter().map(|message| {
+            let ctx = ctx.clone();
+            async move {
+                let message_id = message.message_id.clone().unwrap_or_default();
+                let failure = match AssertUnwindSafe(handler(ctx, message)).catch_unwind().await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(error.to_string()),
+                    Err(_) => Some("handler panicked".to_string()),
+                };
+                (message_id, failure)
+            }
+        }))
+        .await;
+        for (message_id, failure) in outcomes {
             if let Some(error) = failure {
                 tracing::warn!(message_id, error, "message failed; SQS will retry it");
                 let mut item = BatchItemFailure::default();

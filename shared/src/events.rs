@@ -86,13 +86,15 @@ pub async fn relay(ctx: Arc<Context>, _schedule: Value) -> Result<Value, ApiErro
 #[error("{0}")]
 pub struct QueueError(pub String);
 
-/// Consumer of the events queue: hands each event to what follows from it (grade passback) and
-/// records it once in its organization's activity log (a duplicate delivery changes nothing).
+/// Consumer of the events queue: hands each event to what follows from it (grade passback, webhook
+/// deliveries) and records it once in its organization's activity log (a duplicate delivery changes
+/// nothing).
 pub async fn dispatch(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueError> {
     let body = message.body.as_deref().unwrap_or_default();
     let event: DomainEvent = serde_json::from_str(body).map_err(|e| QueueError(format!("malformed event: {e}")))?;
     // Fan-out first, record last: a failure retries the whole event, and every step is idempotent.
     crate::spark::passback::enqueue(&ctx, &event).await?;
+    crate::webhooks::delivery::fan_out(&ctx, &event).await?;
     let recorded = ctx.store().record_activity(&event).await.map_err(|e| QueueError(e.to_string()))?;
     tracing::info!(event_id = event.id, event_type = event.event_type, duplicate = !recorded, "event dispatched");
     Ok(())

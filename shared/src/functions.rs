@@ -69,6 +69,40 @@ pub const SPARK_GRADE_PASSBACK: Function = Function {
     name: "spark-grade-passback",
     handler: Handler::Queue(|c, m| Box::pin(crate::spark::passback::deliver(c, m))),
 };
+pub const WEBHOOKS_SUBSCRIPTIONS_CREATE: Function = Function {
+    name: "webhooks-subscriptions-create",
+    handler: Handler::Http(|c, r| Box::pin(api::webhooks::create_subscription(c, r))),
+};
+pub const WEBHOOKS_SUBSCRIPTIONS_LIST: Function = Function {
+    name: "webhooks-subscriptions-list",
+    handler: Handler::Http(|c, r| Box::pin(api::webhooks::list_subscriptions(c, r))),
+};
+pub const WEBHOOKS_SUBSCRIPTION_GET: Function = Function {
+    name: "webhooks-subscription-get",
+    handler: Handler::Http(|c, r| Box::pin(api::webhooks::get_subscription(c, r))),
+};
+pub const WEBHOOKS_SUBSCRIPTION_UPDATE: Function = Function {
+    name: "webhooks-subscription-update",
+    handler: Handler::Http(|c, r| Box::pin(api::webhooks::update_subscription(c, r))),
+};
+pub const WEBHOOKS_SUBSCRIPTION_DELETE: Function = Function {
+    name: "webhooks-subscription-delete",
+    handler: Handler::Http(|c, r| Box::pin(api::webhooks::delete_subscription(c, r))),
+};
+pub const WEBHOOKS_DELIVERIES_LIST: Function = Function {
+    name: "webhooks-deliveries-list",
+    handler: Handler::Http(|c, r| Box::pin(api::webhooks::list_deliveries(c, r))),
+};
+pub const WEBHOOKS_DELIVERY_REDELIVER: Function = Function {
+    name: "webhooks-delivery-redeliver",
+    handler: Handler::Http(|c, r| Box::pin(api::webhooks::redeliver(c, r))),
+};
+pub const WEBHOOKS_TEST: Function =
+    Function { name: "webhooks-test", handler: Handler::Http(|c, r| Box::pin(api::webhooks::test(c, r))) };
+pub const WEBHOOK_DELIVER: Function = Function {
+    name: "webhook-deliver",
+    handler: Handler::Queue(|c, m| Box::pin(crate::webhooks::delivery::deliver(c, m))),
+};
 pub const EVENTS_DISPATCH: Function =
     Function { name: "events-dispatch", handler: Handler::Queue(|c, m| Box::pin(events::dispatch(c, m))) };
 pub const OUTBOX_RELAY: Function =
@@ -89,6 +123,15 @@ pub const ALL: &[Function] = &[
     SPARK_TOKEN,
     SPARK_WEBHOOK_SUBMISSION,
     SPARK_GRADE_PASSBACK,
+    WEBHOOKS_SUBSCRIPTIONS_CREATE,
+    WEBHOOKS_SUBSCRIPTIONS_LIST,
+    WEBHOOKS_SUBSCRIPTION_GET,
+    WEBHOOKS_SUBSCRIPTION_UPDATE,
+    WEBHOOKS_SUBSCRIPTION_DELETE,
+    WEBHOOKS_DELIVERIES_LIST,
+    WEBHOOKS_DELIVERY_REDELIVER,
+    WEBHOOKS_TEST,
+    WEBHOOK_DELIVER,
     EVENTS_DISPATCH,
     OUTBOX_RELAY,
 ];

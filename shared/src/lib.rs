@@ -13,6 +13,7 @@ pub mod events;
 pub mod files;
 pub mod functions;
 pub mod http;
+pub mod jobs;
 pub mod learning;
 pub mod logging;
 pub mod outbound;
@@ -20,6 +21,7 @@ pub mod ratelimit;
 pub mod secrets;
 pub mod spark;
 pub mod store;
+pub mod webhooks;
 
 pub use config::Config;
 pub use context::Context;

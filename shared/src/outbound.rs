@@ -25,6 +25,7 @@ pub struct OutboundPolicy {
     pub allowed_hosts: Option<Vec<String>>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Redirects followed (each hop checked); 0 returns a 3xx answer as it is.
     pub max_redirects: usize,
 }
 
@@ -53,6 +54,8 @@ pub enum OutboundError {
     HostNotAllowed(String),
     #[error("address {0} is not allowed")]
     ForbiddenAddress(IpAddr),
+    #[error("host {0} does not resolve")]
+    Unresolvable(String),
     #[error("response larger than {0} bytes")]
     TooLarge(usize),
     #[error("request failed: {0}")]
@@ -73,7 +76,7 @@ impl OutboundError {
                 }
                 false
             }
-            OutboundError::TooLarge(_) => false,
+            OutboundError::TooLarge(_) | OutboundError::Unresolvable(_) => false,
             _ => true,
         }
     }
@@ -97,6 +100,9 @@ impl OutboundClient {
             .connect_timeout(policy.connect_timeout)
             .dns_resolver(Arc::new(GuardedResolver { allow_loopback: policy.allow_loopback }))
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if redirect_policy.max_redirects == 0 {
+                    return attempt.stop();
+                }
                 if attempt.previous().len() > redirect_policy.max_redirects {
                     return attempt.error("too many redirects");
                 }
@@ -120,6 +126,16 @@ impl OutboundClient {
 
     pub fn post(&self, url: &str) -> Result<reqwest::RequestBuilder, OutboundError> {
         Ok(self.client.post(self.check_url(url)?))
+    }
+
+    /// Checks a URL and every address its host resolves to now, without connecting: for targets
+    /// registered to be called later (each call is checked again, as DNS answers change).
+    pub async fn check_target(&self, url: &str) -> Result<Url, OutboundError> {
+        let url = self.check_url(url)?;
+        if let Some(Host::Domain(name)) = url.host() {
+            resolve_guarded(name, self.policy.allow_loopback).await?;
+        }
+        Ok(url)
     }
 }
 
@@ -167,13 +183,20 @@ impl Resolve for GuardedResolver {
         let allow_loopback = self.allow_loopback;
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(bad) = addrs.iter().find(|a| is_forbidden(a.ip(), allow_loopback)) {
-                return Err(Box::new(OutboundError::ForbiddenAddress(bad.ip())) as _);
-            }
+            let addrs = resolve_guarded(&host, allow_loopback).await?;
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
+}
+
+/// Every address of `host`, refused as a whole when any of them is forbidden.
+async fn resolve_guarded(host: &str, allow_loopback: bool) -> Result<Vec<SocketAddr>, OutboundError> {
+    let addrs: Vec<SocketAddr> =
+        tokio::net::lookup_host((host, 0)).await.map_err(|_| OutboundError::Unresolvable(host.to_string()))?.collect();
+    if let Some(bad) = addrs.iter().find(|a| is_forbidden(a.ip(), allow_loopback)) {
+        return Err(OutboundError::ForbiddenAddress(bad.ip()));
+    }
+    Ok(addrs)
 }
 
 /// Addresses an outbound request must never reach.
@@ -236,6 +259,20 @@ pub async fn read_capped(response: reqwest::Response, max: usize) -> Result<Vec<
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The first `max` bytes of a response body (for logs of what a receiver answered); the rest is
+/// not read. A body that fails midway yields what arrived.
+pub async fn read_prefix(response: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while body.len() < max {
+        match stream.next().await {
+            Some(Ok(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(max - body.len())]),
+            _ => break,
+        }
+    }
+    body
 }
 
 #[cfg(test)]

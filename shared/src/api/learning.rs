@@ -35,7 +35,7 @@ pub async fn create_badge(ctx: Arc<Context>, req: Request) -> ApiResult {
 pub async fn list_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let requested = req.query_string_parameters_ref().and_then(|q| q.first("organization_id").map(str::to_string));
-    let org = quests::target_organization(&principal, requested.as_deref())?;
+    let org = principal.administered_organization(requested.as_deref())?;
     let quests = ctx.store().quests_of_organization(&org, 100).await?;
     json(StatusCode::OK, &json!({ "organization_id": org, "quests": quests }))
 }

@@ -5,3 +5,4 @@ pub mod auth;
 pub mod health;
 pub mod learning;
 pub mod spark;
+pub mod webhooks;

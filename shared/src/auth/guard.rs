@@ -37,6 +37,18 @@ impl Principal {
             _ => Err(ApiError::forbidden("You do not administer this organization")),
         }
     }
+
+    /// The organization an admin acts on: their own, or (platform admins) the one they name.
+    pub fn administered_organization(&self, requested: Option<&str>) -> Result<String, ApiError> {
+        self.require_role(&[Role::OrgAdmin, Role::Admin])?;
+        let org = match (requested, self.org_id.as_deref()) {
+            (Some(org), _) => org.to_string(),
+            (None, Some(own)) => own.to_string(),
+            (None, None) => return Err(ApiError::bad_request("missing_organization", "Name the organization_id")),
+        };
+        self.require_org_admin(&org)?;
+        Ok(org)
+    }
 }
 
 /// Authenticates by `Authorization: Bearer` or, failing that, the access cookie.

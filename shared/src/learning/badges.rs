@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use super::valid_slug;
 use crate::auth::guard::Principal;
-use crate::learning::quests::target_organization;
 use crate::{ApiError, Context, crypto};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +59,7 @@ pub struct NewBadge {
 }
 
 pub async fn create_badge(ctx: &Context, principal: &Principal, new: NewBadge) -> Result<Badge, ApiError> {
-    let organization_id = target_organization(principal, new.organization_id.as_deref())?;
+    let organization_id = principal.administered_organization(new.organization_id.as_deref())?;
     let bad = |m: &str| Err(ApiError::bad_request("invalid_badge", m));
     if new.name.trim().is_empty() || new.name.len() > 100 || new.description.len() > 1000 {
         return bad("name must be 1 to 100 characters, description at most 1000");

@@ -3,7 +3,6 @@
 use serde::Deserialize;
 
 use super::{LmsMapping, Quest, QuestTask, valid_slug};
-use crate::auth::Role;
 use crate::auth::guard::Principal;
 use crate::store::WriteError;
 use crate::{ApiError, Context, crypto};
@@ -31,21 +30,8 @@ pub struct NewTask {
     pub xp: i64,
 }
 
-/// The organization an admin acts on: their own, or (platform admins) the one they name.
-pub fn target_organization(principal: &Principal, requested: Option<&str>) -> Result<String, ApiError> {
-    principal.require_role(&[Role::OrgAdmin, Role::Admin])?;
-    let org = match (principal.role, requested, principal.org_id.as_deref()) {
-        (Role::Admin, Some(org), _) => org.to_string(),
-        (_, None, Some(own)) => own.to_string(),
-        (_, Some(org), _) => org.to_string(),
-        (_, None, None) => return Err(ApiError::bad_request("missing_organization", "Name the organization_id")),
-    };
-    principal.require_org_admin(&org)?;
-    Ok(org)
-}
-
 pub async fn create_quest(ctx: &Context, principal: &Principal, new: NewQuest) -> Result<Quest, ApiError> {
-    let organization_id = target_organization(principal, new.organization_id.as_deref())?;
+    let organization_id = principal.administered_organization(new.organization_id.as_deref())?;
     let bad = |m: &str| Err(ApiError::bad_request("invalid_quest", m));
     let title = new.title.trim();
     if title.is_empty() || title.len() > 200 {

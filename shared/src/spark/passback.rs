@@ -13,11 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::events::{DomainEvent, QueueError};
-use crate::{Context, crypto};
+use crate::{Context, crypto, jobs};
 
 pub const GRADE_UPDATED: &str = "grade.updated";
-/// SQS refuses visibility timeouts over 12 hours.
-const MAX_BACKOFF_SECS: u64 = 12 * 3600;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PassbackJob {
@@ -58,22 +56,14 @@ pub async fn enqueue(ctx: &Context, event: &DomainEvent) -> Result<(), QueueErro
         .grade_passback_queue_url
         .as_deref()
         .ok_or_else(|| QueueError("grade passback queue not configured".into()))?;
-    let body = serde_json::to_string(&job).map_err(|e| QueueError(e.to_string()))?;
-    ctx.sqs()
-        .send_message()
-        .queue_url(queue)
-        .message_body(body)
-        .send()
-        .await
-        .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+    jobs::enqueue(ctx, queue, &job).await?;
     tracing::info!(completion_id = job.completion_id, "grade passback queued");
     Ok(())
 }
 
 /// The worker: posts one job to Spark's API.
 pub async fn deliver(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueError> {
-    let job: PassbackJob = serde_json::from_str(message.body.as_deref().unwrap_or_default())
-        .map_err(|e| QueueError(format!("malformed passback job: {e}")))?;
+    let job: PassbackJob = jobs::parse(&message)?;
     let api = ctx.config.spark_api_url.as_deref().ok_or_else(|| QueueError("SPARK_API_URL not configured".into()))?;
     let host = url::Url::parse(api)
         .ok()
@@ -117,22 +107,9 @@ pub async fn deliver(ctx: Arc<Context>, message: SqsMessage) -> Result<(), Queue
 
 /// Hides the message for the next backoff step before it is reported as failed.
 async fn retry_later(ctx: &Context, message: &SqsMessage) {
-    let attempt: u32 = message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
-    let delay = (ctx.config.passback_retry_base.as_secs() << attempt.saturating_sub(1).min(20)).min(MAX_BACKOFF_SECS);
-    let (Some(queue), Some(receipt)) =
-        (ctx.config.grade_passback_queue_url.as_deref(), message.receipt_handle.as_deref())
-    else {
-        return;
-    };
-    if let Err(e) = ctx
-        .sqs()
-        .change_message_visibility()
-        .queue_url(queue)
-        .receipt_handle(receipt)
-        .visibility_timeout(delay as i32)
-        .send()
-        .await
-    {
-        tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "backoff not set; the queue's visibility timeout applies");
+    let attempt = jobs::receive_count(message);
+    let delay = (ctx.config.passback_retry_base.as_secs() << attempt.saturating_sub(1).min(20)) as i64;
+    if let Some(queue) = ctx.config.grade_passback_queue_url.as_deref() {
+        jobs::hide(ctx, queue, message, delay).await;
     }
 }

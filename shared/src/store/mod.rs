@@ -29,9 +29,13 @@
 //! | submission | `SUBMISSION#<source>#<key>` | `SUBMISSION` | user_id, quest_id, task_id, completion_id (idempotency) |
 //! | pending submission | `PENDING#<platform>#<course>#<assignment>` | `<idempotency key>` | payload, received_at, expires_at |
 //! | activity entry | `ORG#<org_id or ->#ACTIVITY` | `<occurred_at>#<event_id>` | event_type, data, expires_at |
+//! | webhook subscription | `WEBHOOK#<id>` | `SUBSCRIPTION` | organization_id, url, event_types, description, active, disabled_reason, disabled_at, failing_since, secrets_kid + secrets_blob (sealed), gsi1pk `ORG#<org>#WEBHOOKS`, gsi1sk `<created_at>#<id>` |
+//! | webhook delivery | `DELIVERY#<id>` | `DELIVERY` | subscription_id, organization_id, event_type, event_id, body, status, attempts (JSON each), automatic_attempts, next_attempt_at, lease + lease_until, gsi1pk `ORG#<org>#DELIVERIES`, gsi1sk `<created_at>#<id>`, expires_at |
 //!
-//! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only pending outbox events carry its
-//! keys (`OUTBOX#PENDING`, `<occurred_at>#<event_id>`), so the relay reads exactly what is left to publish.
+//! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only items listed per organization
+//! (quests, badges, webhook subscriptions and deliveries, by creation time) and pending outbox events
+//! (`OUTBOX#PENDING`, `<occurred_at>#<event_id>`) carry its keys, so the relay reads exactly what is
+//! left to publish.
 //!
 //! Access patterns: user by id (get), user by email or external identity (get the uniqueness item,
 //! then the user), refresh token by jti, session by id, window counter by rule+key+window.
@@ -45,6 +49,7 @@ pub mod outbox;
 pub mod pending;
 pub mod sessions;
 pub mod users;
+pub mod webhooks;
 
 use std::collections::HashMap;
 
@@ -107,6 +112,18 @@ impl<'a> Store<'a> {
         newest_first: bool,
         limit: i32,
     ) -> Result<Vec<T>, StoreError> {
+        let items = self.organization_items(organization_id, kind, newest_first, limit).await?;
+        Ok(items.iter().filter_map(|i| serde_json::from_str(i.str("doc")?).ok()).collect())
+    }
+
+    /// The items an organization owns of one kind, through the `gsi1` index.
+    pub async fn organization_items(
+        &self,
+        organization_id: &str,
+        kind: &str,
+        newest_first: bool,
+        limit: i32,
+    ) -> Result<Vec<Item>, StoreError> {
         let out = self
             .client
             .query()
@@ -119,7 +136,7 @@ impl<'a> Store<'a> {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
-        Ok(out.items().iter().filter_map(|i| serde_json::from_str(i.str("doc")?).ok()).collect())
+        Ok(out.items.unwrap_or_default())
     }
 
     /// Adds one hit to a rate-limit window counter and returns the new count (one atomic `ADD`).

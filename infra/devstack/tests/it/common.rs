@@ -195,3 +195,79 @@ pub async fn server(respond: fn(&str) -> Reply) -> (SocketAddr, Arc<AtomicUsize>
     });
     (addr, hits)
 }
+
+/// One request a [`Receiver`] got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+    pub at: std::time::Instant,
+}
+
+/// A scripted answer: status and headers.
+type Answer = (u16, Vec<(&'static str, String)>);
+
+/// A webhook receiver on loopback: records every request and answers from a script of
+/// (status, headers), then 200 once the script is used up.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    pub port: u16,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+    script: Arc<std::sync::Mutex<std::collections::VecDeque<Answer>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let receiver = Self {
+            url: format!("http://127.0.0.1:{port}/hooks/optio"),
+            port,
+            received: Default::default(),
+            script: Default::default(),
+        };
+        let r = receiver.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let r = r.clone();
+                        async move {
+                            use http_body_util::BodyExt;
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                            let at = std::time::Instant::now();
+                            r.received.lock().unwrap().push(Received { headers: parts.headers, body, at });
+                            let (status, headers) = r.script.lock().unwrap().pop_front().unwrap_or((200, Vec::new()));
+                            let mut b = hyper::Response::builder().status(status);
+                            for (k, v) in headers {
+                                b = b.header(k, v);
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                b.body(Full::new(Bytes::from(format!("answer {status}")))).unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        receiver
+    }
+
+    /// The next answers, in order.
+    pub fn answer(&self, answers: &[(u16, &[(&'static str, &str)])]) {
+        let mut script = self.script.lock().unwrap();
+        for (status, headers) in answers {
+            script.push_back((*status, headers.iter().map(|(k, v)| (*k, v.to_string())).collect()));
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}

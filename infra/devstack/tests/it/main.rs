@@ -15,3 +15,4 @@ mod provisioning;
 mod rate_limit;
 mod spark_sso;
 mod spark_webhook;
+mod webhooks;
