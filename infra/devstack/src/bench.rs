@@ -1,9 +1,15 @@
+//! Benchmarks against the local AWS stack.
+//!
 //! `devstack bench-spark`: latency (p50/p99/max) and throughput of the Spark endpoints through the
-//! dev gateway against the local AWS stack. Each request is a real one: every SSO token is new (a
-//! new user), every submission is a first submission (enrollment, completion, XP, events).
+//! dev gateway. Each request is a real one: every SSO token is new (a new user), every submission is
+//! a first submission (enrollment, completion, XP, events).
+//!
+//! `devstack bench-webhooks`: deliveries per second through the fan-out and the delivery worker to a
+//! local receiver.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -16,14 +22,50 @@ use crate::gateway::Gateway;
 use crate::provision::{LOCAL_PARAMETERS, provision};
 use crate::template::Template;
 
-pub async fn spark(template: &Template, sdk: &SdkConfig, requests: usize, concurrency: usize) -> anyhow::Result<()> {
+/// A fresh stack for one benchmark, its dev gateway serving on a random port, and a context.
+struct BenchStack {
+    stack: crate::provision::LocalStack,
+    gateway: Arc<Gateway>,
+    base: String,
+    ctx: hub::Context,
+}
+
+/// A context configured as one function of the stack is.
+fn function_context(
+    template: &Template,
+    stack: &crate::provision::LocalStack,
+    sdk: &SdkConfig,
+    binary: &str,
+) -> anyhow::Result<hub::Context> {
+    let def = template.functions()?.into_iter().find(|f| f.binary == binary).context("no such function")?;
+    let env = stack.function_env(template, &def.logical_id)?;
+    Ok(hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned())?, sdk.clone()))
+}
+
+async fn bench_stack(template: &Template, sdk: &SdkConfig, params: &[(&str, &str)]) -> anyhow::Result<BenchStack> {
     let stack_name = format!("bench-{:08x}", rand::random::<u32>());
-    let params = [LOCAL_PARAMETERS.as_slice(), &[("SparkWebhookRateLimit", "100000000"), ("FrontendUrl", "")]].concat();
-    let stack = provision(template, &stack_name, sdk, &params).await?;
+    let stack = provision(template, &stack_name, sdk, &[LOCAL_PARAMETERS.as_slice(), params].concat()).await?;
     let gateway = Arc::new(Gateway::new(template, &stack, sdk)?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(gateway.serve(listener));
+    tokio::spawn(gateway.clone().serve(listener));
+    let ctx = function_context(template, &stack, sdk, "auth-me")?;
+    Ok(BenchStack { stack, gateway, base, ctx })
+}
+
+fn bench_admin() -> hub::auth::guard::Principal {
+    hub::auth::guard::Principal {
+        user_id: "bench-admin".into(),
+        email: None,
+        role: hub::auth::Role::OrgAdmin,
+        org_id: Some("bench".into()),
+        session_id: "bench".into(),
+    }
+}
+
+pub async fn spark(template: &Template, sdk: &SdkConfig, requests: usize, concurrency: usize) -> anyhow::Result<()> {
+    let BenchStack { stack, base, ctx, .. } =
+        bench_stack(template, sdk, &[("SparkWebhookRateLimit", "100000000"), ("FrontendUrl", "")]).await?;
     let files = file_server().await?;
     let secret = |id: &str| {
         let sm = aws_sdk_secretsmanager::Client::new(sdk);
@@ -33,16 +75,7 @@ pub async fn spark(template: &Template, sdk: &SdkConfig, requests: usize, concur
     let (sso_secret, webhook_secret) = (secret("SparkSsoSecret").await?, secret("SparkWebhookSecret").await?);
 
     // A quest per assignment the submissions go to, created by an organization admin.
-    let env = template.functions()?.into_iter().find(|f| f.binary == "auth-me").context("auth-me")?;
-    let env = stack.function_env(template, &env.logical_id)?;
-    let ctx = hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned())?, sdk.clone());
-    let admin = hub::auth::guard::Principal {
-        user_id: "bench-admin".into(),
-        email: None,
-        role: hub::auth::Role::OrgAdmin,
-        org_id: Some("bench".into()),
-        session_id: "bench".into(),
-    };
+    let admin = bench_admin();
     for assignment in ["text", "file"] {
         let quest: hub::learning::quests::NewQuest = serde_json::from_value(json!({
             "title": assignment, "pillar": "stem", "lms": {"platform": "spark", "course_id": "bench", "assignment_id": assignment},
@@ -115,6 +148,106 @@ pub async fn spark(template: &Template, sdk: &SdkConfig, requests: usize, concur
     run("POST /spark/webhook (text)", requests, concurrency, submit("text", false)).await?;
     run("POST /spark/webhook (1 MB PDF)", requests / 4, concurrency, submit("file", true)).await?;
     Ok(())
+}
+
+/// Events fanned out, then delivered by the worker (SQS receive, claim, signed POST, record, delete)
+/// to a receiver on loopback that answers 204 at once. `pollers` stand for concurrent worker instances;
+/// each handles a batch of up to 10 jobs concurrently, as Lambda's SQS event source hands it.
+pub async fn webhooks(template: &Template, sdk: &SdkConfig, deliveries: usize, pollers: usize) -> anyhow::Result<()> {
+    let BenchStack { gateway, stack, .. } = bench_stack(template, sdk, &[]).await?;
+    let (receiver, received) = counting_receiver().await?;
+    let new = serde_json::from_value(json!({"url": receiver, "event_types": ["*"]}))?;
+    let admin_api = function_context(template, &stack, sdk, "webhooks-subscriptions-create")?;
+    hub::webhooks::subscriptions::create(&admin_api, &bench_admin(), new)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let ctx = Arc::new(function_context(template, &stack, sdk, "events-dispatch")?);
+
+    println!("{:<36} {:>8} {:>6} {:>10} {:>10}", "stage", "count", "conc.", "seconds", "per second");
+    let started = Instant::now();
+    futures_util::stream::iter(0..deliveries)
+        .map(|i| {
+            let ctx = ctx.clone();
+            async move {
+                let event = hub::events::DomainEvent::new(
+                    "task.completed",
+                    Some("bench".into()),
+                    json!({"user_id": format!("u-{i}"), "task_id": "t", "xp_awarded": 10}),
+                    ctx.clock.now(),
+                );
+                hub::webhooks::delivery::fan_out(&ctx, &event).await.map_err(|e| anyhow::anyhow!(e.to_string()))
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    print_rate("fan-out (record + job)", deliveries, 16, started.elapsed());
+
+    let started = Instant::now();
+    let workers = (0..pollers.max(1)).map(|_| {
+        let (gateway, received) = (gateway.clone(), received.clone());
+        async move {
+            while received.load(Ordering::SeqCst) < deliveries {
+                gateway.poll("webhook-deliver", 1).await?;
+            }
+            anyhow::Ok(())
+        }
+    });
+    futures_util::future::try_join_all(workers).await?;
+    print_rate("worker: signed POST, end to end", deliveries, pollers, started.elapsed());
+
+    let (page, _) = ctx
+        .store()
+        .deliveries_of_organization("bench", &Default::default(), 100, None)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let mut attempt_ms: Vec<u64> = page.iter().filter_map(|d| d.attempts.first()).map(|a| a.duration_ms).collect();
+    attempt_ms.sort();
+    if !attempt_ms.is_empty() {
+        let pick = |q: f64| attempt_ms[((attempt_ms.len() as f64 * q) as usize).min(attempt_ms.len() - 1)];
+        println!(
+            "attempt (secret, sign, POST, answer) of the newest {}: p50 {} ms, p99 {} ms",
+            attempt_ms.len(),
+            pick(0.5),
+            pick(0.99)
+        );
+    }
+    Ok(())
+}
+
+fn print_rate(stage: &str, count: usize, concurrency: usize, took: Duration) {
+    let seconds = took.as_secs_f64();
+    println!("{stage:<36} {count:>8} {concurrency:>6} {seconds:>10.2} {:>10.1}", count as f64 / seconds);
+}
+
+/// A receiver that answers 204 to everything and counts requests.
+async fn counting_receiver() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hooks", listener.local_addr()?);
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        let response = hyper::Response::builder()
+                            .status(204)
+                            .body(http_body_util::Full::new(hyper::body::Bytes::new()));
+                        Ok::<_, std::convert::Infallible>(response.expect("static response"))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((url, count))
 }
 
 /// Runs `requests` calls of `call(i)`, `concurrency` at a time; prints the latency figures.

@@ -9,6 +9,7 @@
 //! devstack secret LOGICAL_ID [--stack hub-dev]         a template secret's value (e.g. SparkSsoSecret)
 //! devstack fire FUNCTION [--stack hub-dev]             run a scheduled function now
 //! devstack bench-spark [--requests 200] [--concurrency 8] Spark SSO and webhook latency and throughput
+//! devstack bench-webhooks [--deliveries 500] [--workers 4] outbound webhook deliveries per second
 //! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
 //! It talks only to the endpoint in `AWS_ENDPOINT_URL`, which must be on loopback.
@@ -164,6 +165,11 @@ async fn main() -> anyhow::Result<()> {
             let requests: usize = args.options.get("requests").map_or(Ok(200), |r| r.parse())?;
             let concurrency: usize = args.options.get("concurrency").map_or(Ok(8), |c| c.parse())?;
             devstack::bench::spark(&template, &sdk, requests, concurrency).await?;
+        }
+        "bench-webhooks" => {
+            let deliveries: usize = args.options.get("deliveries").map_or(Ok(500), |r| r.parse())?;
+            let workers: usize = args.options.get("workers").map_or(Ok(4), |c| c.parse())?;
+            devstack::bench::webhooks(&template, &sdk, deliveries, workers).await?;
         }
         "fire" => {
             let function = args.positional.first().context("devstack fire FUNCTION")?;

@@ -165,6 +165,19 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// Writes an item unless one with its key exists; `false` when it did.
+    pub(crate) async fn put_if_new(&self, item: Item) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        condition_held(result)
+    }
+
     pub(crate) fn put_new_item(&self, item: Item) -> TransactWriteItem {
         let put = Put::builder()
             .table_name(self.table)

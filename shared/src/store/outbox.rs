@@ -72,15 +72,7 @@ impl Store<'_> {
             ("data".into(), s(event.data.to_string())),
             ("expires_at".into(), n(event.occurred_at + ACTIVITY_RETENTION_SECS)),
         ]);
-        let result = self
-            .client
-            .put_item()
-            .table_name(self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        condition_held(result)
+        self.put_if_new(item).await
     }
 
     /// The newest entries of an organization's activity log.

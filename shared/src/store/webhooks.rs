@@ -64,15 +64,7 @@ impl Store<'_> {
             ("gsi1pk".into(), s(format!("ORG#{}#WEBHOOKS", sub.organization_id))),
             ("gsi1sk".into(), s(format!("{:012}#{}", sub.created_at, sub.id))),
         ]);
-        let result = self
-            .client
-            .put_item()
-            .table_name(self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        if condition_held(result)? { Ok(()) } else { Err(StoreError("subscription id collision".into())) }
+        if self.put_if_new(item).await? { Ok(()) } else { Err(StoreError("subscription id collision".into())) }
     }
 
     pub async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
@@ -234,15 +226,7 @@ impl Store<'_> {
             ("gsi1sk".into(), s(format!("{:012}#{}", d.created_at, d.id))),
             ("expires_at".into(), n(expires_at)),
         ]);
-        let result = self
-            .client
-            .put_item()
-            .table_name(self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        condition_held(result)
+        self.put_if_new(item).await
     }
 
     pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {

@@ -83,6 +83,21 @@ impl Hooks {
         panic!("no delivery job came back within {within:?}");
     }
 
+    /// Takes the next delivery job off the queue, to run the worker on it by hand (another clock,
+    /// another configuration).
+    async fn take_job(&self) -> aws_lambda_events::sqs::SqsMessage {
+        let sqs = aws_sdk_sqs::Client::new(&self.t.sdk);
+        let out = sqs
+            .receive_message()
+            .queue_url(&self.t.stack.refs["WebhookDeliveryQueue"])
+            .wait_time_seconds(2)
+            .send()
+            .await
+            .unwrap();
+        let body = out.messages()[0].body();
+        serde_json::from_value(json!({"body": body, "attributes": {}, "messageAttributes": {}})).unwrap()
+    }
+
     async fn deliveries(&self, query: &str) -> Vec<Value> {
         let page = self.get(&format!("/api/webhooks/deliveries?{query}")).await;
         page["deliveries"].as_array().unwrap_or_else(|| panic!("{page}")).clone()
@@ -300,17 +315,7 @@ async fn a_subscription_failing_for_the_configured_period_is_disabled() {
 
     // An hour later (this worker's clock), the next delivery fails too: the subscription is disabled.
     h.publish("task.completed").await;
-    let sqs = aws_sdk_sqs::Client::new(&h.t.sdk);
-    let out = sqs
-        .receive_message()
-        .queue_url(&h.t.stack.refs["WebhookDeliveryQueue"])
-        .wait_time_seconds(2)
-        .send()
-        .await
-        .unwrap();
-    let message: aws_lambda_events::sqs::SqsMessage =
-        serde_json::from_value(json!({"body": out.messages()[0].body(), "attributes": {}, "messageAttributes": {}}))
-            .unwrap();
+    let message = h.take_job().await;
     let later = h.t.context_for("webhook-deliver", &[]);
     later.clock.advance(3601);
     hub::webhooks::delivery::deliver(std::sync::Arc::new(later), message).await.unwrap();
@@ -410,17 +415,7 @@ async fn unsafe_targets_are_refused_at_creation_and_at_delivery() {
     let created = h.subscribe(&format!("http://localhost:{}/hook", h.receiver.port), &["*"]).await;
     h.publish("task.completed").await;
     let strict = h.t.context_for("webhook-deliver", &[("OUTBOUND_ALLOW_LOOPBACK", "false")]);
-    let sqs = aws_sdk_sqs::Client::new(&h.t.sdk);
-    let out = sqs
-        .receive_message()
-        .queue_url(&h.t.stack.refs["WebhookDeliveryQueue"])
-        .wait_time_seconds(2)
-        .send()
-        .await
-        .unwrap();
-    let message: aws_lambda_events::sqs::SqsMessage =
-        serde_json::from_value(json!({"body": out.messages()[0].body(), "attributes": {}, "messageAttributes": {}}))
-            .unwrap();
+    let message = h.take_job().await;
     hub::webhooks::delivery::deliver(std::sync::Arc::new(strict), message).await.unwrap();
     assert!(h.receiver.received().is_empty(), "no request left the guard");
     let log = h.deliveries(&format!("subscription_id={}", created["id"].as_str().unwrap())).await;
