@@ -51,6 +51,20 @@ pub struct Config {
     pub webhook_disable_after: Duration,
     /// Delivery records expire after this long.
     pub webhook_delivery_retention: Duration,
+    /// Clever: how to reach its API, and the sync's own rules.
+    pub clever: crate::clever::client::CleverSettings,
+    pub clever_sync: CleverSyncSettings,
+}
+
+/// Rules of a Clever school sync.
+#[derive(Clone, Debug)]
+pub struct CleverSyncSettings {
+    /// A full sync deletes at most this share of a school's records of one kind unless forced.
+    pub shrink_guard: f64,
+    /// Sync history records expire after this long.
+    pub history_retention: Duration,
+    /// First backoff of a throttled roster write (then doubled, 3 retries).
+    pub write_retry_base: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,10 +127,43 @@ impl Config {
             },
             webhook_disable_after: seconds("WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 24 * 3600)?,
             webhook_delivery_retention: seconds("WEBHOOK_DELIVERY_RETENTION_SECONDS", 30 * 24 * 3600)?,
+            clever: {
+                let defaults = crate::clever::client::CleverSettings::default();
+                crate::clever::client::CleverSettings {
+                    oauth_url: optional("CLEVER_OAUTH_URL").unwrap_or(defaults.oauth_url),
+                    api_url: optional("CLEVER_API_URL")
+                        .map(|u| u.trim_end_matches('/').to_string())
+                        .unwrap_or(defaults.api_url),
+                    page_size: number(&optional, "CLEVER_PAGE_SIZE", 10_000)?.clamp(1, 10_000) as usize,
+                    retry_base: Duration::from_millis(number(&optional, "CLEVER_RETRY_BASE_MS", 2_000)?),
+                    max_retries: number(&optional, "CLEVER_MAX_RETRIES", 5)? as u32,
+                    refresh_at: fraction(&optional, "CLEVER_TOKEN_REFRESH_AT", 0.75)?,
+                    timeout: seconds("CLEVER_TIMEOUT_SECONDS", 30)?,
+                    ..defaults
+                }
+            },
+            clever_sync: CleverSyncSettings {
+                shrink_guard: fraction(&optional, "CLEVER_SHRINK_GUARD", 0.5)?,
+                history_retention: seconds("CLEVER_HISTORY_RETENTION_SECONDS", 90 * 24 * 3600)?,
+                write_retry_base: Duration::from_millis(number(&optional, "CLEVER_WRITE_RETRY_BASE_MS", 1_000)?),
+            },
             spark_storage_domains: optional("SPARK_STORAGE_DOMAINS")
                 .map(|d| d.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
                 .unwrap_or_default(),
         })
+    }
+}
+
+/// A non-negative integer variable, or its default.
+fn number(optional: &impl Fn(&str) -> Option<String>, key: &'static str, default: u64) -> Result<u64, ConfigError> {
+    optional(key).map_or(Ok(default), |v| v.trim().parse().map_err(|_| ConfigError::Invalid(key)))
+}
+
+/// A share between 0 and 1, or its default.
+fn fraction(optional: &impl Fn(&str) -> Option<String>, key: &'static str, default: f64) -> Result<f64, ConfigError> {
+    match optional(key) {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<f64>().ok().filter(|f| (0.0..=1.0).contains(f)).ok_or(ConfigError::Invalid(key)),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod clever;
 pub mod config;
 pub mod context;
 pub mod crypto;

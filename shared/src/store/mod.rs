@@ -30,6 +30,10 @@
 //! | pending submission | `PENDING#<platform>#<course>#<assignment>` | `<idempotency key>` | payload, received_at, expires_at |
 //! | activity entry | `ORG#<org_id or ->#ACTIVITY` | `<occurred_at>#<event_id>` | event_type, data, expires_at |
 //! | webhook subscription | `WEBHOOK#<id>` | `SUBSCRIPTION` | organization_id, url, event_types, description, active, disabled_reason, disabled_at, failing_since, secrets_kid + secrets_blob (sealed), gsi1pk `ORG#<org>#WEBHOOKS`, gsi1sk `<created_at>#<id>` |
+//! | Clever district | `CLEVER#DISTRICT#<district_id>` | `DISTRICT` | doc (JSON: name, secret_id), gsi1pk `CLEVER#DISTRICTS` |
+//! | Clever school | `CLEVER#SCHOOL#<school_id>` | `SCHOOL` | district_id, name, active, requires_full_sync, baseline_event_id, last_sync_*, consecutive_failures, gsi1pk `CLEVER#DISTRICT#<d>#SCHOOLS` |
+//! | Clever sync history | `CLEVER#HISTORY#<school_id>` | `<started_at>#<sync_id>#<entity>` | entity, doc (JSON: counts, status, errors, baseline), expires_at (90 days) |
+//! | roster record | `ROSTER#<school_id>#<ENTITY>#<shard 0-7>` | `<clever id>` | district_id, synced_at, `f_<field>` (normalized, non-empty) |
 //! | webhook delivery | `DELIVERY#<id>` | `DELIVERY` | subscription_id, organization_id, event_type, event_id, body, status, attempts (JSON each), automatic_attempts, next_attempt_at, lease + lease_until, gsi1pk `ORG#<org>#DELIVERIES`, gsi1sk `<created_at>#<id>`, expires_at |
 //!
 //! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only items listed per organization
@@ -43,10 +47,12 @@
 //! written with `attribute_not_exists(pk)` in the same transaction as the user.
 
 pub mod badges;
+pub mod clever;
 pub mod codes;
 pub mod learning;
 pub mod outbox;
 pub mod pending;
+pub mod roster;
 pub mod sessions;
 pub mod users;
 pub mod webhooks;
@@ -124,15 +130,25 @@ impl<'a> Store<'a> {
         newest_first: bool,
         limit: i32,
     ) -> Result<Vec<Item>, StoreError> {
+        self.index_items(&format!("ORG#{organization_id}#{kind}"), newest_first, Some(limit)).await
+    }
+
+    /// The items under one `gsi1` partition key, in sort-key order (one page).
+    pub(crate) async fn index_items(
+        &self,
+        key: &str,
+        newest_first: bool,
+        limit: Option<i32>,
+    ) -> Result<Vec<Item>, StoreError> {
         let out = self
             .client
             .query()
             .table_name(self.table)
             .index_name("gsi1")
-            .key_condition_expression("gsi1pk = :org")
-            .expression_attribute_values(":org", s(format!("ORG#{organization_id}#{kind}")))
+            .key_condition_expression("gsi1pk = :key")
+            .expression_attribute_values(":key", s(key))
             .scan_index_forward(!newest_first)
-            .limit(limit)
+            .set_limit(limit)
             .send()
             .await
             .map_err(StoreError::from_sdk)?;

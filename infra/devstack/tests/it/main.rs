@@ -4,6 +4,8 @@
 
 mod auth_flows;
 mod binaries;
+mod clever_client;
+mod clever_sync;
 mod common;
 mod consistency;
 mod events;

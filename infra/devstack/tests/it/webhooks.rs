@@ -194,6 +194,19 @@ async fn a_registered_user_reaches_the_receiver_signed_in_both_schemes() {
     assert_eq!(log[0]["attempts"][0]["status_code"], 200);
     assert_eq!(log[0]["attempts"][0]["response_body"], "answer 200");
     assert!(log[0]["attempts"][0]["duration_ms"].is_u64());
+    // Delivery records expire (DynamoDB TTL) 30 days after they were made.
+    let record = table
+        .get_item()
+        .table_name(&h.t.stack.refs["CoreTable"])
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("DELIVERY#{}", log[0]["id"].as_str().unwrap())))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("DELIVERY".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let expires_at: i64 = record["expires_at"].as_n().unwrap().parse().unwrap();
+    assert_eq!(expires_at - log[0]["created_at"].as_i64().unwrap(), 30 * 24 * 3600);
 
     // Types it did not subscribe to are not delivered.
     h.publish("task.completed").await;

@@ -1,0 +1,334 @@
+//! A district's client of Clever's API: the district token, Data API pages and the Events API.
+//!
+//! - **Token**: `GET <oauth>/tokens?owner_type=district` with HTTP Basic (the app's client id and secret),
+//!   as Clever issues district tokens; the token of our district is kept in the warm instance. A token
+//!   that announces `expires_in` is replaced once `refresh_at` (75 %) of its lifetime has passed; any token
+//!   is re-fetched once when Clever answers 401 (Clever rotates tokens), then the request is retried.
+//! - **Retries**: 429 waits until `X-RateLimit-Reset` / `Retry-After`; 5xx, timeouts and connection
+//!   errors back off exponentially (base, 2×base, 4×base... plus jitter), at most `max_retries` times;
+//!   other 4xx (400, 404, 413...) are not retried.
+//! - **Pages**: lists follow `links[rel=next]` with `limit` = the configured page size (10,000 by
+//!   default: the fewest round trips), and map each item as it arrives, so a page is never held twice.
+//!
+//! Credentials and tokens are `secrecy` values: they cannot reach a log.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+/// How the client talks to Clever (from the function's configuration).
+#[derive(Clone, Debug)]
+pub struct CleverSettings {
+    /// Clever's token endpoint, `https://clever.com/oauth/tokens`.
+    pub oauth_url: String,
+    /// The API's origin, `https://api.clever.com`.
+    pub api_url: String,
+    /// `limit` of every list request (Clever allows up to 10,000).
+    pub page_size: usize,
+    /// First backoff step for 5xx and network errors (2 s: then 4, 8, 16, 32).
+    pub retry_base: Duration,
+    pub max_retries: u32,
+    /// Share of a token's announced lifetime after which it is replaced.
+    pub refresh_at: f64,
+    /// Per request.
+    pub timeout: Duration,
+    /// Longest wait for a rate-limit reset before the request counts as failed.
+    pub max_rate_limit_wait: Duration,
+}
+
+impl Default for CleverSettings {
+    fn default() -> Self {
+        Self {
+            oauth_url: "https://clever.com/oauth/tokens".into(),
+            api_url: "https://api.clever.com".into(),
+            page_size: 10_000,
+            retry_base: Duration::from_secs(2),
+            max_retries: 5,
+            refresh_at: 0.75,
+            timeout: Duration::from_secs(30),
+            max_rate_limit_wait: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A Clever app's credentials for one district (one Secrets Manager secret per district).
+pub struct Credentials {
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CleverError {
+    /// Clever refused our credentials or token even after a fresh token.
+    #[error("Clever refused the credentials (HTTP {0})")]
+    Unauthorized(u16),
+    /// A 4xx that retrying cannot fix.
+    #[error("Clever answered {status} for {path}: {message}")]
+    Refused { status: u16, path: String, message: String },
+    /// Retries exhausted on 429, 5xx or network errors.
+    #[error("Clever unavailable for {path} after {attempts} attempts: {last}")]
+    Unavailable { path: String, attempts: u32, last: String },
+    #[error("unexpected answer from Clever: {0}")]
+    Malformed(String),
+}
+
+struct Token {
+    value: SecretString,
+    fetched: Instant,
+    /// Replace after this (a share of the announced lifetime); `None`: until Clever refuses it.
+    refresh_after: Option<Duration>,
+}
+
+pub struct CleverClient {
+    http: reqwest::Client,
+    settings: CleverSettings,
+    district_id: String,
+    credentials: Credentials,
+    token: Mutex<Option<Token>>,
+    /// Requests sent to Clever (token requests included), for sync reports and benchmarks.
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl CleverClient {
+    pub fn new(settings: CleverSettings, district_id: &str, credentials: Credentials) -> Result<Self, CleverError> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(settings.timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| CleverError::Malformed(e.to_string()))?;
+        Ok(Self {
+            http,
+            settings,
+            district_id: district_id.to_string(),
+            credentials,
+            token: Mutex::new(None),
+            requests: Default::default(),
+        })
+    }
+
+    pub fn requests_made(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a token can be obtained now (for health checks); fetches one if none is held.
+    pub async fn check_token(&self) -> Result<(), CleverError> {
+        self.token(false).await.map(drop)
+    }
+
+    /// The district token, fetched when absent, stale or `force`d (after a 401).
+    async fn token(&self, force: bool) -> Result<SecretString, CleverError> {
+        let mut held = self.token.lock().await;
+        if !force
+            && let Some(t) = held.as_ref()
+            && t.refresh_after.is_none_or(|after| t.fetched.elapsed() < after)
+        {
+            return Ok(t.value.clone());
+        }
+        let fresh = self.fetch_token().await?;
+        let value = fresh.value.clone();
+        *held = Some(fresh);
+        Ok(value)
+    }
+
+    async fn fetch_token(&self) -> Result<Token, CleverError> {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            self.credentials.client_id,
+            self.credentials.client_secret.expose_secret()
+        ));
+        let url = format!("{}?owner_type=district", self.settings.oauth_url);
+        let body = self
+            .send_with_retries("/oauth/tokens", || {
+                self.http.get(&url).header("authorization", format!("Basic {basic}"))
+            })
+            .await?;
+        let entry = body["data"]
+            .as_array()
+            .and_then(|tokens| tokens.iter().find(|t| t["owner"]["id"] == self.district_id.as_str()))
+            .ok_or_else(|| CleverError::Malformed(format!("no token for district {}", self.district_id)))?;
+        let value = entry["access_token"]
+            .as_str()
+            .ok_or_else(|| CleverError::Malformed("token without access_token".into()))?;
+        let refresh_after =
+            entry["expires_in"].as_u64().map(|secs| Duration::from_secs_f64(secs as f64 * self.settings.refresh_at));
+        tracing::info!(
+            district_id = self.district_id,
+            expires = refresh_after.is_some(),
+            "Clever district token fetched"
+        );
+        Ok(Token { value: SecretString::from(value.to_string()), fetched: Instant::now(), refresh_after })
+    }
+
+    /// GET an API path (`/v3.0/...`, query included), with the token and every retry rule.
+    pub async fn get(&self, path_and_query: &str) -> Result<Value, CleverError> {
+        let url = format!("{}{path_and_query}", self.settings.api_url);
+        let path = path_and_query.split('?').next().unwrap_or_default().to_string();
+        let mut token = self.token(false).await?;
+        let mut refreshed = false;
+        loop {
+            let result = self.send_with_retries(&path, || self.http.get(&url).bearer_auth(token.expose_secret())).await;
+            match result {
+                Err(CleverError::Unauthorized(status)) if !refreshed => {
+                    tracing::info!(
+                        district_id = self.district_id,
+                        status,
+                        "Clever refused the token; fetching a new one"
+                    );
+                    token = self.token(true).await?;
+                    refreshed = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Every item of a list, following `next` links, each mapped by `map` as its page arrives (items
+    /// `map` rejects are counted, not kept). Returns the items and how many were rejected.
+    pub async fn list<T>(&self, path: &str, map: impl Fn(&Value) -> Option<T>) -> Result<(Vec<T>, usize), CleverError> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut next = Some(format!("{path}{separator}limit={}", self.settings.page_size));
+        let (mut items, mut rejected) = (Vec::new(), 0);
+        while let Some(current) = next.take() {
+            let page = self.get(&current).await?;
+            let data =
+                page["data"].as_array().ok_or_else(|| CleverError::Malformed(format!("{path}: no data array")))?;
+            for entry in data {
+                match map(&entry["data"]) {
+                    Some(item) => items.push(item),
+                    None => rejected += 1,
+                }
+            }
+            next = next_link(&page);
+        }
+        Ok((items, rejected))
+    }
+
+    /// The newest event id of the district (the baseline of later incremental syncs), `None` when the
+    /// feed is empty.
+    pub async fn newest_event_id(&self) -> Result<Option<String>, CleverError> {
+        let page = self.get("/v3.0/events?ending_before=last&limit=1").await?;
+        Ok(page["data"].as_array().and_then(|d| d.last()).and_then(|e| e["data"]["id"].as_str()).map(str::to_string))
+    }
+
+    /// Events after `after` concerning `school`, oldest first, following `next` links.
+    pub async fn events_after(&self, after: &str, school: &str) -> Result<Vec<Value>, CleverError> {
+        let path = format!("/v3.0/events?school={school}&starting_after={after}");
+        Ok(self.list(&path, |e| Some(e.clone())).await?.0)
+    }
+
+    /// One request with the retry rules; 401/403 come back as [`CleverError::Unauthorized`] /
+    /// [`CleverError::Refused`] for the caller to decide.
+    async fn send_with_retries(
+        &self,
+        path: &str,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Value, CleverError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (wait, last) = match request().send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    match status {
+                        200..=299 => {
+                            let bytes = response.bytes().await.map_err(|e| CleverError::Malformed(e.to_string()))?;
+                            return serde_json::from_slice(&bytes).map_err(|e| CleverError::Malformed(e.to_string()));
+                        }
+                        401 => return Err(CleverError::Unauthorized(status)),
+                        429 => {
+                            let wait = rate_limit_wait(response.headers()).min(self.settings.max_rate_limit_wait);
+                            tracing::warn!(
+                                district_id = self.district_id,
+                                path,
+                                wait_ms = wait.as_millis() as u64,
+                                "Clever rate limit; waiting for its reset"
+                            );
+                            (wait, "429 rate limited".to_string())
+                        }
+                        500..=599 | 408 => (self.backoff(attempt), format!("HTTP {status}")),
+                        _ => {
+                            let message = response.text().await.unwrap_or_default();
+                            let message = serde_json::from_str::<Value>(&message)
+                                .ok()
+                                .and_then(|v| v["message"].as_str().map(str::to_string))
+                                .unwrap_or(message);
+                            return Err(CleverError::Refused { status, path: path.to_string(), message });
+                        }
+                    }
+                }
+                Err(e) => (
+                    self.backoff(attempt),
+                    if e.is_timeout() { "timed out".into() } else { "connection failed".into() },
+                ),
+            };
+            if attempt > self.settings.max_retries {
+                return Err(CleverError::Unavailable { path: path.to_string(), attempts: attempt, last });
+            }
+            tracing::warn!(
+                district_id = self.district_id,
+                path,
+                attempt,
+                error = last,
+                "Clever request failed; retrying"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// `base × 2^(attempt-1)` plus up to 25 % jitter.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let step = self.settings.retry_base * 2u32.pow(attempt.saturating_sub(1).min(10));
+        step + step.mul_f64(rand::random::<f64>() * 0.25)
+    }
+}
+
+/// The `next` link of a page, as a path and query.
+fn next_link(page: &Value) -> Option<String> {
+    let links = page["links"].as_array()?;
+    let uri = links.iter().find(|l| l["rel"] == "next")?["uri"].as_str()?;
+    // Clever's links are paths (`/v3.0/...`); an absolute link is reduced to its path.
+    uri.find("/v3.0/").map(|i| uri[i..].to_string())
+}
+
+/// How long a 429 asks us to wait: until `X-RateLimit-Reset` (unix seconds) or `Retry-After`, whichever
+/// is later; one second when neither says.
+fn rate_limit_wait(headers: &http::HeaderMap) -> Duration {
+    let number =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let until_reset = number("x-ratelimit-reset").map(|reset| reset.saturating_sub(now));
+    let retry_after = number("retry-after");
+    Duration::from_secs(until_reset.max(retry_after).unwrap_or(1).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn next_links_are_followed_as_paths() {
+        let page = json!({"links": [{"rel": "self", "uri": "/v3.0/users?limit=2"},
+                                    {"rel": "next", "uri": "/v3.0/users?limit=2&starting_after=abc"}]});
+        assert_eq!(next_link(&page).as_deref(), Some("/v3.0/users?limit=2&starting_after=abc"));
+        let absolute = json!({"links": [{"rel": "next", "uri": "https://api.clever.com/v3.0/users?starting_after=x"}]});
+        assert_eq!(next_link(&absolute).as_deref(), Some("/v3.0/users?starting_after=x"));
+        assert_eq!(next_link(&json!({"links": [{"rel": "self", "uri": "/v3.0/users"}]})), None);
+    }
+
+    #[test]
+    fn a_429_waits_for_the_later_of_reset_and_retry_after() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let mut h = http::HeaderMap::new();
+        h.insert("x-ratelimit-reset", (now + 7).to_string().parse().unwrap());
+        assert!((6..=7).contains(&rate_limit_wait(&h).as_secs()));
+        h.insert("retry-after", "20".parse().unwrap());
+        assert_eq!(rate_limit_wait(&h).as_secs(), 20);
+        assert_eq!(rate_limit_wait(&http::HeaderMap::new()).as_secs(), 1);
+    }
+}

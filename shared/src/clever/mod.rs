@@ -1,0 +1,8 @@
+//! Clever roster sync: [`client`] (district tokens, Data API pages, events, Clever's retry rules),
+//! [`roster`] (what we keep of each entity, normalized comparison), [`sync`] (full and incremental
+//! school syncs with history) and [`metrics`] (sync results as CloudWatch metrics).
+
+pub mod client;
+pub mod metrics;
+pub mod roster;
+pub mod sync;

@@ -1,0 +1,390 @@
+//! Syncing one school's roster from Clever.
+//!
+//! - **Full** (asked for, first sync, or `requires_full_sync`): the district's newest event id is taken
+//!   *before* fetching, so nothing that happens during the fetch is missed later; then every student,
+//!   teacher and section is fetched. Only when every page of every entity arrived are records written
+//!   (new and changed ones only) and records Clever no longer lists deleted, so a sync failing midway
+//!   changes nothing. The shrink guard refuses to delete more than a share (50 %) of an entity in one run
+//!   unless forced, and says so in the history (status `Partial`). Success stores the baseline and clears
+//!   the full-sync flag.
+//! - **Incremental**: the events after the baseline, for this school, oldest first; created and updated
+//!   records are written when they really changed; deletions wait for the next full sync. Without
+//!   events for the district, the Data API is read with change detection instead (no deletions). A
+//!   baseline older than the events feed turns the run into a full sync.
+//!
+//! Each run writes one history record per entity (`InProgress` at the start, the outcome at the end).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::client::{CleverClient, CleverError};
+use super::roster::{Entity, changed};
+use crate::store::clever::{CleverSchool, SyncRecord};
+use crate::store::roster::{RosterRecord, SchoolRoster};
+use crate::{Context, crypto};
+
+/// DynamoDB write retries of a roster write.
+const WRITE_RETRIES: u32 = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Full,
+    Incremental,
+}
+
+/// What a school sync did, for callers, logs and benchmarks.
+#[derive(Debug)]
+pub struct SyncOutcome {
+    pub sync_id: String,
+    pub status: String,
+    pub records: Vec<SyncRecord>,
+    /// Requests this run sent to Clever.
+    pub clever_requests: u64,
+    /// Roster items this run wrote or deleted.
+    pub roster_writes: u64,
+}
+
+/// Why a school sync could not run at all (its history says why an entity failed).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SyncError(pub String);
+
+struct Run<'a> {
+    ctx: &'a Context,
+    client: &'a CleverClient,
+    school: &'a CleverSchool,
+    roster: SchoolRoster<'a>,
+    records: Vec<SyncRecord>,
+}
+
+/// Syncs one school; `force` lets a full sync delete past the shrink guard.
+pub async fn sync_school(
+    ctx: &Context,
+    client: &CleverClient,
+    school: &CleverSchool,
+    requested: Mode,
+    force: bool,
+) -> Result<SyncOutcome, SyncError> {
+    let sync_id = format!("sync_{}", crypto::random_token(9));
+    let requests_before = client.requests_made();
+    let full = requested == Mode::Full || school.requires_full_sync;
+    let roster = SchoolRoster::new(
+        ctx.store(),
+        &school.district_id,
+        &school.id,
+        ctx.config.clever_sync.write_retry_base,
+        WRITE_RETRIES,
+    );
+    let mut run = Run { ctx, client, school, roster, records: Vec::new() };
+    tracing::info!(district_id = school.district_id, school_id = school.id, sync_id, full, "school sync started");
+    let (baseline, ran_full) = match (full, school.baseline_event_id.as_deref()) {
+        (true, _) => run.full(&sync_id, force).await?,
+        (false, None) => run.data_api_fallback(&sync_id).await?,
+        (false, Some(baseline)) => run.incremental(&sync_id, baseline, force).await?,
+    };
+    let status = overall(&run.records);
+    // A full sync replaces the baseline (none when the feed is empty or absent); an incremental one
+    // moves it forward; a failed run leaves it. A full sync that did not fully succeed (failed, or
+    // held back by the shrink guard) is asked for again.
+    let baseline = match (status.as_str(), ran_full) {
+        ("Failed", _) => None,
+        (_, true) => Some(baseline.as_deref()),
+        (_, false) => baseline.as_deref().map(Some),
+    };
+    let requires_full_sync = ran_full.then_some(status != "Success");
+    let failures = ctx
+        .store()
+        .finish_school_sync(&school.id, &sync_id, &status, ctx.clock.now(), baseline, requires_full_sync)
+        .await
+        .map_err(|e| SyncError(e.to_string()))?;
+    crate::clever::metrics::school_synced(school, &status, failures);
+    tracing::info!(
+        district_id = school.district_id,
+        school_id = school.id,
+        sync_id,
+        status,
+        consecutive_failures = failures,
+        "school sync finished"
+    );
+    Ok(SyncOutcome {
+        sync_id,
+        status,
+        clever_requests: client.requests_made() - requests_before,
+        roster_writes: run.roster.writes(),
+        records: run.records,
+    })
+}
+
+impl Run<'_> {
+    /// Starts the history of this run: one `InProgress` record per entity.
+    async fn begin(&mut self, sync_id: &str, sync_type: &str) -> Result<(), SyncError> {
+        let now = self.ctx.clock.now();
+        self.records = Entity::ALL
+            .iter()
+            .map(|entity| SyncRecord {
+                sync_id: sync_id.to_string(),
+                school_id: self.school.id.clone(),
+                district_id: self.school.district_id.clone(),
+                entity: entity.plural().to_string(),
+                sync_type: sync_type.to_string(),
+                status: "InProgress".into(),
+                started_at: now,
+                ended_at: None,
+                processed: 0,
+                created: 0,
+                updated: 0,
+                deleted: 0,
+                failed: 0,
+                errors: Vec::new(),
+                baseline_event_id: None,
+            })
+            .collect();
+        for record in &self.records {
+            self.save(record).await?;
+        }
+        Ok(())
+    }
+
+    async fn save(&self, record: &SyncRecord) -> Result<(), SyncError> {
+        let retention = self.ctx.config.clever_sync.history_retention.as_secs() as i64;
+        self.ctx.store().put_sync_record(record, retention).await.map_err(|e| SyncError(e.to_string()))
+    }
+
+    /// Ends every record still in progress with `status` and the error, and saves them all.
+    async fn end(&mut self, status: &str, error: Option<String>, baseline: Option<&str>) -> Result<(), SyncError> {
+        let now = self.ctx.clock.now();
+        for record in &mut self.records {
+            if record.status == "InProgress" {
+                record.status = status.to_string();
+                record.errors.extend(error.clone());
+            }
+            record.ended_at = Some(now);
+            record.baseline_event_id = baseline.map(str::to_string);
+        }
+        for record in &self.records {
+            self.save(record).await?;
+        }
+        Ok(())
+    }
+
+    fn record_mut(&mut self, entity: Entity) -> &mut SyncRecord {
+        let index = Entity::ALL.iter().position(|e| *e == entity).expect("every entity has a record");
+        &mut self.records[index]
+    }
+
+    /// Full sync; returns the baseline to store and whether it was a full sync.
+    async fn full(&mut self, sync_id: &str, force: bool) -> Result<(Option<String>, bool), SyncError> {
+        self.begin(sync_id, "full").await?;
+        let baseline = match self.client.newest_event_id().await {
+            Ok(id) => id,
+            Err(CleverError::Refused { status: 403, .. }) => None, // no events for this district
+            Err(e) => return self.failed(e.to_string(), true).await,
+        };
+        let fetched = match self.fetch_all().await {
+            Ok(fetched) => fetched,
+            Err(e) => return self.failed(format!("fetch failed; nothing was changed: {e}"), true).await,
+        };
+        for (entity, (records, rejected)) in fetched {
+            let existing = match self.roster.load(entity.key()).await {
+                Ok(existing) => existing,
+                Err(e) => return self.failed(e.to_string(), true).await,
+            };
+            if let Err(e) = self.apply(entity, records, rejected, Some(existing), force).await {
+                let record = self.record_mut(entity);
+                record.status = "Failed".into();
+                record.errors.push(e.to_string());
+                self.end("Failed", Some("not attempted after an earlier failure".into()), None).await?;
+                return Ok((None, true));
+            }
+        }
+        self.end("Success", None, baseline.as_deref()).await?;
+        Ok((baseline, true))
+    }
+
+    /// Data API with change detection and no deletions (districts without events).
+    async fn data_api_fallback(&mut self, sync_id: &str) -> Result<(Option<String>, bool), SyncError> {
+        self.begin(sync_id, "incremental-fallback").await?;
+        let fetched = match self.fetch_all().await {
+            Ok(fetched) => fetched,
+            Err(e) => return self.failed(format!("fetch failed: {e}"), false).await,
+        };
+        for (entity, (records, rejected)) in fetched {
+            let existing = match self.roster.load(entity.key()).await {
+                Ok(existing) => existing,
+                Err(e) => return self.failed(e.to_string(), false).await,
+            };
+            // Records absent from Clever stay: only a full sync deletes.
+            let present: HashMap<String, RosterRecord> =
+                existing.into_iter().filter(|(id, _)| records.iter().any(|r| &r.id == id)).collect();
+            if let Err(e) = self.apply(entity, records, rejected, Some(present), false).await {
+                return self.failed(e.to_string(), false).await;
+            }
+        }
+        self.end("Success", None, None).await?;
+        Ok((None, false))
+    }
+
+    async fn incremental(
+        &mut self,
+        sync_id: &str,
+        baseline: &str,
+        force: bool,
+    ) -> Result<(Option<String>, bool), SyncError> {
+        let events = match self.client.events_after(baseline, &self.school.id).await {
+            Ok(events) => events,
+            Err(CleverError::Refused { status: 403, .. }) => return self.data_api_fallback(sync_id).await,
+            Err(CleverError::Refused { status: 400, .. }) => {
+                tracing::warn!(school_id = self.school.id, baseline, "events baseline expired; running a full sync");
+                self.ctx.store().require_full_sync(&self.school.id).await.map_err(|e| SyncError(e.to_string()))?;
+                return self.full(sync_id, force).await;
+            }
+            Err(e) => {
+                self.begin(sync_id, "incremental").await?;
+                return self.failed(e.to_string(), false).await;
+            }
+        };
+        self.begin(sync_id, "incremental").await?;
+        let newest = events.last().and_then(|e| e["id"].as_str()).unwrap_or(baseline).to_string();
+        // The latest version of each changed record; deletions are left to the full sync (EC-005).
+        let mut latest: HashMap<Entity, Vec<(String, Value)>> = HashMap::new();
+        let mut deletions: HashMap<Entity, u64> = HashMap::new();
+        for event in &events {
+            let kind = event["type"].as_str().unwrap_or_default();
+            let object = &event["data"]["object"];
+            let Some(entity) = Entity::of_event(kind, object) else { continue };
+            if kind.ends_with(".deleted") {
+                *deletions.entry(entity).or_default() += 1;
+                continue;
+            }
+            let id = object["id"].as_str().unwrap_or_default().to_string();
+            let versions = latest.entry(entity).or_default();
+            versions.retain(|(known, _)| *known != id);
+            versions.push((id, object.clone()));
+        }
+        for entity in Entity::ALL {
+            let objects = latest.remove(&entity).unwrap_or_default();
+            let mut rejected = 0;
+            let records: Vec<RosterRecord> = objects
+                .iter()
+                .filter_map(|(_, o)| {
+                    let r = entity.record(o);
+                    rejected += usize::from(r.is_none());
+                    r
+                })
+                .collect();
+            let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+            let existing = match self.roster.get_many(entity.key(), &ids).await {
+                Ok(existing) => existing,
+                Err(e) => return self.failed(e.to_string(), false).await,
+            };
+            let skipped = deletions.get(&entity).copied().unwrap_or(0);
+            self.record_mut(entity).processed += skipped;
+            if let Err(e) = self.apply(entity, records, rejected, Some(existing), false).await {
+                return self.failed(e.to_string(), false).await;
+            }
+        }
+        self.end("Success", None, Some(&newest)).await?;
+        Ok((Some(newest), false))
+    }
+
+    /// Every entity's records from the Data API; nothing is written until all of them arrived.
+    async fn fetch_all(&self) -> Result<Vec<(Entity, (Vec<RosterRecord>, usize))>, CleverError> {
+        let mut all = Vec::new();
+        for entity in Entity::ALL {
+            let unmapped = std::sync::Mutex::new(std::collections::BTreeSet::new());
+            let fetched = self
+                .client
+                .list(&entity.list_path(&self.school.id), |object| {
+                    let extra = entity.unmapped_fields(object);
+                    if !extra.is_empty() {
+                        unmapped.lock().unwrap_or_else(|p| p.into_inner()).extend(extra);
+                    }
+                    entity.record(object)
+                })
+                .await?;
+            let unmapped = unmapped.into_inner().unwrap_or_default();
+            if !unmapped.is_empty() {
+                // Clever added fields: mapped fields keep syncing; the team should look (EC-008).
+                tracing::warn!(school_id = self.school.id, entity = entity.plural(), fields = ?unmapped, "unmapped Clever fields");
+            }
+            all.push((entity, fetched));
+        }
+        Ok(all)
+    }
+
+    /// Writes what changed and, for a full sync (`existing` holds every stored record), deletes
+    /// what Clever no longer lists, within the shrink guard.
+    async fn apply(
+        &mut self,
+        entity: Entity,
+        records: Vec<RosterRecord>,
+        rejected: usize,
+        existing: Option<HashMap<String, RosterRecord>>,
+        force: bool,
+    ) -> Result<(), crate::store::StoreError> {
+        let existing = existing.unwrap_or_default();
+        let now = self.ctx.clock.now();
+        let (mut created, mut updated) = (0, 0);
+        let mut writes = Vec::new();
+        for record in &records {
+            match existing.get(&record.id) {
+                None => created += 1,
+                Some(old) if changed(old, record) => updated += 1,
+                Some(_) => continue,
+            }
+            writes.push(record.clone());
+        }
+        self.roster.put(entity.key(), &writes, now).await?;
+        let listed: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let missing: Vec<String> = existing.keys().filter(|id| !listed.contains(id.as_str())).cloned().collect();
+        let guard = self.ctx.config.clever_sync.shrink_guard;
+        let refused = !force && !missing.is_empty() && missing.len() as f64 > guard * existing.len() as f64;
+        if !refused {
+            self.roster.delete(entity.key(), &missing).await?;
+        }
+        let record = self.record_mut(entity);
+        record.processed += (records.len() + rejected) as u64;
+        record.created += created;
+        record.updated += updated;
+        record.failed += rejected as u64;
+        if refused {
+            record.status = "Partial".into();
+            record.errors.push(format!(
+                "shrink guard: Clever no longer lists {} of {} {}; nothing was deleted. Run a forced full sync to apply.",
+                missing.len(),
+                existing.len(),
+                entity.plural()
+            ));
+        } else {
+            record.deleted += missing.len() as u64;
+            if rejected > 0 {
+                record.status = "Partial".into();
+                record.errors.push(format!("{rejected} records without an id were skipped"));
+            } else {
+                record.status = "Success".into();
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the run as failed; `full` says whether it was a full sync (to be asked for again).
+    async fn failed(&mut self, error: String, full: bool) -> Result<(Option<String>, bool), SyncError> {
+        tracing::error!(school_id = self.school.id, district_id = self.school.district_id, error, "school sync failed");
+        self.end("Failed", Some(error), None).await?;
+        Ok((None, full))
+    }
+}
+
+/// The run's status: `Failed` if any entity failed, `Partial` if any was partial, else `Success`.
+fn overall(records: &[SyncRecord]) -> String {
+    let any = |s: &str| records.iter().any(|r| r.status == s);
+    if any("Failed") {
+        "Failed"
+    } else if any("Partial") {
+        "Partial"
+    } else {
+        "Success"
+    }
+    .to_string()
+}

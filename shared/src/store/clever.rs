@@ -1,0 +1,258 @@
+//! Clever districts, their schools with sync state, and the sync history.
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use serde::{Deserialize, Serialize};
+
+use super::{Item, ItemExt, Store, StoreError, n, s};
+
+/// A district whose Clever credentials we hold (the secret's id, never its value).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CleverDistrict {
+    /// Clever's district id.
+    pub id: String,
+    pub name: String,
+    /// The Secrets Manager secret holding `{"client_id", "client_secret"}`.
+    pub secret_id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A school of a district, with what the next sync needs to know.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CleverSchool {
+    /// Clever's school id.
+    pub id: String,
+    pub district_id: String,
+    pub name: String,
+    pub active: bool,
+    /// The next sync must be a full one (first sync, an admin asked, or the events baseline expired).
+    pub requires_full_sync: bool,
+    /// The newest Clever event already reflected in this school's roster.
+    pub baseline_event_id: Option<String>,
+    pub last_sync_id: Option<String>,
+    pub last_sync_status: Option<String>,
+    pub last_sync_at: Option<i64>,
+    /// Failed syncs in a row (alarms fire at 3).
+    pub consecutive_failures: i64,
+}
+
+/// One entity's part of one school sync.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    pub sync_id: String,
+    pub school_id: String,
+    pub district_id: String,
+    /// `students`, `teachers` or `sections`.
+    pub entity: String,
+    /// `full` or `incremental` (`incremental-fallback` without events).
+    pub sync_type: String,
+    /// `InProgress`, `Success`, `Failed` or `Partial`.
+    pub status: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub processed: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub failed: u64,
+    pub errors: Vec<String>,
+    pub baseline_event_id: Option<String>,
+}
+
+fn district_pk(id: &str) -> String {
+    format!("CLEVER#DISTRICT#{id}")
+}
+fn school_pk(id: &str) -> String {
+    format!("CLEVER#SCHOOL#{id}")
+}
+fn history_pk(school: &str) -> String {
+    format!("CLEVER#HISTORY#{school}")
+}
+
+impl Store<'_> {
+    pub async fn put_clever_district(&self, d: &CleverDistrict) -> Result<(), StoreError> {
+        let item = Item::from([
+            ("pk".into(), s(district_pk(&d.id))),
+            ("sk".into(), s("DISTRICT")),
+            ("doc".into(), s(serde_json::to_string(d).expect("districts serialize"))),
+            ("gsi1pk".into(), s("CLEVER#DISTRICTS")),
+            ("gsi1sk".into(), s(&d.id)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    pub async fn clever_district(&self, id: &str) -> Result<Option<CleverDistrict>, StoreError> {
+        Ok(self.get(&district_pk(id), "DISTRICT").await?.and_then(|i| serde_json::from_str(i.str("doc")?).ok()))
+    }
+
+    pub async fn clever_districts(&self) -> Result<Vec<CleverDistrict>, StoreError> {
+        let items = self.index_items("CLEVER#DISTRICTS", false, None).await?;
+        Ok(items.iter().filter_map(|i| serde_json::from_str(i.str("doc")?).ok()).collect())
+    }
+
+    /// Records a school Clever lists for a district; a known school keeps its sync state, a new one
+    /// starts active and needing a full sync.
+    pub async fn upsert_clever_school(&self, district_id: &str, id: &str, name: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(school_pk(id)))
+            .key("sk", s("SCHOOL"))
+            .update_expression(
+                "SET #name = :name, district_id = :district, gsi1pk = :index, gsi1sk = :id, \
+                 active = if_not_exists(active, :on), requires_full_sync = if_not_exists(requires_full_sync, :on), \
+                 consecutive_failures = if_not_exists(consecutive_failures, :zero)",
+            )
+            .expression_attribute_names("#name", "name")
+            .expression_attribute_values(":name", s(name))
+            .expression_attribute_values(":district", s(district_id))
+            .expression_attribute_values(":index", s(format!("CLEVER#DISTRICT#{district_id}#SCHOOLS")))
+            .expression_attribute_values(":id", s(id))
+            .expression_attribute_values(":on", AttributeValue::Bool(true))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    pub async fn clever_school(&self, id: &str) -> Result<Option<CleverSchool>, StoreError> {
+        Ok(self.get(&school_pk(id), "SCHOOL").await?.as_ref().and_then(|i| school_from(id, i)))
+    }
+
+    pub async fn clever_schools(&self, district_id: &str) -> Result<Vec<CleverSchool>, StoreError> {
+        let items = self.index_items(&format!("CLEVER#DISTRICT#{district_id}#SCHOOLS"), false, None).await?;
+        Ok(items.iter().filter_map(|i| school_from(i.str("gsi1sk")?, i)).collect())
+    }
+
+    /// Asks for a full sync next time (an admin's request, or an expired events baseline).
+    pub async fn require_full_sync(&self, school_id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(school_pk(school_id)))
+            .key("sk", s("SCHOOL"))
+            .update_expression("SET requires_full_sync = :on")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":on", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// Records how a school's sync ended: its status, the events baseline when it changes
+    /// (`Some(None)` removes it), and the full-sync flag (`Some(true)`: a full sync is still needed,
+    /// `Some(false)`: done). Returns the failures in a row.
+    pub async fn finish_school_sync(
+        &self,
+        school_id: &str,
+        sync_id: &str,
+        status: &str,
+        at: i64,
+        baseline: Option<Option<&str>>,
+        requires_full_sync: Option<bool>,
+    ) -> Result<i64, StoreError> {
+        let failed = status == "Failed";
+        let mut expression = "SET last_sync_id = :sync, last_sync_status = :status, last_sync_at = :at".to_string();
+        expression.push_str(if failed {
+            ", consecutive_failures = if_not_exists(consecutive_failures, :zero) + :one"
+        } else {
+            ", consecutive_failures = :zero"
+        });
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(school_pk(school_id)))
+            .key("sk", s("SCHOOL"))
+            .expression_attribute_values(":sync", s(sync_id))
+            .expression_attribute_values(":status", s(status))
+            .expression_attribute_values(":at", n(at))
+            .expression_attribute_values(":zero", n(0))
+            .return_values(ReturnValue::AllNew);
+        if failed {
+            request = request.expression_attribute_values(":one", n(1));
+        }
+        if let Some(Some(baseline)) = baseline {
+            expression.push_str(", baseline_event_id = :baseline");
+            request = request.expression_attribute_values(":baseline", s(baseline));
+        }
+        if let Some(flag) = requires_full_sync {
+            expression.push_str(", requires_full_sync = :full");
+            request = request.expression_attribute_values(":full", AttributeValue::Bool(flag));
+        }
+        if baseline == Some(None) {
+            expression.push_str(" REMOVE baseline_event_id");
+        }
+        let out = request.update_expression(expression).send().await.map_err(StoreError::from_sdk)?;
+        Ok(out.attributes.unwrap_or_default().num("consecutive_failures").unwrap_or(0))
+    }
+
+    /// Writes (or rewrites, when it ends) one entity's history record.
+    pub async fn put_sync_record(&self, r: &SyncRecord, retention_secs: i64) -> Result<(), StoreError> {
+        let item = Item::from([
+            ("pk".into(), s(history_pk(&r.school_id))),
+            ("sk".into(), s(format!("{:012}#{}#{}", r.started_at, r.sync_id, r.entity))),
+            ("entity".into(), s(&r.entity)),
+            ("doc".into(), s(serde_json::to_string(r).expect("records serialize"))),
+            ("expires_at".into(), n(r.started_at + retention_secs)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// A school's history between two times (unix seconds), newest first, optionally for one entity.
+    pub async fn sync_history(
+        &self,
+        school_id: &str,
+        from: i64,
+        to: i64,
+        entity: Option<&str>,
+        limit: i32,
+    ) -> Result<Vec<SyncRecord>, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(history_pk(school_id)))
+            .expression_attribute_values(":from", s(format!("{:012}", from.max(0))))
+            .expression_attribute_values(":to", s(format!("{:012}~", to.clamp(0, 999_999_999_999))))
+            .scan_index_forward(false)
+            .limit(limit);
+        if let Some(entity) = entity {
+            query = query.filter_expression("entity = :entity").expression_attribute_values(":entity", s(entity));
+        }
+        let out = query.send().await.map_err(StoreError::from_sdk)?;
+        Ok(out.items().iter().filter_map(|i| serde_json::from_str(i.str("doc")?).ok()).collect())
+    }
+}
+
+fn school_from(id: &str, i: &Item) -> Option<CleverSchool> {
+    Some(CleverSchool {
+        id: id.to_string(),
+        district_id: i.str("district_id")?.to_string(),
+        name: i.str("name").unwrap_or_default().to_string(),
+        active: i.flag("active").unwrap_or(true),
+        requires_full_sync: i.flag("requires_full_sync").unwrap_or(true),
+        baseline_event_id: i.str("baseline_event_id").map(str::to_string),
+        last_sync_id: i.str("last_sync_id").map(str::to_string),
+        last_sync_status: i.str("last_sync_status").map(str::to_string),
+        last_sync_at: i.num("last_sync_at"),
+        consecutive_failures: i.num("consecutive_failures").unwrap_or(0),
+    })
+}
