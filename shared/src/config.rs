@@ -54,6 +54,10 @@ pub struct Config {
     /// Clever: how to reach its API, and the sync's own rules.
     pub clever: crate::clever::client::CleverSettings,
     pub clever_sync: CleverSyncSettings,
+    /// Name prefix of the districts' credential secrets (`<stack>/clever/districts/`).
+    pub clever_secret_prefix: Option<String>,
+    /// The queue of per-school sync jobs.
+    pub clever_sync_queue_url: Option<String>,
 }
 
 /// Rules of a Clever school sync.
@@ -65,6 +69,10 @@ pub struct CleverSyncSettings {
     pub history_retention: Duration,
     /// First backoff of a throttled roster write (then doubled, 3 retries).
     pub write_retry_base: Duration,
+    /// How long `/health/clever-auth` serves a report before refreshing it.
+    pub health_cache: Duration,
+    /// Time per check of a cold instance's first health report (keeps the answer under 100 ms).
+    pub health_first_budget: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +154,11 @@ impl Config {
                 shrink_guard: fraction(&optional, "CLEVER_SHRINK_GUARD", 0.5)?,
                 history_retention: seconds("CLEVER_HISTORY_RETENTION_SECONDS", 90 * 24 * 3600)?,
                 write_retry_base: Duration::from_millis(number(&optional, "CLEVER_WRITE_RETRY_BASE_MS", 1_000)?),
+                health_cache: seconds("CLEVER_HEALTH_CACHE_SECONDS", 30)?,
+                health_first_budget: Duration::from_millis(number(&optional, "CLEVER_HEALTH_FIRST_BUDGET_MS", 80)?),
             },
+            clever_secret_prefix: optional("CLEVER_SECRET_PREFIX"),
+            clever_sync_queue_url: optional("CLEVER_SYNC_QUEUE_URL"),
             spark_storage_domains: optional("SPARK_STORAGE_DOMAINS")
                 .map(|d| d.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
                 .unwrap_or_default(),

@@ -32,6 +32,9 @@ pub struct Context {
     /// The key that encrypts webhook subscription secrets at rest.
     pub webhook_sealing_keys: Option<CachedKeyRing>,
     pub clock: Clock,
+    /// Clever clients (and their district tokens) by district, and the cached health report.
+    pub clever_clients: crate::clever::districts::ClientCache,
+    pub clever_health: crate::clever::health::HealthCache,
     outbound: std::sync::Mutex<std::collections::HashMap<OutboundKey, OutboundClient>>,
 }
 
@@ -57,6 +60,8 @@ impl Context {
             sqs: OnceLock::new(),
             secrets: OnceLock::new(),
             clock: Clock::default(),
+            clever_clients: Default::default(),
+            clever_health: Default::default(),
             outbound: Default::default(),
         }
     }

@@ -103,6 +103,26 @@ pub const WEBHOOK_DELIVER: Function = Function {
     name: "webhook-deliver",
     handler: Handler::Queue(|c, m| Box::pin(crate::webhooks::delivery::deliver(c, m))),
 };
+pub const CLEVER_DISTRICTS_PUT: Function =
+    Function { name: "clever-districts-put", handler: Handler::Http(|c, r| Box::pin(api::clever::put_district(c, r))) };
+pub const CLEVER_DISTRICTS_LIST: Function = Function {
+    name: "clever-districts-list",
+    handler: Handler::Http(|c, r| Box::pin(api::clever::list_districts(c, r))),
+};
+pub const CLEVER_SYNC_REQUEST: Function =
+    Function { name: "clever-sync-request", handler: Handler::Http(|c, r| Box::pin(api::clever::sync(c, r))) };
+pub const CLEVER_SYNC_HISTORY: Function =
+    Function { name: "clever-sync-history", handler: Handler::Http(|c, r| Box::pin(api::clever::sync_history(c, r))) };
+pub const CLEVER_HEALTH: Function =
+    Function { name: "clever-health", handler: Handler::Http(|c, r| Box::pin(api::clever::health(c, r))) };
+pub const CLEVER_SYNC_SCHEDULER: Function = Function {
+    name: "clever-sync-scheduler",
+    handler: Handler::Schedule(|c, e| Box::pin(crate::clever::jobs::nightly(c, e))),
+};
+pub const CLEVER_SYNC_WORKER: Function = Function {
+    name: "clever-sync-worker",
+    handler: Handler::Queue(|c, m| Box::pin(crate::clever::jobs::worker(c, m))),
+};
 pub const EVENTS_DISPATCH: Function =
     Function { name: "events-dispatch", handler: Handler::Queue(|c, m| Box::pin(events::dispatch(c, m))) };
 pub const OUTBOX_RELAY: Function =
@@ -132,6 +152,13 @@ pub const ALL: &[Function] = &[
     WEBHOOKS_DELIVERY_REDELIVER,
     WEBHOOKS_TEST,
     WEBHOOK_DELIVER,
+    CLEVER_DISTRICTS_PUT,
+    CLEVER_DISTRICTS_LIST,
+    CLEVER_SYNC_REQUEST,
+    CLEVER_SYNC_HISTORY,
+    CLEVER_HEALTH,
+    CLEVER_SYNC_SCHEDULER,
+    CLEVER_SYNC_WORKER,
     EVENTS_DISPATCH,
     OUTBOX_RELAY,
 ];

@@ -39,6 +39,8 @@ pub struct Faults {
     pub stall: Option<(u32, Duration)>,
     /// After this many more Data API pages, every Data API request answers 500 (a sync failing midway).
     pub fail_after_pages: Option<usize>,
+    /// Schools whose Data API requests all answer 500 (one school failing while others succeed).
+    pub failing_schools: std::collections::HashSet<String>,
 }
 
 /// A running simulator.
@@ -146,6 +148,11 @@ impl Simulator {
         }
         let district_id = district.id.clone();
         let events_enabled = district.events_enabled;
+        if let Some(school) = path.strip_prefix("/v3.0/schools/").and_then(|p| p.split('/').next())
+            && self.faults.lock().unwrap().failing_schools.contains(school)
+        {
+            return answer(500, &json!({"message": "internal error"}), &limits);
+        }
         if path != "/v3.0/events" {
             let mut f = self.faults.lock().unwrap();
             if let Some(left) = &mut f.fail_after_pages {

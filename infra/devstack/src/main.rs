@@ -126,7 +126,9 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                 .await
                 .with_context(|| format!("port {port} is taken"))?;
+            let clever = demo_clever(&template, &stack, &sdk).await?;
             println!("Local AWS stack {stack_name} at {endpoint}: {} resources from template.yaml", stack.refs.len());
+            println!("{clever}");
             println!("Dev gateway on http://127.0.0.1:{port}");
             for (route, function) in gateway.routes() {
                 println!("  {:<32} -> {function}", route.key());
@@ -145,6 +147,10 @@ async fn main() -> anyhow::Result<()> {
                 "  curl -s -X POST -H 'content-type: application/json' -d '{{\"refresh_token\":\"...\"}}' http://127.0.0.1:{port}/api/auth/refresh"
             );
             println!("  curl -s -X POST http://127.0.0.1:{port}/_local/schedules/outbox-relay");
+            println!(
+                "  curl -s -X POST -H \"Authorization: Bearer $ACCESS\" -H 'content-type: application/json' -d '{{\"mode\":\"full\"}}' http://127.0.0.1:{port}/api/clever/sync"
+            );
+            println!("  curl -s -H \"Authorization: Bearer $ACCESS\" http://127.0.0.1:{port}/api/clever/districts   # then sync-history?school_id=...");
             println!("\nCtrl-C stops the gateway and the local AWS stack.");
             tokio::select! {
                 _ = gateway.clone().serve(listener) => {}
@@ -220,6 +226,32 @@ async fn main() -> anyhow::Result<()> {
         other => bail!("unknown command {other}"),
     }
     Ok(())
+}
+
+/// The Clever simulator of `make dev` (port 4600, as the local template parameters say) with a demo
+/// district of two schools, registered in the stack as an admin would (`PUT /api/clever/districts/{id}`).
+async fn demo_clever(template: &Template, stack: &LocalStack, sdk: &aws_config::SdkConfig) -> anyhow::Result<String> {
+    let spec = clever_sim::DistrictSpec {
+        schools: 2,
+        students_per_school: 300,
+        teachers_per_school: 20,
+        sections_per_school: 24,
+    };
+    let sim = clever_sim::Simulator::start(clever_sim::World::generate(1, &[spec]), 4600)
+        .await
+        .context("port 4600 (the Clever simulator) is taken")?;
+    let (id, client_id, client_secret) = {
+        let world = sim.world.lock().map_err(|_| anyhow::anyhow!("simulator state poisoned"))?;
+        let d = &world.districts[0];
+        (d.id.clone(), d.client_id.clone(), d.client_secret.clone())
+    };
+    let env = function_env(template, stack, "clever-districts-put")?;
+    let ctx = hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned())?, sdk.clone());
+    let credentials = hub::clever::districts::DistrictCredentials { name: "Demo Unified".into(), client_id, client_secret };
+    let (_, schools) =
+        hub::clever::districts::register(&ctx, &id, credentials).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    // The simulator's server task keeps running for the life of this process.
+    Ok(format!("Clever simulator on http://127.0.0.1:4600: demo district {id} with {schools} schools registered"))
 }
 
 fn function_env(

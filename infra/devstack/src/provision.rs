@@ -17,11 +17,14 @@ pub const ACCOUNT: &str = "123456789012";
 
 /// Template parameters of every local stack: relaxed outbound rules (plain http and loopback, so
 /// local file servers stand in for Spark's storage), and a web app origin for browser flows.
-pub const LOCAL_PARAMETERS: [(&str, &str); 4] = [
+pub const LOCAL_PARAMETERS: [(&str, &str); 6] = [
     ("Stage", "local"),
     ("FrontendUrl", "http://localhost:5173"),
     ("SparkStorageDomains", "127.0.0.1"),
     ("OutboundAllowLoopback", "true"),
+    // The Clever simulator `make dev` runs (infra/clever-sim).
+    ("CleverApiUrl", "http://127.0.0.1:4600"),
+    ("CleverOauthUrl", "http://127.0.0.1:4600/oauth/tokens"),
 ];
 
 /// The local stack: physical names of everything the template declares.

@@ -2,6 +2,7 @@
 //! an [`crate::ApiError`]; routing is API Gateway's job (template.yaml), one function per route.
 
 pub mod auth;
+pub mod clever;
 pub mod health;
 pub mod learning;
 pub mod spark;

@@ -3,6 +3,9 @@
 //! school syncs with history) and [`metrics`] (sync results as CloudWatch metrics).
 
 pub mod client;
+pub mod districts;
+pub mod health;
+pub mod jobs;
 pub mod metrics;
 pub mod roster;
 pub mod sync;

@@ -66,7 +66,9 @@ pub async fn sync_school(
     requested: Mode,
     force: bool,
 ) -> Result<SyncOutcome, SyncError> {
-    let sync_id = format!("sync_{}", crypto::random_token(9));
+    // Time-ordered ids, so runs of the same second sort in the order they started.
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let sync_id = format!("sync_{millis:013}_{}", crypto::random_token(6));
     let requests_before = client.requests_made();
     let full = requested == Mode::Full || school.requires_full_sync;
     let roster = SchoolRoster::new(

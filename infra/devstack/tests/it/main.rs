@@ -4,6 +4,7 @@
 
 mod auth_flows;
 mod binaries;
+mod clever_api;
 mod clever_client;
 mod clever_sync;
 mod common;

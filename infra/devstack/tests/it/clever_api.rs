@@ -1,0 +1,246 @@
+//! Clever sync end to end: an admin registers a district through the API, syncs are queued by the API
+//! and by the nightly schedule and run by the worker from the queue, history and districts are read back
+//! through the API; the health endpoint; authorization and bad input.
+
+use std::sync::Arc;
+
+use clever_sim::{DistrictSpec, Simulator, World};
+use hub::auth::Role;
+use serde_json::{Value, json};
+
+use crate::common::{TestStack, error_code};
+
+const SPEC: DistrictSpec =
+    DistrictSpec { schools: 2, students_per_school: 60, teachers_per_school: 5, sections_per_school: 4 };
+
+struct Setup {
+    t: TestStack,
+    sim: Simulator,
+    admin: String,
+    district: String,
+    client_id: String,
+    client_secret: String,
+}
+
+async fn setup(name: &str) -> Setup {
+    let sim = Simulator::start(World::generate(5, &[SPEC]), 0).await.unwrap();
+    let oauth = format!("{}/oauth/tokens", sim.base_url);
+    let t = TestStack::with_parameters(
+        name,
+        &[("CleverApiUrl", sim.base_url.as_str()), ("CleverOauthUrl", oauth.as_str()), ("CleverRetryBaseMs", "10")],
+    )
+    .await;
+    let (_, admin) = t.signed_in_as(&format!("root@{name}.example.com"), Role::Admin, "platform").await;
+    let (district, client_id, client_secret) = {
+        let w = sim.world.lock().unwrap();
+        (w.districts[0].id.clone(), w.districts[0].client_id.clone(), w.districts[0].client_secret.clone())
+    };
+    Setup { t, sim, admin: admin.access_token, district, client_id, client_secret }
+}
+
+impl Setup {
+    async fn register(&self, secret: &str) -> reqwest::Response {
+        let body = json!({"name": "Lincoln Unified", "client_id": self.client_id, "client_secret": secret});
+        let url = self.t.url(&format!("/api/clever/districts/{}", self.district));
+        self.t.http.put(url).bearer_auth(&self.admin).json(&body).send().await.unwrap()
+    }
+
+    async fn sync(&self, body: Value) -> reqwest::Response {
+        self.t.http.post(self.t.url("/api/clever/sync")).bearer_auth(&self.admin).json(&body).send().await.unwrap()
+    }
+
+    /// Runs the worker on queued jobs until `n` were processed.
+    async fn work(&self, n: usize) {
+        let mut done = 0;
+        while done < n {
+            let (received, failed) = self.t.gateway.poll("clever-sync-worker", 2).await.unwrap();
+            assert_eq!(failed, 0);
+            assert!(received > 0, "expected {n} jobs, got {done}");
+            done += received;
+        }
+    }
+
+    fn schools(&self) -> Vec<String> {
+        self.sim.world.lock().unwrap().schools.keys().cloned().collect()
+    }
+}
+
+#[tokio::test]
+async fn an_admin_adds_a_district_and_its_schools_sync_through_the_queue() {
+    let s = setup("clapi").await;
+    let r = s.register(&s.client_secret).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["schools_found"], 2);
+    assert!(!body.to_string().contains(&s.client_secret), "the secret is never returned");
+
+    // The credentials are in Secrets Manager under the stack's prefix, nowhere else.
+    let sm = aws_sdk_secretsmanager::Client::new(&s.t.sdk);
+    let secret_id = format!("{}/clever/districts/{}", s.t.stack.name, s.district);
+    let stored = sm.get_secret_value().secret_id(&secret_id).send().await.unwrap().secret_string.unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&stored).unwrap()["client_secret"], s.client_secret.as_str());
+
+    let districts = s.t.get_json("/api/clever/districts", &s.admin).await;
+    assert!(!districts.to_string().contains(&s.client_secret));
+    let schools = districts["districts"][0]["schools"].as_array().unwrap();
+    assert_eq!(schools.len(), 2);
+    assert!(schools.iter().all(|s| s["requires_full_sync"] == true && s["last_sync_status"].is_null()));
+
+    let r = s.sync(json!({"mode": "full"})).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.unwrap()["queued"], 2);
+    s.work(2).await;
+
+    let school = &s.schools()[0];
+    let history = s.t.get_json(&format!("/api/clever/sync-history?school_id={school}"), &s.admin).await;
+    let records = history["history"].as_array().unwrap();
+    assert_eq!(records.len(), 3);
+    let students = records.iter().find(|r| r["entity"] == "students").unwrap();
+    assert_eq!((students["status"].as_str(), students["created"].as_u64()), (Some("Success"), Some(60)));
+    let only = s.t.get_json(&format!("/api/clever/sync-history?school_id={school}&entity=teachers"), &s.admin).await;
+    assert_eq!(only["history"].as_array().unwrap().len(), 1);
+    let districts = s.t.get_json("/api/clever/districts", &s.admin).await;
+    assert!(
+        districts["districts"][0]["schools"].as_array().unwrap().iter().all(|s| s["last_sync_status"] == "Success")
+    );
+
+    // The nightly schedule queues every active school; its syncs are incremental.
+    let summary: Value =
+        s.t.http.post(s.t.url("/_local/schedules/clever-sync-scheduler")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(summary["queued"], 2, "{summary}");
+    s.work(2).await;
+    let history = s.t.get_json(&format!("/api/clever/sync-history?school_id={school}&entity=students"), &s.admin).await;
+    let newest = &history["history"][0];
+    assert_eq!(newest["sync_type"], "incremental-fallback", "{history}");
+    assert_eq!((newest["created"].as_u64(), newest["updated"].as_u64()), (Some(0), Some(0)));
+}
+
+#[tokio::test]
+async fn one_school_failing_does_not_stop_the_others() {
+    let s = setup("clone").await;
+    assert_eq!(s.register(&s.client_secret).await.status(), 200);
+    let schools = s.schools();
+    s.sim.faults.lock().unwrap().failing_schools.insert(schools[1].clone());
+    assert_eq!(s.sync(json!({"district_id": s.district, "mode": "full"})).await.status(), 202);
+    s.work(2).await;
+    let districts = s.t.get_json("/api/clever/districts", &s.admin).await;
+    let status = |id: &str| {
+        districts["districts"][0]["schools"].as_array().unwrap().iter().find(|x| x["id"] == id).unwrap().clone()
+    };
+    assert_eq!(status(&schools[0])["last_sync_status"], "Success");
+    assert_eq!(status(&schools[1])["last_sync_status"], "Failed");
+    assert_eq!(status(&schools[1])["consecutive_failures"], 1);
+    let history = s.t.get_json(&format!("/api/clever/sync-history?school_id={}", schools[1]), &s.admin).await;
+    assert!(history["history"].as_array().unwrap().iter().all(|r| r["status"] == "Failed"));
+
+    // One school, by id: recovers once Clever answers for it.
+    s.sim.faults.lock().unwrap().failing_schools.clear();
+    assert_eq!(s.sync(json!({"school_id": schools[1], "mode": "incremental"})).await.status(), 202);
+    s.work(1).await;
+    let districts = s.t.get_json("/api/clever/districts", &s.admin).await;
+    let school = districts["districts"][0]["schools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == schools[1].as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (school["last_sync_status"].as_str(), school["consecutive_failures"].as_i64()),
+        (Some("Success"), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_unauthorized_callers_and_bad_requests() {
+    let s = setup("clbad").await;
+    let r = s.register("not-the-secret").await;
+    assert_eq!(error_code(r).await, (400, "clever_refused_credentials".into()));
+    assert!(s.t.get_json("/api/clever/districts", &s.admin).await["districts"].as_array().unwrap().is_empty());
+    let sm = aws_sdk_secretsmanager::Client::new(&s.t.sdk);
+    let secret_id = format!("{}/clever/districts/{}", s.t.stack.name, s.district);
+    assert!(sm.get_secret_value().secret_id(&secret_id).send().await.is_err(), "nothing stored");
+
+    let (_, org_admin) = s.t.signed_in_as("orgadmin@clbad.example.com", Role::OrgAdmin, "org-1").await;
+    let http = &s.t.http;
+    for request in [
+        http.get(s.t.url("/api/clever/districts")),
+        http.post(s.t.url("/api/clever/sync")).json(&json!({"mode": "full"})),
+        http.get(s.t.url("/api/clever/sync-history?school_id=x")),
+        http.put(s.t.url(&format!("/api/clever/districts/{}", s.district)))
+            .json(&json!({"name": "x", "client_id": "a", "client_secret": "b"})),
+    ] {
+        let r = request.try_clone().unwrap().bearer_auth(&org_admin.access_token).send().await.unwrap();
+        assert_eq!(error_code(r).await.0, 403, "platform admins only");
+        let r = request.send().await.unwrap();
+        assert_eq!(error_code(r).await.0, 401);
+    }
+
+    assert_eq!(s.register(&s.client_secret).await.status(), 200);
+    let cases = [
+        (json!({"mode": "partial"}), 400, "invalid_mode"),
+        (json!({"mode": "incremental", "force": true}), 400, "invalid_mode"),
+        (json!({"school_id": "nope", "mode": "full"}), 404, "school_not_found"),
+        (json!({"district_id": "nope", "mode": "full"}), 404, "district_not_found"),
+        (json!({"mode": "full", "extra": 1}), 400, "invalid_json"),
+    ];
+    for (body, status, code) in cases {
+        assert_eq!(error_code(s.sync(body).await).await, (status, code.into()));
+    }
+    for query in ["", "?school_id=x&since=yesterday", "?school_id=x&entity=parents", "?school_id=x&limit=0"] {
+        let r =
+            http.get(s.t.url(&format!("/api/clever/sync-history{query}"))).bearer_auth(&s.admin).send().await.unwrap();
+        assert_eq!(error_code(r).await.0, 400, "{query}");
+    }
+    let r = http
+        .put(s.t.url("/api/clever/districts/bad%20id"))
+        .bearer_auth(&s.admin)
+        .json(&json!({"name": "x", "client_id": "a", "client_secret": "b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (400, "invalid_district".into()));
+    // Nothing was queued by the refused requests.
+    assert_eq!(s.t.gateway.poll("clever-sync-worker", 0).await.unwrap(), (0, 0));
+}
+
+#[tokio::test]
+async fn health_is_healthy_degraded_or_unhealthy_and_answers_from_its_cache() {
+    let s = setup("clhealth").await;
+    // A generous first-report budget: these checks must not race the clock (the default is 80 ms).
+    let report = |mut overrides: Vec<(&'static str, String)>| {
+        overrides.push(("CLEVER_HEALTH_FIRST_BUDGET_MS", "5000".into()));
+        let pairs: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let ctx = Arc::new(s.t.context_for("clever-health", &pairs));
+        async move {
+            let (first, status) = hub::clever::health::report(ctx.clone()).await;
+            let (again, _) = hub::clever::health::report(ctx).await;
+            assert!(Arc::ptr_eq(&first, &again), "a fresh report is served from the cache");
+            ((*first).clone(), status)
+        }
+    };
+    let (r, status) = report(vec![]).await;
+    assert_eq!((r["status"].as_str(), status), (Some("Healthy"), 200), "{r}");
+
+    assert_eq!(s.register(&s.client_secret).await.status(), 200);
+    let (r, status) = report(vec![]).await;
+    assert_eq!((r["status"].as_str(), status), (Some("Healthy"), 200), "{r}");
+    assert_eq!(r["checks"]["districts"][0]["token"], "valid");
+    assert_eq!(r["checks"]["secrets_manager"]["status"], "up");
+
+    // Clever unreachable: Degraded, and the function still answers.
+    let (r, status) = report(vec![("CLEVER_OAUTH_URL", "http://127.0.0.1:9/oauth/tokens".into())]).await;
+    assert_eq!((r["status"].as_str(), status), (Some("Degraded"), 200), "{r}");
+    assert_eq!(r["checks"]["districts"][0]["token"], "unavailable");
+
+    // Clever refuses the district's credentials: Unhealthy.
+    s.sim.world.lock().unwrap().districts[0].client_secret = "rotated-by-the-district".into();
+    let (r, status) = report(vec![]).await;
+    assert_eq!((r["status"].as_str(), status), (Some("Unhealthy"), 503), "{r}");
+    assert!(!r.to_string().contains(&s.client_secret));
+
+    // Through the API, without authentication.
+    let r = s.t.http.get(s.t.url("/health/clever-auth")).send().await.unwrap();
+    assert!(matches!(r.status().as_u16(), 200 | 503));
+    assert!(r.json::<Value>().await.unwrap()["status"].is_string());
+}

@@ -1,0 +1,81 @@
+//! Clever administration (platform admins): districts and their credentials, sync requests, sync
+//! history; and `GET /health/clever-auth`.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use lambda_http::{Request, RequestExt};
+use serde_json::json;
+
+use crate::auth::Role;
+use crate::auth::guard::authenticate;
+use crate::clever::{districts, health, jobs};
+use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body};
+use crate::{ApiError, Context};
+
+/// `PUT /api/clever/districts/{district_id}` with `{"name", "client_id", "client_secret"}`.
+pub async fn put_district(ctx: Arc<Context>, req: Request) -> ApiResult {
+    authenticate(&ctx, &req).await?.require_role(&[Role::Admin])?;
+    let district_id = req.path_parameters_ref().and_then(|p| p.first("district_id")).unwrap_or_default().to_string();
+    let body = json_body(&req, MAX_JSON_BODY)?;
+    let (district, schools) = districts::register(&ctx, &district_id, body).await?;
+    json(
+        StatusCode::OK,
+        &json!({"id": district.id, "name": district.name, "created_at": district.created_at,
+                "updated_at": district.updated_at, "schools_found": schools}),
+    )
+}
+
+/// `GET /api/clever/districts`: every district with its schools and their last sync.
+pub async fn list_districts(ctx: Arc<Context>, req: Request) -> ApiResult {
+    authenticate(&ctx, &req).await?.require_role(&[Role::Admin])?;
+    let store = ctx.store();
+    let mut out = Vec::new();
+    for district in store.clever_districts().await? {
+        let schools = store.clever_schools(&district.id).await?;
+        out.push(json!({"id": district.id, "name": district.name, "created_at": district.created_at,
+                        "updated_at": district.updated_at, "schools": schools}));
+    }
+    json(StatusCode::OK, &json!({ "districts": out }))
+}
+
+/// `POST /api/clever/sync` with `{"district_id"?, "school_id"?, "mode": "full"|"incremental", "force"?}`.
+pub async fn sync(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate(&ctx, &req).await?;
+    let body = json_body(&req, MAX_JSON_BODY)?;
+    let queued = jobs::request(&ctx, &principal, body).await?;
+    json(StatusCode::ACCEPTED, &queued)
+}
+
+/// `GET /api/clever/sync-history?school_id=&since=&until=&entity=&limit=` (`since`/`until`: unix seconds).
+pub async fn sync_history(ctx: Arc<Context>, req: Request) -> ApiResult {
+    authenticate(&ctx, &req).await?.require_role(&[Role::Admin])?;
+    let query = |k: &str| req.query_string_parameters_ref().and_then(|q| q.first(k)).map(str::to_string);
+    let bad = |m: &str| ApiError::bad_request("invalid_query", m);
+    let school = query("school_id").ok_or_else(|| bad("school_id is required"))?;
+    let number = |k: &str, default: i64| -> Result<i64, ApiError> {
+        query(k).map_or(Ok(default), |v| v.parse().map_err(|_| bad(&format!("{k} must be an integer"))))
+    };
+    let now = ctx.clock.now();
+    let (since, until) = (number("since", now - 7 * 24 * 3600)?, number("until", now)?);
+    let limit = number("limit", 100)?;
+    if !(1..=500).contains(&limit) {
+        return Err(bad("limit is 1 to 500"));
+    }
+    let entity = match query("entity") {
+        None => None,
+        Some(e) => Some(
+            crate::clever::roster::Entity::parse(&e)
+                .ok_or_else(|| bad("entity is students, teachers or sections"))?
+                .plural(),
+        ),
+    };
+    let records = ctx.store().sync_history(&school, since, until, entity, limit as i32).await?;
+    json(StatusCode::OK, &json!({ "school_id": school, "since": since, "until": until, "history": records }))
+}
+
+/// `GET /health/clever-auth`: no authentication, no secret in the answer.
+pub async fn health(ctx: Arc<Context>, _req: Request) -> ApiResult {
+    let (report, status) = health::report(ctx).await;
+    json(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), &*report)
+}

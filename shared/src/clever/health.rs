@@ -1,0 +1,123 @@
+//! `GET /health/clever-auth`: can we read the districts' credentials, and does Clever give each
+//! district a token? Answered from a report cached in the warm instance: a report older than
+//! `CLEVER_HEALTH_CACHE_SECONDS` (30) is refreshed in the background (bounded by [`REFRESH_BUDGET`])
+//! while the cached one answers, so an answer never waits for Secrets Manager or Clever. A cold
+//! instance builds its first report with `CLEVER_HEALTH_FIRST_BUDGET_MS` (80 ms) per check; a check
+//! without an answer by then reports `unavailable` (Degraded) until the refresh. Nothing is checked at start-up, so the function starts, and answers Degraded, while
+//! Secrets Manager or Clever is down.
+//!
+//! Status: `Healthy` when every check passes; `Unhealthy` (HTTP 503) when Clever refuses every
+//! district's credentials; `Degraded` otherwise (a dependency down or slow, some districts failing).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::client::CleverError;
+use super::districts::{self, SetupError};
+use crate::Context;
+
+/// Time allowed per check in a background refresh.
+pub const REFRESH_BUDGET: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct HealthCache {
+    report: Mutex<Option<(Arc<Value>, Instant)>>,
+    refreshing: AtomicBool,
+}
+
+/// The current report and its HTTP status.
+pub async fn report(ctx: Arc<Context>) -> (Arc<Value>, u16) {
+    let cached = ctx.clever_health.report.lock().await.clone();
+    let report = match cached {
+        Some((report, at)) => {
+            if at.elapsed() >= ctx.config.clever_sync.health_cache
+                && !ctx.clever_health.refreshing.swap(true, Ordering::AcqRel)
+            {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let fresh = Arc::new(check(&ctx, REFRESH_BUDGET).await);
+                    *ctx.clever_health.report.lock().await = Some((fresh, Instant::now()));
+                    ctx.clever_health.refreshing.store(false, Ordering::Release);
+                });
+            }
+            report
+        }
+        None => {
+            let fresh = Arc::new(check(&ctx, ctx.config.clever_sync.health_first_budget).await);
+            *ctx.clever_health.report.lock().await = Some((fresh.clone(), Instant::now()));
+            fresh
+        }
+    };
+    let status = if report["status"] == "Unhealthy" { 503 } else { 200 };
+    (report, status)
+}
+
+async fn check(ctx: &Context, budget: Duration) -> Value {
+    let started = Instant::now();
+    let timed = |what: &str| format!("no answer within {} ms ({what})", budget.as_millis());
+    let districts = match tokio::time::timeout(budget, ctx.store().clever_districts()).await {
+        Ok(Ok(districts)) => districts,
+        Ok(Err(e)) => return degraded(json!({"dynamodb": {"status": "down", "error": e.to_string()}})),
+        Err(_) => return degraded(json!({"dynamodb": {"status": "down", "error": timed("districts")}})),
+    };
+    let secrets = match districts.first() {
+        None => json!({"status": "up", "note": "no district registered"}),
+        Some(d) => {
+            match tokio::time::timeout(budget, ctx.secrets().describe_secret().secret_id(&d.secret_id).send()).await {
+                Ok(Ok(_)) => json!({"status": "up"}),
+                Ok(Err(e)) => {
+                    let code = e
+                        .as_service_error()
+                        .and_then(|s| aws_sdk_secretsmanager::error::ProvideErrorMetadata::code(s))
+                        .unwrap_or("unreachable");
+                    json!({"status": "down", "error": code})
+                }
+                Err(_) => json!({"status": "down", "error": timed("secrets manager")}),
+            }
+        }
+    };
+    let checks = futures_util::future::join_all(districts.iter().map(|district| async move {
+        let outcome = tokio::time::timeout(budget, async {
+            let client = districts::client(ctx, district).await?;
+            client.check_token().await.map_err(SetupError::from)
+        })
+        .await;
+        let (token, error) = match outcome {
+            Ok(Ok(())) => ("valid", None),
+            Ok(Err(SetupError::Clever(CleverError::Unauthorized(_)))) => {
+                ("refused", Some("Clever refused the credentials".to_string()))
+            }
+            Ok(Err(e)) => ("unavailable", Some(e.to_string())),
+            Err(_) => ("unavailable", Some(timed("token"))),
+        };
+        json!({"district_id": district.id, "token": token, "error": error})
+    }))
+    .await;
+    let refused = checks.iter().filter(|c| c["token"] == "refused").count();
+    let all_valid = checks.iter().all(|c| c["token"] == "valid");
+    let status = if !districts.is_empty() && refused == districts.len() {
+        "Unhealthy"
+    } else if all_valid && secrets["status"] == "up" {
+        "Healthy"
+    } else {
+        "Degraded"
+    };
+    if status != "Healthy" {
+        tracing::warn!(status, "Clever health degraded");
+    }
+    json!({
+        "status": status,
+        "checked_at": ctx.clock.now(),
+        "check_ms": started.elapsed().as_millis() as u64,
+        "checks": {"dynamodb": {"status": "up"}, "secrets_manager": secrets, "districts": checks},
+    })
+}
+
+fn degraded(checks: Value) -> Value {
+    tracing::warn!("Clever health degraded: district registry unavailable");
+    json!({"status": "Degraded", "checks": checks})
+}
