@@ -10,6 +10,7 @@
 //! devstack fire FUNCTION [--stack hub-dev]             run a scheduled function now
 //! devstack bench-spark [--requests 200] [--concurrency 8] Spark SSO and webhook latency and throughput
 //! devstack bench-webhooks [--deliveries 500] [--workers 4] outbound webhook deliveries per second
+//! devstack bench-clever [--students 10000] [--teachers 500] [--sections 400] [--worker PATH] school sync figures
 //! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
 //! It talks only to the endpoint in `AWS_ENDPOINT_URL`, which must be on loopback.
@@ -150,7 +151,9 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "  curl -s -X POST -H \"Authorization: Bearer $ACCESS\" -H 'content-type: application/json' -d '{{\"mode\":\"full\"}}' http://127.0.0.1:{port}/api/clever/sync"
             );
-            println!("  curl -s -H \"Authorization: Bearer $ACCESS\" http://127.0.0.1:{port}/api/clever/districts   # then sync-history?school_id=...");
+            println!(
+                "  curl -s -H \"Authorization: Bearer $ACCESS\" http://127.0.0.1:{port}/api/clever/districts   # then sync-history?school_id=..."
+            );
             println!("\nCtrl-C stops the gateway and the local AWS stack.");
             tokio::select! {
                 _ = gateway.clone().serve(listener) => {}
@@ -176,6 +179,17 @@ async fn main() -> anyhow::Result<()> {
             let deliveries: usize = args.options.get("deliveries").map_or(Ok(500), |r| r.parse())?;
             let workers: usize = args.options.get("workers").map_or(Ok(4), |c| c.parse())?;
             devstack::bench::webhooks(&template, &sdk, deliveries, workers).await?;
+        }
+        "bench-clever" => {
+            let worker = args.options.get("worker").map_or("target/release/clever-sync-worker", String::as_str);
+            let number = |k: &str, default: usize| args.options.get(k).map_or(Ok(default), |v| v.parse());
+            let spec = clever_sim::DistrictSpec {
+                schools: 1,
+                students_per_school: number("students", 10_000)?,
+                teachers_per_school: number("teachers", 500)?,
+                sections_per_school: number("sections", 400)?,
+            };
+            devstack::bench::clever(&template, &sdk, std::path::Path::new(worker), spec).await?;
         }
         "fire" => {
             let function = args.positional.first().context("devstack fire FUNCTION")?;
@@ -247,7 +261,8 @@ async fn demo_clever(template: &Template, stack: &LocalStack, sdk: &aws_config::
     };
     let env = function_env(template, stack, "clever-districts-put")?;
     let ctx = hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned())?, sdk.clone());
-    let credentials = hub::clever::districts::DistrictCredentials { name: "Demo Unified".into(), client_id, client_secret };
+    let credentials =
+        hub::clever::districts::DistrictCredentials { name: "Demo Unified".into(), client_id, client_secret };
     let (_, schools) =
         hub::clever::districts::register(&ctx, &id, credentials).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
     // The simulator's server task keeps running for the life of this process.

@@ -78,14 +78,7 @@ impl Store<'_> {
             ("gsi1pk".into(), s("CLEVER#DISTRICTS")),
             ("gsi1sk".into(), s(&d.id)),
         ]);
-        self.client
-            .put_item()
-            .table_name(self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(())
+        self.put(item).await
     }
 
     pub async fn clever_district(&self, id: &str) -> Result<Option<CleverDistrict>, StoreError> {
@@ -205,14 +198,7 @@ impl Store<'_> {
             ("doc".into(), s(serde_json::to_string(r).expect("records serialize"))),
             ("expires_at".into(), n(r.started_at + retention_secs)),
         ]);
-        self.client
-            .put_item()
-            .table_name(self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(())
+        self.put(item).await
     }
 
     /// A school's history between two times (unix seconds), newest first, optionally for one entity.

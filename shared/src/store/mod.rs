@@ -181,6 +181,18 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// Writes an item, replacing any with its key.
+    pub(crate) async fn put(&self, item: Item) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
     /// Writes an item unless one with its key exists; `false` when it did.
     pub(crate) async fn put_if_new(&self, item: Item) -> Result<bool, StoreError> {
         let result = self

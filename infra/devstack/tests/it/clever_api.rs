@@ -244,3 +244,69 @@ async fn health_is_healthy_degraded_or_unhealthy_and_answers_from_its_cache() {
     assert!(matches!(r.status().as_u16(), 200 | 503));
     assert!(r.json::<Value>().await.unwrap()["status"].is_string());
 }
+
+#[tokio::test]
+async fn districts_have_their_own_credentials_and_syncs_target_all_one_district_or_one_school() {
+    let sim = Simulator::start(World::generate(9, &[SPEC, SPEC]), 0).await.unwrap();
+    let oauth = format!("{}/oauth/tokens", sim.base_url);
+    let t = TestStack::with_parameters(
+        "clmulti",
+        &[("CleverApiUrl", sim.base_url.as_str()), ("CleverOauthUrl", oauth.as_str()), ("CleverRetryBaseMs", "10")],
+    )
+    .await;
+    let (_, admin) = t.signed_in_as("root@clmulti.example.com", Role::Admin, "platform").await;
+    let districts: Vec<(String, String, String)> = sim
+        .world
+        .lock()
+        .unwrap()
+        .districts
+        .iter()
+        .map(|d| (d.id.clone(), d.client_id.clone(), d.client_secret.clone()))
+        .collect();
+    // One district's credentials do not open the other.
+    let (first, second) = (&districts[0], &districts[1]);
+    let crossed = json!({"name": "Crossed", "client_id": first.1, "client_secret": first.2});
+    let r = t
+        .http
+        .put(t.url(&format!("/api/clever/districts/{}", second.0)))
+        .bearer_auth(&admin.access_token)
+        .json(&crossed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (400, "clever_no_district_token".into()));
+    for (id, client_id, secret) in &districts {
+        let body = json!({"name": format!("District {id}"), "client_id": client_id, "client_secret": secret});
+        let r = t
+            .http
+            .put(t.url(&format!("/api/clever/districts/{id}")))
+            .bearer_auth(&admin.access_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let sync = |body: Value| {
+        let request = t.http.post(t.url("/api/clever/sync")).bearer_auth(&admin.access_token).json(&body);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap()["queued"].as_u64().unwrap() }
+    };
+    assert_eq!(sync(json!({"mode": "full"})).await, 4, "every school of every district");
+    assert_eq!(sync(json!({"district_id": second.0, "mode": "full"})).await, 2);
+    let school =
+        sim.world.lock().unwrap().schools.iter().find(|(_, s)| s["district"] == second.0.as_str()).unwrap().0.clone();
+    assert_eq!(sync(json!({"school_id": school, "mode": "incremental"})).await, 1);
+    let mut done = 0;
+    while done < 7 {
+        let (received, failed) = t.gateway.poll("clever-sync-worker", 2).await.unwrap();
+        assert_eq!(failed, 0);
+        done += received;
+    }
+    let listed = t.get_json("/api/clever/districts", &admin.access_token).await;
+    for district in listed["districts"].as_array().unwrap() {
+        for s in district["schools"].as_array().unwrap() {
+            assert_eq!(s["district_id"], district["id"]);
+            assert_eq!(s["last_sync_status"], "Success");
+        }
+    }
+}
