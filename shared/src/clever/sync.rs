@@ -101,6 +101,22 @@ pub async fn sync_school(
         .await
         .map_err(|e| SyncError(e.to_string()))?;
     crate::clever::metrics::school_synced(school, &status, failures);
+    for r in &run.records {
+        tracing::info!(
+            district_id = school.district_id,
+            school_id = school.id,
+            sync_id,
+            entity = r.entity,
+            sync_type = r.sync_type,
+            status = r.status,
+            processed = r.processed,
+            created = r.created,
+            updated = r.updated,
+            deleted = r.deleted,
+            failed = r.failed,
+            "entity synced"
+        );
+    }
     tracing::info!(
         district_id = school.district_id,
         school_id = school.id,

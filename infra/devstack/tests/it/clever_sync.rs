@@ -321,3 +321,24 @@ async fn history_is_kept_per_school_entity_and_run_and_can_be_queried() {
     assert!(store.sync_history(&c.schools[0], now + 3600, now + 7200, None, 100).await.unwrap().is_empty());
     let _ = &c.t;
 }
+
+#[tokio::test]
+async fn fields_clever_adds_do_not_stop_a_sync_and_records_without_an_id_are_counted() {
+    let c = setup("clschema").await;
+    let students = c.students_in_clever(0);
+    {
+        let mut w = c.sim.world.lock().unwrap();
+        // Clever adds a field to users (a schema change), and one record arrives without an id.
+        for id in &students[..3] {
+            w.users.get_mut(id).unwrap()["pronouns"] = "they/them".into();
+        }
+        w.users.get_mut(&students[3]).unwrap()["id"] = "".into();
+    }
+    let outcome = c.sync(0, Mode::Full, false).await;
+    let record = entity(&outcome, "students");
+    assert_eq!((record.processed, record.created, record.failed), (120, 119, 1));
+    assert_eq!(record.status, "Partial", "the unusable record is reported");
+    assert!(record.errors[0].contains("without an id"));
+    assert!(c.stored(0, "STUDENT").await.contains_key(&students[0]), "mapped fields keep syncing");
+    assert_eq!(entity(&outcome, "teachers").status, "Success");
+}
