@@ -3,7 +3,8 @@
 //! `CLEVER_HEALTH_CACHE_SECONDS` (30) is refreshed in the background (bounded by [`REFRESH_BUDGET`])
 //! while the cached one answers, so an answer never waits for Secrets Manager or Clever. A cold
 //! instance builds its first report with `CLEVER_HEALTH_FIRST_BUDGET_MS` (80 ms) per check; a check
-//! without an answer by then reports `unavailable` (Degraded) until the refresh. Nothing is checked at start-up, so the function starts, and answers Degraded, while
+//! without an answer by then reports `unavailable` (Degraded) and the report is marked `provisional`:
+//! the next request is answered with it and starts a refresh at once. Nothing is checked at start-up, so the function starts, and answers Degraded, while
 //! Secrets Manager or Clever is down.
 //!
 //! Status: `Healthy` when every check passes; `Unhealthy` (HTTP 503) when Clever refuses every
@@ -48,7 +49,14 @@ pub async fn report(ctx: Arc<Context>) -> (Arc<Value>, u16) {
         }
         None => {
             let fresh = Arc::new(check(&ctx, ctx.config.clever_sync.health_first_budget).await);
-            *ctx.clever_health.report.lock().await = Some((fresh.clone(), Instant::now()));
+            // A report with checks cut short by the budget is provisional: served now, refreshed at once.
+            let cache = ctx.config.clever_sync.health_cache;
+            let at = if fresh["provisional"] == true {
+                Instant::now().checked_sub(cache).unwrap_or_else(Instant::now)
+            } else {
+                Instant::now()
+            };
+            *ctx.clever_health.report.lock().await = Some((fresh.clone(), at));
             fresh
         }
     };
@@ -98,6 +106,8 @@ async fn check(ctx: &Context, budget: Duration) -> Value {
     }))
     .await;
     let refused = checks.iter().filter(|c| c["token"] == "refused").count();
+    let cut_short = checks.iter().any(|c| c["error"].as_str().is_some_and(|e| e.starts_with("no answer within")))
+        || secrets["error"].as_str().is_some_and(|e| e.starts_with("no answer within"));
     let all_valid = checks.iter().all(|c| c["token"] == "valid");
     let status = if !districts.is_empty() && refused == districts.len() {
         "Unhealthy"
@@ -113,11 +123,12 @@ async fn check(ctx: &Context, budget: Duration) -> Value {
         "status": status,
         "checked_at": ctx.clock.now(),
         "check_ms": started.elapsed().as_millis() as u64,
+        "provisional": cut_short,
         "checks": {"dynamodb": {"status": "up"}, "secrets_manager": secrets, "districts": checks},
     })
 }
 
 fn degraded(checks: Value) -> Value {
     tracing::warn!("Clever health degraded: district registry unavailable");
-    json!({"status": "Degraded", "checks": checks})
+    json!({"status": "Degraded", "provisional": false, "checks": checks})
 }

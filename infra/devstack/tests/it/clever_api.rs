@@ -310,3 +310,45 @@ async fn districts_have_their_own_credentials_and_syncs_target_all_one_district_
         }
     }
 }
+
+#[tokio::test]
+async fn a_first_health_report_cut_short_is_provisional_and_refreshed_at_once() {
+    let s = setup("clprov").await;
+    assert_eq!(s.register(&s.client_secret).await.status(), 200);
+    // Clever's token endpoint accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let oauth = format!("http://{}/oauth/tokens", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let ctx = Arc::new(s.t.context_for(
+        "clever-health",
+        &[
+            ("CLEVER_OAUTH_URL", oauth.as_str()),
+            ("CLEVER_HEALTH_FIRST_BUDGET_MS", "500"),
+            ("CLEVER_TIMEOUT_SECONDS", "1"),
+        ],
+    ));
+    let (first, status) = hub::clever::health::report(ctx.clone()).await;
+    assert_eq!(
+        (first["status"].as_str(), status, first["provisional"].as_bool()),
+        (Some("Degraded"), 200, Some(true)),
+        "{first}"
+    );
+    // Served as it is, while a refresh starts at once instead of 30 s later.
+    let (served, _) = hub::clever::health::report(ctx.clone()).await;
+    assert!(Arc::ptr_eq(&first, &served));
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (now, _) = hub::clever::health::report(ctx.clone()).await;
+        if !Arc::ptr_eq(&first, &now) {
+            assert_eq!(now["status"], "Degraded", "Clever still does not answer: {now}");
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 20, "the provisional report was never refreshed");
+    }
+}
