@@ -8,15 +8,19 @@
 //!   errors back off exponentially (base, 2×base, 4×base... plus jitter), at most `max_retries` times;
 //!   other 4xx (400, 404, 413...) are not retried.
 //! - **Pages**: lists follow `links[rel=next]` with `limit` = the configured page size (10,000 by
-//!   default: the fewest round trips), and map each item as it arrives, so a page is never held twice.
+//!   default: the fewest round trips). A page is kept as its raw bytes and each item is parsed and
+//!   mapped in turn, so a 10,000-user page never exists as a whole JSON tree.
 //!
 //! Credentials and tokens are `secrecy` values: they cannot reach a log.
 
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
 /// How the client talks to Clever (from the function's configuration).
@@ -141,11 +145,12 @@ impl CleverClient {
             self.credentials.client_secret.expose_secret()
         ));
         let url = format!("{}?owner_type=district", self.settings.oauth_url);
-        let body = self
+        let bytes = self
             .send_with_retries("/oauth/tokens", || {
                 self.http.get(&url).header("authorization", format!("Basic {basic}"))
             })
             .await?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| CleverError::Malformed(e.to_string()))?;
         let entry = body["data"]
             .as_array()
             .and_then(|tokens| tokens.iter().find(|t| t["owner"]["id"] == self.district_id.as_str()))
@@ -165,6 +170,11 @@ impl CleverClient {
 
     /// GET an API path (`/v3.0/...`, query included), with the token and every retry rule.
     pub async fn get(&self, path_and_query: &str) -> Result<Value, CleverError> {
+        let bytes = self.get_bytes(path_and_query).await?;
+        serde_json::from_slice(&bytes).map_err(|e| CleverError::Malformed(e.to_string()))
+    }
+
+    async fn get_bytes(&self, path_and_query: &str) -> Result<Bytes, CleverError> {
         let url = format!("{}{path_and_query}", self.settings.api_url);
         let path = path_and_query.split('?').next().unwrap_or_default().to_string();
         let mut token = self.token(false).await?;
@@ -193,16 +203,18 @@ impl CleverClient {
         let mut next = Some(format!("{path}{separator}limit={}", self.settings.page_size));
         let (mut items, mut rejected) = (Vec::new(), 0);
         while let Some(current) = next.take() {
-            let page = self.get(&current).await?;
-            let data =
-                page["data"].as_array().ok_or_else(|| CleverError::Malformed(format!("{path}: no data array")))?;
-            for entry in data {
-                match map(&entry["data"]) {
+            let bytes = self.get_bytes(&current).await?;
+            let page: Page =
+                serde_json::from_slice(&bytes).map_err(|e| CleverError::Malformed(format!("{path}: {e}")))?;
+            for entry in &page.data {
+                let object: Value =
+                    serde_json::from_str(entry.data.get()).map_err(|e| CleverError::Malformed(e.to_string()))?;
+                match map(&object) {
                     Some(item) => items.push(item),
                     None => rejected += 1,
                 }
             }
-            next = next_link(&page);
+            next = next_link(&page.links);
         }
         Ok((items, rejected))
     }
@@ -226,7 +238,7 @@ impl CleverClient {
         &self,
         path: &str,
         request: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<Value, CleverError> {
+    ) -> Result<Bytes, CleverError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -235,10 +247,11 @@ impl CleverClient {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     match status {
-                        200..=299 => {
-                            let bytes = response.bytes().await.map_err(|e| CleverError::Malformed(e.to_string()))?;
-                            return serde_json::from_slice(&bytes).map_err(|e| CleverError::Malformed(e.to_string()));
-                        }
+                        200..=299 => match response.bytes().await {
+                            Ok(bytes) => return Ok(bytes),
+                            // The answer broke off midway: as transient as a failed connection.
+                            Err(_) => (self.backoff(attempt), "answer interrupted".to_string()),
+                        },
                         401 => return Err(CleverError::Unauthorized(status)),
                         429 => {
                             let wait = rate_limit_wait(response.headers()).min(self.settings.max_rate_limit_wait);
@@ -287,10 +300,30 @@ impl CleverClient {
     }
 }
 
+/// A list page as Clever sends it; items stay raw until they are mapped one by one.
+#[derive(Deserialize)]
+struct Page<'a> {
+    #[serde(borrow)]
+    data: Vec<Entry<'a>>,
+    #[serde(default)]
+    links: Vec<Link>,
+}
+
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct Link {
+    rel: String,
+    uri: String,
+}
+
 /// The `next` link of a page, as a path and query.
-fn next_link(page: &Value) -> Option<String> {
-    let links = page["links"].as_array()?;
-    let uri = links.iter().find(|l| l["rel"] == "next")?["uri"].as_str()?;
+fn next_link(links: &[Link]) -> Option<String> {
+    let uri = &links.iter().find(|l| l.rel == "next")?.uri;
     // Clever's links are paths (`/v3.0/...`); an absolute link is reduced to its path.
     uri.find("/v3.0/").map(|i| uri[i..].to_string())
 }
@@ -311,14 +344,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn links(v: Value) -> Vec<Link> {
+        let text = json!({"data": [], "links": v}).to_string();
+        serde_json::from_str::<Page>(&text).unwrap().links
+    }
+
     #[test]
     fn next_links_are_followed_as_paths() {
-        let page = json!({"links": [{"rel": "self", "uri": "/v3.0/users?limit=2"},
-                                    {"rel": "next", "uri": "/v3.0/users?limit=2&starting_after=abc"}]});
+        let page = links(json!([{"rel": "self", "uri": "/v3.0/users?limit=2"},
+                                {"rel": "next", "uri": "/v3.0/users?limit=2&starting_after=abc"}]));
         assert_eq!(next_link(&page).as_deref(), Some("/v3.0/users?limit=2&starting_after=abc"));
-        let absolute = json!({"links": [{"rel": "next", "uri": "https://api.clever.com/v3.0/users?starting_after=x"}]});
+        let absolute = links(json!([{"rel": "next", "uri": "https://api.clever.com/v3.0/users?starting_after=x"}]));
         assert_eq!(next_link(&absolute).as_deref(), Some("/v3.0/users?starting_after=x"));
-        assert_eq!(next_link(&json!({"links": [{"rel": "self", "uri": "/v3.0/users"}]})), None);
+        assert_eq!(next_link(&links(json!([{"rel": "self", "uri": "/v3.0/users"}]))), None);
     }
 
     #[test]

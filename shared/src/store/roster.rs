@@ -141,7 +141,7 @@ impl<'a> SchoolRoster<'a> {
 
     /// Writes records (new or changed) of one entity.
     pub async fn put(&self, entity: &str, records: &[RosterRecord], now: i64) -> Result<(), StoreError> {
-        let requests = records.iter().map(|r| {
+        self.write_all(records, |r| {
             let mut item = Item::from([
                 ("pk".into(), s(self.pk(entity, &r.id))),
                 ("sk".into(), s(&r.id)),
@@ -155,29 +155,36 @@ impl<'a> SchoolRoster<'a> {
             WriteRequest::builder()
                 .put_request(PutRequest::builder().set_item(Some(item)).build().expect("item set"))
                 .build()
-        });
-        self.write_all(requests.collect()).await
+        })
+        .await
     }
 
     /// Deletes records of one entity by id.
     pub async fn delete(&self, entity: &str, ids: &[String]) -> Result<(), StoreError> {
-        let requests = ids.iter().map(|id| {
+        self.write_all(ids, |id| {
             let key = Item::from([("pk".into(), s(self.pk(entity, id))), ("sk".into(), s(id))]);
             WriteRequest::builder()
                 .delete_request(DeleteRequest::builder().set_key(Some(key)).build().expect("key set"))
                 .build()
-        });
-        self.write_all(requests.collect()).await
+        })
+        .await
     }
 
-    async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
-        let batches: Vec<Vec<WriteRequest>> = requests.chunks(25).map(<[WriteRequest]>::to_vec).collect();
-        let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(batches)
-            .map(|batch| self.write_batch(batch))
+    /// Writes in batches of 25, [`WRITE_CONCURRENCY`] at a time; a batch's requests are built only when
+    /// it is sent, so memory holds a few batches, not the whole roster as requests.
+    async fn write_all<T>(&self, values: &[T], request: impl Fn(&T) -> WriteRequest) -> Result<(), StoreError> {
+        let request = &request;
+        // Batches by start index (a closure over borrowed slices would not be `Send` for every lifetime).
+        let results: Vec<Result<(), StoreError>> = futures_util::stream::iter((0..values.len()).step_by(25))
+            .map(|start| self.write_chunk(&values[start..(start + 25).min(values.len())], request))
             .buffer_unordered(WRITE_CONCURRENCY)
             .collect()
             .await;
         results.into_iter().collect()
+    }
+
+    async fn write_chunk<T>(&self, chunk: &[T], request: &impl Fn(&T) -> WriteRequest) -> Result<(), StoreError> {
+        self.write_batch(chunk.iter().map(request).collect()).await
     }
 
     /// One batch, retrying unprocessed items and throttling with exponential backoff.
