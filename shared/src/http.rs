@@ -67,6 +67,23 @@ pub fn with_cookies(mut response: Response<Body>, cookies: &[String]) -> ApiResu
     Ok(response)
 }
 
+/// A path parameter of the route (`{name}` in template.yaml); empty when absent.
+pub fn path_param(req: &Request, name: &str) -> String {
+    req.path_parameters_ref().and_then(|p| p.first(name)).unwrap_or_default().to_string()
+}
+
+/// A query parameter; an empty value counts as absent.
+pub fn query_param(req: &Request, name: &str) -> Option<String> {
+    req.query_string_parameters_ref().and_then(|q| q.first(name)).map(str::to_string).filter(|v| !v.is_empty())
+}
+
+/// An integer query parameter; `400 invalid_query` when it is not one.
+pub fn query_number(req: &Request, name: &str) -> Result<Option<i64>, ApiError> {
+    query_param(req, name)
+        .map(|v| v.parse().map_err(|_| ApiError::bad_request("invalid_query", format!("{name} must be an integer"))))
+        .transpose()
+}
+
 /// The caller's address as API Gateway saw it. Headers such as `X-Forwarded-For` are not trusted.
 pub fn client_ip(req: &Request) -> String {
     match req.request_context_ref() {

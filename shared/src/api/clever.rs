@@ -4,19 +4,19 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use lambda_http::{Request, RequestExt};
+use lambda_http::Request;
 use serde_json::json;
 
 use crate::auth::Role;
 use crate::auth::guard::authenticate;
 use crate::clever::{districts, health, jobs};
-use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body};
+use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_number, query_param};
 use crate::{ApiError, Context};
 
 /// `PUT /api/clever/districts/{district_id}` with `{"name", "client_id", "client_secret"}`.
 pub async fn put_district(ctx: Arc<Context>, req: Request) -> ApiResult {
     authenticate(&ctx, &req).await?.require_role(&[Role::Admin])?;
-    let district_id = req.path_parameters_ref().and_then(|p| p.first("district_id")).unwrap_or_default().to_string();
+    let district_id = path_param(&req, "district_id");
     let body = json_body(&req, MAX_JSON_BODY)?;
     let (district, schools) = districts::register(&ctx, &district_id, body).await?;
     json(
@@ -50,19 +50,16 @@ pub async fn sync(ctx: Arc<Context>, req: Request) -> ApiResult {
 /// `GET /api/clever/sync-history?school_id=&since=&until=&entity=&limit=` (`since`/`until`: unix seconds).
 pub async fn sync_history(ctx: Arc<Context>, req: Request) -> ApiResult {
     authenticate(&ctx, &req).await?.require_role(&[Role::Admin])?;
-    let query = |k: &str| req.query_string_parameters_ref().and_then(|q| q.first(k)).map(str::to_string);
     let bad = |m: &str| ApiError::bad_request("invalid_query", m);
-    let school = query("school_id").ok_or_else(|| bad("school_id is required"))?;
-    let number = |k: &str, default: i64| -> Result<i64, ApiError> {
-        query(k).map_or(Ok(default), |v| v.parse().map_err(|_| bad(&format!("{k} must be an integer"))))
-    };
+    let school = query_param(&req, "school_id").ok_or_else(|| bad("school_id is required"))?;
     let now = ctx.clock.now();
-    let (since, until) = (number("since", now - 7 * 24 * 3600)?, number("until", now)?);
-    let limit = number("limit", 100)?;
+    let since = query_number(&req, "since")?.unwrap_or(now - 7 * 24 * 3600);
+    let until = query_number(&req, "until")?.unwrap_or(now);
+    let limit = query_number(&req, "limit")?.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(bad("limit is 1 to 500"));
     }
-    let entity = match query("entity") {
+    let entity = match query_param(&req, "entity") {
         None => None,
         Some(e) => Some(
             crate::clever::roster::Entity::parse(&e)

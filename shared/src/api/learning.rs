@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::StatusCode;
-use lambda_http::{Request, RequestExt};
+use lambda_http::Request;
 use serde_json::{Value, json};
 
 use crate::Context;
 use crate::auth::guard::authenticate;
-use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body};
+use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_param};
 use crate::learning::quests::{self, NewQuest};
 
 pub async fn create_quest(ctx: Arc<Context>, req: Request) -> ApiResult {
@@ -34,7 +34,7 @@ pub async fn create_badge(ctx: Arc<Context>, req: Request) -> ApiResult {
 
 pub async fn list_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    let requested = req.query_string_parameters_ref().and_then(|q| q.first("organization_id").map(str::to_string));
+    let requested = query_param(&req, "organization_id");
     let org = principal.administered_organization(requested.as_deref())?;
     let quests = ctx.store().quests_of_organization(&org, 100).await?;
     json(StatusCode::OK, &json!({ "organization_id": org, "quests": quests }))
@@ -101,8 +101,7 @@ pub async fn grade_completion(ctx: Arc<Context>, req: Request) -> ApiResult {
         grade: Value,
     }
     let principal = authenticate(&ctx, &req).await?;
-    let completion_id =
-        req.path_parameters_ref().and_then(|p| p.first("completion_id")).unwrap_or_default().to_string();
+    let completion_id = path_param(&req, "completion_id");
     let body: GradeRequest = json_body(&req, MAX_JSON_BODY)?;
     crate::learning::submissions::grade(&ctx, &principal, &completion_id, &body.grade).await?;
     json(StatusCode::OK, &json!({ "status": "graded", "completion_id": completion_id, "grade": body.grade }))

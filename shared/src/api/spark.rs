@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY};
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -32,7 +32,7 @@ const PURPOSE: &str = "spark_sso";
 const LMS_SESSION_TTL_SECS: i64 = 30 * 24 * 3600;
 
 pub async fn sso(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let token = req.query_string_parameters_ref().and_then(|q| q.first("token")).unwrap_or("").trim().to_string();
+    let token = crate::http::query_param(&req, "token").unwrap_or_default().trim().to_string();
     if token.is_empty() {
         return Err(ApiError::bad_request("missing_token", "The token query parameter is required"));
     }

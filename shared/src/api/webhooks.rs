@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::guard::authenticate;
-use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body};
+use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_number, query_param};
 use crate::store::webhooks::{DeliveryFilter, DeliveryPageError};
 use crate::webhooks::{Delivery, DeliveryStatus, Subscription, delivery, subscriptions};
 use crate::{ApiError, Context};
@@ -27,14 +27,14 @@ pub async fn create_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
 
 pub async fn list_subscriptions(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    let org = principal.administered_organization(query(&req, "organization_id").as_deref())?;
+    let org = principal.administered_organization(query_param(&req, "organization_id").as_deref())?;
     let list = ctx.store().subscriptions_of_organization(&org, subscriptions::MAX_PER_ORGANIZATION as i32).await?;
     json(StatusCode::OK, &json!({ "organization_id": org, "subscriptions": list }))
 }
 
 pub async fn get_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    let subscription = subscriptions::visible(&ctx, &principal, &path(&req, "subscription_id")).await?;
+    let subscription = subscriptions::visible(&ctx, &principal, &path_param(&req, "subscription_id")).await?;
     json(StatusCode::OK, &subscription)
 }
 
@@ -42,7 +42,7 @@ pub async fn update_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let update = json_body(&req, MAX_JSON_BODY)?;
     let (subscription, secret) =
-        subscriptions::update(&ctx, &principal, &path(&req, "subscription_id"), update).await?;
+        subscriptions::update(&ctx, &principal, &path_param(&req, "subscription_id"), update).await?;
     match secret {
         Some(secret) => json(StatusCode::OK, &with_secret(&subscription, &secret)),
         None => json(StatusCode::OK, &subscription),
@@ -51,7 +51,7 @@ pub async fn update_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
 
 pub async fn delete_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    subscriptions::delete(&ctx, &principal, &path(&req, "subscription_id")).await?;
+    subscriptions::delete(&ctx, &principal, &path_param(&req, "subscription_id")).await?;
     Response::builder().status(StatusCode::NO_CONTENT).body(Body::Empty).map_err(ApiError::internal)
 }
 
@@ -59,25 +59,23 @@ pub async fn delete_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
 /// (`since`/`until`: unix seconds), newest first.
 pub async fn list_deliveries(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    let org = principal.administered_organization(query(&req, "organization_id").as_deref())?;
+    let org = principal.administered_organization(query_param(&req, "organization_id").as_deref())?;
     let bad = |m: &str| ApiError::bad_request("invalid_query", m);
-    let number =
-        |key: &str| query(&req, key).map(|v| v.parse::<i64>().map_err(|_| bad(&format!("{key} must be an integer"))));
     let filter = DeliveryFilter {
-        subscription_id: query(&req, "subscription_id"),
-        event_type: query(&req, "event_type"),
-        status: query(&req, "status")
+        subscription_id: query_param(&req, "subscription_id"),
+        event_type: query_param(&req, "event_type"),
+        status: query_param(&req, "status")
             .map(|s| DeliveryStatus::parse(&s).ok_or_else(|| bad("status is pending, succeeded or failed")))
             .transpose()?,
-        since: number("since").transpose()?,
-        until: number("until").transpose()?,
+        since: query_number(&req, "since")?,
+        until: query_number(&req, "until")?,
     };
-    let limit = match number("limit").transpose()? {
+    let limit = match query_number(&req, "limit")? {
         None => PAGE_DEFAULT,
         Some(n) if (1..=PAGE_MAX as i64).contains(&n) => n as usize,
         Some(_) => return Err(bad(&format!("limit is 1 to {PAGE_MAX}"))),
     };
-    let cursor = query(&req, "cursor");
+    let cursor = query_param(&req, "cursor");
     let (deliveries, next) =
         ctx.store().deliveries_of_organization(&org, &filter, limit, cursor.as_deref()).await.map_err(|e| match e {
             DeliveryPageError::Cursor(_) => ApiError::bad_request("invalid_cursor", "cursor is not one this API gave"),
@@ -88,7 +86,7 @@ pub async fn list_deliveries(ctx: Arc<Context>, req: Request) -> ApiResult {
 
 pub async fn redeliver(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    let delivery = delivery::redeliver(&ctx, &principal, &path(&req, "delivery_id")).await?;
+    let delivery = delivery::redeliver(&ctx, &principal, &path_param(&req, "delivery_id")).await?;
     json(StatusCode::OK, &result_of(&delivery))
 }
 
@@ -119,12 +117,4 @@ fn with_secret(subscription: &Subscription, secret: &str) -> serde_json::Value {
     let mut value = serde_json::to_value(subscription).unwrap_or_default();
     value["secret"] = json!(secret);
     value
-}
-
-fn path(req: &Request, name: &str) -> String {
-    req.path_parameters_ref().and_then(|p| p.first(name)).unwrap_or_default().to_string()
-}
-
-fn query(req: &Request, name: &str) -> Option<String> {
-    req.query_string_parameters_ref().and_then(|q| q.first(name)).map(str::to_string).filter(|v| !v.is_empty())
 }

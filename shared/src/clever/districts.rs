@@ -25,6 +25,12 @@ pub struct ClientCache {
     clients: tokio::sync::Mutex<HashMap<String, (Arc<CleverClient>, Instant)>>,
 }
 
+impl ClientCache {
+    async fn keep(&self, district_id: &str, client: Arc<CleverClient>) {
+        self.clients.lock().await.insert(district_id.to_string(), (client, Instant::now()));
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("CLEVER_SECRET_PREFIX is not configured")]
@@ -59,12 +65,12 @@ fn secret_id(ctx: &Context, district_id: &str) -> Result<String, SetupError> {
 
 /// The client of a district, from the warm cache or built from its secret.
 pub async fn client(ctx: &Context, district: &CleverDistrict) -> Result<Arc<CleverClient>, SetupError> {
-    let mut clients = ctx.clever_clients.clients.lock().await;
-    if let Some((client, at)) = clients.get(&district.id)
+    if let Some((client, at)) = ctx.clever_clients.clients.lock().await.get(&district.id)
         && at.elapsed() < CLIENT_TTL
     {
         return Ok(client.clone());
     }
+    // The cache is not locked while the secret is read: other districts' clients are not held up.
     let out = ctx.secrets().get_secret_value().secret_id(&district.secret_id).send().await.map_err(|e| {
         SetupError::Secret(district.id.clone(), aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())
     })?;
@@ -75,7 +81,7 @@ pub async fn client(ctx: &Context, district: &CleverDistrict) -> Result<Arc<Clev
         .ok_or_else(|| SetupError::Malformed(district.id.clone()))?;
     let credentials = Credentials { client_id: stored.client_id, client_secret: stored.client_secret.into() };
     let client = Arc::new(CleverClient::new(ctx.config.clever.clone(), &district.id, credentials)?);
-    clients.insert(district.id.clone(), (client.clone(), Instant::now()));
+    ctx.clever_clients.keep(&district.id, client.clone()).await;
     Ok(client)
 }
 
@@ -123,7 +129,7 @@ pub async fn register(
     let created_at = ctx.store().clever_district(district_id).await?.map_or(now, |d| d.created_at);
     let district = CleverDistrict { id: district_id.to_string(), name, secret_id, created_at, updated_at: now };
     ctx.store().put_clever_district(&district).await?;
-    ctx.clever_clients.clients.lock().await.insert(district.id.clone(), (client.clone(), Instant::now()));
+    ctx.clever_clients.keep(&district.id, client.clone()).await;
     let schools = discover_schools(ctx, &client, district_id).await.map_err(|e| {
         ApiError::new(http::StatusCode::BAD_GATEWAY, "clever_unavailable", format!("Schools could not be listed: {e}"))
     })?;

@@ -117,17 +117,15 @@ pub async fn worker(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueE
         .ok_or_else(|| QueueError(format!("district {} is not registered", school.district_id)))?;
     let client = districts::client(&ctx, &district).await.map_err(|e| QueueError(e.to_string()))?;
     let mode = if job.mode == "full" { Mode::Full } else { Mode::Incremental };
-    let outcome = sync_school(&ctx, &client, &school, mode, job.force).await.map_err(|e| QueueError(e.0))?;
+    // The sync logs its own progress and outcome; this line says what started it.
     tracing::info!(
-        district_id = school.district_id,
         school_id = school.id,
-        sync_id = outcome.sync_id,
-        status = outcome.status,
-        clever_requests = outcome.clever_requests,
-        roster_writes = outcome.roster_writes,
         trigger = job.trigger,
-        "sync job done"
+        mode = job.mode,
+        force = job.force,
+        "sync job received"
     );
+    sync_school(&ctx, &client, &school, mode, job.force).await.map_err(|e| QueueError(e.0))?;
     Ok(())
 }
 

@@ -117,21 +117,18 @@ pub async fn sync_school(
             "entity synced"
         );
     }
+    let (clever_requests, roster_writes) = (client.requests_made() - requests_before, run.roster.writes());
     tracing::info!(
         district_id = school.district_id,
         school_id = school.id,
         sync_id,
         status,
         consecutive_failures = failures,
+        clever_requests,
+        roster_writes,
         "school sync finished"
     );
-    Ok(SyncOutcome {
-        sync_id,
-        status,
-        clever_requests: client.requests_made() - requests_before,
-        roster_writes: run.roster.writes(),
-        records: run.records,
-    })
+    Ok(SyncOutcome { sync_id, status, clever_requests, roster_writes, records: run.records })
 }
 
 impl Run<'_> {
@@ -208,7 +205,8 @@ impl Run<'_> {
                 Ok(existing) => existing,
                 Err(e) => return self.failed(e.to_string(), true).await,
             };
-            if let Err(e) = self.apply(entity, records, rejected, Some(existing), force).await {
+            let deletions = if force { Deletions::Forced } else { Deletions::WithinGuard };
+            if let Err(e) = self.apply(entity, records, rejected, existing, deletions).await {
                 let record = self.record_mut(entity);
                 record.status = "Failed".into();
                 record.errors.push(e.to_string());
@@ -233,9 +231,7 @@ impl Run<'_> {
                 Err(e) => return self.failed(e.to_string(), false).await,
             };
             // Records absent from Clever stay: only a full sync deletes.
-            let present: HashMap<String, RosterRecord> =
-                existing.into_iter().filter(|(id, _)| records.iter().any(|r| &r.id == id)).collect();
-            if let Err(e) = self.apply(entity, records, rejected, Some(present), false).await {
+            if let Err(e) = self.apply(entity, records, rejected, existing, Deletions::Never).await {
                 return self.failed(e.to_string(), false).await;
             }
         }
@@ -298,7 +294,7 @@ impl Run<'_> {
             };
             let skipped = deletions.get(&entity).copied().unwrap_or(0);
             self.record_mut(entity).processed += skipped;
-            if let Err(e) = self.apply(entity, records, rejected, Some(existing), false).await {
+            if let Err(e) = self.apply(entity, records, rejected, existing, Deletions::Never).await {
                 return self.failed(e.to_string(), false).await;
             }
         }
@@ -331,17 +327,16 @@ impl Run<'_> {
         Ok(all)
     }
 
-    /// Writes what changed and, for a full sync (`existing` holds every stored record), deletes
-    /// what Clever no longer lists, within the shrink guard.
+    /// Writes what changed and, when `deletions` allow it (a full sync, where `existing` holds every
+    /// stored record), deletes what Clever no longer lists.
     async fn apply(
         &mut self,
         entity: Entity,
         records: Vec<RosterRecord>,
         rejected: usize,
-        existing: Option<HashMap<String, RosterRecord>>,
-        force: bool,
+        existing: HashMap<String, RosterRecord>,
+        deletions: Deletions,
     ) -> Result<(), crate::store::StoreError> {
-        let existing = existing.unwrap_or_default();
         let now = self.ctx.clock.now();
         let (mut created, mut updated) = (0, 0);
         let mut writes = Vec::new();
@@ -354,10 +349,17 @@ impl Run<'_> {
             writes.push(record.clone());
         }
         self.roster.put(entity.key(), &writes, now).await?;
-        let listed: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-        let missing: Vec<String> = existing.keys().filter(|id| !listed.contains(id.as_str())).cloned().collect();
+        let missing: Vec<String> = match deletions {
+            Deletions::Never => Vec::new(),
+            Deletions::WithinGuard | Deletions::Forced => {
+                let listed: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+                existing.keys().filter(|id| !listed.contains(id.as_str())).cloned().collect()
+            }
+        };
         let guard = self.ctx.config.clever_sync.shrink_guard;
-        let refused = !force && !missing.is_empty() && missing.len() as f64 > guard * existing.len() as f64;
+        let refused = deletions == Deletions::WithinGuard
+            && !missing.is_empty()
+            && missing.len() as f64 > guard * existing.len() as f64;
         if !refused {
             self.roster.delete(entity.key(), &missing).await?;
         }
@@ -392,6 +394,17 @@ impl Run<'_> {
         self.end("Failed", Some(error), None).await?;
         Ok((None, full))
     }
+}
+
+/// Whether a run deletes stored records Clever no longer lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deletions {
+    /// Incremental runs: deletions wait for a full sync.
+    Never,
+    /// Full syncs: at most the shrink guard's share.
+    WithinGuard,
+    /// A forced full sync: whatever Clever no longer lists.
+    Forced,
 }
 
 /// The run's status: `Failed` if any entity failed, `Partial` if any was partial, else `Success`.

@@ -275,12 +275,8 @@ impl Store<'_> {
         status: DeliveryStatus,
         next_attempt_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        let mut expression = "SET attempts = list_append(attempts, :attempt), #status = :status, updated_at = :now \
-                              REMOVE lease, lease_until"
-            .to_string();
-        if attempt.trigger == crate::webhooks::Trigger::Automatic {
-            expression.push_str(" ADD automatic_attempts :one");
-        }
+        let mut sets = vec!["attempts = list_append(attempts, :attempt)", "#status = :status", "updated_at = :now"];
+        let mut removes = vec!["lease", "lease_until"];
         let mut request = self
             .client
             .update_item()
@@ -293,16 +289,18 @@ impl Store<'_> {
             .expression_attribute_values(":now", n(attempt.at))
             .expression_attribute_values(":lease", s(lease))
             .condition_expression("lease = :lease");
+        match next_attempt_at {
+            Some(at) => {
+                sets.push("next_attempt_at = :next");
+                request = request.expression_attribute_values(":next", n(at));
+            }
+            None => removes.push("next_attempt_at"),
+        }
+        let mut expression = format!("SET {} REMOVE {}", sets.join(", "), removes.join(", "));
         if attempt.trigger == crate::webhooks::Trigger::Automatic {
+            expression.push_str(" ADD automatic_attempts :one");
             request = request.expression_attribute_values(":one", n(1));
         }
-        expression = match next_attempt_at {
-            Some(at) => {
-                request = request.expression_attribute_values(":next", n(at));
-                expression.replacen("updated_at = :now", "updated_at = :now, next_attempt_at = :next", 1)
-            }
-            None => expression.replacen("REMOVE lease", "REMOVE next_attempt_at, lease", 1),
-        };
         if condition_held(request.update_expression(expression).send().await)? {
             Ok(())
         } else {

@@ -80,8 +80,7 @@ impl Clever {
     }
 
     fn students_in_clever(&self, school: usize) -> Vec<String> {
-        let w = self.sim.world.lock().unwrap();
-        w.school_users(&self.schools[school], "student").iter().map(|u| u["id"].as_str().unwrap().to_string()).collect()
+        self.students_in_clever_locked(&self.sim.world.lock().unwrap(), school)
     }
 }
 
