@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 TOOLS := $(VENV)/.installed
 
-.PHONY: dev test check token secret reset sam-build bench clean
+.PHONY: dev test test-persistence check token secret reset sam-build bench clean
 
 $(TOOLS): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -11,7 +11,10 @@ $(TOOLS): requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-## Run it: local AWS stack (moto, persistent) + dev gateway on http://127.0.0.1:3000
+# `make dev PARAMS="CleverApiUrl=https://api.clever.com CleverOauthUrl=..."` overrides template parameters.
+export PARAMS
+
+## Run it: local AWS stack (DynamoDB Local + moto, persistent) + dev gateway on http://127.0.0.1:3000
 dev: $(TOOLS)
 	cargo build -p devstack
 	infra/scripts/dev.sh
@@ -20,12 +23,16 @@ dev: $(TOOLS)
 test: $(TOOLS)
 	infra/scripts/test.sh
 
+## Only the persistence test of `make dev`'s stack (make test runs it too)
+test-persistence: $(TOOLS)
+	infra/scripts/test-persistence.sh
+
 ## Formatting and lints (CI runs these too)
 check:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-LOCAL_AWS := AWS_ENDPOINT_URL=http://127.0.0.1:$${MOTO_PORT:-4566} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+LOCAL_AWS := AWS_ENDPOINT_URL=http://127.0.0.1:$${MOTO_PORT:-4566} AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$${DYNAMODB_PORT:-8000} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
 
 ## A signed-in session on the running `make dev` stack: make token EMAIL=ada@example.com ROLE=org_admin ORG=demo
 token:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: template checks, then unit, integration and end-to-end tests against a private local
-# AWS stack on its own port (never the one `make dev` uses), stopped afterwards.
+# AWS stack (DynamoDB Local in memory + moto server) on its own ports (never the ones `make dev` uses),
+# stopped afterwards; then the persistence test of `make dev`'s stack (infra/scripts/test-persistence.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -16,10 +17,28 @@ npm ci --prefix infra/partner-node --silent --no-audit --no-fund
 echo "== build (functions, devstack, tests)"
 cargo build --workspace --bins --tests --locked
 
-port=${TEST_MOTO_PORT:-$((20000 + RANDOM % 20000))}
+read -r moto_port ddb_port < <(infra/scripts/local-aws.sh free-ports 2)
+moto_port=${TEST_MOTO_PORT:-$moto_port}
+ddb_port=${TEST_DYNAMODB_PORT:-$ddb_port}
 state="$(mktemp -d)"
-export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
-infra/scripts/local-aws.sh start "$port" "$state" >/dev/null
+# DynamoDB goes to DynamoDB Local (the SDK's service-specific variable), everything else to moto.
+export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port"
+export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 trap 'infra/scripts/local-aws.sh stop "$state"; rm -rf "$state"' EXIT INT TERM
-echo "== tests (local AWS stack on $AWS_ENDPOINT_URL)"
+infra/scripts/local-aws.sh start "$moto_port" "$ddb_port" "$state"
+echo "== tests (DynamoDB Local on $AWS_ENDPOINT_URL_DYNAMODB, moto on $AWS_ENDPOINT_URL)"
 cargo test --workspace --locked
+
+echo "== nothing reached moto's DynamoDB (every client honours AWS_ENDPOINT_URL_DYNAMODB)"
+.venv/bin/python - <<'PY'
+import os, sys
+import boto3
+tables = boto3.client("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"]).list_tables()["TableNames"]
+if tables:
+    sys.exit(f"{len(tables)} table(s) were created in moto, not DynamoDB Local, e.g. {tables[:3]}: "
+             "some client bypasses AWS_ENDPOINT_URL_DYNAMODB")
+PY
+infra/scripts/local-aws.sh stop "$state"
+
+echo "== make dev's persistence: a concurrent load, stop, start, data still there"
+infra/scripts/test-persistence.sh

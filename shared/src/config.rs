@@ -40,6 +40,8 @@ pub struct Config {
     pub passback_retry_base: Duration,
     /// Submissions accepted from Spark per minute.
     pub spark_webhook_rate_limit: i64,
+    /// The queue of Spark submissions whose files the submission worker fetches.
+    pub submission_queue_url: Option<String>,
     /// Outbound webhooks: the queue of delivery jobs and its dead-letter queue (exhausted jobs).
     pub webhook_delivery_queue_url: Option<String>,
     pub webhook_dead_letter_queue_url: Option<String>,
@@ -126,6 +128,7 @@ impl Config {
                 Some(v) => v.parse().map_err(|_| ConfigError::Invalid("SPARK_WEBHOOK_RATE_LIMIT"))?,
                 None => 100,
             },
+            submission_queue_url: optional("SUBMISSION_QUEUE_URL"),
             webhook_delivery_queue_url: optional("WEBHOOK_DELIVERY_QUEUE_URL"),
             webhook_dead_letter_queue_url: optional("WEBHOOK_DEAD_LETTER_QUEUE_URL"),
             webhook_sealing_key_secret_id: optional("WEBHOOK_SEALING_KEY_SECRET_ID"),

@@ -255,4 +255,11 @@ mod tests {
         assert_eq!(sniff(b"PK\x03\x04 arbitrary zip"), None);
         assert_eq!(sniff(b""), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_sniff_without_panicking(head in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            let _ = sniff(&head);
+        }
+    }
 }

@@ -65,6 +65,10 @@ pub const SPARK_WEBHOOK_SUBMISSION: Function = Function {
     name: "spark-webhook-submission",
     handler: Handler::Http(|c, r| Box::pin(api::spark::submission(c, r))),
 };
+pub const SPARK_SUBMISSION_WORKER: Function = Function {
+    name: "spark-submission-worker",
+    handler: Handler::Queue(|c, m| Box::pin(crate::spark::submission_jobs::work(c, m))),
+};
 pub const SPARK_GRADE_PASSBACK: Function = Function {
     name: "spark-grade-passback",
     handler: Handler::Queue(|c, m| Box::pin(crate::spark::passback::deliver(c, m))),
@@ -142,6 +146,7 @@ pub const ALL: &[Function] = &[
     SPARK_SSO,
     SPARK_TOKEN,
     SPARK_WEBHOOK_SUBMISSION,
+    SPARK_SUBMISSION_WORKER,
     SPARK_GRADE_PASSBACK,
     WEBHOOKS_SUBSCRIPTIONS_CREATE,
     WEBHOOKS_SUBSCRIPTIONS_LIST,

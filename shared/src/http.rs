@@ -67,14 +67,31 @@ pub fn with_cookies(mut response: Response<Body>, cookies: &[String]) -> ApiResu
     Ok(response)
 }
 
-/// A path parameter of the route (`{name}` in template.yaml); empty when absent.
+/// Identifiers (path and query) longer than this name nothing of ours, and DynamoDB refuses keys
+/// past its limits: they are answered as not found (path) or invalid (query), never a 500.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// A path parameter of the route (`{name}` in template.yaml); empty when absent or longer than
+/// [`MAX_ID_BYTES`] (so it is looked up as nothing, and not found).
 pub fn path_param(req: &Request, name: &str) -> String {
-    req.path_parameters_ref().and_then(|p| p.first(name)).unwrap_or_default().to_string()
+    let value = req.path_parameters_ref().and_then(|p| p.first(name)).unwrap_or_default();
+    if value.len() > MAX_ID_BYTES { String::new() } else { value.to_string() }
 }
 
 /// A query parameter; an empty value counts as absent.
 pub fn query_param(req: &Request, name: &str) -> Option<String> {
     req.query_string_parameters_ref().and_then(|q| q.first(name)).map(str::to_string).filter(|v| !v.is_empty())
+}
+
+/// An identifier in the query (`organization_id`, `school_id`...): `400 invalid_query` when longer
+/// than [`MAX_ID_BYTES`].
+pub fn query_id(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
+    match query_param(req, name) {
+        Some(v) if v.len() > MAX_ID_BYTES => {
+            Err(ApiError::bad_request("invalid_query", format!("{name} is longer than {MAX_ID_BYTES} bytes")))
+        }
+        other => Ok(other),
+    }
 }
 
 /// An integer query parameter; `400 invalid_query` when it is not one.
@@ -160,5 +177,16 @@ mod tests {
         assert_eq!(json_body::<T>(&bad, 100).unwrap_err().code, "invalid_json");
         let empty = request(&[], " ");
         assert!(optional_json_body::<T>(&empty, 100).unwrap().is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_header_values_parse_or_are_ignored(value in "[ -~]{0,200}") {
+            let req = request(&[("cookie", value.as_str()), ("authorization", value.as_str())], "");
+            let _ = cookie(&req, "__Host-hub_access");
+            if let Some(token) = bearer_token(&req) {
+                proptest::prop_assert!(!token.is_empty());
+            }
+        }
     }
 }

@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod secrets;
 pub mod spark;
 pub mod store;
+pub mod tenancy;
 pub mod webhooks;
 
 pub use config::Config;

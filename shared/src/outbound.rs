@@ -59,7 +59,15 @@ pub enum OutboundError {
     #[error("response larger than {0} bytes")]
     TooLarge(usize),
     #[error("request failed: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
+}
+
+/// The URL is dropped: a URL that came from outside may carry credentials (presigned URLs), and
+/// error texts reach callers and logs (DESIGN.md §6).
+impl From<reqwest::Error> for OutboundError {
+    fn from(e: reqwest::Error) -> Self {
+        OutboundError::Http(e.without_url())
+    }
 }
 
 impl OutboundError {

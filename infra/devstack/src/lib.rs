@@ -1,7 +1,8 @@
 //! The local stand-in for AWS, driven entirely by template.yaml:
-//! [`template`] reads it, [`provision`] creates its resources in moto server, [`gateway`] serves its
-//! HTTP routes through the same handler code the Lambda binaries run, and [`runtime_api`] emulates
-//! the Lambda Runtime API so the real binaries can be invoked (tests, cold-start benchmark).
+//! [`template`] reads it, [`provision`] creates its resources in DynamoDB Local and moto server,
+//! [`gateway`] serves its HTTP routes through the same handler code the Lambda binaries run, and
+//! [`runtime_api`] emulates the Lambda Runtime API so the real binaries can be invoked (tests, cold-start
+//! benchmark).
 
 pub mod bench;
 pub mod gateway;

@@ -1,11 +1,12 @@
-//! `devstack`: the local stack's command line (see the README's tour).
+//! `devstack`: the local stack's command line (see the README's tour; `devstack help` and
+//! `devstack COMMAND --help` describe every command and option).
 //!
 //! ```text
 //! devstack up        [--stack hub-dev] [--port 3000]   provision from template.yaml, then serve the gateway
 //! devstack provision [--stack hub-dev]                 create the template's resources only
 //! devstack env FUNCTION [--stack hub-dev]              a function's environment (KEY=VALUE lines)
 //! devstack invoke BINARY EVENT_FILE [--stack hub-dev]  run a function binary on a local Runtime API
-//! devstack token --email E [--role R] [--stack hub-dev] a signed-in session for trying the API
+//! devstack token --email E [--role R] [--org O]        a signed-in session for trying the API
 //! devstack secret LOGICAL_ID [--stack hub-dev]         a template secret's value (e.g. SparkSsoSecret)
 //! devstack fire FUNCTION [--stack hub-dev]             run a scheduled function now
 //! devstack bench-spark [--requests 200] [--concurrency 8] Spark SSO and webhook latency and throughput
@@ -13,71 +14,176 @@
 //! devstack bench-clever [--students 10000] [--teachers 500] [--sections 400] [--worker PATH] school sync figures
 //! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
-//! It talks only to the endpoint in `AWS_ENDPOINT_URL`, which must be on loopback.
+//! Every command takes `--parameter-overrides "Key=Value Key2=Value2"` (repeatable), like
+//! `sam local start-api --parameter-overrides`, over the local stack's parameters.
+//! It talks only to loopback endpoints: DynamoDB at `AWS_ENDPOINT_URL_DYNAMODB` (DynamoDB Local) when set,
+//! everything else at `AWS_ENDPOINT_URL` (moto server).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
 use devstack::provision::{LocalStack, provision};
 use devstack::runtime_api::{FunctionProcess, Outcome};
 use devstack::template::Template;
 
-struct Args {
-    command: String,
-    positional: Vec<String>,
-    options: std::collections::HashMap<String, String>,
+/// The local stand-in for AWS: provisions the resources of template.yaml in DynamoDB Local and moto
+/// server, serves every HTTP function on a dev gateway, runs function binaries on a local Lambda
+/// Runtime API, and benchmarks them.
+#[derive(Parser)]
+#[command(name = "devstack", after_help = ENV_HELP)]
+struct Cli {
+    /// Stack name: the prefix of every local resource name.
+    #[arg(long, global = true, default_value = "hub-dev")]
+    stack: String,
+    /// Template parameters over the local defaults, as `sam local start-api --parameter-overrides` takes
+    /// them: "Key=Value Key2=Value2" (or ParameterKey=Key,ParameterValue=Value); repeatable.
+    #[arg(long, global = true, value_name = "KEY=VALUE ...")]
+    parameter_overrides: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut it = std::env::args().skip(1);
-    let command = it.next().context("usage: devstack up|provision|env|invoke|token [options]")?;
-    let (mut positional, mut options) = (Vec::new(), std::collections::HashMap::new());
-    while let Some(arg) = it.next() {
-        match arg.strip_prefix("--") {
-            Some(name) => {
-                options.insert(name.to_string(), it.next().with_context(|| format!("--{name} needs a value"))?);
-            }
-            None => positional.push(arg),
-        }
-    }
-    Ok(Args { command, positional, options })
+const ENV_HELP: &str = "Environment: AWS_ENDPOINT_URL (moto server: S3, SQS, Secrets Manager) and \
+AWS_ENDPOINT_URL_DYNAMODB (DynamoDB Local), both on loopback; AWS_REGION and any AWS_ACCESS_KEY_ID / \
+AWS_SECRET_ACCESS_KEY. `make dev` and `make test` set them.";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Provision from template.yaml, then serve every route on the dev gateway, poll the queues and run
+    /// the Clever simulator with a demo district (Ctrl-C stops).
+    Up {
+        /// The gateway's port on 127.0.0.1.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
+    /// Create (or keep) the template's tables, buckets, queues and secrets, and nothing else.
+    Provision,
+    /// Print a function's environment as Lambda would set it (KEY=VALUE lines).
+    Env {
+        /// The function's binary name (Metadata.BuildProperties.Binary), e.g. auth-me.
+        function: String,
+    },
+    /// Run a function binary once on a local Lambda Runtime API with an event, like `sam local invoke`.
+    Invoke {
+        /// The binary, e.g. target/debug/health (or a cargo-lambda `bootstrap` with --function).
+        binary: PathBuf,
+        /// A JSON event file, e.g. events/health.json.
+        event_file: PathBuf,
+        /// The function's binary name, when BINARY is named `bootstrap`.
+        #[arg(long)]
+        function: Option<String>,
+    },
+    /// Sign a user in and print a session as shell exports ($ACCESS, $REFRESH).
+    Token {
+        /// The user's email (the account is created on first use).
+        #[arg(long)]
+        email: String,
+        /// student, teacher, org_admin or admin.
+        #[arg(long, default_value = "student")]
+        role: String,
+        /// The user's organization.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Print a template secret's value, e.g. SparkSsoSecret.
+    Secret {
+        /// The secret's logical id in template.yaml.
+        logical_id: String,
+    },
+    /// Run a scheduled function now, as its EventBridge schedule would.
+    Fire {
+        /// The function's binary name, e.g. outbox-relay.
+        function: String,
+    },
+    /// Spark SSO and webhook latency and throughput through the dev gateway (fresh stack).
+    BenchSpark {
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Outbound webhook deliveries per second (fresh stack).
+    BenchWebhooks {
+        #[arg(long, default_value_t = 500)]
+        deliveries: usize,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
+    /// One school of the Clever simulator synced by the real clever-sync-worker binary.
+    BenchClever {
+        #[arg(long, default_value_t = 10_000)]
+        students: usize,
+        #[arg(long, default_value_t = 500)]
+        teachers: usize,
+        #[arg(long, default_value_t = 400)]
+        sections: usize,
+        /// The worker binary.
+        #[arg(long, default_value = "target/release/clever-sync-worker")]
+        worker: PathBuf,
+    },
+    /// Init time, first invocation and peak memory of function binaries on a local Runtime API.
+    Coldstart {
+        /// The binaries, e.g. target/release/health.
+        #[arg(required = true)]
+        binaries: Vec<PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
     // The functions' own JSON log lines (on stderr), as `sam local start-api` shows them (RUST_LOG filters).
     hub::logging::init_stderr();
-    let stack_name = args.options.get("stack").cloned().unwrap_or_else(|| "hub-dev".into());
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL must point at the local AWS stack")?;
-    let host = url::Url::parse(&endpoint)?.host_str().unwrap_or_default().to_string();
-    if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
-        bail!("refusing to provision {endpoint}: the local stack must be on loopback");
+    // Errors are the user's to read: their chain of causes, without a backtrace.
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("devstack: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-    let template = Template::load(&devstack::repo_root().join("template.yaml"))?;
-    let stack = provision(&template, &stack_name, &sdk, &devstack::provision::LOCAL_PARAMETERS).await?;
+}
 
-    match args.command.as_str() {
-        "provision" => println!("provisioned {} resources of stack {stack_name} at {endpoint}", stack.refs.len()),
-        "env" => {
-            let function = args.positional.first().context("devstack env FUNCTION_BINARY")?;
-            for (k, v) in function_env(&template, &stack, function)? {
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let stack_name = cli.stack.clone();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let endpoints = devstack::provision::local_endpoints(&sdk)?;
+    let endpoint = describe_endpoints(&endpoints);
+    let template = Template::load(&devstack::repo_root().join("template.yaml"))?;
+    let overrides =
+        devstack::provision::parse_parameter_overrides(&cli.parameter_overrides, &template.parameter_names())?;
+    let parameters: Vec<(&str, &str)> = devstack::provision::LOCAL_PARAMETERS
+        .iter()
+        .copied()
+        .chain(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .collect();
+    let stack = provision(&template, &stack_name, &sdk, &parameters).await?;
+
+    match cli.command {
+        Command::Provision => {
+            println!("provisioned {} resources of stack {stack_name} ({endpoint})", stack.refs.len())
+        }
+        Command::Env { function } => {
+            for (k, v) in function_env(&template, &stack, &function)? {
                 println!("{k}={v}");
             }
         }
-        "invoke" => {
-            let [binary, event_file] = &args.positional[..] else { bail!("devstack invoke BINARY EVENT_FILE") };
-            let name = std::path::Path::new(binary).file_name().and_then(|n| n.to_str()).context("binary name")?;
+        Command::Invoke { binary, event_file, function } => {
+            let name = binary.file_name().and_then(|n| n.to_str()).context("binary name")?;
             let name = if name == "bootstrap" {
-                args.options.get("function").context("--function NAME for a bootstrap binary")?
+                function.as_deref().context("--function NAME for a bootstrap binary")?
             } else {
                 name
             };
             let env = function_env(&template, &stack, name)?;
-            let event = std::fs::read_to_string(event_file)?;
-            let process = FunctionProcess::spawn(std::path::Path::new(binary), name, &env).await?;
+            let event =
+                std::fs::read_to_string(&event_file).with_context(|| format!("reading {}", event_file.display()))?;
+            let process = FunctionProcess::spawn(&binary, name, &env).await?;
             process.api.wait_ready(Duration::from_secs(10)).await?;
             let outcome = process.api.invoke(&event, Duration::from_secs(30)).await?;
             // The function's own log lines, as `sam local invoke` shows them, then its answer.
@@ -88,10 +194,8 @@ async fn main() -> anyhow::Result<()> {
                 Outcome::Error(body) => bail!("function error: {body}"),
             }
         }
-        "token" => {
-            let email = args.options.get("email").context("--email")?;
-            let role = hub::auth::Role::parse(args.options.get("role").map_or("student", String::as_str))
-                .context("unknown --role")?;
+        Command::Token { email, role, org } => {
+            let role = hub::auth::Role::parse(&role).with_context(|| format!("unknown --role {role}"))?;
             let env = function_env(&template, &stack, "auth-me")?;
             let config = hub::Config::from_lookup(|k| env.get(k).cloned())?;
             let ctx = hub::Context::new(config, sdk.clone());
@@ -103,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
                 given_name: None,
                 family_name: None,
                 role,
-                org_id: args.options.get("org").cloned(),
+                org_id: org,
             };
             let (mut user, _) = hub::auth::provisioning::provision_user(&ctx, &profile)
                 .await
@@ -121,15 +225,20 @@ async fn main() -> anyhow::Result<()> {
             println!("export ACCESS='{}'", pair.access_token);
             println!("export REFRESH='{}'", pair.refresh_token);
         }
-        "up" => {
-            let port: u16 = args.options.get("port").map_or(Ok(3000), |p| p.parse())?;
+        Command::Up { port } => {
             let gateway = Arc::new(devstack::gateway::Gateway::new(&template, &stack, &sdk)?);
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                 .await
                 .with_context(|| format!("port {port} is taken"))?;
-            let clever = demo_clever(&template, &stack, &sdk).await?;
-            println!("Local AWS stack {stack_name} at {endpoint}: {} resources from template.yaml", stack.refs.len());
-            println!("{clever}");
+            println!("Local AWS stack {stack_name}: {} resources from template.yaml ({endpoint})", stack.refs.len());
+            for (key, value) in &overrides {
+                println!("  parameter override {key}={value}");
+            }
+            // The demo district is a convenience: the stack serves without it.
+            match demo_clever(&template, &stack, &sdk).await {
+                Ok(clever) => println!("{clever}"),
+                Err(e) => println!("WARNING: no demo Clever district: {e:#}. The stack runs without it."),
+            }
             println!("Dev gateway on http://127.0.0.1:{port}");
             for (route, function) in gateway.routes() {
                 println!("  {:<32} -> {function}", route.key());
@@ -161,49 +270,40 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => println!("stopping"),
             }
         }
-        "secret" => {
+        Command::Secret { logical_id } => {
             // The value of a template secret, e.g. the Spark SSO secret to give `spark-cli`.
-            let id = args.positional.first().context("devstack secret LOGICAL_ID")?;
-            let arn = stack.refs.get(id).with_context(|| format!("template.yaml has no secret {id}"))?;
+            let arn =
+                stack.refs.get(&logical_id).with_context(|| format!("template.yaml has no secret {logical_id}"))?;
             let sm = aws_sdk_secretsmanager::Client::new(&sdk);
             let value =
                 sm.get_secret_value().secret_id(arn).send().await?.secret_string.context("not a string secret")?;
             println!("{value}");
         }
-        "bench-spark" => {
-            let requests: usize = args.options.get("requests").map_or(Ok(200), |r| r.parse())?;
-            let concurrency: usize = args.options.get("concurrency").map_or(Ok(8), |c| c.parse())?;
+        Command::BenchSpark { requests, concurrency } => {
             devstack::bench::spark(&template, &sdk, requests, concurrency).await?;
         }
-        "bench-webhooks" => {
-            let deliveries: usize = args.options.get("deliveries").map_or(Ok(500), |r| r.parse())?;
-            let workers: usize = args.options.get("workers").map_or(Ok(4), |c| c.parse())?;
+        Command::BenchWebhooks { deliveries, workers } => {
             devstack::bench::webhooks(&template, &sdk, deliveries, workers).await?;
         }
-        "bench-clever" => {
-            let worker = args.options.get("worker").map_or("target/release/clever-sync-worker", String::as_str);
-            let number = |k: &str, default: usize| args.options.get(k).map_or(Ok(default), |v| v.parse());
+        Command::BenchClever { students, teachers, sections, worker } => {
             let spec = clever_sim::DistrictSpec {
                 schools: 1,
-                students_per_school: number("students", 10_000)?,
-                teachers_per_school: number("teachers", 500)?,
-                sections_per_school: number("sections", 400)?,
+                students_per_school: students,
+                teachers_per_school: teachers,
+                sections_per_school: sections,
             };
-            devstack::bench::clever(&template, &sdk, std::path::Path::new(worker), spec).await?;
+            devstack::bench::clever(&template, &sdk, &worker, spec).await?;
         }
-        "fire" => {
-            let function = args.positional.first().context("devstack fire FUNCTION")?;
+        Command::Fire { function } => {
             let gateway = devstack::gateway::Gateway::new(&template, &stack, &sdk)?;
-            println!("{}", gateway.fire(function).await?);
+            println!("{}", gateway.fire(&function).await?);
         }
-        "coldstart" => {
-            let runs: usize = args.options.get("runs").map_or(Ok(10), |r| r.parse())?;
+        Command::Coldstart { binaries, runs } => {
             println!(
                 "{:<16} {:>9} {:>9} {:>9} {:>12} {:>9}",
                 "function", "init p50", "init p90", "init max", "1st invoke", "peak RSS"
             );
-            for binary in &args.positional {
-                let path = std::path::Path::new(binary);
+            for path in &binaries {
                 let name = path.file_name().and_then(|n| n.to_str()).context("binary name")?;
                 // The baseline has no template entry; the hub's functions get their real environment.
                 let env = function_env(&template, &stack, name).unwrap_or_default();
@@ -237,14 +337,40 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        other => bail!("unknown command {other}"),
     }
     Ok(())
 }
 
+/// Where each service of the local stack is, e.g. `DynamoDB at http://127.0.0.1:8000; S3, SQS, Secrets
+/// Manager at http://127.0.0.1:4566`.
+fn describe_endpoints(endpoints: &[(&str, String)]) -> String {
+    let mut distinct: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (service, url) in endpoints {
+        match distinct.iter_mut().find(|(u, _)| u == url) {
+            Some((_, services)) => services.push(service),
+            None => distinct.push((url, vec![service])),
+        }
+    }
+    let parts: Vec<String> =
+        distinct.iter().map(|(url, services)| format!("{} at {url}", services.join(", "))).collect();
+    parts.join("; ")
+}
+
 /// The Clever simulator of `make dev` (port 4600, as the local template parameters say) with a demo
 /// district of two schools, registered in the stack as an admin would (`PUT /api/clever/districts/{id}`).
+/// When `--parameter-overrides` point Clever elsewhere (a real sandbox), there is no demo district:
+/// the simulator's credentials mean nothing there.
 async fn demo_clever(template: &Template, stack: &LocalStack, sdk: &aws_config::SdkConfig) -> anyhow::Result<String> {
+    let simulated = |key: &str| {
+        let local = devstack::provision::LOCAL_PARAMETERS.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        stack.parameters.get(key).map(String::as_str) == local
+    };
+    if !simulated("CleverApiUrl") || !simulated("CleverOauthUrl") {
+        return Ok(format!(
+            "Clever at {} (parameter override): no demo district; register yours with PUT /api/clever/districts/{{id}}",
+            stack.parameters.get("CleverApiUrl").map_or("?", String::as_str)
+        ));
+    }
     let spec = clever_sim::DistrictSpec {
         schools: 2,
         students_per_school: 300,
@@ -264,7 +390,11 @@ async fn demo_clever(template: &Template, stack: &LocalStack, sdk: &aws_config::
     let credentials =
         hub::clever::districts::DistrictCredentials { name: "Demo Unified".into(), client_id, client_secret };
     let (_, schools) =
-        hub::clever::districts::register(&ctx, &id, credentials).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        tokio::time::timeout(Duration::from_secs(30), hub::clever::districts::register(&ctx, &id, credentials))
+            .await
+            .context("registering the demo district took over 30 s")?
+            .map_err(|e| anyhow::anyhow!(e.to_string()))
+            .with_context(|| format!("registering demo district {id} with the simulator"))?;
     // The simulator's server task keeps running for the life of this process.
     Ok(format!("Clever simulator on http://127.0.0.1:4600: demo district {id} with {schools} schools registered"))
 }

@@ -1,5 +1,5 @@
-//! Creates the template's tables, buckets, queues and secrets in the local AWS stack (moto server).
-//! Idempotent: what exists is kept (with its data), so restarting loses nothing.
+//! Creates the template's tables (in DynamoDB Local), buckets, queues and secrets (in moto server) of the
+//! local AWS stack. Idempotent: what exists is kept (with its data), so restarting loses nothing.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use aws_config::SdkConfig;
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::template::{Resolver, Template, resolve, scalar};
 
@@ -17,15 +17,117 @@ pub const ACCOUNT: &str = "123456789012";
 
 /// Template parameters of every local stack: relaxed outbound rules (plain http and loopback, so
 /// local file servers stand in for Spark's storage), and a web app origin for browser flows.
-pub const LOCAL_PARAMETERS: [(&str, &str); 6] = [
+pub const LOCAL_PARAMETERS: [(&str, &str); 7] = [
     ("Stage", "local"),
     ("FrontendUrl", "http://localhost:5173"),
+    // Spark's partner organization: only its quests may map Spark assignments (the README tour's `demo`).
+    ("SparkOrganizationId", "demo"),
     ("SparkStorageDomains", "127.0.0.1"),
     ("OutboundAllowLoopback", "true"),
     // The Clever simulator `make dev` runs (infra/clever-sim).
     ("CleverApiUrl", "http://127.0.0.1:4600"),
     ("CleverOauthUrl", "http://127.0.0.1:4600/oauth/tokens"),
 ];
+
+/// The AWS services the local stack provisions and the functions call, by the SDK's service ids (the
+/// `AWS_ENDPOINT_URL_<SERVICE>` variables are named after them: `AWS_ENDPOINT_URL_DYNAMODB`...).
+pub const SERVICES: [&str; 4] = ["DynamoDB", "S3", "SQS", "Secrets Manager"];
+
+/// The endpoint each service resolves to, exactly as the SDK's clients resolve it from `sdk`
+/// (`AWS_ENDPOINT_URL_<SERVICE>`, the profile's `services` section, `AWS_ENDPOINT_URL`, the profile's
+/// `endpoint_url`). Refuses when a service has none (it would reach AWS itself) or one off loopback.
+pub fn local_endpoints(sdk: &SdkConfig) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let mut out = Vec::new();
+    for service in SERVICES {
+        let key = aws_types::service_config::ServiceConfigKey::builder()
+            .service_id(service)
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()?;
+        let variable = format!("AWS_ENDPOINT_URL_{}", service.to_uppercase().replace(' ', "_"));
+        let endpoint = sdk
+            .service_config()
+            .and_then(|c| c.load_config(key))
+            .or_else(|| sdk.endpoint_url().map(str::to_string))
+            .with_context(|| {
+                format!("no endpoint for {service}: set AWS_ENDPOINT_URL (or {variable}) to the local AWS stack")
+            })?;
+        let host = url::Url::parse(&endpoint)
+            .with_context(|| format!("{service} endpoint {endpoint}"))?
+            .host_str()
+            .unwrap_or_default()
+            .to_string();
+        if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
+            bail!(
+                "refusing {service} endpoint {endpoint} (AWS_ENDPOINT_URL or {variable}): the local stack must be on loopback"
+            );
+        }
+        out.push((service, endpoint));
+    }
+    Ok(out)
+}
+
+/// Parses `--parameter-overrides` as `sam local start-api` takes them: `Key=Value` pairs separated by
+/// spaces (values may be quoted), or sam's long form `ParameterKey=Key,ParameterValue=Value`. Every key
+/// must be a parameter of the template (`known`). Later pairs win.
+pub fn parse_parameter_overrides(specs: &[String], known: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        for word in split_words(spec)? {
+            let (key, value) = match word.strip_prefix("ParameterKey=") {
+                Some(long) => {
+                    let (key, value) = long
+                        .split_once(",ParameterValue=")
+                        .with_context(|| format!("{word}: expected ParameterKey=Key,ParameterValue=Value"))?;
+                    (key.to_string(), value.to_string())
+                }
+                None => {
+                    let (key, value) = word
+                        .split_once('=')
+                        .with_context(|| format!("parameter override {word:?} is not Key=Value"))?;
+                    (key.to_string(), value.to_string())
+                }
+            };
+            if !known.contains(&key) {
+                bail!("template.yaml has no parameter {key:?} (its parameters: {})", known.join(", "));
+            }
+            out.push((key, value));
+        }
+    }
+    Ok(out)
+}
+
+/// Splits on whitespace outside single or double quotes, dropping the quotes.
+fn split_words(text: &str) -> anyhow::Result<Vec<String>> {
+    let (mut words, mut word, mut quote, mut in_word) = (Vec::new(), String::new(), None, false);
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        bail!("unclosed quote in parameter overrides {text:?}");
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
 
 /// The local stack: physical names of everything the template declares.
 pub struct LocalStack {
@@ -234,5 +336,43 @@ async fn create_secret(client: &aws_sdk_secretsmanager::Client, name: &str, prop
             client.describe_secret().secret_id(name).send().await?.arn.context("secret without ARN")
         }
         Err(e) => bail!(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known() -> Vec<String> {
+        ["CleverApiUrl", "CleverOauthUrl", "Stage"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn parameter_overrides_take_sams_forms() {
+        let specs = [
+            "CleverApiUrl=https://api.clever.com  CleverOauthUrl=https://clever.com/oauth/tokens?a=b".to_string(),
+            "ParameterKey=Stage,ParameterValue=dev".to_string(),
+            "Stage='two words' CleverApiUrl=\"x y\"".to_string(),
+        ];
+        let parsed = parse_parameter_overrides(&specs, &known()).unwrap();
+        let pairs: Vec<(&str, &str)> = parsed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("CleverApiUrl", "https://api.clever.com"),
+                ("CleverOauthUrl", "https://clever.com/oauth/tokens?a=b"),
+                ("Stage", "dev"),
+                ("Stage", "two words"),
+                ("CleverApiUrl", "x y"),
+            ]
+        );
+        assert!(parse_parameter_overrides(&[String::new()], &known()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn parameter_overrides_refuse_what_they_cannot_apply() {
+        for bad in ["NoSuchParameter=1", "CleverApiUrl", "Stage='open", "ParameterKey=Stage"] {
+            assert!(parse_parameter_overrides(&[bad.to_string()], &known()).is_err(), "{bad}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 pub struct Template {
     root: Value,
@@ -53,7 +53,7 @@ pub struct Resolver<'a> {
 impl Template {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(Self { root: serde_yaml::from_str(&text)? })
+        Ok(Self { root: serde_norway::from_str(&text)? })
     }
 
     /// (logical id, type, properties) of every resource, in file order.
@@ -74,6 +74,15 @@ impl Template {
 
     pub fn resources_of_type(&self, kind: &str) -> Vec<(String, Value)> {
         self.resources().into_iter().filter(|(_, t, _)| t == kind).map(|(id, _, p)| (id, p)).collect()
+    }
+
+    /// The names of the template's parameters, in file order.
+    pub fn parameter_names(&self) -> Vec<String> {
+        self.root
+            .get("Parameters")
+            .and_then(Value::as_mapping)
+            .map(|map| map.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
     }
 
     /// Parameter defaults, overridden by `overrides`.
@@ -232,6 +241,6 @@ pub fn scalar(v: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Null => String::new(),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+        other => serde_norway::to_string(other).unwrap_or_default().trim().to_string(),
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::Context;
 use crate::auth::guard::authenticate;
-use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_param};
+use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id};
 use crate::learning::quests::{self, NewQuest};
 
 pub async fn create_quest(ctx: Arc<Context>, req: Request) -> ApiResult {
@@ -34,7 +34,7 @@ pub async fn create_badge(ctx: Arc<Context>, req: Request) -> ApiResult {
 
 pub async fn list_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    let requested = query_param(&req, "organization_id");
+    let requested = query_id(&req, "organization_id")?;
     let org = principal.administered_organization(requested.as_deref())?;
     let quests = ctx.store().quests_of_organization(&org, 100).await?;
     json(StatusCode::OK, &json!({ "organization_id": org, "quests": quests }))

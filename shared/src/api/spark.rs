@@ -22,8 +22,14 @@ use crate::store::codes::CodeGrant;
 use crate::store::{Item, WriteError, n, s};
 use crate::{ApiError, Context, crypto};
 
-const SSO_LIMIT: Rule = Rule { name: "spark-sso", limit: 10, window_secs: 60 };
-const TOKEN_LIMIT: Rule = Rule { name: "spark-token", limit: 30, window_secs: 60 };
+/// Valid SSO tokens per Spark user (a whole class behind one school address signs in freely).
+const SSO_PER_USER: Rule = Rule { name: "spark-sso-user", limit: 10, window_secs: 60 };
+/// Invalid SSO tokens per source address.
+const SSO_INVALID_PER_ADDRESS: Rule = Rule { name: "spark-sso-invalid", limit: 10, window_secs: 60 };
+/// Invalid or used codes per source address (valid codes are single-use, random and short-lived).
+const TOKEN_INVALID_PER_ADDRESS: Rule = Rule { name: "spark-token-invalid", limit: 20, window_secs: 60 };
+/// Webhook requests whose signature did not verify, per source address.
+const WEBHOOK_UNVERIFIED_PER_ADDRESS: Rule = Rule { name: "spark-webhook-unverified", limit: 30, window_secs: 60 };
 /// One-time codes live this long.
 const CODE_TTL_SECS: i64 = 60;
 /// The purpose recorded with codes issued here; the exchange accepts only these.
@@ -48,8 +54,18 @@ pub async fn sso(ctx: Arc<Context>, req: Request) -> ApiResult {
 }
 
 async fn login(ctx: &Context, req: &Request, token: &str) -> Result<String, ApiError> {
-    ratelimit::check(ctx, SSO_LIMIT, &client_ip(req)).await?;
-    let login = sso::verify(ctx, token).await?;
+    let address = client_ip(req);
+    let refused = |e: ApiError| ratelimit::count_failure(ctx, SSO_INVALID_PER_ADDRESS, &address, e);
+    let login = match sso::verify(ctx, token).await {
+        Ok(login) => login,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => return Err(refused(e).await),
+        Err(e) => return Err(e),
+    };
+    // A replay is refused before it counts against its student or touches the account.
+    if ctx.store().token_used(&login.fingerprint).await? {
+        return Err(refused(replayed()).await);
+    }
+    ratelimit::check(ctx, SSO_PER_USER, &login.profile.external_id).await?;
     let (user, provisioned) = provision_user(ctx, &login.profile).await?;
     let now = ctx.clock.now();
     let code = crypto::random_token(32);
@@ -67,12 +83,16 @@ async fn login(ctx: &Context, req: &Request, token: &str) -> Result<String, ApiE
         Ok(()) => {}
         Err(WriteError::Conflict) => {
             tracing::warn!(user_id = user.id, "Spark SSO token replayed");
-            return Err(ApiError::unauthorized("token_replayed", "This SSO token was already used"));
+            return Err(replayed());
         }
         Err(WriteError::Store(e)) => return Err(e.into()),
     }
     tracing::info!(user_id = user.id, ?provisioned, "Spark SSO login");
     Ok(code)
+}
+
+fn replayed() -> ApiError {
+    ApiError::unauthorized("token_replayed", "This SSO token was already used")
 }
 
 #[derive(Deserialize)]
@@ -83,16 +103,15 @@ struct TokenRequest {
 
 /// Exchanges a one-time code for a token pair (JSON body and cookies).
 pub async fn token(ctx: Arc<Context>, req: Request) -> ApiResult {
-    ratelimit::check(&ctx, TOKEN_LIMIT, &client_ip(&req)).await?;
     let body: TokenRequest = json_body(&req, MAX_JSON_BODY)?;
     let invalid = || ApiError::bad_request("invalid_code", "The code is invalid or was already used");
-    if body.code.is_empty() || body.code.len() > 128 {
-        return Err(invalid());
-    }
-    let grant = ctx.store().consume_code(&body.code).await?.ok_or_else(invalid)?;
-    if grant.purpose != PURPOSE {
-        return Err(invalid());
-    }
+    let grant = match body.code.len() {
+        1..=128 => ctx.store().consume_code(&body.code).await?.filter(|g| g.purpose == PURPOSE),
+        _ => None,
+    };
+    let Some(grant) = grant else {
+        return Err(ratelimit::count_failure(&ctx, TOKEN_INVALID_PER_ADDRESS, &client_ip(&req), invalid()).await);
+    };
     if grant.expires_at <= ctx.clock.now() {
         return Err(ApiError::bad_request("code_expired", "The code has expired; sign in from Spark again"));
     }
@@ -114,11 +133,13 @@ fn redirect(location: &str) -> ApiResult {
 }
 
 /// `POST /spark/webhook/submission`: a signed Spark submission becomes evidence, completion and XP.
+/// Requests whose signature does not verify are limited per source address; verified ones count
+/// against Spark's own limit, so a flood of forgeries never starves genuine submissions.
 pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
     use crate::spark::webhook::{self, Outcome, SubmissionPayload};
-    // Counted per partner (Spark is one), not per address.
-    let limit = Rule { name: "spark-webhook", limit: ctx.config.spark_webhook_rate_limit, window_secs: 60 };
-    ratelimit::check(&ctx, limit, "spark").await?;
+    let address = client_ip(&req);
+    // An address whose requests keep failing verification is refused before any work.
+    ratelimit::refuse_if_spent(&ctx, WEBHOOK_UNVERIFIED_PER_ADDRESS, &address).await?;
     let raw = crate::http::body_bytes(&req);
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let content_type = header("content-type").unwrap_or("").to_string();
@@ -146,16 +167,40 @@ pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
             ));
         }
     };
-    webhook::verify_signature(&ctx, &signed, header(webhook::SIGNATURE_HEADER)).await?;
-    let payload: SubmissionPayload = serde_json::from_slice(&signed)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid submission: {e}")))?;
-    webhook::check_timestamp(ctx.clock.now(), header(webhook::TIMESTAMP_HEADER), &payload.submitted_at)?;
+    if let Err(e) = webhook::verify_signature(&ctx, &signed, header(webhook::SIGNATURE_HEADER)).await {
+        if e.status != StatusCode::UNAUTHORIZED {
+            return Err(e);
+        }
+        return Err(ratelimit::count_failure(&ctx, WEBHOOK_UNVERIFIED_PER_ADDRESS, &address, e).await);
+    }
+    let payload: SubmissionPayload = serde_json::from_slice(&signed).map_err(|e| {
+        // serde's text may quote a value (a file URL is a credential): only the position is told.
+        ApiError::bad_request(
+            "invalid_json",
+            format!("Invalid submission at line {} column {} ({:?} error)", e.line(), e.column(), e.classify()),
+        )
+    })?;
+    // A captured body replayed later is refused before it can spend Spark's own quota.
+    if let Err(stale) = webhook::check_timestamp(ctx.clock.now(), &payload.submitted_at) {
+        return Err(ratelimit::count_failure(&ctx, WEBHOOK_UNVERIFIED_PER_ADDRESS, &address, stale).await);
+    }
+    let partner = Rule { name: "spark-webhook", limit: ctx.config.spark_webhook_rate_limit, window_secs: 60 };
+    ratelimit::check(&ctx, partner, sso::PROVIDER).await?;
     webhook::validate(&payload)?;
-    if parts.is_empty() && payload.submission_files.iter().any(|f| f.url.is_none()) {
+    let by_url = payload.submission_files.iter().filter(|f| f.url.is_some()).count();
+    if parts.is_empty() && by_url < payload.submission_files.len() {
         return Err(ApiError::bad_request("invalid_payload", "JSON submissions carry files by url"));
     }
-    match webhook::process(&ctx, &payload, &parts).await? {
+    if !parts.is_empty() && by_url > 0 {
+        return Err(ApiError::bad_request("invalid_payload", "a multipart submission carries its files as parts"));
+    }
+    match webhook::accept(&ctx, &payload, &parts).await? {
         Outcome::Recorded(r) => json(StatusCode::OK, &json!({ "status": "ok", "completion_id": r.completion_id })),
+        Outcome::Processing { submission_id } => json(
+            StatusCode::ACCEPTED,
+            &json!({ "status": "processing", "submission_id": submission_id,
+                     "message": "Verified and recorded; its files are being fetched and the task completes when they are stored" }),
+        ),
         Outcome::Pending => json(
             StatusCode::ACCEPTED,
             &json!({ "status": "pending", "message": "No quest maps this assignment yet; the submission is kept and processed when one does" }),

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::guard::authenticate;
-use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_number, query_param};
+use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id, query_number, query_param};
 use crate::store::webhooks::{DeliveryFilter, DeliveryPageError};
 use crate::webhooks::{Delivery, DeliveryStatus, Subscription, delivery, subscriptions};
 use crate::{ApiError, Context};
@@ -27,7 +27,7 @@ pub async fn create_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
 
 pub async fn list_subscriptions(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    let org = principal.administered_organization(query_param(&req, "organization_id").as_deref())?;
+    let org = principal.administered_organization(query_id(&req, "organization_id")?.as_deref())?;
     let list = ctx.store().subscriptions_of_organization(&org, subscriptions::MAX_PER_ORGANIZATION as i32).await?;
     json(StatusCode::OK, &json!({ "organization_id": org, "subscriptions": list }))
 }
@@ -59,17 +59,22 @@ pub async fn delete_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
 /// (`since`/`until`: unix seconds), newest first.
 pub async fn list_deliveries(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    let org = principal.administered_organization(query_param(&req, "organization_id").as_deref())?;
+    let org = principal.administered_organization(query_id(&req, "organization_id")?.as_deref())?;
     let bad = |m: &str| ApiError::bad_request("invalid_query", m);
     let filter = DeliveryFilter {
-        subscription_id: query_param(&req, "subscription_id"),
-        event_type: query_param(&req, "event_type"),
+        subscription_id: query_id(&req, "subscription_id")?,
+        event_type: query_id(&req, "event_type")?,
         status: query_param(&req, "status")
             .map(|s| DeliveryStatus::parse(&s).ok_or_else(|| bad("status is pending, succeeded or failed")))
             .transpose()?,
         since: query_number(&req, "since")?,
         until: query_number(&req, "until")?,
     };
+    if let (Some(since), Some(until)) = (filter.since, filter.until)
+        && since > until
+    {
+        return Err(bad("since is after until"));
+    }
     let limit = match query_number(&req, "limit")? {
         None => PAGE_DEFAULT,
         Some(n) if (1..=PAGE_MAX as i64).contains(&n) => n as usize,

@@ -47,6 +47,7 @@ pub async fn provision_user(ctx: &Context, profile: &ExternalProfile) -> Result<
             let Some(user) = store.get_user(&user_id).await? else {
                 return Err(ApiError::internal(format!("identity points at missing user {user_id}")));
             };
+            may_sign_in(&user, profile)?;
             match apply_profile(ctx, user, profile).await? {
                 Some(user) => return Ok((user, Provisioned::Existing)),
                 None => continue,
@@ -56,17 +57,30 @@ pub async fn provision_user(ctx: &Context, profile: &ExternalProfile) -> Result<
             && let Some(email) = &profile.email
             && let Some(user_id) = store.user_id_by_email(email).await?
         {
-            match store.link_identity(&user_id, &profile.provider, &profile.external_id).await {
+            let Some(existing) = store.get_user(&user_id).await? else { continue };
+            may_link_by_email(&existing, profile)?;
+            // Conditional on the account being as checked, and on it having no other identity of this
+            // provider (one Spark account per person: a look-alike address cannot add a second).
+            match store.link_identity(&existing, &profile.provider, &profile.external_id).await {
                 Ok(()) => {
                     tracing::info!(user_id, provider = profile.provider, "external identity linked by verified email");
-                    let user =
-                        store.get_user(&user_id).await?.ok_or_else(|| ApiError::internal("linked user vanished"))?;
-                    match apply_profile(ctx, user, profile).await? {
+                    match apply_profile(ctx, existing, profile).await? {
                         Some(user) => return Ok((user, Provisioned::Linked)),
                         None => continue,
                     }
                 }
-                Err(WriteError::Conflict) => continue,
+                Err(WriteError::Conflict) => {
+                    if store.user_id_by_identity(&profile.provider, &profile.external_id).await?.is_none()
+                        && store.user_has_identity_of(&user_id, &profile.provider).await?
+                    {
+                        return Err(link_refused(
+                            &existing,
+                            profile,
+                            "the account has another identity of this provider",
+                        ));
+                    }
+                    continue;
+                }
                 Err(WriteError::Store(e)) => return Err(e.into()),
             }
         }
@@ -113,6 +127,46 @@ pub async fn provision_user(ctx: &Context, profile: &ExternalProfile) -> Result<
     Err(ApiError::unavailable("user provisioning kept conflicting"))
 }
 
+/// A provider login may take over an existing account by email only within the provider's
+/// organization (or an account that has none yet), and never a privileged one: otherwise a partner
+/// asserting an administrator's address would sign in as that administrator (DESIGN.md §3a).
+fn may_link_by_email(existing: &User, profile: &ExternalProfile) -> Result<(), ApiError> {
+    let same_tenant = existing.org_id.is_none() || existing.org_id == profile.org_id;
+    if same_tenant && !existing.role.is_privileged() {
+        return Ok(());
+    }
+    Err(link_refused(existing, profile, "its email belongs to an account it may not link to"))
+}
+
+/// A login through an identity already linked: refused when it points at a platform admin (providers
+/// never create one: such a link predates the rules) or at an account of another organization.
+fn may_sign_in(user: &User, profile: &ExternalProfile) -> Result<(), ApiError> {
+    let foreign = user.org_id.is_some() && user.org_id != profile.org_id;
+    if user.role == Role::Admin || foreign {
+        return Err(link_refused(user, profile, "its identity points at an account it may not sign into"));
+    }
+    Ok(())
+}
+
+/// Refuses a provider login, with an alert line for the administrators.
+fn link_refused(existing: &User, profile: &ExternalProfile, why: &str) -> ApiError {
+    tracing::warn!(
+        alert = "account_link_refused",
+        user_id = existing.id,
+        provider = profile.provider,
+        existing_org = existing.org_id.as_deref().unwrap_or("-"),
+        provider_org = profile.org_id.as_deref().unwrap_or("-"),
+        existing_role = existing.role.as_str(),
+        why,
+        "provider login refused"
+    );
+    ApiError::new(
+        http::StatusCode::FORBIDDEN,
+        "account_link_refused",
+        "This email belongs to an account that cannot be signed into this way; ask an administrator",
+    )
+}
+
 /// Writes what the provider now says (names, email, role) when it differs. `None` asks the caller
 /// to start over because the user changed concurrently.
 async fn apply_profile(ctx: &Context, user: User, profile: &ExternalProfile) -> Result<Option<User>, ApiError> {
@@ -123,16 +177,27 @@ async fn apply_profile(ctx: &Context, user: User, profile: &ExternalProfile) -> 
     if profile.family_name.is_some() {
         wanted.family_name = profile.family_name.clone();
     }
+    // Only a verified address may replace the account's (and take its uniqueness key), never an
+    // administrator's: an unverified one would squat someone else's address.
     if let Some(email) = &profile.email
+        && profile.email_verified
+        && !user.role.is_privileged()
         && user.email.as_deref().map(email_key) != Some(email_key(email))
     {
         wanted.email = Some(email.trim().to_string());
     }
-    if user.role != Role::Admin {
-        wanted.role = provider_role(profile.role);
+    // A provider moves people between unprivileged roles only; it never grants or takes away an
+    // administrator's role, and never moves an account to another organization.
+    let asserted = provider_role(profile.role);
+    if !user.role.is_privileged() && !asserted.is_privileged() {
+        wanted.role = asserted;
+    } else if asserted != user.role {
+        tracing::warn!(user_id = user.id, provider = profile.provider, "role change from a provider ignored");
     }
-    if profile.org_id.is_some() {
+    if user.org_id.is_none() {
         wanted.org_id = profile.org_id.clone();
+    } else if profile.org_id.is_some() && profile.org_id != user.org_id {
+        tracing::warn!(user_id = user.id, provider = profile.provider, "organization change from a provider ignored");
     }
     if wanted == user {
         return Ok(Some(user));
@@ -182,6 +247,7 @@ fn validate(p: &ExternalProfile) -> Result<(), ApiError> {
     if let Some(email) = &p.email {
         let e = email.trim();
         if e.len() > 254
+            || email_key(e).len() > 320
             || !e.contains('@')
             || e.starts_with('@')
             || e.ends_with('@')

@@ -74,7 +74,10 @@ async fn check(ctx: &Context, budget: Duration) -> Value {
     };
     let districts = match tokio::time::timeout(budget, ctx.store().clever_districts()).await {
         Ok(Ok(districts)) => districts,
-        Ok(Err(e)) => return degraded(json!({"dynamodb": {"status": "down", "error": e.to_string()}})),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Clever health: districts unreadable");
+            return degraded(json!({"dynamodb": {"status": "down", "error": "unavailable"}}));
+        }
         Err(_) => return degraded(json!({"dynamodb": {"status": "down", "error": timed("districts")}})),
     };
     let secrets = match districts.first() {
@@ -128,6 +131,25 @@ async fn check(ctx: &Context, budget: Duration) -> Value {
         "check_ms": started.elapsed().as_millis() as u64,
         "provisional": cut_short.load(Ordering::Relaxed),
         "checks": {"dynamodb": {"status": "up"}, "secrets_manager": secrets, "districts": checks},
+    })
+}
+
+/// What an anonymous caller sees: the status and each check's code, counts of districts by token
+/// state; no district ids and no error texts (those stay in the log and the admin view).
+pub fn public_view(report: &Value) -> Value {
+    let checks = &report["checks"];
+    let code = |check: &Value| check["status"].as_str().unwrap_or("unknown").to_string();
+    let districts = checks["districts"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let count = |state: &str| districts.iter().filter(|d| d["token"] == state).count();
+    json!({
+        "status": report["status"],
+        "checked_at": report["checked_at"],
+        "provisional": report["provisional"],
+        "checks": {
+            "dynamodb": code(&checks["dynamodb"]),
+            "secrets_manager": if checks["secrets_manager"].is_null() { "unknown".into() } else { code(&checks["secrets_manager"]) },
+            "districts": {"valid": count("valid"), "refused": count("refused"), "unavailable": count("unavailable")},
+        },
     })
 }
 

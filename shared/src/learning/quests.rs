@@ -50,6 +50,10 @@ pub async fn create_quest(ctx: &Context, principal: &Principal, new: NewQuest) -
     {
         return bad("lms needs platform, course_id and assignment_id (no '#')");
     }
+    // Only the integration's own organization may map its assignments: its submissions land there.
+    if let Some(lms) = &new.lms {
+        crate::tenancy::admit(ctx, &lms.platform, &organization_id)?;
+    }
     let mut tasks = Vec::with_capacity(new.tasks.len());
     for (i, t) in new.tasks.into_iter().enumerate() {
         let pillar = t.pillar.unwrap_or_else(|| new.pillar.clone());

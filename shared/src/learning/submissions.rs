@@ -4,7 +4,8 @@
 //! Idempotent by the submission's key: the same submission again (a retry, or a concurrent
 //! duplicate) yields the same completion and awards nothing twice. A task completes once; later
 //! submissions replace its evidence. A finished quest is reactivated by a new submission and
-//! completes again, but `quest.completed` is announced only the first time. Badges whose requirements
+//! completes again, but `quest.completed` is announced only the first time. Files of replaced evidence
+//! are deleted once the new evidence is written. Badges whose requirements
 //! the submission fulfils are earned in the same transaction (`badge.earned`), each once.
 
 use serde_json::json;
@@ -150,6 +151,17 @@ pub async fn record(ctx: &Context, sub: &Submission<'_>) -> Result<Recorded, Api
                     "submission recorded"
                 );
                 events::publish(ctx, &events).await;
+                // The task's previous evidence was replaced: its files belong to nothing now.
+                let replaced: Vec<String> = state
+                    .evidence
+                    .get(&task.id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| b.file.as_ref().map(|f| f.key.clone()))
+                    .collect();
+                if !replaced.is_empty() {
+                    crate::files::delete(ctx, &replaced).await;
+                }
                 return Ok(Recorded { completion_id, duplicate: false });
             }
             Err(WriteError::Conflict) => continue,

@@ -1,6 +1,7 @@
-//! Spark LMS: single sign-on (signed JWT → one-time code → token exchange). Submission webhooks and
-//! grade passback come next (issue 3).
+//! Spark LMS: single sign-on (signed JWT → one-time code → token exchange), signed submission
+//! webhooks (inline, or queued for the submission worker when files come by URL) and grade passback.
 
 pub mod passback;
 pub mod sso;
+pub mod submission_jobs;
 pub mod webhook;

@@ -51,6 +51,18 @@ impl PassbackJob {
 /// Called by the events consumer: queues the passback a `grade.updated` event asks for.
 pub async fn enqueue(ctx: &Context, event: &DomainEvent) -> Result<(), QueueError> {
     let Some(job) = PassbackJob::from_event(event) else { return Ok(()) };
+    // Grades go back to Spark only from Spark's own organization (DESIGN.md §3a): a completion of a
+    // quest elsewhere (a mapping made before that rule) never writes into Spark's gradebook.
+    let organization = event.organization_id.as_deref().unwrap_or_default();
+    if crate::tenancy::admit(ctx, crate::spark::sso::PROVIDER, organization).is_err() {
+        tracing::warn!(
+            alert = "integration_tenant_mismatch",
+            completion_id = job.completion_id,
+            organization_id = organization,
+            "grade not passed back: the completion is outside Spark's organization"
+        );
+        return Ok(());
+    }
     let queue = ctx
         .config
         .grade_passback_queue_url

@@ -70,7 +70,7 @@ pub async fn verify(ctx: &Context, token: &str) -> Result<SsoLogin, ApiError> {
         }
     }
     let text = |name: &str| claims[name].as_str().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
-    let sub = text("sub").ok_or_else(|| invalid("sub is required"))?;
+    let sub = text("sub").filter(|s| s.len() <= 255).ok_or_else(|| invalid("sub is required (at most 255 bytes)"))?;
     let email = text("email").ok_or_else(|| invalid("email is required"))?;
     Ok(SsoLogin {
         profile: ExternalProfile {

@@ -2,11 +2,17 @@
 //!
 //! Order of checks (nothing is done for a request that fails one): HMAC-SHA256 signature over the raw
 //! body (hex in `X-Spark-Signature`, optional `sha256=` prefix, current or previous secret, constant
-//! time); then the timestamp (`X-Spark-Timestamp` in unix seconds when sent, else `submitted_at`)
-//! within 5 minutes; then idempotency (the same submission again answers its first completion, before
-//! any download); then the payload. Files come by URL from Spark's storage hosts only, through the
-//! SSRF-guarded client, streamed into S3 with their type taken from their bytes.
+//! time); then the signed `submitted_at` within 5 minutes (an unsigned header never widens the
+//! window, and the idempotency record outlives the window, so a captured body cannot be replayed
+//! once it is forgotten); then idempotency (the same submission again answers its first outcome,
+//! before any download); then the payload.
+//!
+//! Text-only and multipart submissions complete inline. Submissions whose files come by URL are
+//! recorded as a job and answered `202 processing`: the `spark-submission-worker` downloads the files
+//! (from Spark's storage hosts only, through the SSRF-guarded client, streamed into S3 with their type
+//! taken from their bytes) and completes them with retries, off the request path.
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -18,7 +24,6 @@ use crate::secrets::key_bytes;
 use crate::{ApiError, Context, files};
 
 pub const SIGNATURE_HEADER: &str = "x-spark-signature";
-pub const TIMESTAMP_HEADER: &str = "x-spark-timestamp";
 /// How old (or how far ahead) a submission may be.
 const REPLAY_WINDOW_SECS: i64 = 300;
 /// JSON submissions are small: files come by URL.
@@ -28,6 +33,9 @@ pub const MAX_MULTIPART_BYTES: usize = 6 * 1024 * 1024;
 const MAX_TEXT_BYTES: usize = 100 * 1024;
 const MAX_FILES: usize = 20;
 const MAX_SUBMISSION_BYTES: u64 = 200 * 1024 * 1024;
+const MAX_URL_BYTES: usize = 4096;
+/// Time for all the files of one submission (the submission worker's timeout is 300 s).
+const FILES_BUDGET: std::time::Duration = std::time::Duration::from_secs(240);
 const SOURCE: &str = "spark";
 
 /// Seed 000's payload, as Spark sends it. Unknown fields are ignored (Spark may add some).
@@ -80,15 +88,15 @@ pub async fn verify_signature(ctx: &Context, body: &[u8], header: Option<&str>) 
     if matches { Ok(()) } else { Err(invalid()) }
 }
 
-/// The submission time, which must be within the replay window of `now`.
-pub fn check_timestamp(now: i64, header: Option<&str>, submitted_at: &str) -> Result<i64, ApiError> {
-    let at = match header.map(str::trim).filter(|h| !h.is_empty()) {
-        Some(h) => h
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request("invalid_timestamp", "X-Spark-Timestamp must be unix seconds"))?,
-        None => parse_time(submitted_at)
-            .ok_or_else(|| ApiError::bad_request("invalid_timestamp", "submitted_at must be an ISO 8601 UTC time"))?,
-    };
+/// Submissions are remembered (idempotency) far longer than they are accepted: a body whose record
+/// has expired is long outside the window.
+const _: () = assert!(crate::store::learning::SUBMISSION_RETENTION_SECS > 100 * REPLAY_WINDOW_SECS);
+
+/// The signed submission time, which must be within the replay window of `now`. Only signed data
+/// decides: an `X-Spark-Timestamp` header is not covered by the signature and is ignored.
+pub fn check_timestamp(now: i64, submitted_at: &str) -> Result<i64, ApiError> {
+    let at = parse_time(submitted_at)
+        .ok_or_else(|| ApiError::bad_request("invalid_timestamp", "submitted_at must be an ISO 8601 UTC time"))?;
     if (now - at).abs() > REPLAY_WINDOW_SECS {
         return Err(ApiError::bad_request(
             "stale_timestamp",
@@ -132,6 +140,9 @@ pub fn validate(p: &SubmissionPayload) -> Result<(), ApiError> {
         return bad("a submission needs text or files");
     }
     for f in &p.submission_files {
+        if f.url.as_ref().is_some_and(|u| u.len() > MAX_URL_BYTES) {
+            return bad("file urls are at most 4096 characters");
+        }
         match (&f.url, &f.part) {
             (Some(_), None) => {}
             (None, Some(_))
@@ -177,38 +188,31 @@ pub enum Outcome {
     Recorded(Recorded),
     /// No quest maps the assignment yet: kept, and processed when one does.
     Pending,
+    /// Accepted; its files are being fetched by the submission worker.
+    Processing {
+        submission_id: String,
+    },
 }
 
-/// Processes a verified, validated submission; `parts` are the files a multipart request carried.
-pub async fn process(ctx: &Context, p: &SubmissionPayload, parts: &[UploadedPart]) -> Result<Outcome, ApiError> {
+/// Takes a verified, validated submission: answers a duplicate with its first outcome, keeps one
+/// for an unmapped assignment, queues one whose files come by URL, and records the rest now.
+/// `parts` are the files a multipart request carried.
+pub async fn accept(ctx: &Context, p: &SubmissionPayload, parts: &[UploadedPart]) -> Result<Outcome, ApiError> {
     let store = ctx.store();
-    let user_id = store.user_id_by_identity(crate::spark::sso::PROVIDER, &p.spark_user_id).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "user_not_found",
-            "No user has this Spark id yet: the student must sign in through Spark SSO first",
-        )
-    })?;
-    let mapping = LmsMapping {
-        platform: SOURCE.into(),
-        course_id: p.spark_course_id.clone(),
-        assignment_id: p.spark_assignment_id.clone(),
-    };
     let key = idempotency_key(p);
-    let Some(quest) = store.quest_by_lms(&mapping).await? else {
+    if let Some(completion_id) = store.submission_completion(SOURCE, &key).await? {
+        return Ok(Outcome::Recorded(Recorded { completion_id, duplicate: true }));
+    }
+    let user_id = student(ctx, p).await?;
+    let Some(quest) = mapped_quest(ctx, p).await? else {
         if !parts.is_empty() {
             return Err(ApiError::not_found(
                 "quest_not_found",
                 "No quest maps this assignment yet; only submissions whose files come by URL can wait for one",
             ));
         }
-        store
-            .save_pending_submission(
-                &mapping,
-                &key,
-                &serde_json::to_string(p).map_err(ApiError::internal)?,
-                ctx.clock.now(),
-            )
-            .await?;
+        let payload = serde_json::to_string(p).map_err(ApiError::internal)?;
+        store.save_pending_submission(&mapping_of(p), &key, &payload, ctx.clock.now()).await?;
         tracing::info!(
             user_id,
             course = p.spark_course_id,
@@ -217,13 +221,62 @@ pub async fn process(ctx: &Context, p: &SubmissionPayload, parts: &[UploadedPart
         );
         return Ok(Outcome::Pending);
     };
-    if let Some(completion_id) = store.submission_completion(SOURCE, &key).await? {
-        return Ok(Outcome::Recorded(Recorded { completion_id, duplicate: true }));
+    if p.submission_files.iter().any(|f| f.url.is_some()) {
+        return super::submission_jobs::queue(ctx, &key, p).await;
     }
     record_with_files(ctx, &user_id, &quest, &key, p, parts).await.map(Outcome::Recorded)
 }
 
-/// Processes the submissions kept for an assignment that a new quest now maps.
+/// Records a submission now, downloading its files (the submission worker, for queued ones).
+pub async fn process(ctx: &Context, p: &SubmissionPayload) -> Result<Outcome, ApiError> {
+    let key = idempotency_key(p);
+    if let Some(completion_id) = ctx.store().submission_completion(SOURCE, &key).await? {
+        return Ok(Outcome::Recorded(Recorded { completion_id, duplicate: true }));
+    }
+    let user_id = student(ctx, p).await?;
+    let Some(quest) = mapped_quest(ctx, p).await? else {
+        return Err(ApiError::not_found("quest_not_found", "No quest maps this assignment any more"));
+    };
+    record_with_files(ctx, &user_id, &quest, &key, p, &[]).await.map(Outcome::Recorded)
+}
+
+/// The hub user of the submission's Spark student.
+async fn student(ctx: &Context, p: &SubmissionPayload) -> Result<String, ApiError> {
+    ctx.store().user_id_by_identity(crate::spark::sso::PROVIDER, &p.spark_user_id).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "user_not_found",
+            "No user has this Spark id yet: the student must sign in through Spark SSO first",
+        )
+    })
+}
+
+fn mapping_of(p: &SubmissionPayload) -> LmsMapping {
+    LmsMapping {
+        platform: SOURCE.into(),
+        course_id: p.spark_course_id.clone(),
+        assignment_id: p.spark_assignment_id.clone(),
+    }
+}
+
+/// The quest that maps the submission's assignment, when it belongs to Spark's organization: a
+/// mapping in any other organization (left from before that rule) is ignored.
+async fn mapped_quest(ctx: &Context, p: &SubmissionPayload) -> Result<Option<Quest>, ApiError> {
+    let Some(quest) = ctx.store().quest_by_lms(&mapping_of(p)).await? else { return Ok(None) };
+    match crate::tenancy::admit(ctx, SOURCE, &quest.organization_id) {
+        Ok(()) => Ok(Some(quest)),
+        Err(_) => {
+            tracing::warn!(
+                alert = "integration_tenant_mismatch",
+                quest_id = quest.id,
+                organization_id = quest.organization_id,
+                "a quest outside Spark's organization maps a Spark assignment; submission not recorded in it"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Takes the submissions kept for an assignment that a new quest now maps (files by URL are queued).
 pub async fn process_pending(ctx: &Context, quest: &Quest) -> usize {
     let Some(mapping) = quest.lms.as_ref().filter(|m| m.platform == SOURCE) else { return 0 };
     let pending = match ctx.store().pending_submissions(mapping).await {
@@ -236,11 +289,12 @@ pub async fn process_pending(ctx: &Context, quest: &Quest) -> usize {
     let mut processed = 0;
     for (sk, payload) in pending {
         let outcome = match serde_json::from_str::<SubmissionPayload>(&payload) {
-            Ok(p) => process(ctx, &p, &[]).await.map(|_| ()),
+            Ok(p) => accept(ctx, &p, &[]).await,
             Err(e) => Err(ApiError::internal(e)),
         };
         match outcome {
-            Ok(()) => {
+            Ok(Outcome::Pending) => {}
+            Ok(_) => {
                 processed += 1;
                 if let Err(e) = ctx.store().delete_pending_submission(mapping, &sk).await {
                     tracing::warn!(error = %e, "processed pending submission not removed");
@@ -271,7 +325,11 @@ async fn record_with_files(
     }
     let mut stored = Vec::new();
     let result = async {
-        store_files(ctx, user_id, &p.submission_files, parts, &mut blocks, &mut stored).await?;
+        // Bounded well inside the worker's timeout, so a slow host fails this attempt cleanly (its
+        // stored files removed below) instead of the Lambda being killed mid-way.
+        tokio::time::timeout(FILES_BUDGET, store_files(ctx, user_id, &p.submission_files, parts, &mut blocks, &mut stored))
+            .await
+            .map_err(|_| files::FileError::Download("the files took too long to download".into()))??;
         let lms_ref = serde_json::json!({ "platform": SOURCE, "user_id": p.spark_user_id, "course_id": p.spark_course_id,
                                           "assignment_id": p.spark_assignment_id });
         let submission =
@@ -319,7 +377,8 @@ async fn store_files(
                 if response.content_length().is_some_and(|len| len > budget) {
                     return Err(files::FileError::TooLarge(budget).into());
                 }
-                files::stream_to_s3(ctx, &key, response.bytes_stream(), budget).await?
+                let body = response.bytes_stream().map(|chunk| chunk.map_err(reqwest::Error::without_url));
+                files::stream_to_s3(ctx, &key, body, budget).await?
             }
             (None, Some(name)) => {
                 let part = parts.iter().find(|p| &p.name == name).ok_or_else(|| {
@@ -370,6 +429,7 @@ async fn download(client: &crate::outbound::OutboundClient, url: &str) -> Result
         )
     };
     let request = client.get(url).map_err(|e| refused(&e))?;
+    // `OutboundError` carries no URL: a presigned URL is a credential and must not reach an answer or a log.
     let response = request.send().await.map_err(OutboundError::from).map_err(|e| {
         if e.is_refused() { refused(&e) } else { ApiError::from(files::FileError::Download(e.to_string())) }
     })?;
@@ -387,12 +447,10 @@ mod tests {
     fn timestamps_must_be_recent() {
         let at = parse_time("2026-11-22T02:00:00.123Z").unwrap();
         assert_eq!(at, 1795312800);
-        assert_eq!(check_timestamp(at + 299, None, "2026-11-22T02:00:00.123Z").unwrap(), at);
-        assert_eq!(check_timestamp(at + 301, None, "2026-11-22T02:00:00Z").unwrap_err().code, "stale_timestamp");
-        assert_eq!(check_timestamp(at - 301, None, "2026-11-22T02:00:00Z").unwrap_err().code, "stale_timestamp");
-        // The header, when sent, decides.
-        assert!(check_timestamp(at, Some(&at.to_string()), "1999-01-01T00:00:00Z").is_ok());
-        assert_eq!(check_timestamp(at, None, "yesterday").unwrap_err().code, "invalid_timestamp");
+        assert_eq!(check_timestamp(at + 299, "2026-11-22T02:00:00.123Z").unwrap(), at);
+        assert_eq!(check_timestamp(at + 301, "2026-11-22T02:00:00Z").unwrap_err().code, "stale_timestamp");
+        assert_eq!(check_timestamp(at - 301, "2026-11-22T02:00:00Z").unwrap_err().code, "stale_timestamp");
+        assert_eq!(check_timestamp(at, "yesterday").unwrap_err().code, "invalid_timestamp");
     }
 
     #[test]
@@ -408,5 +466,32 @@ mod tests {
         };
         assert_eq!(idempotency_key(&p("t1")), idempotency_key(&p("t1")));
         assert_ne!(idempotency_key(&p("t1")), idempotency_key(&p("t2")));
+    }
+
+    proptest::proptest! {
+        /// Everything here reads bytes a sender chose: none of it may panic, whatever they are.
+        #[test]
+        fn any_body_parses_or_is_refused(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Ok(p) = serde_json::from_slice::<SubmissionPayload>(&body) {
+                let _ = validate(&p);
+                let _ = check_timestamp(1_795_312_800, &p.submitted_at);
+                let _ = idempotency_key(&p);
+            }
+        }
+
+        #[test]
+        fn any_time_text_parses_or_is_refused(text in ".{0,64}") {
+            let _ = check_timestamp(1_795_312_800, &text);
+        }
+
+        #[test]
+        fn any_multipart_body_parses_or_is_refused(
+            boundary in "[a-zA-Z0-9]{1,20}",
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let content_type = format!("multipart/form-data; boundary={boundary}");
+            let _ = runtime.block_on(parse_multipart(&content_type, &body));
+        }
     }
 }

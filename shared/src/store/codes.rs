@@ -24,6 +24,11 @@ fn code_pk(code: &str) -> String {
 impl Store<'_> {
     /// Records a successful SSO: marks the incoming token used (until it expires), opens the LMS
     /// session and stores the one-time code, all or nothing. `Conflict`: the token was used before.
+    /// Whether a single-use token was used before (the write in [`Store::record_sso`] still decides).
+    pub async fn token_used(&self, token_fingerprint: &str) -> Result<bool, StoreError> {
+        Ok(self.get(&format!("USED#{token_fingerprint}"), "USED").await?.is_some())
+    }
+
     pub async fn record_sso(
         &self,
         token_fingerprint: &str,

@@ -13,7 +13,7 @@ use crate::learning::badges::Badge;
 use crate::learning::{EvidenceBlock, LmsMapping, Quest, QuestTask};
 
 /// Submission idempotency records are kept this long.
-const SUBMISSION_RETENTION_SECS: i64 = 90 * 24 * 3600;
+pub const SUBMISSION_RETENTION_SECS: i64 = 90 * 24 * 3600;
 
 fn quest_pk(id: &str) -> String {
     format!("QUEST#{id}")

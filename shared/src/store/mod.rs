@@ -10,6 +10,7 @@
 //! | user | `USER#<user_id>` | `PROFILE` | id, email, given_name, family_name, role, org_id, created_at, updated_at |
 //! | email uniqueness | `EMAIL#<lower-cased email>` | `EMAIL` | user_id |
 //! | external identity | `IDENTITY#<provider>#<external_id>` | `IDENTITY` | user_id, provider, external_id |
+//! | user's provider | `USER#<user_id>` | `IDENTITY#<provider>` | external_id (at most one identity per provider and user) |
 //! | session (refresh family) | `SESSION#<session_id>` | `SESSION` | user_id, revoked, created_at, expires_at |
 //! | refresh token | `REFRESH#<jti>` | `REFRESH` | session_id, user_id, used, expires_at |
 //! | rate-limit window | `RATE#<rule>#<key>` | `W#<window start>` | hits, expires_at |
@@ -27,6 +28,7 @@
 //! | badge | `BADGE#<badge_id>` | `BADGE` | doc (JSON), gsi1pk `ORG#<org>#BADGES`, gsi1sk `<created_at>#<id>` |
 //! | earned badge | `USER#<user_id>` | `BADGE#<badge_id>` | name, earned_at (written once) |
 //! | submission | `SUBMISSION#<source>#<key>` | `SUBMISSION` | user_id, quest_id, task_id, completion_id (idempotency) |
+//! | submission job | `SUBMISSION_JOB#<idempotency key>` | `JOB` | submission_id, status (processing, completed, failed), payload (until done), completion_id, error, received_at, finished_at, expires_at |
 //! | pending submission | `PENDING#<platform>#<course>#<assignment>` | `<idempotency key>` | payload, received_at, expires_at |
 //! | activity entry | `ORG#<org_id or ->#ACTIVITY` | `<occurred_at>#<event_id>` | event_type, data, expires_at |
 //! | webhook subscription | `WEBHOOK#<id>` | `SUBSCRIPTION` | organization_id, url, event_types, description, active, disabled_reason, disabled_at, failing_since, secrets_kid + secrets_blob (sealed), gsi1pk `ORG#<org>#WEBHOOKS`, gsi1sk `<created_at>#<id>` |
@@ -54,6 +56,7 @@ pub mod outbox;
 pub mod pending;
 pub mod roster;
 pub mod sessions;
+pub mod submission_jobs;
 pub mod users;
 pub mod webhooks;
 
@@ -84,7 +87,13 @@ impl StoreError {
 }
 
 impl From<StoreError> for crate::ApiError {
+    /// DynamoDB refusing a request as invalid means a value from the caller broke one of its limits
+    /// (a key too long, an empty key): that is a bad request, not an outage. Anything else is worth a retry.
     fn from(e: StoreError) -> Self {
+        if e.0.contains("ValidationException") {
+            tracing::warn!(error = %e, "DynamoDB refused a request as invalid");
+            return crate::ApiError::bad_request("invalid_request", "The request names an invalid identifier");
+        }
         crate::ApiError::unavailable(e)
     }
 }
@@ -153,6 +162,11 @@ impl<'a> Store<'a> {
             .await
             .map_err(StoreError::from_sdk)?;
         Ok(out.items.unwrap_or_default())
+    }
+
+    /// The hits a rate-limit window counter holds (0 when none).
+    pub async fn window_hits(&self, pk: &str, window_start: i64) -> Result<i64, StoreError> {
+        Ok(self.get(pk, &format!("W#{window_start}")).await?.and_then(|i| i.num("hits")).unwrap_or(0))
     }
 
     /// Adds one hit to a rate-limit window counter and returns the new count (one atomic `ADD`).

@@ -15,6 +15,10 @@ fn email_pk(email: &str) -> String {
 fn identity_pk(provider: &str, external_id: &str) -> String {
     format!("IDENTITY#{provider}#{external_id}")
 }
+/// Under the user: which providers the account has an identity of (at most one each).
+fn provider_sk(provider: &str) -> String {
+    format!("IDENTITY#{provider}")
+}
 
 impl Store<'_> {
     pub async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
@@ -45,6 +49,7 @@ impl Store<'_> {
             self.outbox_put(event),
             self.put_new_item(user_item(user)),
             self.put_new_item(identity_item(&user.id, provider, external_id)),
+            self.put_new_item(provider_item(&user.id, provider, external_id)),
         ];
         if let Some(email) = &user.email {
             items.push(self.put_new_item(email_item(&user.id, email)));
@@ -52,20 +57,32 @@ impl Store<'_> {
         self.transact(items).await
     }
 
-    /// Links another external identity to an existing user.
-    pub async fn link_identity(&self, user_id: &str, provider: &str, external_id: &str) -> Result<(), WriteError> {
-        let exists = TransactWriteItem::builder()
+    /// Whether the user has an identity of `provider` (of any external id).
+    pub async fn user_has_identity_of(&self, user_id: &str, provider: &str) -> Result<bool, StoreError> {
+        Ok(self.get(&user_pk(user_id), &provider_sk(provider)).await?.is_some())
+    }
+
+    /// Links another external identity to an existing user, as it was read (`Conflict` when it
+    /// changed since, when the identity is taken, or when the user has one of this provider already).
+    pub async fn link_identity(&self, user: &User, provider: &str, external_id: &str) -> Result<(), WriteError> {
+        let unchanged = TransactWriteItem::builder()
             .condition_check(
                 aws_sdk_dynamodb::types::ConditionCheck::builder()
                     .table_name(self.table)
-                    .key("pk", s(user_pk(user_id)))
+                    .key("pk", s(user_pk(&user.id)))
                     .key("sk", s("PROFILE"))
-                    .condition_expression("attribute_exists(pk)")
+                    .condition_expression("updated_at = :seen")
+                    .expression_attribute_values(":seen", n(user.updated_at))
                     .build()
                     .map_err(|e| StoreError(e.to_string()))?,
             )
             .build();
-        self.transact(vec![exists, self.put_new_item(identity_item(user_id, provider, external_id))]).await
+        self.transact(vec![
+            unchanged,
+            self.put_new_item(identity_item(&user.id, provider, external_id)),
+            self.put_new_item(provider_item(&user.id, provider, external_id)),
+        ])
+        .await
     }
 
     /// Writes a changed profile. An email change moves the uniqueness item in the same transaction;
@@ -136,6 +153,14 @@ fn user_from_item(item: &Item) -> Option<User> {
 
 fn email_item(user_id: &str, email: &str) -> Item {
     Item::from([("pk".into(), s(email_pk(email))), ("sk".into(), s("EMAIL")), ("user_id".into(), s(user_id))])
+}
+
+fn provider_item(user_id: &str, provider: &str, external_id: &str) -> Item {
+    Item::from([
+        ("pk".into(), s(user_pk(user_id))),
+        ("sk".into(), s(provider_sk(provider))),
+        ("external_id".into(), s(external_id)),
+    ])
 }
 
 fn identity_item(user_id: &str, provider: &str, external_id: &str) -> Item {

@@ -391,11 +391,13 @@ fn encode_cursor(sort_key: &str, pk: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{sort_key}\n{pk}"))
 }
 
-fn decode_cursor(index: &str, cursor: &str) -> Result<Item, InvalidCursor> {
+pub(crate) fn decode_cursor(index: &str, cursor: &str) -> Result<Item, InvalidCursor> {
     let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| InvalidCursor)?;
     let text = String::from_utf8(raw).map_err(|_| InvalidCursor)?;
     let (sort, pk) = text.split_once('\n').ok_or(InvalidCursor)?;
-    if !pk.starts_with("DELIVERY#") || sort.len() < 13 || !sort[..12].bytes().all(|b| b.is_ascii_digit()) {
+    // Byte-wise checks: a cursor is any bytes a client sends, and must never panic a slice.
+    let digits = sort.as_bytes().get(..12).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    if !pk.starts_with("DELIVERY#") || pk.len() > 200 || sort.len() < 13 || sort.len() > 200 || !digits {
         return Err(InvalidCursor);
     }
     Ok(Item::from([
@@ -454,4 +456,35 @@ fn delivery_from(item: &Item) -> Option<Delivery> {
         attempts: read_strings(item, "attempts").iter().filter_map(|a| serde_json::from_str(a).ok()).collect(),
         body: item.str("body")?.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// A cursor is any string a client sends: decoding never panics, and what it accepts names a
+        /// delivery of the caller's own index.
+        #[test]
+        fn any_cursor_decodes_or_is_refused(cursor in any::<String>()) {
+            if let Ok(key) = decode_cursor("ORG#mine#DELIVERIES", &cursor) {
+                prop_assert_eq!(key.str("gsi1pk"), Some("ORG#mine#DELIVERIES"));
+                prop_assert!(key.str("pk").unwrap().starts_with("DELIVERY#"));
+            }
+        }
+
+        #[test]
+        fn any_bytes_behind_base64_decode_or_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_cursor("ORG#mine#DELIVERIES", &URL_SAFE_NO_PAD.encode(bytes));
+        }
+
+        #[test]
+        fn cursors_we_give_come_back(at in 0i64..999_999_999_999, id in "[a-z0-9]{1,40}") {
+            let cursor = encode_cursor(&format!("{at:012}#{id}"), &delivery_pk(&id));
+            let key = decode_cursor("ORG#o#DELIVERIES", &cursor).unwrap();
+            prop_assert_eq!(key.str("pk").map(str::to_string), Some(delivery_pk(&id)));
+        }
+    }
 }

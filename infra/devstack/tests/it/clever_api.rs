@@ -239,10 +239,22 @@ async fn health_is_healthy_degraded_or_unhealthy_and_answers_from_its_cache() {
     assert_eq!((r["status"].as_str(), status), (Some("Unhealthy"), 503), "{r}");
     assert!(!r.to_string().contains(&s.client_secret));
 
-    // Through the API, without authentication.
+    // Through the API, without authentication: status and codes only, no district id, no error text.
     let r = s.t.http.get(s.t.url("/health/clever-auth")).send().await.unwrap();
     assert!(matches!(r.status().as_u16(), 200 | 503));
-    assert!(r.json::<Value>().await.unwrap()["status"].is_string());
+    let public: Value = r.json().await.unwrap();
+    assert!(public["status"].is_string(), "{public}");
+    assert!(public["checks"]["districts"]["valid"].is_u64(), "{public}");
+    let text = public.to_string();
+    assert!(!text.contains(&s.district) && !text.contains("error") && !text.contains("Clever refused"), "{text}");
+    // A platform admin sees the full report.
+    let r = s.t.http.get(s.t.url("/health/clever-auth")).bearer_auth(&s.admin).send().await.unwrap();
+    let full: Value = r.json().await.unwrap();
+    assert_eq!(full["checks"]["districts"][0]["district_id"], s.district.as_str(), "{full}");
+    // Anyone else's token is refused (a student's: 403), not shown the details.
+    let (_, student) = s.t.signed_in("kid@clhealth.example", hub::auth::Role::Student).await;
+    let r = s.t.http.get(s.t.url("/health/clever-auth")).bearer_auth(&student.access_token).send().await.unwrap();
+    assert!(!r.text().await.unwrap().contains(&s.district));
 }
 
 #[tokio::test]

@@ -30,8 +30,8 @@ pub struct TestStack {
 
 pub async fn sdk() -> SdkConfig {
     assert!(
-        std::env::var("AWS_ENDPOINT_URL").is_ok(),
-        "integration tests need the local AWS stack: run them with `make test`"
+        std::env::var("AWS_ENDPOINT_URL").is_ok() && std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(),
+        "integration tests need the local AWS stack (moto and DynamoDB Local): run them with `make test`"
     );
     aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
 }

@@ -29,12 +29,12 @@ async fn submit_text(
 }
 
 async fn quest(t: &TestStack, tasks: &[(&str, i64, &str)], assignment: &str) -> Quest {
-    let (admin, _) = t.signed_in_as("qa@example.com", Role::OrgAdmin, "org-1").await;
+    let (admin, _) = t.signed_in_as("qa@example.com", Role::OrgAdmin, "demo").await;
     let principal = hub::auth::guard::Principal {
         user_id: admin.id,
         email: admin.email,
         role: Role::OrgAdmin,
-        org_id: Some("org-1".into()),
+        org_id: Some("demo".into()),
         session_id: "s".into(),
     };
     let new = NewQuest {
@@ -53,9 +53,9 @@ async fn quest(t: &TestStack, tasks: &[(&str, i64, &str)], assignment: &str) -> 
 #[tokio::test]
 async fn admins_manage_quests_of_their_own_organization_only() {
     let t = TestStack::new("quests").await;
-    let (_, org_admin) = t.signed_in_as("oa@example.com", Role::OrgAdmin, "org-1").await;
+    let (_, org_admin) = t.signed_in_as("oa@example.com", Role::OrgAdmin, "demo").await;
     let (_, admin) = t.signed_in_as("pa@example.com", Role::Admin, "hq").await;
-    let (_, student) = t.signed_in_as("st@example.com", Role::Student, "org-1").await;
+    let (_, student) = t.signed_in_as("st@example.com", Role::Student, "demo").await;
     let body = |org: Option<&str>, assignment: &str| {
         json!({"title": "Lab", "pillar": "stem", "organization_id": org,
                "lms": {"platform": "spark", "course_id": "c1", "assignment_id": assignment},
@@ -66,16 +66,21 @@ async fn admins_manage_quests_of_their_own_organization_only() {
     let r = post(&org_admin.access_token, body(None, "a1")).await.unwrap();
     assert_eq!(r.status(), 201);
     let created: Value = r.json().await.unwrap();
-    assert_eq!(created["organization_id"], "org-1");
+    assert_eq!(created["organization_id"], "demo");
     assert_eq!(created["tasks"][1]["pillar"], "art");
     assert_eq!(created["tasks"][0]["order"], 1);
 
     assert_eq!(error_code(post(&org_admin.access_token, body(Some("org-2"), "a2")).await.unwrap()).await.0, 403);
     assert_eq!(error_code(post(&student.access_token, body(None, "a3")).await.unwrap()).await.0, 403);
-    assert_eq!(post(&admin.access_token, body(Some("org-2"), "a4")).await.unwrap().status(), 201);
+    // Spark assignments belong to Spark's organization (`demo` locally), even for a platform admin.
+    assert_eq!(
+        error_code(post(&admin.access_token, body(Some("org-2"), "a4")).await.unwrap()).await,
+        (403, "integration_tenant_mismatch".into())
+    );
+    assert_eq!(post(&admin.access_token, body(Some("demo"), "a4")).await.unwrap().status(), 201);
     // One quest per LMS assignment.
     assert_eq!(
-        error_code(post(&admin.access_token, body(Some("org-2"), "a1")).await.unwrap()).await,
+        error_code(post(&admin.access_token, body(Some("demo"), "a1")).await.unwrap()).await,
         (409, "lms_mapping_taken".into())
     );
     // Bad bodies.
@@ -98,10 +103,10 @@ async fn admins_manage_quests_of_their_own_organization_only() {
     let list =
         |token: &str, query: &str| t.http.get(t.url(&format!("/api/admin/quests{query}"))).bearer_auth(token).send();
     let mine: Value = list(&org_admin.access_token, "").await.unwrap().json().await.unwrap();
-    assert_eq!(mine["quests"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["quests"].as_array().unwrap().len(), 2);
     assert_eq!(error_code(list(&org_admin.access_token, "?organization_id=org-2").await.unwrap()).await.0, 403);
     let other: Value = list(&admin.access_token, "?organization_id=org-2").await.unwrap().json().await.unwrap();
-    assert_eq!(other["quests"].as_array().unwrap().len(), 1);
+    assert_eq!(other["quests"].as_array().unwrap().len(), 0);
     assert_eq!(error_code(list(&student.access_token, "").await.unwrap()).await.0, 403);
 }
 
@@ -109,7 +114,7 @@ async fn admins_manage_quests_of_their_own_organization_only() {
 async fn a_submission_enrolls_completes_once_replaces_evidence_and_shows_up_for_the_student() {
     let t = TestStack::new("submit").await;
     let q = quest(&t, &[("Report", 100, "stem"), ("Reflection", 50, "art")], "s1").await;
-    let (student, tokens) = t.signed_in_as("kid@example.com", Role::Student, "org-1").await;
+    let (student, tokens) = t.signed_in_as("kid@example.com", Role::Student, "demo").await;
     let submit = |key: &'static str, text: &'static str| {
         let (ctx, q, user) = (t.ctx.clone(), q.clone(), student.id.clone());
         async move { submit_text(&ctx, &user, &q, key, text).await.unwrap() }
@@ -137,12 +142,12 @@ async fn a_submission_enrolls_completes_once_replaces_evidence_and_shows_up_for_
 
     // Events: submitted twice, completed once, and the quest is not complete.
     while t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
-    let kinds: Vec<String> = t.ctx.store().activity("org-1", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
+    let kinds: Vec<String> = t.ctx.store().activity("demo", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "task.submitted").count(), 2, "{kinds:?}");
     assert_eq!(kinds.iter().filter(|k| *k == "task.completed").count(), 1, "{kinds:?}");
     assert_eq!(kinds.iter().filter(|k| *k == "quest.completed").count(), 0, "{kinds:?}");
     // Another student sees nothing of this.
-    let (_, other) = t.signed_in_as("other@example.com", Role::Student, "org-1").await;
+    let (_, other) = t.signed_in_as("other@example.com", Role::Student, "demo").await;
     let theirs: Value = t.get_json("/api/me/quests", &other.access_token).await;
     assert_eq!(theirs, json!({"xp": {"total": 0, "by_pillar": {}, "quests_completed": 0}, "badges": [], "quests": []}));
 }
@@ -151,14 +156,14 @@ async fn a_submission_enrolls_completes_once_replaces_evidence_and_shows_up_for_
 async fn a_quest_completes_once_and_a_new_submission_reactivates_it_without_a_second_announcement() {
     let t = TestStack::new("questdone").await;
     let q = quest(&t, &[("Only task", 40, "stem")], "s2").await;
-    let (student, _) = t.signed_in_as("ann@example.com", Role::Student, "org-1").await;
+    let (student, _) = t.signed_in_as("ann@example.com", Role::Student, "demo").await;
     for key in ["a", "b"] {
         submit_text(&t.ctx, &student.id, &q, key, key).await.unwrap();
     }
     let state = t.ctx.store().learning_state(&student.id, Some(&q.id)).await.unwrap().remove(&q.id).unwrap();
     assert_eq!(state.enrollment.as_ref().unwrap().status, "completed");
     while t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
-    let kinds: Vec<String> = t.ctx.store().activity("org-1", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
+    let kinds: Vec<String> = t.ctx.store().activity("demo", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "quest.completed").count(), 1, "{kinds:?}");
     assert_eq!(t.ctx.store().xp(&student.id).await.unwrap().total, 40);
 }
@@ -167,7 +172,7 @@ async fn a_quest_completes_once_and_a_new_submission_reactivates_it_without_a_se
 async fn concurrent_submissions_award_xp_once() {
     let t = TestStack::new("submitrace").await;
     let q = Arc::new(quest(&t, &[("Report", 100, "stem")], "s3").await);
-    let (student, _) = t.signed_in_as("race@example.com", Role::Student, "org-1").await;
+    let (student, _) = t.signed_in_as("race@example.com", Role::Student, "demo").await;
     // Eight deliveries of the same submission, and four different submissions, all at once.
     let keys: Vec<String> = (0..8).map(|_| "same".to_string()).chain((0..4).map(|i| format!("other-{i}"))).collect();
     let tasks: Vec<_> = keys
@@ -194,8 +199,8 @@ async fn concurrent_submissions_award_xp_once() {
 #[tokio::test]
 async fn badges_are_earned_once_when_their_requirements_are_met() {
     let t = TestStack::new("badges").await;
-    let (_, admin) = t.signed_in_as("ba@example.com", Role::OrgAdmin, "org-1").await;
-    let (_, student_tokens) = t.signed_in_as("bs@example.com", Role::Student, "org-1").await;
+    let (_, admin) = t.signed_in_as("ba@example.com", Role::OrgAdmin, "demo").await;
+    let (_, student_tokens) = t.signed_in_as("bs@example.com", Role::Student, "demo").await;
     let create =
         |token: &str, body: Value| t.http.post(t.url("/api/admin/badges")).bearer_auth(token).json(&body).send();
     let r = create(&admin.access_token, json!({"name": "Scientist", "requirements": {"min_xp": {"stem": 100}}}))
@@ -243,6 +248,6 @@ async fn badges_are_earned_once_when_their_requirements_are_met() {
     assert_eq!(earned, ["Finisher", "Scientist"], "{me}");
     assert!(me["badges"].as_array().unwrap().iter().any(|b| b["id"] == scientist["id"]));
     while t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
-    let kinds: Vec<String> = t.ctx.store().activity("org-1", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
+    let kinds: Vec<String> = t.ctx.store().activity("demo", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "badge.earned").count(), 2, "each badge announced once: {kinds:?}");
 }

@@ -1,8 +1,9 @@
-//! Integration and end-to-end tests: the real AWS SDK against moto server, real HTTP through the dev
+//! Integration and end-to-end tests: the real AWS SDK against DynamoDB Local and moto server, real HTTP through the dev
 //! gateway, real function binaries through a local Lambda Runtime API. `make test` starts the local
 //! AWS stack and sets `AWS_ENDPOINT_URL`; each test provisions its own stack (own resource names).
 
 mod auth_flows;
+mod bad_input;
 mod binaries;
 mod clever_api;
 mod clever_client;
@@ -18,4 +19,5 @@ mod provisioning;
 mod rate_limit;
 mod spark_sso;
 mod spark_webhook;
+mod tenancy;
 mod webhooks;

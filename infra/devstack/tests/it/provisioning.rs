@@ -60,9 +60,9 @@ async fn changed_names_email_and_role_are_written_back() {
     assert_eq!(store.user_id_by_email("NEW@example.com").await.unwrap().as_deref(), Some(user.id.as_str()));
     assert_eq!(store.user_id_by_email("old@example.com").await.unwrap(), None);
 
-    // A provider may not make anyone a platform admin.
+    // A provider may not make anyone an administrator of any kind.
     let (promoted, _) = provision_user(&t.ctx, &profile("spark", "s-2", None, Role::Admin)).await.unwrap();
-    assert_eq!(promoted.role, Role::OrgAdmin);
+    assert_eq!(promoted.role, Role::Teacher);
 
     // Taking over another account's email is refused; the rest of the update applies.
     provision_user(&t.ctx, &profile("spark", "s-3", Some("taken@example.com"), Role::Student)).await.unwrap();

@@ -108,8 +108,10 @@ async fn sparks_own_token_becomes_a_code_then_tokens_then_a_session() {
 #[tokio::test]
 async fn an_existing_account_is_merged_by_email() {
     let t = TestStack::new("sparkmerge").await;
-    let (existing, _) =
-        provision_user(&t.ctx, &profile("clever", "c-77", Some("Bea@School.example"), Role::Student)).await.unwrap();
+    // An account of Spark's own organization (`demo` locally); other organizations' are never linked.
+    let mut clever = profile("clever", "c-77", Some("Bea@School.example"), Role::Student);
+    clever.org_id = Some("demo".into());
+    let (existing, _) = provision_user(&t.ctx, &clever).await.unwrap();
     let (_, secret) = t.key("SparkSsoSecret").await;
     let code = callback_param(&sso(&t, &node_token(&secret, "spark-77", "bea@school.example")).await, "code").unwrap();
     let tokens: Value = exchange(&t, &code).await.json().await.unwrap();
@@ -224,12 +226,47 @@ async fn a_token_logs_in_once() {
 }
 
 #[tokio::test]
-async fn sso_is_rate_limited_per_client() {
+async fn a_class_behind_one_address_signs_in_while_garbage_from_another_is_slowed() {
     let t = TestStack::new("sparkrate").await;
+    let (_, secret) = t.key("SparkSsoSecret").await;
+    // One address sends garbage: after 10 invalid tokens a minute it is answered 429.
+    let noisy = no_redirects_from(std::net::Ipv4Addr::new(127, 0, 0, 2));
     for _ in 0..10 {
-        assert_eq!(callback_param(&sso(&t, "not.a.jwt").await, "error").as_deref(), Some("invalid_token"));
+        assert_eq!(callback_param(&sso_from(&t, "not.a.jwt", &noisy).await, "error").as_deref(), Some("invalid_token"));
     }
-    assert_eq!(callback_param(&sso(&t, "not.a.jwt").await, "error").as_deref(), Some("rate_limited"));
+    assert_eq!(callback_param(&sso_from(&t, "not.a.jwt", &noisy).await, "error").as_deref(), Some("rate_limited"));
+    // 30 students of one class, all behind the school's one address, sign in within the minute:
+    // every one gets a code and exchanges it.
+    let school = no_redirects_from(std::net::Ipv4Addr::new(127, 0, 0, 3));
+    let n = now();
+    for i in 0..30 {
+        let token = sign(
+            &secret,
+            Algorithm::HS256,
+            &claims(&format!("kid-{i}"), &format!("kid{i}@school.example"), n, n + 300),
+        );
+        let code =
+            callback_param(&sso_from(&t, &token, &school).await, "code").unwrap_or_else(|| panic!("student {i}"));
+        let r = school.post(t.url("/spark/token")).json(&json!({ "code": code })).send().await.unwrap();
+        assert_eq!(r.status(), 200, "student {i}");
+    }
+    // A genuine student behind the noisy address is not locked out by its garbage.
+    let token = sign(&secret, Algorithm::HS256, &claims("kid-noisy", "noisy@school.example", n, n + 300));
+    assert!(callback_param(&sso_from(&t, &token, &noisy).await, "code").is_some());
+    // Valid tokens are limited per Spark user: a runaway loop for one student is cut off.
+    for i in 0..10 {
+        let token = sign(&secret, Algorithm::HS256, &claims("kid-loop", "loop@school.example", n - i, n + 300));
+        assert!(callback_param(&sso_from(&t, &token, &school).await, "code").is_some(), "login {i}");
+    }
+    let token = sign(&secret, Algorithm::HS256, &claims("kid-loop", "loop@school.example", n - 20, n + 300));
+    assert_eq!(callback_param(&sso_from(&t, &token, &school).await, "error").as_deref(), Some("rate_limited"));
+    // Guessing codes is limited per address too.
+    for _ in 0..20 {
+        let r = noisy.post(t.url("/spark/token")).json(&json!({"code": "guess"})).send().await.unwrap();
+        assert_eq!(error_code(r).await, (400, "invalid_code".into()));
+    }
+    let r = noisy.post(t.url("/spark/token")).json(&json!({"code": "guess"})).send().await.unwrap();
+    assert_eq!(error_code(r).await, (429, "rate_limited".into()));
 }
 
 #[tokio::test]

@@ -42,10 +42,10 @@ async fn setup_with(name: &str, parameters: &[(&str, &str)]) -> Setup {
     let (_, secret) = t.key("SparkWebhookSecret").await;
     let (addr, _) = server(storage).await;
     let mut p = crate::common::profile("spark", "spark-kid", Some("kid@school.example"), Role::Student);
-    p.org_id = Some("org-1".into());
+    p.org_id = Some("demo".into());
     let (student, _) = hub::auth::provisioning::provision_user(&t.ctx, &p).await.unwrap();
     let access = hub::auth::sessions::start_session(&t.ctx, &student).await.unwrap().access_token;
-    let (_, admin) = t.signed_in_as("admin@school.example", Role::OrgAdmin, "org-1").await;
+    let (_, admin) = t.signed_in_as("admin@school.example", Role::OrgAdmin, "demo").await;
     let quest = json!({"title": "Lab", "pillar": "stem", "lms": {"platform": "spark", "course_id": "bio", "assignment_id": "lab"},
                        "tasks": [{"title": "Lab report", "xp": 100}]});
     let r = t.http.post(t.url("/api/admin/quests")).bearer_auth(&admin.access_token).json(&quest).send().await.unwrap();
@@ -82,6 +82,26 @@ async fn post(s: &Setup, body: &str, signature: Option<&str>) -> reqwest::Respon
     r.send().await.unwrap()
 }
 
+/// Runs the submission worker on what the queue holds (as Lambda's event source would), until it is empty.
+async fn run_worker(s: &Setup) -> (usize, usize) {
+    let (mut received, mut failed) = (0, 0);
+    loop {
+        let (r, f) = s.t.gateway.poll("spark-submission-worker", 1).await.unwrap();
+        if r == 0 {
+            return (received, failed);
+        }
+        received += r;
+        failed += f;
+    }
+}
+
+/// The state of a queued submission's job.
+async fn job(s: &Setup, body: &str) -> hub::store::submission_jobs::SubmissionJob {
+    let payload: hub::spark::webhook::SubmissionPayload = serde_json::from_str(body).unwrap();
+    let key = hub::spark::webhook::idempotency_key(&payload);
+    s.t.ctx.store().submission_job(&key).await.unwrap().expect("a job")
+}
+
 async fn my_quests(s: &Setup) -> Value {
     s.t.get_json("/api/me/quests", &s.access).await
 }
@@ -109,11 +129,16 @@ async fn sparks_own_code_turns_a_submission_with_files_into_evidence_completion_
         .expect("node runs Spark's code");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(answer["status"], 200, "{answer}");
-    assert_eq!(answer["body"]["status"], "ok");
-    let completion_id = answer["body"]["completion_id"].as_str().unwrap().to_string();
-
+    // Verified and recorded at once; the files are fetched off the request path.
+    assert_eq!(answer["status"], 202, "{answer}");
+    assert_eq!(answer["body"]["status"], "processing");
+    let submission_id = answer["body"]["submission_id"].as_str().unwrap().to_string();
+    assert!(submission_id.starts_with("sub_"), "{answer}");
+    assert_eq!(my_quests(&s).await["quests"], json!([]), "nothing completes before the files are stored");
+    assert_eq!(run_worker(&s).await, (1, 0));
     let me = my_quests(&s).await;
+    let completion_id = me["quests"][0]["tasks"][0]["completion_id"].as_str().unwrap().to_string();
+
     assert_eq!(me["xp"]["total"], 100);
     let task = &me["quests"][0]["tasks"][0];
     assert_eq!(task["status"], "completed");
@@ -168,18 +193,20 @@ async fn stale_submissions_are_refused_and_retries_are_idempotent() {
     );
     let old = old.to_string();
     assert_eq!(error_code(post(&s, &old, Some(&sign(&s.secret, &old))).await).await, (400, "stale_timestamp".into()));
-    let body = payload(&[], "lab").to_string();
-    let stale_header =
+    // A captured body replayed later with a fresh, unsigned X-Spark-Timestamp: the signed time decides.
+    let fresh_header =
         s.t.http
             .post(s.t.url("/spark/webhook/submission"))
             .header("content-type", "application/json")
-            .header("x-spark-signature", sign(&s.secret, &body))
-            .header("x-spark-timestamp", "1000000000")
-            .body(body.clone())
+            .header("x-spark-signature", sign(&s.secret, &old))
+            .header("x-spark-timestamp", crate::common::now().to_string())
+            .body(old.clone())
             .send()
             .await
             .unwrap();
-    assert_eq!(error_code(stale_header).await, (400, "stale_timestamp".into()));
+    assert_eq!(error_code(fresh_header).await, (400, "stale_timestamp".into()));
+    assert_eq!(my_quests(&s).await["quests"], json!([]), "the replay recorded nothing");
+    let body = payload(&[], "lab").to_string();
 
     // Spark retries the same delivery, several times at once: one completion, XP once.
     let sig = sign(&s.secret, &body);
@@ -216,12 +243,14 @@ async fn unknown_students_and_unmapped_assignments() {
     let mapping = LmsMapping { platform: "spark".into(), course_id: "bio".into(), assignment_id: "essay".into() };
     assert_eq!(s.t.ctx.store().pending_submissions(&mapping).await.unwrap().len(), 1);
 
-    let (_, admin) = s.t.signed_in_as("admin2@school.example", Role::OrgAdmin, "org-1").await;
+    let (_, admin) = s.t.signed_in_as("admin2@school.example", Role::OrgAdmin, "demo").await;
     let quest = json!({"title": "Essay", "pillar": "art", "lms": {"platform": "spark", "course_id": "bio", "assignment_id": "essay"},
                        "tasks": [{"title": "Essay", "xp": 30}]});
     let r =
         s.t.http.post(s.t.url("/api/admin/quests")).bearer_auth(&admin.access_token).json(&quest).send().await.unwrap();
     assert_eq!(r.status(), 201);
+    assert!(s.t.ctx.store().pending_submissions(&mapping).await.unwrap().is_empty(), "taken by the new quest");
+    assert_eq!(run_worker(&s).await, (1, 0), "its file is fetched by the worker");
     let me = my_quests(&s).await;
     assert_eq!(me["xp"]["by_pillar"]["art"], 30, "{me}");
     assert_eq!(me["quests"][0]["tasks"][0]["evidence"][1]["file"]["content_type"], "application/pdf");
@@ -229,31 +258,126 @@ async fn unknown_students_and_unmapped_assignments() {
 }
 
 #[tokio::test]
-async fn bad_files_are_refused_and_leave_nothing_behind() {
+async fn bad_files_fail_their_job_and_leave_nothing_behind() {
     let s = setup("whfiles").await;
     let good = format!("{}/report.pdf", s.files);
-    let cases: Vec<(Vec<String>, (u16, &str))> = vec![
-        (vec![good.clone(), format!("{}/setup.exe", s.files)], (415, "unsupported_file_type")),
-        (vec![good.clone(), format!("{}/huge.pdf", s.files)], (413, "file_too_large")),
-        (vec![good.clone(), "http://169.254.169.254/latest/meta-data/".into()], (422, "file_url_not_allowed")),
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![good.clone(), format!("{}/setup.exe", s.files)], "unsupported_file_type"),
+        (vec![good.clone(), format!("{}/huge.pdf", s.files)], "file_too_large"),
+        (vec![good.clone(), "http://169.254.169.254/latest/meta-data/".into()], "file_url_not_allowed"),
         (
             vec![good.clone(), format!("http://localhost:{}/report.pdf", s.files.rsplit(':').next().unwrap())],
-            (422, "file_url_not_allowed"),
+            "file_url_not_allowed",
         ),
-        (vec![good.clone(), format!("{}/to-metadata", s.files)], (422, "file_url_not_allowed")),
-        (vec![good.clone(), format!("{}/gone.pdf", s.files)], (502, "file_download_failed")),
-        (vec!["ftp://127.0.0.1/report.pdf".into()], (422, "file_url_not_allowed")),
+        (vec![good.clone(), format!("{}/to-metadata", s.files)], "file_url_not_allowed"),
+        (vec!["ftp://127.0.0.1/report.pdf".into()], "file_url_not_allowed"),
     ];
-    for (files, expected) in cases {
+    for (i, (files, expected)) in cases.into_iter().enumerate() {
         let refs: Vec<(&str, &str)> = files.iter().map(|f| (f.as_str(), "application/pdf")).collect();
-        let body = payload(&refs, "lab").to_string();
-        let (status, code) = error_code(post(&s, &body, Some(&sign(&s.secret, &body))).await).await;
-        assert_eq!((status, code.as_str()), expected, "{files:?}");
+        let mut body = payload(&refs, "lab");
+        body["submission_text"] = json!(format!("attempt {i}"));
+        let body = body.to_string();
+        let r = post(&s, &body, Some(&sign(&s.secret, &body))).await;
+        assert_eq!(r.status(), 202, "{files:?}");
+        assert_eq!(run_worker(&s).await, (1, 0), "a refused file is final: not retried");
+        let job = job(&s, &body).await;
+        let hub::store::submission_jobs::JobStatus::Failed { error } = &job.status else {
+            panic!("{files:?}: {:?}", job.status)
+        };
+        assert!(error.starts_with(expected), "{files:?}: {error}");
+        assert!(!error.contains("://") && !error.contains(".pdf") && !error.contains("meta-data"), "no URL: {error}");
+        // The same submission again answers its failure.
+        let again = post(&s, &body, Some(&sign(&s.secret, &body))).await;
+        assert_eq!(error_code(again).await, (422, "submission_failed".into()));
     }
     assert_eq!(stored_objects(&s).await, 0, "the good file of each failed submission was removed");
     let me = my_quests(&s).await;
     assert_eq!(me["quests"], json!([]), "no enrollment, completion or evidence");
     assert_eq!(me["xp"]["total"], 0);
+}
+
+#[tokio::test]
+async fn a_failing_download_is_retried_later_then_fails_without_leaking_its_url() {
+    let s = setup("whretry").await;
+    // A presigned-looking URL whose download fails (Spark's storage answers 404).
+    let secret_url = format!("{}/gone.pdf?X-Amz-Signature=deadbeefcafe", s.files);
+    let body = payload(&[(&secret_url, "application/pdf")], "lab").to_string();
+    assert_eq!(post(&s, &body, Some(&sign(&s.secret, &body))).await.status(), 202);
+    assert_eq!(run_worker(&s).await, (1, 1), "a download failure is retried");
+    assert_eq!(job(&s, &body).await.status, hub::store::submission_jobs::JobStatus::Processing);
+    assert_eq!(s.t.gateway.poll("spark-submission-worker", 0).await.unwrap(), (0, 0), "hidden for its backoff");
+    // Its last attempt (as SQS hands it out the fifth time) ends it as failed.
+    let payload: hub::spark::webhook::SubmissionPayload = serde_json::from_str(&body).unwrap();
+    let key = hub::spark::webhook::idempotency_key(&payload);
+    let mut message = aws_lambda_events::sqs::SqsMessage::default();
+    message.body = Some(json!({"key": key}).to_string());
+    message.attributes.insert("ApproximateReceiveCount".into(), "5".into());
+    let worker = std::sync::Arc::new(s.t.context_for("spark-submission-worker", &[]));
+    assert!(hub::spark::submission_jobs::work(worker, message).await.is_err(), "left to the dead-letter queue");
+    let hub::store::submission_jobs::JobStatus::Failed { error } = job(&s, &body).await.status else { panic!() };
+    assert!(error.starts_with("file_download_failed"), "{error}");
+    assert!(!error.contains("deadbeef") && !error.contains("gone.pdf"), "the URL is a credential: {error}");
+    assert_eq!(stored_objects(&s).await, 0);
+}
+
+#[tokio::test]
+async fn forged_floods_do_not_starve_signed_submissions() {
+    let s = setup_with("whflood", &[("SparkWebhookRateLimit", "5")]).await;
+    let attacker = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 7)))
+        .build()
+        .unwrap();
+    let forged = payload(&[], "lab").to_string();
+    let mut limited = 0;
+    for _ in 0..40 {
+        let r = attacker
+            .post(s.t.url("/spark/webhook/submission"))
+            .header("content-type", "application/json")
+            .header("x-spark-signature", "0".repeat(64))
+            .body(forged.clone())
+            .send()
+            .await
+            .unwrap();
+        match error_code(r).await {
+            (401, code) if code == "invalid_signature" => {}
+            (429, _) => limited += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(limited, 10, "30 forgeries a minute per address, then 429");
+    // A captured genuine body replayed after its window is refused before it spends Spark's quota.
+    let replayer = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 8)))
+        .build()
+        .unwrap();
+    let mut stale = payload(&[], "lab");
+    stale["submitted_at"] = json!(
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() - std::time::Duration::from_secs(900))
+            .to_string()
+    );
+    let stale = stale.to_string();
+    for _ in 0..10 {
+        let r = replayer
+            .post(s.t.url("/spark/webhook/submission"))
+            .header("content-type", "application/json")
+            .header("x-spark-signature", sign(&s.secret, &stale))
+            .body(stale.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r).await, (400, "stale_timestamp".into()));
+    }
+    // Spark's genuine submissions still go through: its own limit (5 here) counts verified requests only.
+    for i in 0..5 {
+        let mut body = payload(&[], "lab");
+        body["submission_text"] = json!(format!("draft {i}"));
+        let body = body.to_string();
+        assert_eq!(post(&s, &body, Some(&sign(&s.secret, &body))).await.status(), 200, "genuine {i}");
+    }
+    let body = payload(&[], "lab").to_string();
+    assert_eq!(error_code(post(&s, &body, Some(&sign(&s.secret, &body))).await).await.0, 429, "Spark's own limit");
 }
 
 #[tokio::test]
@@ -495,7 +619,7 @@ async fn a_grade_set_later_by_a_teacher_goes_back_to_spark() {
         "no grade yet, nothing to pass back"
     );
 
-    let (_, teacher) = s.t.signed_in_as("teacher@school.example", Role::Teacher, "org-1").await;
+    let (_, teacher) = s.t.signed_in_as("teacher@school.example", Role::Teacher, "demo").await;
     let (_, stranger) = s.t.signed_in_as("teacher@other.example", Role::Teacher, "org-2").await;
     let put = |token: &str, id: &str, body: Value| {
         s.t.http.put(s.t.url(&format!("/api/completions/{id}/grade"))).bearer_auth(token).json(&body).send()
@@ -551,8 +675,28 @@ async fn the_partner_cli_sends_signed_submissions() {
         .await
         .unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 "));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("202 "));
+    assert_eq!(run_worker(&s).await, (1, 0));
     let me = my_quests(&s).await;
     assert_eq!(me["quests"][0]["tasks"][0]["evidence"][0]["text"], "From the CLI");
     assert_eq!(me["quests"][0]["tasks"][0]["evidence"][1]["file"]["content_type"], "application/pdf");
+}
+
+#[tokio::test]
+async fn files_of_replaced_evidence_are_deleted() {
+    let s = setup("whreplace").await;
+    let first = payload(&[(&format!("{}/report.pdf", s.files), "application/pdf")], "lab").to_string();
+    assert_eq!(post(&s, &first, Some(&sign(&s.secret, &first))).await.status(), 202);
+    assert_eq!(run_worker(&s).await, (1, 0));
+    assert_eq!(stored_objects(&s).await, 1);
+    // A later submission for the same assignment replaces the evidence: the old file goes with it.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut second = payload(&[], "lab");
+    second["submission_text"] = json!("Rewritten without the PDF.");
+    let second = second.to_string();
+    assert_eq!(post(&s, &second, Some(&sign(&s.secret, &second))).await.status(), 200);
+    let me = my_quests(&s).await;
+    let blocks = me["quests"][0]["tasks"][0]["evidence"].as_array().unwrap().clone();
+    assert_eq!(blocks, vec![json!({"order": 1, "type": "text", "text": "Rewritten without the PDF."})]);
+    assert_eq!(stored_objects(&s).await, 0, "the replaced file was deleted");
 }
