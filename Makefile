@@ -5,6 +5,14 @@ TOOLS := $(VENV)/.installed
 
 .PHONY: dev test test-persistence check token secret reset sam-build bench clean
 
+# schemathesis lives in its own virtualenv (its dependencies are not moto's).
+SCHEMATHESIS := .venv-schemathesis/.installed
+$(SCHEMATHESIS): infra/schemathesis/requirements.txt
+	python3 -m venv .venv-schemathesis
+	.venv-schemathesis/bin/pip install --quiet --upgrade pip
+	.venv-schemathesis/bin/pip install --quiet -r infra/schemathesis/requirements.txt
+	touch $@
+
 $(TOOLS): requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
@@ -20,12 +28,16 @@ dev: $(TOOLS)
 	infra/scripts/dev.sh
 
 ## Test it: template lint, unit, integration and end-to-end tests on a private local stack
-test: $(TOOLS)
+test: $(TOOLS) $(SCHEMATHESIS)
 	infra/scripts/test.sh
 
 ## Only the persistence test of `make dev`'s stack (make test runs it too)
 test-persistence: $(TOOLS)
 	infra/scripts/test-persistence.sh
+
+## The API's OpenAPI 3.1 document, derived from the handlers (a test fails when docs/openapi.json is stale)
+openapi:
+	cargo run -q -p devstack -- openapi > docs/openapi.json
 
 ## Formatting and lints (CI runs these too)
 check:
@@ -46,13 +58,14 @@ secret:
 reset:
 	rm -rf .local/dev
 
-## Build every function with `sam build` (BuildMethod rust-cargolambda); slow, needs cargo-lambda + zig
+## Build every function for arm64 as a deployment does (.aws-sam/build, zips in .aws-sam/zips); slow.
+## Default: one cargo-lambda build of all binaries, then `sam build`; SAM=1: plain `sam build` (slower)
 sam-build: $(TOOLS)
-	infra/scripts/sam-build.sh
+	SAM=$(SAM) infra/scripts/sam-build.sh
 
 ## Cold start, zip size and memory of every function next to a hello-world Lambda
 bench:
 	bench/coldstart
 
 clean:
-	rm -rf target .aws-sam
+	rm -rf target target-lambda .aws-sam

@@ -29,6 +29,9 @@ infra/scripts/local-aws.sh start "$moto_port" "$ddb_port" "$state"
 echo "== tests (DynamoDB Local on $AWS_ENDPOINT_URL_DYNAMODB, moto on $AWS_ENDPOINT_URL)"
 cargo test --workspace --locked
 
+echo "== API contract: schemathesis against the dev gateway, as each role (docs/openapi.json)"
+target/debug/devstack contract
+
 echo "== nothing reached moto's DynamoDB (every client honours AWS_ENDPOINT_URL_DYNAMODB)"
 .venv/bin/python - <<'PY'
 import os, sys

@@ -3,7 +3,6 @@
 
 use http::StatusCode;
 use lambda_http::{Body, Response};
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -57,7 +56,9 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let body = json!({ "error": self.code, "message": self.message });
+        let body =
+            serde_json::to_value(crate::api::openapi::ErrorBody { error: self.code.into(), message: self.message })
+                .expect("strings serialize");
         let mut builder = Response::builder()
             .status(self.status)
             .header(http::header::CONTENT_TYPE, "application/json")

@@ -38,6 +38,10 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max: usize) -> Result<T, Ap
             "Send the body as application/json",
         ));
     }
+    // serde reads a struct from a JSON array too (`[null, null]`); every body of ours is an object.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::bad_request("invalid_json", "The body must be a JSON object"));
+    }
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid JSON body: {e}")))
 }
 
@@ -94,9 +98,10 @@ pub fn query_id(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// An integer query parameter; `400 invalid_query` when it is not one.
+/// An integer query parameter; `400 invalid_query` when it is not one (an empty value included).
 pub fn query_number(req: &Request, name: &str) -> Result<Option<i64>, ApiError> {
-    query_param(req, name)
+    req.query_string_parameters_ref()
+        .and_then(|q| q.first(name))
         .map(|v| v.parse().map_err(|_| ApiError::bad_request("invalid_query", format!("{name} must be an integer"))))
         .transpose()
 }
@@ -175,6 +180,8 @@ mod tests {
         assert_eq!(json_body::<T>(&too_big, 3).unwrap_err().status, 413);
         let bad = request(&[("content-type", "application/json")], r#"{"a":"x"}"#);
         assert_eq!(json_body::<T>(&bad, 100).unwrap_err().code, "invalid_json");
+        let array = request(&[("content-type", "application/json")], "[1]");
+        assert_eq!(json_body::<T>(&array, 100).unwrap_err().code, "invalid_json");
         let empty = request(&[], " ");
         assert!(optional_json_body::<T>(&empty, 100).unwrap().is_none());
     }

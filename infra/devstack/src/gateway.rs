@@ -61,6 +61,19 @@ pub struct Gateway {
     consumers: Vec<Consumer>,
     schedules: Vec<Scheduled>,
     sqs: aws_sdk_sqs::Client,
+    /// Answers given, by status class (1xx..5xx).
+    answered: [std::sync::atomic::AtomicUsize; 6],
+}
+
+/// How many answers the gateway gave, by status class (`by_class[5]`: server errors).
+pub struct Stats {
+    pub by_class: [usize; 6],
+}
+
+impl Stats {
+    pub fn total(&self) -> usize {
+        self.by_class.iter().sum()
+    }
 }
 
 impl Gateway {
@@ -108,7 +121,7 @@ impl Gateway {
                 }
             }
         }
-        Ok(Self { routes, consumers, schedules, sqs: aws_sdk_sqs::Client::new(sdk) })
+        Ok(Self { routes, consumers, schedules, sqs: aws_sdk_sqs::Client::new(sdk), answered: Default::default() })
     }
 
     /// (function, queue URL) of every consumer.
@@ -199,6 +212,10 @@ impl Gateway {
         Ok((messages.len(), failed.len()))
     }
 
+    pub fn stats(&self) -> Stats {
+        Stats { by_class: std::array::from_fn(|i| self.answered[i].load(std::sync::atomic::Ordering::Relaxed)) }
+    }
+
     pub fn routes(&self) -> Vec<(Route, &'static str)> {
         self.routes.iter().map(|r| (r.route.clone(), r.name)).collect()
     }
@@ -210,7 +227,12 @@ impl Gateway {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let gateway = gateway.clone();
-                    async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, peer).await) }
+                    async move {
+                        let response = gateway.handle(req, peer).await;
+                        let class = (response.status().as_u16() / 100).min(5) as usize;
+                        gateway.answered[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
                 let _ =
                     hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
@@ -229,6 +251,14 @@ impl Gateway {
             let method_ok = r.route.method == "ANY" || r.route.method == parts.method.as_str();
             match_path(&r.segments, &path).filter(|_| method_ok).map(|params| (r, params))
         });
+        // The API's contract, as partners import it (docs/openapi.json is the same document).
+        if parts.method == http::Method::GET && path == "/openapi.json" {
+            let mut response = hyper::Response::new(Full::new(Bytes::from(hub::api::openapi::document_json())));
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            return response;
+        }
         if parts.method == http::Method::POST
             && let Some(name) = path.strip_prefix("/_local/schedules/")
         {

@@ -5,6 +5,7 @@
 //! benchmark).
 
 pub mod bench;
+pub mod contract;
 pub mod gateway;
 pub mod provision;
 pub mod runtime_api;

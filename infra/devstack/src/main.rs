@@ -124,6 +124,19 @@ enum Command {
         #[arg(long, default_value = "target/release/clever-sync-worker")]
         worker: PathBuf,
     },
+    /// Run schemathesis against the dev gateway on a fresh stack, as each role; fails on any answer
+    /// ≥ 500, any answer that does not conform to the OpenAPI document, or too few requests.
+    Contract {
+        /// The schemathesis executable (make test installs it into .venv-schemathesis).
+        #[arg(long, default_value = ".venv-schemathesis/bin/schemathesis")]
+        schemathesis: PathBuf,
+        #[arg(long, default_value_t = 25)]
+        max_examples: usize,
+        #[arg(long, default_value_t = 2000)]
+        min_requests: usize,
+    },
+    /// Print the API's OpenAPI 3.1 document (derived from the handlers; docs/openapi.json is this).
+    Openapi,
     /// Init time, first invocation and peak memory of function binaries on a local Runtime API.
     Coldstart {
         /// The binaries, e.g. target/release/health.
@@ -139,6 +152,10 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The functions' own JSON log lines (on stderr), as `sam local start-api` shows them (RUST_LOG filters).
     hub::logging::init_stderr();
+    if let Command::Openapi = cli.command {
+        print!("{}", hub::api::openapi::document_json());
+        return std::process::ExitCode::SUCCESS;
+    }
     // Errors are the user's to read: their chain of causes, without a backtrace.
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -297,6 +314,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fire { function } => {
             let gateway = devstack::gateway::Gateway::new(&template, &stack, &sdk)?;
             println!("{}", gateway.fire(&function).await?);
+        }
+        Command::Openapi => unreachable!("printed before any AWS set-up"),
+        Command::Contract { schemathesis, max_examples, min_requests } => {
+            let options = devstack::contract::Options { schemathesis: &schemathesis, max_examples, min_requests };
+            devstack::contract::run(&template, &sdk, options).await?;
         }
         Command::Coldstart { binaries, runs } => {
             println!(

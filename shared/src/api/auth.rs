@@ -5,7 +5,6 @@ use std::sync::Arc;
 use http::StatusCode;
 use lambda_http::Request;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::guard::{ACCESS_COOKIE, REFRESH_COOKIE, REFRESH_COOKIE_PATH, authenticate};
 use crate::auth::sessions::{self, TokenPair};
@@ -17,13 +16,21 @@ use crate::{ApiError, Context};
 /// Refreshing is cheap to attempt and each attempt costs a transaction: bound it per client IP.
 const REFRESH_LIMIT: Rule = Rule { name: "auth-refresh", limit: 30, window_secs: 60 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefreshRequest {
+pub struct RefreshRequest {
     refresh_token: Option<String>,
 }
 
 /// Exchanges a refresh token (JSON body or cookie) for a new token pair.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
+    request_body(content = Option<RefreshRequest>, description = "Or no body: the refresh cookie is used"),
+    responses(
+        (status = 200, description = "A new token pair (also set as cookies); the old refresh token is used up", body = crate::auth::sessions::TokenPair),
+        (status = 401, description = "Missing, invalid, expired or reused refresh token (reuse revokes the session)", body = crate::api::openapi::ErrorBody),
+        (status = 429, description = "Too many refreshes from this address", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
 pub async fn refresh(ctx: Arc<Context>, req: Request) -> ApiResult {
     ratelimit::check(&ctx, REFRESH_LIMIT, &client_ip(&req)).await?;
     let body: Option<RefreshRequest> = optional_json_body(&req, MAX_JSON_BODY)?;
@@ -46,6 +53,11 @@ pub fn token_response(pair: &TokenPair) -> ApiResult {
 }
 
 /// The caller's own profile.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", security(("bearer" = []), ("cookie" = [])), responses(
+    (status = 200, description = "The caller", body = crate::auth::User),
+    (status = 401, description = "No valid access token", body = crate::api::openapi::ErrorBody),
+    (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+))]
 pub async fn me(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let user = ctx
@@ -57,11 +69,19 @@ pub async fn me(ctx: Arc<Context>, req: Request) -> ApiResult {
 }
 
 /// Ends the caller's session (identified by access or refresh token) and clears the cookies.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = []), ("cookie" = [])),
+    request_body(content = Option<RefreshRequest>, description = "Without an access token: the refresh token (or its cookie)"),
+    responses(
+        (status = 200, description = "`{\"status\": \"logged_out\"}`; cookies cleared", body = crate::api::StatusBody),
+        (status = 401, description = "Neither token is valid", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
 pub async fn logout(ctx: Arc<Context>, req: Request) -> ApiResult {
+    // A malformed body is refused whichever token identifies the session.
+    let body: Option<RefreshRequest> = optional_json_body(&req, MAX_JSON_BODY)?;
     let session_id = match authenticate(&ctx, &req).await {
         Ok(principal) => principal.session_id,
         Err(access_error) => {
-            let body: Option<RefreshRequest> = optional_json_body(&req, MAX_JSON_BODY)?;
             let Some(token) = body.and_then(|b| b.refresh_token).or_else(|| cookie(&req, REFRESH_COOKIE)) else {
                 return Err(access_error);
             };
@@ -73,5 +93,5 @@ pub async fn logout(ctx: Arc<Context>, req: Request) -> ApiResult {
         secure_cookie(ACCESS_COOKIE, "", "/", 0, "Lax"),
         secure_cookie(REFRESH_COOKIE, "", REFRESH_COOKIE_PATH, 0, "Strict"),
     ];
-    with_cookies(json(StatusCode::OK, &json!({ "status": "logged_out" }))?, &cleared)
+    with_cookies(json(StatusCode::OK, &crate::api::StatusBody { status: "logged_out".into() })?, &cleared)
 }

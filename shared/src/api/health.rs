@@ -16,28 +16,33 @@ use crate::http::{ApiResult, json};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-#[derive(Serialize)]
-struct Check {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Check {
     status: &'static str,
     latency_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Health {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
     status: &'static str,
     checks: Checks,
 }
 
-#[derive(Serialize)]
-struct Checks {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Checks {
     dynamodb: Check,
     s3: Check,
     sqs: Check,
     secretsmanager: Check,
 }
 
+/// Every dependency, checked concurrently.
+#[utoipa::path(get, path = "/health", tag = "health", responses(
+    (status = 200, description = "Every dependency is up", body = Health),
+    (status = 503, description = "A dependency is down (named in `checks`)", body = Health),
+))]
 pub async fn health(ctx: Arc<Context>, _req: Request) -> ApiResult {
     let c = &ctx;
     let (dynamodb, s3, sqs, secretsmanager) = tokio::join!(

@@ -6,18 +6,31 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use lambda_http::Request;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::Context;
 use crate::auth::guard::authenticate;
 use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id};
+use crate::learning::Quest;
 use crate::learning::quests::{self, NewQuest};
 
+/// Creates a quest (with an optional LMS mapping: only the integration's own organization may map its
+/// assignments) and takes the submissions that were waiting for that mapping.
+#[utoipa::path(post, path = "/api/admin/quests", tag = "learning", security(("bearer" = []), ("cookie" = [])),
+    request_body = NewQuest,
+    responses(
+        (status = 201, description = "The quest, with ids and order added", body = crate::learning::Quest),
+        (status = 400, description = "`invalid_quest`, `invalid_json`, `unknown_integration`", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "Not an admin of that organization, or `integration_tenant_mismatch`", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "`lms_mapping_taken`: another quest maps that assignment", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
 pub async fn create_quest(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let new: NewQuest = json_body(&req, MAX_JSON_BODY)?;
     let quest = quests::create_quest(&ctx, &principal, new).await?;
-    // Submissions that arrived before their assignment was mapped are processed now.
+    // Submissions that arrived before their assignment was mapped are taken now.
     let processed = crate::spark::webhook::process_pending(&ctx, &quest).await;
     if processed > 0 {
         tracing::info!(quest_id = quest.id, processed, "pending submissions processed");
@@ -25,6 +38,13 @@ pub async fn create_quest(ctx: Arc<Context>, req: Request) -> ApiResult {
     json(StatusCode::CREATED, &quest)
 }
 
+#[utoipa::path(post, path = "/api/admin/badges", tag = "learning", security(("bearer" = []), ("cookie" = [])),
+    request_body = crate::learning::badges::NewBadge,
+    responses(
+        (status = 201, description = "The badge", body = crate::learning::badges::Badge),
+        (status = 403, description = "Not an admin of that organization", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
 pub async fn create_badge(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let new: crate::learning::badges::NewBadge = json_body(&req, MAX_JSON_BODY)?;
@@ -32,15 +52,84 @@ pub async fn create_badge(ctx: Arc<Context>, req: Request) -> ApiResult {
     json(StatusCode::CREATED, &badge)
 }
 
+/// An organization's quests, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct QuestList {
+    pub organization_id: String,
+    pub quests: Vec<Quest>,
+}
+
+#[utoipa::path(get, path = "/api/admin/quests", tag = "learning", security(("bearer" = []), ("cookie" = [])),
+    params(("organization_id" = Option<String>, Query, description = "Platform admins: whose quests (organization admins: their own)")),
+    responses(
+        (status = 200, description = "The organization's quests, newest first", body = QuestList),
+        (status = 403, description = "Not an admin of that organization", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
 pub async fn list_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let requested = query_id(&req, "organization_id")?;
-    let org = principal.administered_organization(requested.as_deref())?;
-    let quests = ctx.store().quests_of_organization(&org, 100).await?;
-    json(StatusCode::OK, &json!({ "organization_id": org, "quests": quests }))
+    let organization_id = principal.administered_organization(requested.as_deref())?;
+    let quests = ctx.store().quests_of_organization(&organization_id, 100).await?;
+    json(StatusCode::OK, &QuestList { organization_id, quests })
+}
+
+/// The caller's learning: XP, badges of their organization with progress, quests with their tasks.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MyLearning {
+    pub xp: XpSummary,
+    pub badges: Vec<BadgeProgress>,
+    pub quests: Vec<MyQuest>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct XpSummary {
+    pub total: i64,
+    pub by_pillar: BTreeMap<String, i64>,
+    pub quests_completed: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BadgeProgress {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub requirements: crate::learning::badges::Requirements,
+    /// When the caller earned it; null while not earned.
+    pub earned_at: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MyQuest {
+    pub quest_id: String,
+    pub title: String,
+    pub pillar: String,
+    /// `active` or `completed`.
+    pub status: String,
+    pub completed_at: Option<i64>,
+    pub tasks: Vec<MyTask>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MyTask {
+    pub id: String,
+    pub title: String,
+    pub pillar: String,
+    pub xp: i64,
+    pub order: u32,
+    /// `pending` or `completed`.
+    pub status: String,
+    pub completion_id: Option<String>,
+    pub completed_at: Option<i64>,
+    pub evidence: Vec<crate::learning::EvidenceBlock>,
 }
 
 /// The caller's learning: every quest they are enrolled in, with their tasks, evidence and XP.
+#[utoipa::path(get, path = "/api/me/quests", tag = "learning", security(("bearer" = []), ("cookie" = [])), responses(
+    (status = 200, description = "The caller's own learning only", body = MyLearning),
+    (status = 401, description = "No valid access token", body = crate::api::openapi::ErrorBody),
+    (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+))]
 pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let store = ctx.store();
@@ -52,57 +141,88 @@ pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     for quest in definitions {
         let Some(state) = states.get(&quest.id) else { continue };
         let Some(enrollment) = &state.enrollment else { continue };
-        let tasks: Vec<Value> = quest
+        let tasks = quest
             .tasks
             .iter()
             .map(|t| {
                 let mine = state.tasks.get(&t.id);
-                json!({
-                    "id": t.id, "title": t.title, "pillar": t.pillar, "xp": t.xp, "order": t.order,
-                    "status": if mine.is_some_and(|m| m.completed) { "completed" } else { "pending" },
-                    "completion_id": mine.and_then(|m| m.completion_id.clone()),
-                    "completed_at": mine.and_then(|m| m.completed_at),
-                    "evidence": state.evidence.get(&t.id).cloned().unwrap_or_default(),
-                })
+                MyTask {
+                    id: t.id.clone(),
+                    title: t.title.clone(),
+                    pillar: t.pillar.clone(),
+                    xp: t.xp,
+                    order: t.order,
+                    status: if mine.is_some_and(|m| m.completed) { "completed" } else { "pending" }.into(),
+                    completion_id: mine.and_then(|m| m.completion_id.clone()),
+                    completed_at: mine.and_then(|m| m.completed_at),
+                    evidence: state.evidence.get(&t.id).cloned().unwrap_or_default(),
+                }
             })
             .collect();
-        quests.push(json!({
-            "quest_id": quest.id, "title": quest.title, "pillar": quest.pillar, "status": enrollment.status,
-            "completed_at": enrollment.completed_at, "tasks": tasks,
-        }));
+        quests.push(MyQuest {
+            quest_id: quest.id,
+            title: quest.title,
+            pillar: quest.pillar,
+            status: enrollment.status.clone(),
+            completed_at: enrollment.completed_at,
+            tasks,
+        });
     }
-    let by_pillar: BTreeMap<String, i64> = xp.by_pillar.into_iter().collect();
     let earned = store.earned_badges(&principal.user_id).await?;
-    let badges: Vec<Value> = match &principal.org_id {
+    let badges = match &principal.org_id {
         Some(org) => store
             .badges_of_organization(org)
             .await?
             .into_iter()
-            .map(|b| {
-                json!({ "id": b.id, "name": b.name, "description": b.description,
-                             "requirements": b.requirements, "earned_at": earned.get(&b.id) })
+            .map(|b| BadgeProgress {
+                earned_at: earned.get(&b.id).copied(),
+                id: b.id,
+                name: b.name,
+                description: b.description,
+                requirements: b.requirements,
             })
             .collect(),
         None => Vec::new(),
     };
-    json(
-        StatusCode::OK,
-        &json!({ "xp": { "total": xp.total, "by_pillar": by_pillar, "quests_completed": xp.quests_completed },
-                 "badges": badges, "quests": quests }),
-    )
+    let xp = XpSummary {
+        total: xp.total,
+        by_pillar: xp.by_pillar.into_iter().collect(),
+        quests_completed: xp.quests_completed,
+    };
+    json(StatusCode::OK, &MyLearning { xp, badges, quests })
+}
+
+/// `{"grade": ...}`: a number or a short string, as the LMS takes it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GradeRequest {
+    pub grade: Value,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Graded {
+    /// `graded`.
+    pub status: String,
+    pub completion_id: String,
+    pub grade: Value,
 }
 
 /// `PUT /api/completions/{completion_id}/grade` with `{"grade": ...}` (teachers and admins of the
-/// completion's organization).
+/// completion's organization); the grade goes back to the LMS the task came from.
+#[utoipa::path(put, path = "/api/completions/{completion_id}/grade", tag = "learning", security(("bearer" = []), ("cookie" = [])),
+    params(("completion_id" = String, Path, description = "The completion (`cmp_...`)")),
+    request_body = GradeRequest,
+    responses(
+        (status = 200, description = "Stored and announced (`grade.updated`)", body = Graded),
+        (status = 400, description = "`invalid_grade`, `invalid_json`", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "Students do not grade", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "`completion_not_found` (also another organization's)", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
 pub async fn grade_completion(ctx: Arc<Context>, req: Request) -> ApiResult {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct GradeRequest {
-        grade: Value,
-    }
     let principal = authenticate(&ctx, &req).await?;
     let completion_id = path_param(&req, "completion_id");
     let body: GradeRequest = json_body(&req, MAX_JSON_BODY)?;
     crate::learning::submissions::grade(&ctx, &principal, &completion_id, &body.grade).await?;
-    json(StatusCode::OK, &json!({ "status": "graded", "completion_id": completion_id, "grade": body.grade }))
+    json(StatusCode::OK, &Graded { status: "graded".into(), completion_id, grade: body.grade })
 }

@@ -5,5 +5,12 @@ pub mod auth;
 pub mod clever;
 pub mod health;
 pub mod learning;
+pub mod openapi;
 pub mod spark;
 pub mod webhooks;
+
+/// `{"status": ...}`: what an action did (`logged_out`, `graded`...).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StatusBody {
+    pub status: String,
+}

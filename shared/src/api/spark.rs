@@ -10,7 +10,6 @@ use http::StatusCode;
 use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::api::auth::token_response;
 use crate::auth::provisioning::provision_user;
@@ -37,6 +36,22 @@ const PURPOSE: &str = "spark_sso";
 /// LMS sessions are kept this long for audit.
 const LMS_SESSION_TTL_SECS: i64 = 30 * 24 * 3600;
 
+/// A one-time code for a signed-in Spark user, when no frontend is configured (API-only deployments).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SsoCode {
+    pub code: String,
+    pub expires_in: i64,
+}
+
+#[utoipa::path(get, path = "/spark/sso", tag = "spark",
+    params(("token" = String, Query, description = "Spark's signed SSO token (HS256 JWT, at most 10 minutes, single use)")),
+    responses(
+        (status = 302, description = "To `<FrontendUrl>/auth/callback?code=...` (60 s, single use), or `?error=<code>`",
+            headers(("Location" = String, description = "The frontend's callback"))),
+        (status = 200, description = "Without a frontend: the code as JSON", body = SsoCode),
+        (status = 400, description = "`missing_token`", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
 pub async fn sso(ctx: Arc<Context>, req: Request) -> ApiResult {
     let token = crate::http::query_param(&req, "token").unwrap_or_default().trim().to_string();
     if token.is_empty() {
@@ -45,7 +60,7 @@ pub async fn sso(ctx: Arc<Context>, req: Request) -> ApiResult {
     let outcome = login(&ctx, &req, &token).await;
     match (&ctx.config.frontend_url, outcome) {
         (Some(frontend), Ok(code)) => redirect(&format!("{frontend}/auth/callback?code={code}")),
-        (None, Ok(code)) => json(StatusCode::OK, &json!({ "code": code, "expires_in": CODE_TTL_SECS })),
+        (None, Ok(code)) => json(StatusCode::OK, &SsoCode { code, expires_in: CODE_TTL_SECS }),
         (Some(frontend), Err(e)) if e.status != StatusCode::INTERNAL_SERVER_ERROR => {
             redirect(&format!("{frontend}/auth/callback?error={}", e.code))
         }
@@ -95,13 +110,22 @@ fn replayed() -> ApiError {
     ApiError::unauthorized("token_replayed", "This SSO token was already used")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenRequest {
-    code: String,
+pub struct TokenRequest {
+    /// The one-time code from the SSO redirect.
+    pub code: String,
 }
 
 /// Exchanges a one-time code for a token pair (JSON body and cookies).
+#[utoipa::path(post, path = "/spark/token", tag = "spark",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "A token pair, as `/api/auth/refresh` (also set as cookies)", body = crate::auth::sessions::TokenPair),
+        (status = 400, description = "`invalid_code` (unknown or used), `code_expired`, `invalid_json`", body = crate::api::openapi::ErrorBody),
+        (status = 429, description = "Too many invalid codes from this address", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
 pub async fn token(ctx: Arc<Context>, req: Request) -> ApiResult {
     let body: TokenRequest = json_body(&req, MAX_JSON_BODY)?;
     let invalid = || ApiError::bad_request("invalid_code", "The code is invalid or was already used");
@@ -135,6 +159,25 @@ fn redirect(location: &str) -> ApiResult {
 /// `POST /spark/webhook/submission`: a signed Spark submission becomes evidence, completion and XP.
 /// Requests whose signature does not verify are limited per source address; verified ones count
 /// against Spark's own limit, so a flood of forgeries never starves genuine submissions.
+#[utoipa::path(post, path = "/spark/webhook/submission", tag = "spark",
+    security(("spark_signature" = [])),
+    request_body(description = "The submission (JSON, files by URL), or multipart/form-data with a signed `metadata` field and one part per file",
+        content(
+            (crate::spark::webhook::SubmissionPayload = "application/json"),
+            (String = "multipart/form-data"),
+        )),
+    responses(
+        (status = 200, description = "Recorded (or recorded before: the same completion)", body = SubmissionAnswer),
+        (status = 202, description = "`processing` (files by URL: the worker fetches them) or `pending` (no quest maps the assignment yet)", body = SubmissionAnswer),
+        (status = 400, description = "`invalid_json`, `invalid_payload`, `invalid_timestamp`, `stale_timestamp`, `invalid_multipart`, `file_hash_mismatch`", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "`missing_signature`, `invalid_signature`", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "`user_not_found`, `quest_not_found`", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "`payload_too_large`, `file_too_large`", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_file_type`", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "`submission_failed` (its files were refused earlier)", body = crate::api::openapi::ErrorBody),
+        (status = 429, description = "Spark's limit, or too many unverifiable requests from this address", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
 pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
     use crate::spark::webhook::{self, Outcome, SubmissionPayload};
     let address = client_ip(&req);
@@ -173,6 +216,9 @@ pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
         }
         return Err(ratelimit::count_failure(&ctx, WEBHOOK_UNVERIFIED_PER_ADDRESS, &address, e).await);
     }
+    if signed.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::bad_request("invalid_json", "The submission must be a JSON object"));
+    }
     let payload: SubmissionPayload = serde_json::from_slice(&signed).map_err(|e| {
         // serde's text may quote a value (a file URL is a credential): only the position is told.
         ApiError::bad_request(
@@ -194,16 +240,42 @@ pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
     if !parts.is_empty() && by_url > 0 {
         return Err(ApiError::bad_request("invalid_payload", "a multipart submission carries its files as parts"));
     }
+    let answer = |status: &str| SubmissionAnswer { status: status.into(), ..Default::default() };
     match webhook::accept(&ctx, &payload, &parts).await? {
-        Outcome::Recorded(r) => json(StatusCode::OK, &json!({ "status": "ok", "completion_id": r.completion_id })),
+        Outcome::Recorded(r) => {
+            json(StatusCode::OK, &SubmissionAnswer { completion_id: Some(r.completion_id), ..answer("ok") })
+        }
         Outcome::Processing { submission_id } => json(
             StatusCode::ACCEPTED,
-            &json!({ "status": "processing", "submission_id": submission_id,
-                     "message": "Verified and recorded; its files are being fetched and the task completes when they are stored" }),
+            &SubmissionAnswer {
+                submission_id: Some(submission_id),
+                message: Some(
+                    "Verified and recorded; its files are being fetched and the task completes when they are stored"
+                        .into(),
+                ),
+                ..answer("processing")
+            },
         ),
         Outcome::Pending => json(
             StatusCode::ACCEPTED,
-            &json!({ "status": "pending", "message": "No quest maps this assignment yet; the submission is kept and processed when one does" }),
+            &SubmissionAnswer {
+                message: Some(
+                    "No quest maps this assignment yet; the submission is kept and processed when one does".into(),
+                ),
+                ..answer("pending")
+            },
         ),
     }
+}
+
+/// What became of a submission: `ok` with its completion, `processing` with its id, or `pending`.
+#[derive(Default, serde::Serialize, utoipa::ToSchema)]
+pub struct SubmissionAnswer {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submission_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

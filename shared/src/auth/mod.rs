@@ -8,7 +8,7 @@ pub mod tokens;
 use serde::{Deserialize, Serialize};
 
 /// What a user may do. Ordered by reach only for display; checks name the roles they accept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Student,
@@ -39,7 +39,7 @@ impl Role {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     /// As given; uniqueness is on the lower-cased form. Absent for identities that share no email

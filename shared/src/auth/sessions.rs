@@ -9,7 +9,7 @@ use super::tokens::{self, AccessClaims, RefreshClaims};
 use crate::store::sessions::RotateError;
 use crate::{ApiError, Context, crypto};
 
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,

@@ -44,7 +44,7 @@ pub enum SetupError {
 }
 
 /// `PUT /api/clever/districts/{id}`'s body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DistrictCredentials {
     pub name: String,

@@ -134,6 +134,19 @@ async fn check(ctx: &Context, budget: Duration) -> Value {
     })
 }
 
+/// The shape of a Clever health report (documentation: the report itself is built as JSON).
+/// Anonymous callers see `checks` as codes and counts; platform admins see each district.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CleverHealth {
+    /// `Healthy`, `Degraded` or `Unhealthy`.
+    status: String,
+    checked_at: Option<i64>,
+    /// Some checks ran out of time: served now, refreshed at once.
+    provisional: Option<bool>,
+    checks: Value,
+}
+
 /// What an anonymous caller sees: the status and each check's code, counts of districts by token
 /// state; no district ids and no error texts (those stay in the log and the admin view).
 pub fn public_view(report: &Value) -> Value {

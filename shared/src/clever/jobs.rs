@@ -31,7 +31,7 @@ pub struct SyncJob {
 }
 
 /// `POST /api/clever/sync`'s body: every district, one district or one school.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRequest {
     pub district_id: Option<String>,
@@ -130,7 +130,7 @@ pub async fn worker(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueE
 }
 
 /// `POST /api/clever/sync` (platform admins): queues the schools asked for.
-pub async fn request(ctx: &Context, principal: &Principal, request: SyncRequest) -> Result<Value, ApiError> {
+pub async fn request(ctx: &Context, principal: &Principal, request: SyncRequest) -> Result<SyncQueued, ApiError> {
     principal.require_role(&[Role::Admin])?;
     if !matches!(request.mode.as_str(), "full" | "incremental") {
         return Err(ApiError::bad_request("invalid_mode", "mode is full or incremental"));
@@ -165,6 +165,15 @@ pub async fn request(ctx: &Context, principal: &Principal, request: SyncRequest)
     };
     let queued =
         enqueue_all(ctx, &schools, &request.mode, request.force, "api").await.map_err(ApiError::unavailable)?;
-    let ids: Vec<&str> = schools.iter().filter(|s| s.active).map(|s| s.id.as_str()).collect();
-    Ok(json!({ "queued": queued, "mode": request.mode, "force": request.force, "school_ids": ids }))
+    let school_ids = schools.iter().filter(|s| s.active).map(|s| s.id.clone()).collect();
+    Ok(SyncQueued { queued, mode: request.mode, force: request.force, school_ids })
+}
+
+/// What `POST /api/clever/sync` queued: one job per active school.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SyncQueued {
+    pub queued: usize,
+    pub mode: String,
+    pub force: bool,
+    pub school_ids: Vec<String>,
 }

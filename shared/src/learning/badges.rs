@@ -9,7 +9,7 @@ use super::valid_slug;
 use crate::auth::guard::Principal;
 use crate::{ApiError, Context, crypto};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Requirements {
     /// At least this much XP in each named pillar.
     #[serde(default)]
@@ -19,7 +19,7 @@ pub struct Requirements {
     pub quests_completed: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Badge {
     pub id: String,
     pub organization_id: String,
@@ -48,7 +48,7 @@ pub fn newly_earned<'a>(badges: &'a [Badge], earned: &HashSet<String>, after: &S
     badges.iter().filter(|b| !earned.contains(&b.id) && b.fulfilled_by(after)).collect()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBadge {
     pub name: String,

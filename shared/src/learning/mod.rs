@@ -11,14 +11,14 @@ pub mod submissions;
 use serde::{Deserialize, Serialize};
 
 /// Where a quest comes from in an LMS.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LmsMapping {
     pub platform: String,
     pub course_id: String,
     pub assignment_id: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuestTask {
     pub id: String,
     pub title: String,
@@ -28,7 +28,7 @@ pub struct QuestTask {
     pub order: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Quest {
     pub id: String,
     pub organization_id: String,
@@ -47,7 +47,7 @@ impl Quest {
 }
 
 /// One piece of evidence, in order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EvidenceBlock {
     pub order: u32,
     #[serde(rename = "type")]
@@ -60,7 +60,7 @@ pub struct EvidenceBlock {
     pub file: Option<StoredFile>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockType {
     Text,
@@ -70,7 +70,7 @@ pub enum BlockType {
     Link,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredFile {
     /// Unguessable S3 key in the evidence bucket.
     pub key: String,

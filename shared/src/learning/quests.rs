@@ -10,7 +10,7 @@ use crate::{ApiError, Context, crypto};
 /// The most tasks one quest may have (keeps a first submission within one transaction).
 pub const MAX_TASKS: usize = 50;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewQuest {
     pub title: String,
@@ -21,7 +21,7 @@ pub struct NewQuest {
     pub tasks: Vec<NewTask>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
     pub title: String,

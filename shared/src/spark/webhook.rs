@@ -39,7 +39,7 @@ const FILES_BUDGET: std::time::Duration = std::time::Duration::from_secs(240);
 const SOURCE: &str = "spark";
 
 /// Seed 000's payload, as Spark sends it. Unknown fields are ignored (Spark may add some).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmissionPayload {
     pub spark_user_id: String,
     pub spark_assignment_id: String,
@@ -55,7 +55,7 @@ pub struct SubmissionPayload {
 
 /// A file of a submission: by `url` (JSON webhooks), or by `part` with its `sha256` (multipart, where
 /// the signed metadata so vouches for the unsigned file parts).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileRef {
     #[serde(default)]
     pub url: Option<String>,

@@ -18,7 +18,7 @@ pub struct CleverDistrict {
 }
 
 /// A school of a district, with what the next sync needs to know.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CleverSchool {
     /// Clever's school id.
     pub id: String,
@@ -37,7 +37,7 @@ pub struct CleverSchool {
 }
 
 /// One entity's part of one school sync.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncRecord {
     pub sync_id: String,
     pub school_id: String,

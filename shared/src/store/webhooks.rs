@@ -391,7 +391,8 @@ fn encode_cursor(sort_key: &str, pk: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{sort_key}\n{pk}"))
 }
 
-pub(crate) fn decode_cursor(index: &str, cursor: &str) -> Result<Item, InvalidCursor> {
+/// Reads a cursor a client sent back; refuses (never panics on) anything `encode_cursor` did not make.
+pub fn decode_cursor(index: &str, cursor: &str) -> Result<Item, InvalidCursor> {
     let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| InvalidCursor)?;
     let text = String::from_utf8(raw).map_err(|_| InvalidCursor)?;
     let (sort, pk) = text.split_once('\n').ok_or(InvalidCursor)?;

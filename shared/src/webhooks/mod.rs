@@ -27,7 +27,7 @@ pub const ALL_EVENTS: &str = "*";
 pub const WEBHOOK_TEST: &str = "webhook.test";
 
 /// A subscription as its organization's admins see it (the secrets are never part of it).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Subscription {
     pub id: String,
     pub organization_id: String,
@@ -70,7 +70,7 @@ impl SecretSet {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     Pending,
@@ -93,7 +93,7 @@ impl DeliveryStatus {
 }
 
 /// What started an attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// The delivery worker (first attempt and scheduled retries).
@@ -105,7 +105,7 @@ pub enum Trigger {
 }
 
 /// One POST to a receiver, as the delivery log shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub at: i64,
     pub trigger: Trigger,
@@ -118,7 +118,7 @@ pub struct Attempt {
 }
 
 /// One event for one subscription, with every attempt to deliver it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: String,
     pub subscription_id: String,

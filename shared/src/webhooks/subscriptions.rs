@@ -18,7 +18,7 @@ pub const SECRET_OVERLAP_SECS: i64 = 24 * 3600;
 const MAX_URL_LEN: usize = 2048;
 const MAX_DESCRIPTION_LEN: usize = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSubscription {
     pub url: String,
@@ -30,7 +30,7 @@ pub struct NewSubscription {
     pub organization_id: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionUpdate {
     pub url: Option<String>,

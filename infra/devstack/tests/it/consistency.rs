@@ -91,3 +91,32 @@ async fn the_gateway_serves_exactly_the_template_routes() {
     let keys: Vec<String> = declared.iter().map(|(k, _)| k.clone()).collect();
     assert_eq!(keys.len(), keys.iter().collect::<BTreeSet<_>>().len());
 }
+
+/// Every route of template.yaml is in the OpenAPI document and nothing else is; docs/openapi.json is
+/// the document the code derives (`make openapi` regenerates it).
+#[test]
+fn the_openapi_document_describes_exactly_the_template_routes_and_is_committed() {
+    let text = hub::api::openapi::document_json();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let documented: BTreeSet<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| format!("{} {path}", m.to_uppercase())))
+        .collect();
+    let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
+    let routes: BTreeSet<String> =
+        template.functions().unwrap().iter().flat_map(|f| f.routes.iter().map(|r| r.key())).collect();
+    assert_eq!(documented, routes, "template.yaml and the OpenAPI document disagree");
+    // Operation ids are unique (client generators name methods after them).
+    let ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|ops| ops.as_object().unwrap().values().filter_map(|op| op["operationId"].as_str()))
+        .collect();
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "{ids:?}");
+    let committed = std::fs::read_to_string(devstack::repo_root().join("docs/openapi.json")).unwrap_or_default();
+    assert!(committed == text, "docs/openapi.json is stale: run `make openapi`");
+}

@@ -1,0 +1,96 @@
+//! The OpenAPI 3.1 document of the HTTP API, derived from the handlers' `#[utoipa::path]`
+//! annotations and their own request and response types (no second copy by hand).
+//! `docs/openapi.json` is this document (`make openapi`); tests keep it, template.yaml's routes and
+//! the code in agreement, and `make test` runs schemathesis against the dev gateway with it.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{auth, clever, health, learning, spark, webhooks};
+
+/// Every error: a stable machine-readable code and a message safe to show.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// `invalid_json`, `rate_limited`, `subscription_not_found`...
+    pub error: String,
+    pub message: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Integration hub API",
+        description = "The integration hub of the learning platform: sessions, learning, Spark LMS, outbound webhooks and Clever. Errors are `{\"error\", \"message\"}` with the matching status; 429 and 503 carry `Retry-After`.",
+        version = "1.0.0",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        health::health,
+        auth::me,
+        auth::refresh,
+        auth::logout,
+        learning::create_quest,
+        learning::list_quests,
+        learning::create_badge,
+        learning::grade_completion,
+        learning::my_quests,
+        spark::sso,
+        spark::token,
+        spark::submission,
+        webhooks::create_subscription,
+        webhooks::list_subscriptions,
+        webhooks::get_subscription,
+        webhooks::update_subscription,
+        webhooks::delete_subscription,
+        webhooks::list_deliveries,
+        webhooks::redeliver,
+        webhooks::test,
+        clever::put_district,
+        clever::list_districts,
+        clever::sync,
+        clever::sync_history,
+        clever::health,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "health", description = "Status of the hub and its dependencies"),
+        (name = "auth", description = "Sessions: the caller, token refresh and logout"),
+        (name = "learning", description = "Quests, badges, grades and the student's own learning"),
+        (name = "spark", description = "Spark LMS: single sign-on and submission webhooks"),
+        (name = "webhooks", description = "Outbound webhooks: subscriptions and the delivery log"),
+        (name = "clever", description = "Clever roster sync: districts, syncs, history and health"),
+    )
+)]
+pub struct ApiDoc;
+
+/// How callers prove who they are: an access token (header or cookie), or Spark's signature.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::auth::guard::ACCESS_COOKIE))),
+        );
+        components.add_security_scheme(
+            "spark_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Spark-Signature",
+                "Hex HMAC-SHA256 of the raw body (multipart: of the metadata field) with the shared webhook secret",
+            ))),
+        );
+    }
+}
+
+/// The document as partners download it (`/openapi.json`, `docs/openapi.json`).
+pub fn document_json() -> String {
+    let mut text = ApiDoc::openapi().to_pretty_json().expect("the document serializes");
+    text.push('\n');
+    text
+}
