@@ -343,4 +343,23 @@ mod tests {
         assert!(matches!(check_url(&open, "https://[::1]/"), Err(OutboundError::ForbiddenAddress(_))));
         assert!(matches!(check_url(&open, "https://0x7f000001/"), Err(OutboundError::ForbiddenAddress(_))));
     }
+
+    proptest::proptest! {
+        /// A webhook target or file URL is any text a caller sends: the check never panics, and what it
+        /// accepts is https with a host and no credentials, never a forbidden IP literal.
+        #[test]
+        fn any_url_is_checked_without_panicking(url in "(https?|ftp|file)://[ -~]{0,80}|[ -~]{0,80}") {
+            let client = OutboundClient::new(OutboundPolicy::default()).unwrap();
+            if let Ok(parsed) = client.check_url(&url) {
+                proptest::prop_assert_eq!(parsed.scheme(), "https");
+                proptest::prop_assert!(parsed.username().is_empty() && parsed.password().is_none());
+                if let Some(url::Host::Ipv4(v4)) = parsed.host() {
+                    proptest::prop_assert!(!is_forbidden(IpAddr::V4(v4), false));
+                }
+                if let Some(url::Host::Ipv6(v6)) = parsed.host() {
+                    proptest::prop_assert!(!is_forbidden(IpAddr::V6(v6), false));
+                }
+            }
+        }
+    }
 }

@@ -206,4 +206,38 @@ mod tests {
         assert_eq!(Entity::parse("students"), Some(Entity::Student));
         assert_eq!(Entity::parse("TEACHER"), Some(Entity::Teacher));
     }
+
+    /// Clever's pages and events are bytes from outside: any JSON maps to a record or to nothing.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| serde_json::json!(n)),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::hash_map(
+                    "(id|name|email|data|type|school|schools|roles|[a-z_]{1,8})",
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_clever_object_maps_or_is_skipped(object in any_json(), event_type in "[a-z.]{0,20}") {
+            for entity in [Entity::Student, Entity::Teacher, Entity::Section] {
+                let _ = entity.record(&object);
+                let _ = entity.unmapped_fields(&object);
+            }
+            let _ = Entity::of_event(&event_type, &object);
+            let _ = normalize(&object);
+        }
+    }
 }
