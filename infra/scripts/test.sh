@@ -27,7 +27,7 @@ export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 trap 'infra/scripts/local-aws.sh stop "$state"; rm -rf "$state"' EXIT INT TERM
 infra/scripts/local-aws.sh start "$moto_port" "$ddb_port" "$state"
 echo "== tests (DynamoDB Local on $AWS_ENDPOINT_URL_DYNAMODB, moto on $AWS_ENDPOINT_URL)"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee "$state/cargo-test.log"
 
 echo "== API contract: schemathesis against the dev gateway, as each role (docs/openapi.json)"
 target/debug/devstack contract
@@ -45,3 +45,8 @@ infra/scripts/local-aws.sh stop "$state"
 
 echo "== make dev's persistence: a concurrent load, stop, start, data still there"
 infra/scripts/test-persistence.sh
+
+# One closing line for the whole run: the Rust tests counted by cargo (the contract and persistence
+# steps above fail the run on their own when they fail).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "make test: %d passed, %d failed\n", passed, failed }' \
+  "$state/cargo-test.log"
