@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 TOOLS := $(VENV)/.installed
 
-.PHONY: dev test test-persistence check token secret reset sam-build bench clean
+.PHONY: dev test test-persistence check token secret reset sam-build bench fuzz clean
 
 # schemathesis lives in its own virtualenv (its dependencies are not moto's).
 SCHEMATHESIS := .venv-schemathesis/.installed
@@ -66,6 +66,11 @@ sam-build: $(TOOLS)
 ## Cold start, zip size and memory of every function next to a hello-world Lambda
 bench:
 	bench/coldstart
+
+## Fuzz the parsers of untrusted bytes (nightly + cargo-fuzz; not part of `make test`), FUZZ_SECONDS per
+## target (default 120), e.g. make fuzz FUZZ_SECONDS=600 TARGETS="jwt_internal webhook_url"; see fuzz/README.md
+fuzz:
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),120) fuzz/run.sh $(TARGETS)
 
 clean:
 	rm -rf target target-lambda .aws-sam

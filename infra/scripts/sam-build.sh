@@ -37,7 +37,6 @@ if ! rustup target list --installed | grep -qx "$triple"; then
   }
 fi
 
-start=$SECONDS
 if [ -n "${SAM:-}" ]; then
   how="sam build, one cargo lambda build per function"
   echo "== $how ($arch, target dir $CARGO_TARGET_DIR)"
@@ -46,19 +45,18 @@ else
   how="one cargo lambda build for all binaries, then sam build"
   echo "== cargo lambda build --release --$arch: every binary at once (target dir $CARGO_TARGET_DIR)"
   "${nice[@]}" cargo lambda build --release "--$arch" --locked -p functions
-  built=$SECONDS
   stamp="$(mktemp)"
   trap 'rm -f "$stamp"' EXIT
   echo
-  echo "== sam build: the same per-function builds, each finding its binary built ($((built - start)) s so far)"
+  echo "== sam build: the same per-function builds, each finding its binary built ($SECONDS s so far)"
   "${nice[@]}" sam build --beta-features --template template.yaml "$@"
   # Had a per-function build compiled anything, the two ways would not give the same binaries: say so.
-  rebuilt=$(find "$CARGO_TARGET_DIR/$triple/release" -maxdepth 1 -type f -newer "$stamp" | wc -l)
+  rebuilt=$(find "$CARGO_TARGET_DIR/$triple/release/deps" -maxdepth 1 -type f -perm -u+x -newer "$stamp" | wc -l)
   if [ "$rebuilt" -ne 0 ]; then
     echo "warning: sam build rebuilt $rebuilt binaries that the single build had made" >&2
   fi
 fi
-elapsed=$((SECONDS - start))
 echo
 python3 infra/scripts/lambda-zips.py
+elapsed=$SECONDS
 printf 'sam-build: %d min %02d s on %s cores (%s)\n' $((elapsed / 60)) $((elapsed % 60)) "$(nproc)" "$how"

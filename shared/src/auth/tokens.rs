@@ -127,10 +127,11 @@ async fn verify<T: DeserializeOwned + Timed>(
     }
     let now = ctx.clock.now();
     let (iat, nbf, exp) = claims.window();
-    if exp + LEEWAY <= now {
+    // Saturating: a signed claim at the edge of i64 is refused, never an overflow.
+    if exp.saturating_add(LEEWAY) <= now {
         return Err(ApiError::unauthorized("token_expired", "The token has expired"));
     }
-    if nbf - LEEWAY > now || iat - LEEWAY > now {
+    if nbf.saturating_sub(LEEWAY) > now || iat.saturating_sub(LEEWAY) > now {
         return Err(invalid());
     }
     Ok(claims)

@@ -159,7 +159,10 @@ impl CleverClient {
             .as_str()
             .ok_or_else(|| CleverError::Malformed("token without access_token".into()))?;
         let refresh_after =
-            entry["expires_in"].as_u64().map(|secs| Duration::from_secs_f64(secs as f64 * self.settings.refresh_at));
+            // An unrepresentable lifetime (an absurd `expires_in`) is treated as none announced.
+            entry["expires_in"]
+                .as_u64()
+                .and_then(|secs| Duration::try_from_secs_f64(secs as f64 * self.settings.refresh_at).ok());
         tracing::info!(
             district_id = self.district_id,
             expires = refresh_after.is_some(),

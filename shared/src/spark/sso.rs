@@ -57,15 +57,16 @@ pub async fn verify(ctx: &Context, token: &str) -> Result<SsoLogin, ApiError> {
 
     let now = ctx.clock.now();
     let exp = claims["exp"].as_i64().ok_or_else(|| invalid("exp is required"))?;
-    if exp + LEEWAY_SECS <= now {
+    // Saturating: a signed claim at the edge of i64 is refused, never an overflow.
+    if exp.saturating_add(LEEWAY_SECS) <= now {
         return Err(ApiError::unauthorized("token_expired", "The SSO token has expired; sign in from Spark again"));
     }
-    if exp - now > MAX_LIFETIME_SECS + LEEWAY_SECS {
+    if exp.saturating_sub(now) > MAX_LIFETIME_SECS + LEEWAY_SECS {
         return Err(invalid("exp is more than 10 minutes ahead"));
     }
     if let Some(iat) = claims.get("iat") {
         let iat = iat.as_i64().ok_or_else(|| invalid("iat must be a number"))?;
-        if iat >= exp || iat - LEEWAY_SECS > now {
+        if iat >= exp || iat.saturating_sub(LEEWAY_SECS) > now {
             return Err(invalid("iat is not before exp, or in the future"));
         }
     }
