@@ -55,6 +55,9 @@ def main():
             m = re.search(r"^    Architectures: \[(\w+)\]", f.read(), re.M)
         a.arch = m.group(1) if m else "x86_64"
     os.makedirs(a.zip_dir, exist_ok=True)
+    for old in os.listdir(a.zip_dir):  # zips of functions no longer in the template
+        if old.endswith(".zip"):
+            os.remove(os.path.join(a.zip_dir, old))
     problems, rows = [], []
     for logical_id, binary in fns:
         boot = os.path.join(a.build_dir, logical_id, "bootstrap")

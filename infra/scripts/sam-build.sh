@@ -5,11 +5,12 @@
 # `sam deploy`), plus one zip per function as `sam package` makes it (.aws-sam/zips/<LogicalId>.zip), and
 # prints each size.
 #
-#   make sam-build          one `cargo lambda build --release` for all binaries (cargo links two at a time),
-#                           then `sam build`, whose per-function `cargo lambda build` then finds its binary
-#                           already built: the same artifacts and template as below, about twice as fast.
+#   make sam-build          one `cargo lambda build --release` for all binaries (cargo runs a fat-LTO link per
+#                           core), then `sam build`, whose per-function `cargo lambda build` then finds its
+#                           binary built: byte-identical binaries and the same built template as below.
 #   make sam-build SAM=1    plain `sam build` (BuildMethod rust-cargolambda): one cargo-lambda invocation per
-#                           function, one after the other, so the fat-LTO links use one core.
+#                           function, one after the other, so the links use one core.
+# The README has the measured times (what the default saves depends on how many cores are free).
 #
 # Builds go to their own target directory (LAMBDA_TARGET_DIR, default target-lambda/), so they never wait for
 # cargo's lock on target/ (`make test` keeps working meanwhile), and run under `nice` (NICE, default 19).
