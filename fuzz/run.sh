@@ -16,13 +16,17 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     mapfile -t targets < <(cargo +nightly fuzz list)
 fi
-nice -n 19 cargo +nightly fuzz build >/dev/null
 mkdir -p logs
 triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
 status=0
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     log="logs/$t.log"
+    # Built now, so that regressions are replayed against the code as it is at this moment.
+    if ! nice -n 19 cargo +nightly fuzz build "$t" >"logs/$t.build.log" 2>&1; then
+        cat "logs/$t.build.log" >&2
+        exit 1
+    fi
     # Regressions (inputs that crashed) are replayed one by one: a fixed bug stays fixed.
     if [ -d "regressions/$t" ]; then
         for input in "regressions/$t"/*; do

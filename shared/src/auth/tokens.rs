@@ -127,7 +127,7 @@ async fn verify<T: DeserializeOwned + Timed>(
     }
     let now = ctx.clock.now();
     let (iat, nbf, exp) = claims.window();
-    // Saturating: a signed claim at the edge of i64 is refused, never an overflow.
+    // Saturating: a signed claim at the edge of i64 is judged by the same rules, never an overflow.
     if exp.saturating_add(LEEWAY) <= now {
         return Err(ApiError::unauthorized("token_expired", "The token has expired"));
     }

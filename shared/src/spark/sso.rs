@@ -57,7 +57,7 @@ pub async fn verify(ctx: &Context, token: &str) -> Result<SsoLogin, ApiError> {
 
     let now = ctx.clock.now();
     let exp = claims["exp"].as_i64().ok_or_else(|| invalid("exp is required"))?;
-    // Saturating: a signed claim at the edge of i64 is refused, never an overflow.
+    // Saturating: a signed claim at the edge of i64 is judged by the same rules, never an overflow.
     if exp.saturating_add(LEEWAY_SECS) <= now {
         return Err(ApiError::unauthorized("token_expired", "The SSO token has expired; sign in from Spark again"));
     }
