@@ -7,12 +7,27 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 export SAM_CLI_TELEMETRY=0
 
+# Debian's chromium and chromium-driver, for the browser tests of the hub's pages (DESIGN.md §3b):
+# installed with apt-get (through sudo when not root) only when either is missing.
+need_browser() {
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  echo "   installing chromium and chromium-driver (apt-get)"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    chromium chromium-driver >/dev/null
+}
+
 echo "== template.yaml: cfn-lint and sam validate --lint"
 .venv/bin/cfn-lint template.yaml
 .venv/bin/sam validate --lint --template template.yaml --region us-east-1 >/dev/null
 
 echo "== partner code (Spark's Node SSO signer, from the npm registry)"
 npm ci --prefix infra/partner-node --silent --no-audit --no-fund
+
+echo "== headless browser for the page tests (Debian's chromium and chromium-driver)"
+need_browser
 
 echo "== build (functions, devstack, tests)"
 cargo build --workspace --bins --tests --locked

@@ -60,6 +60,11 @@ pub struct Config {
     pub clever_secret_prefix: Option<String>,
     /// The queue of per-school sync jobs.
     pub clever_sync_queue_url: Option<String>,
+    /// Email (SES): the sender address, the queue of emails to send, and the public address of the
+    /// hub that links in emails point to.
+    pub email_sender: Option<String>,
+    pub email_queue_url: Option<String>,
+    pub public_base_url: Option<String>,
 }
 
 /// Rules of a Clever school sync.
@@ -162,6 +167,9 @@ impl Config {
             },
             clever_secret_prefix: optional("CLEVER_SECRET_PREFIX"),
             clever_sync_queue_url: optional("CLEVER_SYNC_QUEUE_URL"),
+            email_sender: optional("EMAIL_SENDER"),
+            email_queue_url: optional("EMAIL_QUEUE_URL"),
+            public_base_url: optional("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
             spark_storage_domains: optional("SPARK_STORAGE_DOMAINS")
                 .map(|d| d.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
                 .unwrap_or_default(),

@@ -21,6 +21,7 @@ pub struct Context {
     s3: OnceLock<aws_sdk_s3::Client>,
     sqs: OnceLock<aws_sdk_sqs::Client>,
     secrets: OnceLock<aws_sdk_secretsmanager::Client>,
+    ses: OnceLock<aws_sdk_sesv2::Client>,
     pub access_keys: CachedKeyRing,
     pub refresh_keys: CachedKeyRing,
     /// The Spark SSO secret (current and previous version), when this function serves Spark.
@@ -59,6 +60,7 @@ impl Context {
             s3: OnceLock::new(),
             sqs: OnceLock::new(),
             secrets: OnceLock::new(),
+            ses: OnceLock::new(),
             clock: Clock::default(),
             clever_clients: Default::default(),
             clever_health: Default::default(),
@@ -81,6 +83,17 @@ impl Context {
     }
     pub fn secrets(&self) -> &aws_sdk_secretsmanager::Client {
         self.secrets.get_or_init(|| aws_sdk_secretsmanager::Client::new(&self.sdk))
+    }
+
+    pub fn ses(&self) -> &aws_sdk_sesv2::Client {
+        self.ses.get_or_init(|| aws_sdk_sesv2::Client::new(&self.sdk))
+    }
+
+    /// Uses this DynamoDB client instead of one built from the SDK configuration (measurements
+    /// count requests with an interceptor on it).
+    pub fn with_dynamodb(self, client: aws_sdk_dynamodb::Client) -> Self {
+        let _ = self.dynamodb.set(client);
+        self
     }
 
     /// The DynamoDB table, through its item-level API.

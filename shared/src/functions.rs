@@ -132,6 +132,69 @@ pub const EVENTS_DISPATCH: Function =
 pub const OUTBOX_RELAY: Function =
     Function { name: "outbox-relay", handler: Handler::Schedule(|c, e| Box::pin(events::relay(c, e))) };
 
+pub const AUTH_EMAIL_START: Function =
+    Function { name: "auth-email-start", handler: Handler::Http(|c, r| Box::pin(api::auth::email_start(c, r))) };
+pub const AUTH_EMAIL_VERIFY: Function =
+    Function { name: "auth-email-verify", handler: Handler::Http(|c, r| Box::pin(api::auth::email_verify(c, r))) };
+pub const OBSERVERS_INVITATIONS_CREATE: Function = Function {
+    name: "observers-invitations-create",
+    handler: Handler::Http(|c, r| Box::pin(api::observers::create_invitation(c, r))),
+};
+pub const OBSERVERS_INVITATIONS_LIST: Function = Function {
+    name: "observers-invitations-list",
+    handler: Handler::Http(|c, r| Box::pin(api::observers::list_invitations(c, r))),
+};
+pub const OBSERVERS_INVITATION_CANCEL: Function = Function {
+    name: "observers-invitation-cancel",
+    handler: Handler::Http(|c, r| Box::pin(api::observers::cancel_invitation(c, r))),
+};
+pub const OBSERVERS_INVITATION_ACCEPT: Function = Function {
+    name: "observers-invitation-accept",
+    handler: Handler::Http(|c, r| Box::pin(api::observers::accept_invitation(c, r))),
+};
+pub const OBSERVERS_PENDING: Function =
+    Function { name: "observers-pending", handler: Handler::Http(|c, r| Box::pin(api::observers::pending(c, r))) };
+pub const OBSERVERS_LIST: Function =
+    Function { name: "observers-list", handler: Handler::Http(|c, r| Box::pin(api::observers::list_observers(c, r))) };
+pub const OBSERVERS_UPDATE: Function = Function {
+    name: "observers-update",
+    handler: Handler::Http(|c, r| Box::pin(api::observers::update_observer(c, r))),
+};
+pub const OBSERVERS_REMOVE: Function = Function {
+    name: "observers-remove",
+    handler: Handler::Http(|c, r| Box::pin(api::observers::remove_observer(c, r))),
+};
+pub const OBSERVERS_STUDENTS: Function =
+    Function { name: "observers-students", handler: Handler::Http(|c, r| Box::pin(api::observers::students(c, r))) };
+pub const OBSERVERS_PORTFOLIO: Function =
+    Function { name: "observers-portfolio", handler: Handler::Http(|c, r| Box::pin(api::observers::portfolio(c, r))) };
+pub const OBSERVERS_COMMENTS_CREATE: Function = Function {
+    name: "observers-comments-create",
+    handler: Handler::Http(|c, r| Box::pin(api::observers::post_comment(c, r))),
+};
+pub const OBSERVERS_COMMENTS_LIST: Function = Function {
+    name: "observers-comments-list",
+    handler: Handler::Http(|c, r| Box::pin(api::observers::student_comments(c, r))),
+};
+pub const ME_COMMENTS: Function =
+    Function { name: "me-comments", handler: Handler::Http(|c, r| Box::pin(api::observers::my_comments(c, r))) };
+pub const ME_COMMENT_UPDATE: Function = Function {
+    name: "me-comment-update",
+    handler: Handler::Http(|c, r| Box::pin(api::observers::update_my_comment(c, r))),
+};
+pub const PAGE_SIGN_IN: Function =
+    Function { name: "page-sign-in", handler: Handler::Http(|c, r| Box::pin(crate::pages::sign_in::sign_in(c, r))) };
+pub const PAGE_SIGN_IN_CONFIRM: Function = Function {
+    name: "page-sign-in-confirm",
+    handler: Handler::Http(|c, r| Box::pin(crate::pages::sign_in::confirm(c, r))),
+};
+pub const PAGE_INVITATION: Function = Function {
+    name: "page-invitation",
+    handler: Handler::Http(|c, r| Box::pin(crate::pages::invitation::accept(c, r))),
+};
+pub const EMAIL_SEND: Function =
+    Function { name: "email-send", handler: Handler::Queue(|c, m| Box::pin(crate::email::jobs::work(c, m))) };
+
 /// Every function, for the dev gateway and the consistency test.
 pub const ALL: &[Function] = &[
     HEALTH,
@@ -166,6 +229,26 @@ pub const ALL: &[Function] = &[
     CLEVER_SYNC_WORKER,
     EVENTS_DISPATCH,
     OUTBOX_RELAY,
+    AUTH_EMAIL_START,
+    AUTH_EMAIL_VERIFY,
+    OBSERVERS_INVITATIONS_CREATE,
+    OBSERVERS_INVITATIONS_LIST,
+    OBSERVERS_INVITATION_CANCEL,
+    OBSERVERS_INVITATION_ACCEPT,
+    OBSERVERS_PENDING,
+    OBSERVERS_LIST,
+    OBSERVERS_UPDATE,
+    OBSERVERS_REMOVE,
+    OBSERVERS_STUDENTS,
+    OBSERVERS_PORTFOLIO,
+    OBSERVERS_COMMENTS_CREATE,
+    OBSERVERS_COMMENTS_LIST,
+    ME_COMMENTS,
+    ME_COMMENT_UPDATE,
+    PAGE_SIGN_IN,
+    PAGE_SIGN_IN_CONFIRM,
+    PAGE_INVITATION,
+    EMAIL_SEND,
 ];
 
 pub fn by_name(name: &str) -> Option<Function> {

@@ -17,8 +17,11 @@ pub const ACCOUNT: &str = "123456789012";
 
 /// Template parameters of every local stack: relaxed outbound rules (plain http and loopback, so
 /// local file servers stand in for Spark's storage), and a web app origin for browser flows.
-pub const LOCAL_PARAMETERS: [(&str, &str); 7] = [
+pub const LOCAL_PARAMETERS: [(&str, &str); 9] = [
     ("Stage", "local"),
+    // The dev gateway's address: links in emails open its pages.
+    ("PublicBaseUrl", "http://127.0.0.1:3000"),
+    ("EmailSender", "no-reply@hub.local"),
     ("FrontendUrl", "http://localhost:5173"),
     // Spark's partner organization: only its quests may map Spark assignments (the README tour's `demo`).
     ("SparkOrganizationId", "demo"),
@@ -31,7 +34,7 @@ pub const LOCAL_PARAMETERS: [(&str, &str); 7] = [
 
 /// The AWS services the local stack provisions and the functions call, by the SDK's service ids (the
 /// `AWS_ENDPOINT_URL_<SERVICE>` variables are named after them: `AWS_ENDPOINT_URL_DYNAMODB`...).
-pub const SERVICES: [&str; 4] = ["DynamoDB", "S3", "SQS", "Secrets Manager"];
+pub const SERVICES: [&str; 5] = ["DynamoDB", "S3", "SQS", "Secrets Manager", "SESv2"];
 
 /// The endpoint each service resolves to, exactly as the SDK's clients resolve it from `sdk`
 /// (`AWS_ENDPOINT_URL_<SERVICE>`, the profile's `services` section, `AWS_ENDPOINT_URL`, the profile's
@@ -206,6 +209,21 @@ pub async fn provision(
         let arn = create_secret(&sm, &name, &props).await.with_context(|| format!("secret {id}"))?;
         out.refs.insert(id.clone(), arn.clone());
         out.arns.insert(id, arn);
+    }
+    // Email identities, so the local SES accepts their sender (it refuses unverified ones, as SES does).
+    let ses = aws_sdk_sesv2::Client::new(sdk);
+    for (id, props) in template.resources_of_type("AWS::SES::EmailIdentity") {
+        let identity = crate::template::resolve(&props["EmailIdentity"], &out.resolver())
+            .with_context(|| format!("email identity {id}"))?;
+        match ses.create_email_identity().email_identity(&identity).send().await {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => {}
+            Err(e) => {
+                return Err(anyhow::anyhow!(aws_sdk_sesv2::error::DisplayErrorContext(e)))
+                    .context(format!("email identity {id}"));
+            }
+        }
+        out.refs.insert(id, identity);
     }
     // Resources the local stack does not create but functions may name.
     for (id, kind, _) in template.resources() {

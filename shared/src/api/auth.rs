@@ -1,4 +1,5 @@
-//! `POST /api/auth/refresh`, `GET /api/auth/me`, `POST /api/auth/logout`.
+//! `POST /api/auth/refresh`, `GET /api/auth/me`, `POST /api/auth/logout`, and email sign-in
+//! (`POST /api/auth/email/start`, `POST /api/auth/email/verify`).
 
 use std::sync::Arc;
 
@@ -6,10 +7,13 @@ use http::StatusCode;
 use lambda_http::Request;
 use serde::Deserialize;
 
+use crate::auth::email_sign_in;
 use crate::auth::guard::{ACCESS_COOKIE, REFRESH_COOKIE, REFRESH_COOKIE_PATH, authenticate};
 use crate::auth::sessions::{self, TokenPair};
 use crate::auth::tokens;
-use crate::http::{ApiResult, MAX_JSON_BODY, client_ip, cookie, json, optional_json_body, secure_cookie, with_cookies};
+use crate::http::{
+    ApiResult, MAX_JSON_BODY, client_ip, cookie, json, json_body, optional_json_body, secure_cookie, with_cookies,
+};
 use crate::ratelimit::{self, Rule};
 use crate::{ApiError, Context};
 
@@ -45,11 +49,16 @@ pub async fn refresh(ctx: Arc<Context>, req: Request) -> ApiResult {
 
 /// The token pair as JSON and as cookies, for API clients and browsers alike.
 pub fn token_response(pair: &TokenPair) -> ApiResult {
-    let cookies = [
+    with_cookies(json(StatusCode::OK, pair)?, &session_cookies(pair))
+}
+
+/// The cookies that carry a session in a browser: the access token for every path, the refresh
+/// token only for the auth endpoints.
+pub fn session_cookies(pair: &TokenPair) -> [String; 2] {
+    [
         secure_cookie(ACCESS_COOKIE, &pair.access_token, "/", pair.expires_in, "Lax"),
         secure_cookie(REFRESH_COOKIE, &pair.refresh_token, REFRESH_COOKIE_PATH, pair.refresh_expires_in, "Strict"),
-    ];
-    with_cookies(json(StatusCode::OK, pair)?, &cookies)
+    ]
 }
 
 /// The caller's own profile.
@@ -94,4 +103,64 @@ pub async fn logout(ctx: Arc<Context>, req: Request) -> ApiResult {
         secure_cookie(REFRESH_COOKIE, "", REFRESH_COOKIE_PATH, 0, "Strict"),
     ];
     with_cookies(json(StatusCode::OK, &crate::api::StatusBody { status: "logged_out".into() })?, &cleared)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailStartRequest {
+    pub email: String,
+    /// A path of this site the link's confirm page goes to once signed in.
+    pub next: Option<String>,
+}
+
+/// `{"status": "sent_if_known"}`: the same answer for every address.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct EmailStartAnswer {
+    pub status: String,
+    pub message: String,
+}
+
+/// Emails a single-use sign-in link (15 minutes) if the address has an account or a pending
+/// invitation. The answer is the same either way.
+#[utoipa::path(post, path = "/api/auth/email/start", tag = "auth",
+    request_body = EmailStartRequest,
+    responses(
+        (status = 202, description = "Accepted; a link is sent if the address is known", body = EmailStartAnswer),
+        (status = 400, description = "`invalid_email`, `invalid_next`, `invalid_json`", body = crate::api::openapi::ErrorBody),
+        (status = 429, description = "Too many links for this address, or from this source address", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
+pub async fn email_start(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let body: EmailStartRequest = json_body(&req, MAX_JSON_BODY)?;
+    email_sign_in::start(&ctx, &body.email, body.next.as_deref(), &client_ip(&req)).await?;
+    json(
+        StatusCode::ACCEPTED,
+        &EmailStartAnswer {
+            status: "sent_if_known".into(),
+            message: "If this address has an account or an invitation, a sign-in link is on its way".into(),
+        },
+    )
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailVerifyRequest {
+    /// The code of the emailed link.
+    pub code: String,
+}
+
+/// Exchanges the code of a sign-in link for a session (once).
+#[utoipa::path(post, path = "/api/auth/email/verify", tag = "auth",
+    request_body = EmailVerifyRequest,
+    responses(
+        (status = 200, description = "A token pair (also set as cookies), as `/api/auth/refresh` gives", body = crate::auth::sessions::TokenPair),
+        (status = 400, description = "`invalid_code`: unknown, expired or already used; `invalid_json`", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "`account_link_refused`", body = crate::api::openapi::ErrorBody),
+        (status = 429, description = "Too many wrong codes from this address", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
+pub async fn email_verify(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let body: EmailVerifyRequest = json_body(&req, MAX_JSON_BODY)?;
+    let signed_in = email_sign_in::verify(&ctx, &body.code, &client_ip(&req)).await?;
+    token_response(&signed_in.tokens)
 }

@@ -6,7 +6,8 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, clever, health, learning, spark, webhooks};
+use super::{auth, clever, health, learning, observers, spark, webhooks};
+use crate::pages;
 
 /// Every error: a stable machine-readable code and a message safe to show.
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -20,7 +21,7 @@ pub struct ErrorBody {
 #[openapi(
     info(
         title = "Integration hub API",
-        description = "The integration hub of the learning platform: sessions, learning, Spark LMS, outbound webhooks and Clever. Errors are `{\"error\", \"message\"}` with the matching status; 429 and 503 carry `Retry-After`.",
+        description = "The integration hub of the learning platform: sessions and email sign-in, learning, observers, Spark LMS, outbound webhooks and Clever. Errors are `{\"error\", \"message\"}` with the matching status; 429 and 503 carry `Retry-After`.",
         version = "1.0.0",
         license(name = "Apache-2.0")
     ),
@@ -29,6 +30,8 @@ pub struct ErrorBody {
         auth::me,
         auth::refresh,
         auth::logout,
+        auth::email_start,
+        auth::email_verify,
         learning::create_quest,
         learning::list_quests,
         learning::create_badge,
@@ -50,16 +53,38 @@ pub struct ErrorBody {
         clever::sync,
         clever::sync_history,
         clever::health,
+        observers::create_invitation,
+        observers::list_invitations,
+        observers::cancel_invitation,
+        observers::accept_invitation,
+        observers::pending,
+        observers::list_observers,
+        observers::update_observer,
+        observers::remove_observer,
+        observers::students,
+        observers::portfolio,
+        observers::post_comment,
+        observers::student_comments,
+        observers::my_comments,
+        observers::update_my_comment,
+        pages::sign_in::sign_in_form,
+        pages::sign_in::sign_in_submit,
+        pages::sign_in::confirm_form,
+        pages::sign_in::confirm_submit,
+        pages::invitation::accept_form,
+        pages::invitation::accept_submit,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "health", description = "Status of the hub and its dependencies"),
-        (name = "auth", description = "Sessions: the caller, token refresh and logout"),
+        (name = "auth", description = "Sessions: the caller, token refresh, logout and email sign-in"),
         (name = "learning", description = "Quests, badges, grades and the student's own learning"),
         (name = "spark", description = "Spark LMS: single sign-on and submission webhooks"),
         (name = "webhooks", description = "Outbound webhooks: subscriptions and the delivery log"),
         (name = "clever", description = "Clever roster sync: districts, syncs, history and health"),
+        (name = "observers", description = "Parents and mentors: invitations, links, portfolios and comments"),
+        (name = "pages", description = "HTML pages the hub serves (email sign-in, invitations); forms are CSRF-protected"),
     )
 )]
 pub struct ApiDoc;

@@ -84,7 +84,13 @@ async fn login(ctx: &Context, req: &Request, token: &str) -> Result<String, ApiE
     let (user, provisioned) = provision_user(ctx, &login.profile).await?;
     let now = ctx.clock.now();
     let code = crypto::random_token(32);
-    let grant = CodeGrant { user_id: user.id.clone(), purpose: PURPOSE.into(), expires_at: now + CODE_TTL_SECS };
+    let grant = CodeGrant {
+        user_id: user.id.clone(),
+        purpose: PURPOSE.into(),
+        expires_at: now + CODE_TTL_SECS,
+        email: None,
+        next: None,
+    };
     let lms_session = Item::from([
         ("pk".into(), s(format!("LMS_SESSION#{}", crypto::new_id()))),
         ("sk".into(), s("LMS_SESSION")),
@@ -130,7 +136,7 @@ pub async fn token(ctx: Arc<Context>, req: Request) -> ApiResult {
     let body: TokenRequest = json_body(&req, MAX_JSON_BODY)?;
     let invalid = || ApiError::bad_request("invalid_code", "The code is invalid or was already used");
     let grant = match body.code.len() {
-        1..=128 => ctx.store().consume_code(&body.code).await?.filter(|g| g.purpose == PURPOSE),
+        1..=128 => ctx.store().consume_code(&body.code, PURPOSE).await?,
         _ => None,
     };
     let Some(grant) = grant else {

@@ -1,5 +1,6 @@
 //! Identity: users, roles, external identities, internal tokens and sessions.
 
+pub mod email_sign_in;
 pub mod guard;
 pub mod provisioning;
 pub mod sessions;

@@ -15,6 +15,10 @@ pub struct CodeGrant {
     /// Which flow issued it (`spark_sso`, ...); a code is only accepted by its own flow.
     pub purpose: String,
     pub expires_at: i64,
+    /// The address an email sign-in link was sent to (it must still be the account's).
+    pub email: Option<String>,
+    /// Where a browser goes once signed in (a path of ours).
+    pub next: Option<String>,
 }
 
 fn code_pk(code: &str) -> String {
@@ -42,26 +46,26 @@ impl Store<'_> {
             ("sk".into(), s("USED")),
             ("expires_at".into(), n(token_expires_at + 3600)),
         ]);
-        let code_item = Item::from([
-            ("pk".into(), s(code_pk(code))),
-            ("sk".into(), s("CODE")),
-            ("user_id".into(), s(&grant.user_id)),
-            ("purpose".into(), s(&grant.purpose)),
-            ("expires_at".into(), n(grant.expires_at)),
-        ]);
+        let code_item = code_item(code, grant);
         self.transact(vec![self.put_new_item(used), self.put_new_item(code_item), self.put_new_item(lms_session)]).await
     }
 
-    /// Takes a code out of the store. `None`: unknown or already used. The caller checks expiry
-    /// (TTL deletion is lazy) and purpose.
-    pub async fn consume_code(&self, code: &str) -> Result<Option<CodeGrant>, StoreError> {
+    /// Stores a new one-time code.
+    pub async fn put_code(&self, code: &str, grant: &CodeGrant) -> Result<(), StoreError> {
+        self.put_if_new(code_item(code, grant)).await.map(|_| ())
+    }
+
+    /// Takes a code of one flow (`purpose`) out of the store. `None`: unknown, of another flow (which
+    /// keeps it), or already used. The caller checks expiry (TTL deletion is lazy).
+    pub async fn consume_code(&self, code: &str, purpose: &str) -> Result<Option<CodeGrant>, StoreError> {
         let result = self
             .client
             .delete_item()
             .table_name(self.table)
             .key("pk", s(code_pk(code)))
             .key("sk", s("CODE"))
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression("purpose = :purpose")
+            .expression_attribute_values(":purpose", s(purpose))
             .return_values(ReturnValue::AllOld)
             .send()
             .await;
@@ -77,7 +81,25 @@ impl Store<'_> {
                 user_id: item.str("user_id")?.to_string(),
                 purpose: item.str("purpose")?.to_string(),
                 expires_at: item.num("expires_at")?,
+                email: item.str("email").map(str::to_string),
+                next: item.str("next").map(str::to_string),
             })
         }))
     }
+}
+
+fn code_item(code: &str, grant: &CodeGrant) -> Item {
+    let mut item = Item::from([
+        ("pk".into(), s(code_pk(code))),
+        ("sk".into(), s("CODE")),
+        ("user_id".into(), s(&grant.user_id)),
+        ("purpose".into(), s(&grant.purpose)),
+        ("expires_at".into(), n(grant.expires_at)),
+    ]);
+    for (k, v) in [("email", &grant.email), ("next", &grant.next)] {
+        if let Some(v) = v {
+            item.insert(k.into(), s(v));
+        }
+    }
+    item
 }

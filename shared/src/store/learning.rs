@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::{Item, ItemExt, Store, StoreError, WriteError, n, s, update};
 use crate::events::DomainEvent;
@@ -140,25 +140,8 @@ impl Store<'_> {
 
     /// Quests by id (missing ones are left out).
     pub async fn quests_by_id(&self, ids: &[String]) -> Result<Vec<Quest>, StoreError> {
-        let mut quests = Vec::new();
-        for chunk in ids.chunks(100) {
-            let keys = chunk
-                .iter()
-                .map(|id| Item::from([("pk".into(), s(quest_pk(id))), ("sk".into(), s("QUEST"))]))
-                .collect();
-            let request =
-                KeysAndAttributes::builder().set_keys(Some(keys)).build().map_err(|e| StoreError(e.to_string()))?;
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(self.table, request)
-                .send()
-                .await
-                .map_err(StoreError::from_sdk)?;
-            let items = out.responses.and_then(|mut r| r.remove(self.table)).unwrap_or_default();
-            quests.extend(items.iter().filter_map(quest_from_item));
-        }
-        Ok(quests)
+        let keys = ids.iter().map(|id| (quest_pk(id), "QUEST".to_string())).collect();
+        Ok(self.get_many(keys).await?.iter().filter_map(quest_from_item).collect())
     }
 
     /// A user's state in one quest, or (`quest_id` = `None`) in all quests, keyed by quest id.
@@ -168,72 +151,12 @@ impl Store<'_> {
         quest_id: Option<&str>,
     ) -> Result<HashMap<String, QuestState>, StoreError> {
         let prefix = quest_id.map_or_else(|| "Q#".to_string(), enrollment_sk);
-        let mut states: HashMap<String, QuestState> = HashMap::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(user_pk(user_id)))
-                .expression_attribute_values(":prefix", s(&prefix))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(StoreError::from_sdk)?;
-            for item in out.items() {
-                let Some(sk) = item.str("sk") else { continue };
-                let mut parts = sk.trim_start_matches("Q#").splitn(3, '#');
-                let (Some(qid), kind, id) = (parts.next(), parts.next(), parts.next()) else { continue };
-                let state = states.entry(qid.to_string()).or_default();
-                match (kind, id) {
-                    (None, _) => {
-                        state.enrollment = Some(Enrollment {
-                            status: item.str("status").unwrap_or("active").to_string(),
-                            tasks_completed: item.num("tasks_completed").unwrap_or(0),
-                            completed_at: item.num("completed_at"),
-                            version: item.num("version").unwrap_or(0),
-                        });
-                    }
-                    (Some("TASK"), Some(tid)) => {
-                        state.tasks.insert(
-                            tid.to_string(),
-                            UserTask {
-                                task_id: tid.to_string(),
-                                completed: item.str("status") == Some("completed"),
-                                completion_id: item.str("completion_id").map(str::to_string),
-                                completed_at: item.num("completed_at"),
-                            },
-                        );
-                    }
-                    (Some("EVIDENCE"), Some(tid)) => {
-                        let blocks = item.str("blocks").and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
-                        state.evidence.insert(tid.to_string(), blocks);
-                    }
-                    _ => {}
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(states);
-            }
-        }
+        Ok(quest_states(&self.query_all(&user_pk(user_id), Some(&prefix)).await?))
     }
 
     /// A user's XP (total and per pillar) and count of completed quests.
     pub async fn xp(&self, user_id: &str) -> Result<XpTotals, StoreError> {
-        let item = self.get(&user_pk(user_id), "XP").await?.unwrap_or_default();
-        let by_pillar = item
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("xp#")?.to_string(), v.as_n().ok()?.parse().ok()?)))
-            .collect();
-        Ok(XpTotals {
-            total: item.num("xp_total").unwrap_or(0),
-            by_pillar,
-            quests_completed: item.num("quests_completed").unwrap_or(0),
-        })
+        Ok(xp_totals(&self.get(&user_pk(user_id), "XP").await?.unwrap_or_default()))
     }
 
     pub async fn completion(&self, completion_id: &str) -> Result<Option<Completion>, StoreError> {
@@ -412,6 +335,58 @@ impl Store<'_> {
     }
 }
 
-fn quest_from_item(item: &Item) -> Option<Quest> {
+/// XP totals from a user's `XP` item (an empty item: none yet).
+pub(crate) fn xp_totals(item: &Item) -> XpTotals {
+    let by_pillar = item
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("xp#")?.to_string(), v.as_n().ok()?.parse().ok()?)))
+        .collect();
+    XpTotals {
+        total: item.num("xp_total").unwrap_or(0),
+        by_pillar,
+        quests_completed: item.num("quests_completed").unwrap_or(0),
+    }
+}
+
+/// The learning state per quest found among a user's items (`Q#<quest>`, `Q#<quest>#TASK#<task>`,
+/// `Q#<quest>#EVIDENCE#<task>`); other items are ignored.
+pub(crate) fn quest_states(items: &[Item]) -> HashMap<String, QuestState> {
+    let mut states: HashMap<String, QuestState> = HashMap::new();
+    for item in items {
+        let Some(rest) = item.str("sk").and_then(|sk| sk.strip_prefix("Q#")) else { continue };
+        let mut parts = rest.splitn(3, '#');
+        let (Some(qid), kind, id) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let state = states.entry(qid.to_string()).or_default();
+        match (kind, id) {
+            (None, _) => {
+                state.enrollment = Some(Enrollment {
+                    status: item.str("status").unwrap_or("active").to_string(),
+                    tasks_completed: item.num("tasks_completed").unwrap_or(0),
+                    completed_at: item.num("completed_at"),
+                    version: item.num("version").unwrap_or(0),
+                });
+            }
+            (Some("TASK"), Some(tid)) => {
+                state.tasks.insert(
+                    tid.to_string(),
+                    UserTask {
+                        task_id: tid.to_string(),
+                        completed: item.str("status") == Some("completed"),
+                        completion_id: item.str("completion_id").map(str::to_string),
+                        completed_at: item.num("completed_at"),
+                    },
+                );
+            }
+            (Some("EVIDENCE"), Some(tid)) => {
+                let blocks = item.str("blocks").and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
+                state.evidence.insert(tid.to_string(), blocks);
+            }
+            _ => {}
+        }
+    }
+    states
+}
+
+pub(crate) fn quest_from_item(item: &Item) -> Option<Quest> {
     serde_json::from_str(item.get("doc").and_then(|v| AttributeValue::as_s(v).ok())?).ok()
 }

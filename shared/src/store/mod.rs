@@ -52,6 +52,7 @@ pub mod badges;
 pub mod clever;
 pub mod codes;
 pub mod learning;
+pub mod observers;
 pub mod outbox;
 pub mod pending;
 pub mod roster;
@@ -162,6 +163,96 @@ impl<'a> Store<'a> {
             .await
             .map_err(StoreError::from_sdk)?;
         Ok(out.items.unwrap_or_default())
+    }
+
+    /// Every item of one partition whose sort key starts with `prefix` (`None`: the whole partition),
+    /// in sort-key order, reading page after page (strongly consistent).
+    pub async fn query_all(&self, pk: &str, prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(self.table)
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            query = match prefix {
+                Some(p) => query
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(p)),
+                None => query.key_condition_expression("pk = :pk"),
+            };
+            let out = query.send().await.map_err(StoreError::from_sdk)?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// One page of a partition's items under a sort-key prefix, newest (highest key) first, after
+    /// `after` (the last key of the previous page).
+    pub async fn query_page(
+        &self,
+        pk: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: i32,
+    ) -> Result<(Vec<Item>, Option<String>), StoreError> {
+        let start = after.map(|sk| Item::from([("pk".into(), s(pk)), ("sk".into(), s(sk))]));
+        let out = self
+            .client
+            .query()
+            .table_name(self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(prefix))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let next = out.last_evaluated_key.as_ref().and_then(|k| k.str("sk")).map(str::to_string);
+        Ok((out.items.unwrap_or_default(), next))
+    }
+
+    /// Items by key, in any order (missing ones left out): one `BatchGetItem` per 100 keys, with the
+    /// unprocessed keys asked again.
+    pub async fn get_many(&self, keys: Vec<(String, String)>) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(100) {
+            let mut pending: Vec<Item> =
+                chunk.iter().map(|(pk, sk)| Item::from([("pk".into(), s(pk)), ("sk".into(), s(sk))])).collect();
+            for _ in 0..5 {
+                if pending.is_empty() {
+                    break;
+                }
+                let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(self.table, request)
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk)?;
+                found.extend(out.responses.and_then(|mut r| r.remove(self.table)).unwrap_or_default());
+                pending =
+                    out.unprocessed_keys.and_then(|mut u| u.remove(self.table)).map(|k| k.keys).unwrap_or_default();
+            }
+            if !pending.is_empty() {
+                return Err(StoreError("BatchGetItem left keys unprocessed after retries".into()));
+            }
+        }
+        Ok(found)
     }
 
     /// The hits a rate-limit window counter holds (0 when none).

@@ -37,27 +37,8 @@ impl Store<'_> {
 
     /// (sort key, payload) of the submissions waiting for an assignment.
     pub async fn pending_submissions(&self, m: &LmsMapping) -> Result<Vec<(String, String)>, StoreError> {
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(pending_pk(m)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(StoreError::from_sdk)?;
-            found.extend(
-                out.items().iter().filter_map(|i| Some((i.str("sk")?.to_string(), i.str("payload")?.to_string()))),
-            );
-            match out.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(found),
-            }
-        }
+        let items = self.query_all(&pending_pk(m), None).await?;
+        Ok(items.iter().filter_map(|i| Some((i.str("sk")?.to_string(), i.str("payload")?.to_string()))).collect())
     }
 
     pub async fn delete_pending_submission(&self, m: &LmsMapping, sk: &str) -> Result<(), StoreError> {

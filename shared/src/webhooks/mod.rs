@@ -17,11 +17,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::USER_REGISTERED;
 use crate::learning::submissions::{BADGE_EARNED, QUEST_COMPLETED, TASK_COMPLETED, TASK_SUBMITTED};
+use crate::observers::{OBSERVER_COMMENT_POSTED, OBSERVER_LINKED};
 use crate::spark::passback::GRADE_UPDATED;
 
 /// The event types a subscription may name (or `*` for all of them).
-pub const EVENT_TYPES: &[&str] =
-    &[TASK_SUBMITTED, TASK_COMPLETED, QUEST_COMPLETED, BADGE_EARNED, GRADE_UPDATED, USER_REGISTERED];
+pub const EVENT_TYPES: &[&str] = &[
+    TASK_SUBMITTED,
+    TASK_COMPLETED,
+    QUEST_COMPLETED,
+    BADGE_EARNED,
+    GRADE_UPDATED,
+    USER_REGISTERED,
+    OBSERVER_LINKED,
+    OBSERVER_COMMENT_POSTED,
+];
 pub const ALL_EVENTS: &str = "*";
 /// The event `POST /api/webhooks/test` sends.
 pub const WEBHOOK_TEST: &str = "webhook.test";

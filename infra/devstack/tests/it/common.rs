@@ -46,17 +46,19 @@ impl TestStack {
         let sdk = sdk().await;
         let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
         let stack_name = format!("t-{name}-{:08x}", rand::random::<u32>());
+        // Bound first: links in emails point at this gateway's pages.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let own = [("PublicBaseUrl", base.as_str())];
         let stack = provision(
             &template,
             &stack_name,
             &sdk,
-            &[devstack::provision::LOCAL_PARAMETERS.as_slice(), extra].concat(),
+            &[devstack::provision::LOCAL_PARAMETERS.as_slice(), &own, extra].concat(),
         )
         .await
         .unwrap();
         let gateway = Arc::new(Gateway::new(&template, &stack, &sdk).unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(gateway.clone().serve(listener));
         let def = template.functions().unwrap().into_iter().find(|f| f.binary == "auth-me").unwrap();
         let env = stack.function_env(&template, &def.logical_id).unwrap();
@@ -133,6 +135,76 @@ impl TestStack {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(kid);
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+}
+
+/// An email as the local SES received it (raw MIME, parsed by a real MIME parser).
+#[derive(Clone, Debug)]
+pub struct Email {
+    pub to: Vec<String>,
+    pub from: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl Email {
+    /// The first link of ours in the text part that starts with `base + path`.
+    pub fn link(&self, base: &str, path: &str) -> String {
+        let prefix = format!("{base}{path}");
+        self.text
+            .split_whitespace()
+            .find(|w| w.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} link in {:?}", self.text))
+            .to_string()
+    }
+
+    /// The `code` query parameter of that link.
+    pub fn code(&self, base: &str, path: &str) -> String {
+        let link = url::Url::parse(&self.link(base, path)).unwrap();
+        link.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).expect("code in link")
+    }
+}
+
+impl TestStack {
+    /// Every email the local SES has been asked to send to `to` (all stacks share one SES; the
+    /// address tells tests apart), oldest first.
+    pub async fn emails_to(&self, to: &str) -> Vec<Email> {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+        let data: serde_json::Value =
+            self.http.get(format!("{endpoint}/moto-api/data.json")).send().await.unwrap().json().await.unwrap();
+        let raw = data["ses"]["RawMessage"].as_array().cloned().unwrap_or_default();
+        raw.iter()
+            .filter(|m| m["destinations"].as_array().is_some_and(|d| d.iter().any(|a| a.as_str() == Some(to))))
+            .map(|m| {
+                let parsed = mail_parser::MessageParser::default()
+                    .parse(m["raw_data"].as_str().unwrap().as_bytes())
+                    .expect("a MIME message");
+                Email {
+                    to: parsed
+                        .to()
+                        .into_iter()
+                        .flat_map(|a| a.iter())
+                        .filter_map(|a| a.address().map(str::to_string))
+                        .collect(),
+                    from: parsed
+                        .from()
+                        .and_then(|a| a.first())
+                        .and_then(|a| a.address())
+                        .unwrap_or_default()
+                        .to_string(),
+                    subject: parsed.subject().unwrap_or_default().to_string(),
+                    text: parsed.body_text(0).expect("a text part").into_owned(),
+                    html: parsed.body_html(0).expect("an HTML part").into_owned(),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the email worker over what is queued, then returns the emails to `to`.
+    pub async fn deliver_emails_to(&self, to: &str) -> Vec<Email> {
+        while self.gateway.poll("email-send", 1).await.unwrap().0 > 0 {}
+        self.emails_to(to).await
     }
 }
 

@@ -5,6 +5,7 @@
 mod auth_flows;
 mod bad_input;
 mod binaries;
+mod browser;
 mod clever_api;
 mod clever_client;
 mod clever_sync;
@@ -14,7 +15,9 @@ mod events;
 mod gateway;
 mod health;
 mod learning;
+mod observers;
 mod outbound;
+mod pages;
 mod provisioning;
 mod rate_limit;
 mod spark_sso;

@@ -1,0 +1,117 @@
+//! The hub's HTML pages in a real headless Chromium (DESIGN.md §3b): the observer's walk from the
+//! invitation email to the portfolio, and email sign-in from the form to a session. Each page is
+//! photographed into `target/test-artifacts/screenshots/<test>/`.
+
+use serde_json::json;
+
+use crate::browser::Browser;
+use crate::observers::Family;
+
+#[tokio::test]
+async fn an_invited_parent_walks_from_the_email_to_the_portfolio() {
+    let f = Family::new("page-walk").await;
+    let (_, mail) = f.invite(&f.address("mum"), true, true).await;
+    let browser = Browser::start("observer_walk").await;
+
+    browser.goto(&mail.link(&f.t.base, "/observers/accept")).await;
+    browser.screenshot("invitation").await;
+    assert_eq!(browser.text("h1").await, "Ada Lovelace invites you to follow their learning");
+    assert!(browser.text(".note").await.contains("Look at my <volcano> & more!"), "the note is shown as text");
+    browser.click("button[type=submit]").await;
+    browser.screenshot("accepted").await;
+    assert!(
+        browser.text("[role=status]").await.contains("You now follow Ada Lovelace's learning as their grandparent")
+    );
+
+    // Signed in by the accept page's cookies: the API answers the browser as the observer.
+    let me = browser.open_json(&f.t.url("/api/auth/me")).await;
+    assert_eq!((me["role"].as_str(), me["email"].as_str()), (Some("observer"), Some(f.address("mum").as_str())));
+    let portfolio = browser.open_json(&f.t.url(&format!("/api/observers/students/{}/portfolio", f.student.id))).await;
+    browser.screenshot("portfolio").await;
+    assert_eq!(portfolio["quests"][0]["title"], "Volcanoes");
+    assert_eq!(portfolio["quests"][0]["tasks"][0]["evidence"][0]["text"], "My volcano erupts!");
+
+    // The link again, in the same browser: used.
+    browser.goto(&mail.link(&f.t.base, "/observers/accept")).await;
+    browser.screenshot("used").await;
+    assert!(browser.text("[role=alert]").await.contains("already accepted"));
+}
+
+#[tokio::test]
+async fn email_sign_in_pages_lead_from_the_form_to_a_session() {
+    let f = Family::new("page-sign-in").await;
+    let browser = Browser::start("email_sign_in").await;
+
+    browser.goto(&f.t.url("/auth/sign-in")).await;
+    browser.screenshot("sign-in").await;
+    browser.fill("#email", "not-an-address@").await;
+    // The field's own validation would stop the browser; the server's answer is what is tested.
+    browser.client.execute("document.querySelector('form').noValidate = true", vec![]).await.ok();
+    browser.click("button[type=submit]").await;
+    if browser.url().await.path() == "/auth/sign-in"
+        && browser.client.find(fantoccini::Locator::Css("#email-error")).await.is_ok()
+    {
+        browser.screenshot("invalid-address").await;
+    }
+    browser.goto(&f.t.url("/auth/sign-in")).await;
+    browser.fill("#email", &f.address("ada")).await;
+    browser.click("button[type=submit]").await;
+    browser.screenshot("check-your-email").await;
+    assert_eq!(browser.text("h1").await, "Check your email");
+
+    let mail = f.t.deliver_emails_to(&f.address("ada")).await.pop().expect("a sign-in email");
+    browser.goto(&mail.link(&f.t.base, "/auth/sign-in/confirm")).await;
+    browser.screenshot("confirm").await;
+    browser.click("button[type=submit]").await;
+    browser.screenshot("signed-in").await;
+    assert_eq!(browser.text("h1").await, "You are signed in");
+    let me = browser.open_json(&f.t.url("/api/auth/me")).await;
+    assert_eq!(me["id"], f.student.id.as_str());
+}
+
+#[tokio::test]
+async fn pages_are_never_framed_cached_or_posted_from_elsewhere() {
+    let f = Family::new("page-headers").await;
+    let page = f.t.http.get(f.t.url("/auth/sign-in")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let h = page.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'")
+            && csp.contains("default-src 'none'")
+            && csp.contains("form-action 'self'")
+    );
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["cache-control"], "no-store");
+    assert!(h["set-cookie"].to_str().unwrap().starts_with("__Host-hub_csrf="));
+    assert!(h["set-cookie"].to_str().unwrap().contains("SameSite=Strict"));
+
+    // A form posted without the matching cookie (from another site) does nothing.
+    let forged = post_form(&f, "/auth/sign-in", &[("email", &f.address("ada")), ("csrf", &"x".repeat(43))]).await;
+    assert_eq!(forged.status(), 403);
+    assert!(forged.text().await.unwrap().contains("data-error=\"csrf_failed\""));
+    let forged = post_form(&f, "/observers/accept", &[("code", "abc")]).await;
+    assert_eq!(forged.status(), 403);
+    assert!(f.t.deliver_emails_to(&f.address("ada")).await.is_empty(), "no email for a forged form");
+    // JSON to a form endpoint, and an oversized form.
+    let wrong = f.t.http.post(f.t.url("/auth/sign-in")).json(&json!({"email": "a@b.example"})).send().await.unwrap();
+    assert_eq!(wrong.status(), 415);
+    let big = post_form(&f, "/auth/sign-in", &[("email", &"a".repeat(9000))]).await;
+    assert_eq!(big.status(), 413);
+    // A confirm link without its code, an unknown invitation.
+    assert_eq!(f.t.http.get(f.t.url("/auth/sign-in/confirm")).send().await.unwrap().status(), 400);
+    assert_eq!(f.t.http.get(f.t.url("/observers/accept?code=nope")).send().await.unwrap().status(), 404);
+}
+
+/// A form POST as a browser sends it, without the page's CSRF cookie.
+async fn post_form(f: &Family, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+    f.t.http
+        .post(f.t.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
