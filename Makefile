@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 TOOLS := $(VENV)/.installed
 
-.PHONY: dev test test-persistence check token secret reset sam-build bench fuzz clean
+.PHONY: dev test test-persistence check token secret mail reset sam-build bench fuzz clean
 
 # schemathesis lives in its own virtualenv (its dependencies are not moto's).
 SCHEMATHESIS := .venv-schemathesis/.installed
@@ -53,6 +53,10 @@ token:
 ## A secret of the running `make dev` stack, e.g. make -s secret NAME=SparkSsoSecret
 secret:
 	$(LOCAL_AWS) cargo run -q -p devstack -- secret "$(NAME)"
+
+## The emails the `make dev` stack sent (sign-in links, invitations), e.g. make -s mail TO=gran@example.com
+mail:
+	python3 infra/scripts/mail.py $(TO)
 
 ## Forget the local data of `make dev` (stop it first)
 reset:

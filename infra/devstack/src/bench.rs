@@ -4,6 +4,9 @@
 //! dev gateway. Each request is a real one: every SSO token is new (a new user), every submission is
 //! a first submission (enrollment, completion, XP, events).
 //!
+//! `devstack bench-observers`: the DynamoDB requests and latency of an observer's portfolio of a
+//! student with a long history.
+//!
 //! `devstack bench-webhooks`: deliveries per second through the fan-out and the delivery worker to a
 //! local receiver.
 
@@ -488,5 +491,172 @@ pub async fn clever(
         ms(warm[warm.len() / 2]),
         ms(warm[warm.len() * 99 / 100])
     );
+    Ok(())
+}
+
+/// Counts the requests a DynamoDB client sends (retries included).
+#[derive(Debug, Clone, Default)]
+struct RequestCounter(Arc<AtomicUsize>);
+
+impl aws_sdk_dynamodb::config::Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// `devstack bench-observers`: an observer's portfolio of a student with `quests` quests of
+/// `tasks` tasks, the first task of each completed with `blocks` evidence blocks (half of them
+/// files): the DynamoDB requests one portfolio costs, and its latency through the dev gateway.
+pub async fn observers(
+    template: &Template,
+    sdk: &SdkConfig,
+    quests: usize,
+    tasks: usize,
+    blocks: usize,
+    requests: usize,
+) -> anyhow::Result<()> {
+    use hub::learning::{BlockType, EvidenceBlock, StoredFile};
+    let BenchStack { base, ctx, stack, .. } = bench_stack(template, sdk, &[]).await?;
+    let admin = bench_admin();
+    let student = hub::auth::provisioning::provision_user(
+        &ctx,
+        &hub::auth::provisioning::ExternalProfile {
+            provider: "bench".into(),
+            external_id: "student".into(),
+            email: Some("student@bench.example".into()),
+            email_verified: true,
+            given_name: Some("Ada".into()),
+            family_name: None,
+            role: hub::auth::Role::Student,
+            org_id: Some("bench".into()),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e.to_string()))?
+    .0;
+    let started = Instant::now();
+    for q in 0..quests {
+        let task_list: Vec<Value> = (0..tasks).map(|t| json!({"title": format!("Task {t}"), "xp": 10})).collect();
+        let new: hub::learning::quests::NewQuest =
+            serde_json::from_value(json!({"title": format!("Quest {q}"), "pillar": "stem", "tasks": task_list}))?;
+        let quest =
+            hub::learning::quests::create_quest(&ctx, &admin, new).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        let evidence: Vec<EvidenceBlock> = (0..blocks)
+            .map(|b| {
+                let file = (b % 2 == 1).then(|| StoredFile {
+                    key: format!("evidence/bench/{q}-{b}.pdf"),
+                    filename: format!("page-{b}.pdf"),
+                    content_type: "application/pdf".into(),
+                    size: 120_000,
+                });
+                let text = file
+                    .is_none()
+                    .then(|| format!("Reflection {b}: what I learned in quest {q}, in a few sentences of text."));
+                EvidenceBlock {
+                    order: b as u32 + 1,
+                    block_type: if file.is_some() { BlockType::Document } else { BlockType::Text },
+                    text,
+                    file,
+                }
+            })
+            .collect();
+        let key = format!("bench-{q}");
+        let submission = hub::learning::submissions::Submission {
+            source: "bench",
+            key: &key,
+            user_id: &student.id,
+            quest: &quest,
+            evidence: &evidence,
+            grade: None,
+            lms_ref: None,
+        };
+        hub::learning::submissions::record(&ctx, &submission).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    }
+    let observer = hub::auth::email_sign_in::observer_account(&ctx, "gran@bench.example")
+        .await
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let link = hub::observers::Link {
+        student_id: student.id.clone(),
+        observer_id: observer.id.clone(),
+        relationship: "grandparent".into(),
+        permissions: hub::observers::Permissions { can_view_evidence: true, can_comment: true },
+        source: "invitation".into(),
+        observer_email: observer.email.clone(),
+        observer_name: None,
+        created_at: 0,
+    };
+    let event = hub::events::DomainEvent::new("observer.linked", Some("bench".into()), json!({}), 0);
+    ctx.store().put_link(&link, &event).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    println!(
+        "student with {quests} quests x {tasks} tasks, {} evidence blocks ({} files): seeded in {:.1} s",
+        quests * blocks,
+        quests * blocks / 2,
+        started.elapsed().as_secs_f64()
+    );
+
+    // DynamoDB requests of one portfolio, counted on the wire of a fresh client.
+    let counter = RequestCounter::default();
+    let counted = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.clone()).build(),
+    );
+    // A fresh instance of the function, as Lambda would start it, with the counting client.
+    let measured = function_context(template, &stack, sdk, "observers-portfolio")?.with_dynamodb(counted);
+    let principal = hub::auth::guard::Principal {
+        user_id: observer.id.clone(),
+        email: observer.email.clone(),
+        role: hub::auth::Role::Observer,
+        org_id: None,
+        session_id: "bench".into(),
+    };
+    let t = Instant::now();
+    let portfolio = hub::observers::portfolio::portfolio(&measured, &principal, &student.id)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let in_process = t.elapsed();
+    let files = portfolio
+        .quests
+        .iter()
+        .flat_map(|q| &q.tasks)
+        .flat_map(|t| t.evidence.iter().flatten())
+        .filter(|e| e.file.is_some())
+        .count();
+    anyhow::ensure!(portfolio.quests.len() == quests && files == quests * blocks / 2, "incomplete portfolio");
+    println!(
+        "one portfolio: {} DynamoDB requests, {files} presigned file links, {:.1} ms in process",
+        counter.0.load(Ordering::Relaxed),
+        in_process.as_secs_f64() * 1000.0
+    );
+
+    // Latency through the dev gateway, with the observer's session.
+    let tokens =
+        hub::auth::sessions::start_session(&ctx, &observer).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let url = format!("{base}/api/observers/students/{}/portfolio", student.id);
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let size = Arc::new(AtomicUsize::new(0));
+    println!(
+        "{:<28} {:>8} {:>6} {:>9} {:>9} {:>9} {:>10}",
+        "endpoint", "requests", "conc.", "p50", "p99", "max", "req/s"
+    );
+    run("GET .../portfolio", requests, 1, |_| {
+        let (http, url, token, size) = (http.clone(), url.clone(), tokens.access_token.clone(), size.clone());
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await?;
+            anyhow::ensure!(r.status() == 200, "portfolio answered {}", r.status());
+            size.store(r.bytes().await?.len(), Ordering::Relaxed);
+            Ok(())
+        }
+    })
+    .await?;
+    println!("response: {:.0} KB of JSON", size.load(Ordering::Relaxed) as f64 / 1024.0);
     Ok(())
 }

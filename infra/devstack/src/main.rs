@@ -11,6 +11,7 @@
 //! devstack fire FUNCTION [--stack hub-dev]             run a scheduled function now
 //! devstack bench-spark [--requests 200] [--concurrency 8] Spark SSO and webhook latency and throughput
 //! devstack bench-webhooks [--deliveries 500] [--workers 4] outbound webhook deliveries per second
+//! devstack bench-observers [--quests 50] [--tasks 10] [--blocks 10] an observer's portfolio: DynamoDB requests, latency
 //! devstack bench-clever [--students 10000] [--teachers 500] [--sections 400] [--worker PATH] school sync figures
 //! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
@@ -111,6 +112,18 @@ enum Command {
         deliveries: usize,
         #[arg(long, default_value_t = 4)]
         workers: usize,
+    },
+    /// An observer's portfolio of a student with a long history: DynamoDB requests and latency.
+    BenchObservers {
+        #[arg(long, default_value_t = 50)]
+        quests: usize,
+        #[arg(long, default_value_t = 10)]
+        tasks: usize,
+        /// Evidence blocks per quest (half of them files).
+        #[arg(long, default_value_t = 10)]
+        blocks: usize,
+        #[arg(long, default_value_t = 50)]
+        requests: usize,
     },
     /// One school of the Clever simulator synced by the real clever-sync-worker binary.
     BenchClever {
@@ -301,6 +314,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::BenchWebhooks { deliveries, workers } => {
             devstack::bench::webhooks(&template, &sdk, deliveries, workers).await?;
+        }
+        Command::BenchObservers { quests, tasks, blocks, requests } => {
+            devstack::bench::observers(&template, &sdk, quests, tasks, blocks, requests).await?;
         }
         Command::BenchClever { students, teachers, sections, worker } => {
             let spec = clever_sim::DistrictSpec {

@@ -15,7 +15,7 @@
 //! | refresh token | `REFRESH#<jti>` | `REFRESH` | session_id, user_id, used, expires_at |
 //! | rate-limit window | `RATE#<rule>#<key>` | `W#<window start>` | hits, expires_at |
 //! | outbox event | `EVENT#<event_id>` | `OUTBOX` | event (JSON), gsi1pk/gsi1sk while pending, published_at, expires_at |
-//! | one-time code | `CODE#<sha256 of code>` | `CODE` | user_id, purpose, expires_at |
+//! | one-time code | `CODE#<sha256 of code>` | `CODE` | user_id, purpose, expires_at, email and next (email sign-in) |
 //! | used token | `USED#<sha256 of token>` | `USED` | expires_at (a single-use token seen before) |
 //! | LMS session | `LMS_SESSION#<id>` | `LMS_SESSION` | user_id, provider, external_id, created_at, expires_at |
 //! | quest | `QUEST#<quest_id>` | `QUEST` | doc (JSON: title, pillar, lms, tasks), gsi1pk `ORG#<org>#QUESTS`, gsi1sk `<created_at>#<id>` |
@@ -37,9 +37,10 @@
 //! | Clever sync history | `CLEVER#HISTORY#<school_id>` | `<started_at>#<sync_id>#<entity>` | entity, doc (JSON: counts, status, errors, baseline), expires_at (90 days) |
 //! | roster record | `ROSTER#<school_id>#<ENTITY>#<shard 0-7>` | `<clever id>` | district_id, synced_at, `f_<field>` (normalized, non-empty) |
 //! | webhook delivery | `DELIVERY#<id>` | `DELIVERY` | subscription_id, organization_id, event_type, event_id, body, status, attempts (JSON each), automatic_attempts, next_attempt_at, lease + lease_until, gsi1pk `ORG#<org>#DELIVERIES`, gsi1sk `<created_at>#<id>`, expires_at |
+//! | observer items | invitations, invitation codes, invitees, links, comments | | see [`observers`] |
 //!
 //! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only items listed per organization
-//! (quests, badges, webhook subscriptions and deliveries, by creation time) and pending outbox events
+//! (quests, badges, webhook subscriptions and deliveries, a student's invitations, by creation time) and pending outbox events
 //! (`OUTBOX#PENDING`, `<occurred_at>#<event_id>`) carry its keys, so the relay reads exactly what is
 //! left to publish.
 //!
