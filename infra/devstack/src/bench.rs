@@ -582,9 +582,10 @@ pub async fn observers(
         };
         hub::learning::submissions::record(&ctx, &submission).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
     }
-    let observer = hub::auth::email_sign_in::observer_account(&ctx, "gran@bench.example")
+    let observer = hub::auth::email_sign_in::create_observer(&ctx, "gran@bench.example")
         .await
-        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?
+        .context("a fresh stack has no such account")?;
     let link = hub::observers::Link {
         student_id: student.id.clone(),
         observer_id: observer.id.clone(),

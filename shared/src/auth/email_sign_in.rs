@@ -6,12 +6,15 @@
 //! to send. The link opens a page whose button POSTs the code, so mail scanners that follow links
 //! do not use it up.
 
-use super::provisioning::{ExternalProfile, provision_user};
+use serde_json::json;
+
 use super::sessions::{TokenPair, start_session};
 use super::{Role, User, email_key};
 use crate::email::jobs::{self, EmailJob};
 use crate::email::{self, templates};
+use crate::events::{self, DomainEvent};
 use crate::ratelimit::{self, Rule};
+use crate::store::WriteError;
 use crate::store::codes::CodeGrant;
 use crate::{ApiError, Context, crypto};
 
@@ -19,7 +22,7 @@ use crate::{ApiError, Context, crypto};
 pub const PURPOSE: &str = "email_sign_in";
 /// How long a link works.
 pub const CODE_TTL_SECS: i64 = 15 * 60;
-/// The identity provider of accounts created by email (observers who have no school account).
+/// The provider of accounts created by email (observers who have no school account).
 pub const PROVIDER: &str = "email";
 
 /// Sign-in emails per source address, and per destination address (so nobody floods a mailbox).
@@ -28,8 +31,11 @@ const START_PER_ADDRESS: Rule = Rule { name: "email-start-address", limit: 5, wi
 /// Wrong or used codes per source address before it must wait.
 pub const CODE_FAILURES: Rule = Rule { name: "email-code-failures", limit: 20, window_secs: 600 };
 
-/// Checks an address well enough to send to it: one `@`, no spaces or control characters, SES's
-/// length limits.
+/// Checks an address well enough to send to it: ASCII only (an international domain in its punycode
+/// form), one `@`, a dotted domain, no spaces, control characters or list punctuation, SES's length
+/// limits. ASCII matters: accounts are matched by [`super::email_key`], which folds look-alikes
+/// (`ß`, full-width letters) onto plain letters, so a non-ASCII address could name someone else's
+/// account while mail goes to another mailbox.
 pub fn valid_email(email: &str) -> bool {
     let e = email.trim();
     let Some((local, domain)) = e.rsplit_once('@') else { return false };
@@ -39,7 +45,8 @@ pub fn valid_email(email: &str) -> bool {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && e.len() <= 254
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',')
+        && e.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b',' | b'(' | b')' | b';' | b'"' | b'\\'))
 }
 
 /// A path of ours to go to after signing in: absolute path, not `//host` (an open redirect), short.
@@ -64,29 +71,32 @@ pub async fn start(ctx: &Context, email: &str, next: Option<&str>, client_ip: &s
     jobs::enqueue(ctx, &EmailJob::SignIn { email: email.trim().to_string(), next: next.map(str::to_string) }).await
 }
 
-/// Worker: sends a sign-in link when the address has an account or a pending invitation.
+/// Worker: sends a sign-in link when the address has an account or a pending invitation, to the
+/// address as the account (or the invitation) has it.
 pub async fn send_link(ctx: &Context, email: &str, next: Option<&str>) -> Result<(), ApiError> {
     let store = ctx.store();
     let now = ctx.clock.now();
-    let user_id = match store.user_id_by_email(email).await? {
-        Some(id) => id,
-        None if has_pending_invitation(ctx, email, now).await? => String::new(),
-        None => {
-            tracing::info!("sign-in link not sent: no account or invitation for the address");
-            return Ok(());
-        }
+    let (user_id, to) = match account_of(ctx, email).await?.and_then(|u| Some((u.id, u.email?))) {
+        Some(known) => known,
+        None => match pending_invitation_address(ctx, email, now).await? {
+            Some(invited) => (String::new(), invited),
+            None => {
+                tracing::info!("sign-in link not sent: no account or invitation for the address");
+                return Ok(());
+            }
+        },
     };
     let code = crypto::random_token(32);
     let grant = CodeGrant {
         user_id,
         purpose: PURPOSE.into(),
         expires_at: now + CODE_TTL_SECS,
-        email: Some(email.to_string()),
+        email: Some(to.clone()),
         next: next.map(str::to_string),
     };
     store.put_code(&code, &grant).await?;
     let link = format!("{}/auth/sign-in/confirm?code={code}", public_base_url(ctx)?);
-    email::send(ctx, &templates::sign_in(email, &link, CODE_TTL_SECS / 60)).await.map_err(ApiError::unavailable)?;
+    email::send(ctx, &templates::sign_in(&to, &link, CODE_TTL_SECS / 60)).await.map_err(ApiError::unavailable)?;
     tracing::info!(user_id = grant.user_id, "sign-in link sent");
     Ok(())
 }
@@ -111,42 +121,70 @@ pub async fn verify(ctx: &Context, code: &str, client_ip: &str) -> Result<Signed
         return Err(ratelimit::count_failure(ctx, CODE_FAILURES, client_ip, invalid()).await);
     };
     let email = grant.email.clone().unwrap_or_default();
-    let user = if grant.user_id.is_empty() {
-        // No account when the link was sent: an invited observer's first sign-in creates one.
-        if !has_pending_invitation(ctx, &email, now).await? {
-            return Err(invalid());
-        }
-        observer_account(ctx, &email).await?
-    } else {
-        let user = ctx.store().get_user(&grant.user_id).await?.ok_or_else(invalid)?;
-        // The account's address changed since the link was sent: the link proves nothing about it.
-        if user.email.as_deref().map(email_key) != Some(email_key(&email)) {
-            return Err(invalid());
-        }
-        user
+    let user = match grant.user_id.as_str() {
+        // No account when the link was sent: an invited observer's first sign-in creates one (or, if
+        // one was made meanwhile for this address, signs into it: the link went to that mailbox).
+        "" if pending_invitation_address(ctx, &email, now).await?.is_none() => return Err(invalid()),
+        "" => match create_observer(ctx, &email).await? {
+            Some(user) => user,
+            None => account_of(ctx, &email).await?.ok_or_else(invalid)?,
+        },
+        id => ctx.store().get_user(id).await?.ok_or_else(invalid)?,
     };
+    // The account's address changed since the link was sent: the link proves nothing about it.
+    if user.email.as_deref().map(email_key) != Some(email_key(&email)) {
+        return Err(invalid());
+    }
     let tokens = start_session(ctx, &user).await?;
     tracing::info!(user_id = user.id, "signed in by email");
     Ok(SignedIn { user, tokens, next: grant.next })
 }
 
-/// The account of someone who proved they own `email` and has none: an observer of no organization.
-pub async fn observer_account(ctx: &Context, email: &str) -> Result<User, ApiError> {
-    let profile = ExternalProfile {
-        provider: PROVIDER.into(),
-        external_id: email_key(email),
+/// Creates the account of someone who proved they own `email` and has none: an observer of no
+/// organization. It has no external identity to look it up by (the address is the only key, and it
+/// moves with the account), so nobody who later receives this address inherits the account.
+/// `None`: the address belongs to an account already.
+pub async fn create_observer(ctx: &Context, email: &str) -> Result<Option<User>, ApiError> {
+    let now = ctx.clock.now();
+    let user = User {
+        id: crypto::new_id(),
         email: Some(email.trim().to_string()),
-        email_verified: true,
         given_name: None,
         family_name: None,
         role: Role::Observer,
         org_id: None,
+        created_at: now,
+        updated_at: now,
     };
-    Ok(provision_user(ctx, &profile).await?.0)
+    let registered = DomainEvent::new(
+        events::USER_REGISTERED,
+        None,
+        json!({ "user_id": user.id, "email": user.email, "role": user.role, "provider": PROVIDER }),
+        now,
+    );
+    match ctx.store().create_user(&user, PROVIDER, &user.id, &registered).await {
+        Ok(()) => {
+            tracing::info!(user_id = user.id, provider = PROVIDER, "user created");
+            events::publish(ctx, &[registered]).await;
+            Ok(Some(user))
+        }
+        Err(WriteError::Conflict) => Ok(None),
+        Err(WriteError::Store(e)) => Err(e.into()),
+    }
 }
 
-async fn has_pending_invitation(ctx: &Context, email: &str, now: i64) -> Result<bool, ApiError> {
-    Ok(ctx.store().invitations_for_email(email).await?.iter().any(|(_, _, until)| *until > now))
+/// The account that owns an address, if any.
+pub async fn account_of(ctx: &Context, email: &str) -> Result<Option<User>, ApiError> {
+    let store = ctx.store();
+    match store.user_id_by_email(email).await? {
+        Some(id) => Ok(store.get_user(&id).await?),
+        None => Ok(None),
+    }
+}
+
+/// The address, as the student typed it, of a pending invitation to `email` (if there is one).
+async fn pending_invitation_address(ctx: &Context, email: &str, now: i64) -> Result<Option<String>, ApiError> {
+    Ok(ctx.store().invitations_for_email(email).await?.into_iter().find(|i| i.valid_until > now).map(|i| i.email))
 }
 
 /// The public address of the hub, for links in emails.

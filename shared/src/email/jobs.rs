@@ -35,5 +35,14 @@ pub async fn work(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueErr
             crate::observers::invitations::send_invitation(&ctx, invitation_id).await
         }
     };
-    sent.map_err(|e| QueueError(e.to_string()))
+    match sent {
+        Ok(()) => Ok(()),
+        // A refusal (an address DynamoDB or SES cannot take...) will not change on retry: dropped
+        // with a log line instead of ending in the dead-letter queue and its alarm.
+        Err(e) if e.status.is_client_error() => {
+            tracing::warn!(error = %e, "email dropped: refused for good");
+            Ok(())
+        }
+        Err(e) => Err(QueueError(e.to_string())),
+    }
 }

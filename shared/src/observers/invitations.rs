@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{
     Invitation, InvitationStatus, Link, OBSERVER_LINKED, Permissions, RELATIONSHIPS, clean_text, display_name,
 };
-use crate::auth::email_sign_in::{observer_account, public_base_url, valid_email};
+use crate::auth::email_sign_in::{account_of, create_observer, public_base_url, valid_email};
 use crate::auth::guard::Principal;
 use crate::auth::sessions::{TokenPair, start_session};
 use crate::auth::{Role, User, email_key};
@@ -24,8 +24,10 @@ use crate::{ApiError, Context, crypto};
 pub const VALID_DAYS: i64 = 7;
 /// Pending invitations one student may have at once.
 pub const MAX_PENDING: usize = 20;
-/// Invitations one student may send per hour (each one is an email to an address they chose).
+/// Invitations one student may send per hour (each one is an email to an address they chose), and
+/// invitations one address may receive per day (from any students).
 const INVITES_PER_STUDENT: Rule = Rule { name: "observer-invite", limit: 10, window_secs: 3600 };
+const INVITES_PER_ADDRESS: Rule = Rule { name: "observer-invite-address", limit: 5, window_secs: 24 * 3600 };
 /// Longest personal message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 500;
 
@@ -100,15 +102,17 @@ pub async fn invite(ctx: &Context, principal: &Principal, new: NewInvitation) ->
         return Err(ApiError::bad_request("cannot_invite_self", "You cannot invite yourself"));
     }
     let now = ctx.clock.now();
-    let mine = store.invitations_of(&student.id, 100).await?;
-    let pending: Vec<&Invitation> = mine.iter().filter(|i| i.status_at(now) == InvitationStatus::Pending).collect();
-    if pending.iter().any(|i| email_key(&i.email) == email_key(&new.email)) {
+    let to_address = store.invitations_for_email(&new.email).await?;
+    if to_address.iter().any(|i| i.student_id == student.id && i.valid_until > now) {
         return Err(ApiError::conflict(
             "invitation_pending",
             "This address already has a pending invitation; cancel it to send a new one",
         ));
     }
-    if pending.len() >= MAX_PENDING {
+    // The newest 100 are enough to count: at 10 invitations an hour, 100 newer ones take 10 hours.
+    let mine = store.invitations_of(&student.id, 100).await?;
+    let pending = mine.iter().filter(|i| i.status_at(now) == InvitationStatus::Pending).count();
+    if pending >= MAX_PENDING {
         return Err(ApiError::conflict(
             "too_many_pending_invitations",
             format!("At most {MAX_PENDING} invitations may be pending; cancel some first"),
@@ -123,6 +127,7 @@ pub async fn invite(ctx: &Context, principal: &Principal, new: NewInvitation) ->
         ));
     }
     ratelimit::check(ctx, INVITES_PER_STUDENT, &student.id).await?;
+    ratelimit::check(ctx, INVITES_PER_ADDRESS, &crypto::sha256_hex(email_key(&new.email).as_bytes())).await?;
     let invitation = Invitation {
         id: format!("inv_{}", crypto::random_token(12)),
         student_id: student.id.clone(),
@@ -256,9 +261,9 @@ pub struct Accepted {
     pub tokens: TokenPair,
 }
 
-/// Accepts an invitation: as the signed-in account (whose address must be the invitation's), or
-/// as the owner of the invited address (the code came by email), creating an observer account when
-/// the address has none. Opens a session for the observer.
+/// Accepts an invitation: as the signed-in account (whose address must be the invitation's), or,
+/// signed out, as a new observer account of the invited address (the code came by email); an
+/// address that has an account must sign in first. Opens a session for the observer.
 pub async fn accept(ctx: &Context, code: &str, signed_in: Option<&Principal>) -> Result<(Accepted, User), ApiError> {
     let Preview { invitation: inv, student_name } = open(ctx, code).await?;
     let store = ctx.store();
@@ -274,19 +279,12 @@ pub async fn accept(ctx: &Context, code: &str, signed_in: Option<&Principal>) ->
             }
             user
         }
-        None => match store.user_id_by_email(&inv.email).await? {
-            Some(id) => {
-                let user = store.get_user(&id).await?.ok_or_else(account_gone)?;
-                // An administrator's session is never opened by an invitation link: they sign in first.
-                if user.role.is_privileged() {
-                    return Err(ApiError::unauthorized(
-                        "sign_in_required",
-                        "Sign in first, then accept the invitation",
-                    ));
-                }
-                user
-            }
-            None => observer_account(ctx, &inv.email).await?,
+        // Signed out: the code proves the mailbox, which is enough to create an observer account
+        // for it, but never to open an existing account (an invitation lives 7 days and gets
+        // forwarded): its owner signs in first, then accepts.
+        None => match account_of(ctx, &inv.email).await? {
+            Some(_) => return Err(sign_in_required()),
+            None => create_observer(ctx, &inv.email).await?.ok_or_else(sign_in_required)?,
         },
     };
     if observer.id == inv.student_id {
@@ -318,7 +316,11 @@ pub async fn accept(ctx: &Context, code: &str, signed_in: Option<&Principal>) ->
     );
     match store.accept_invitation(&inv, code, &link, &event, now).await {
         Ok(()) => {}
-        Err(WriteError::Conflict) => return Err(gone("invitation_used", "This invitation was already accepted")),
+        Err(WriteError::Conflict) => {
+            // Accepted, cancelled or re-sent meanwhile: answer what it is now.
+            open(ctx, code).await?;
+            return Err(ApiError::conflict("conflict", "The invitation changed meanwhile; retry"));
+        }
         Err(WriteError::Store(e)) => return Err(e.into()),
     }
     events::publish(ctx, &[event]).await;
@@ -336,6 +338,14 @@ pub async fn accept(ctx: &Context, code: &str, signed_in: Option<&Principal>) ->
 
 fn gone(code: &'static str, message: &str) -> ApiError {
     ApiError::new(http::StatusCode::GONE, code, message)
+}
+
+/// The invited address has an account: its owner signs in (email link) before accepting.
+pub fn sign_in_required() -> ApiError {
+    ApiError::unauthorized(
+        "sign_in_required",
+        "This address already has an account: sign in with it, then accept the invitation",
+    )
 }
 
 fn account_gone() -> ApiError {

@@ -146,13 +146,17 @@ pub async fn pending(ctx: &Context, principal: &Principal) -> Result<Vec<Pending
         .ok_or_else(|| ApiError::unauthorized("invalid_token", "The account no longer exists"))?;
     let Some(email) = user.email else { return Ok(Vec::new()) };
     let now = ctx.clock.now();
+    let waiting: Vec<String> = store
+        .invitations_for_email(&email)
+        .await?
+        .into_iter()
+        .filter(|i| i.valid_until > now && i.student_id != user.id)
+        .map(|i| i.invitation_id)
+        .collect();
     let mut out = Vec::new();
-    for (id, _, until) in store.invitations_for_email(&email).await? {
-        if until <= now {
-            continue;
-        }
+    for id in waiting {
         let Some(inv) = store.get_invitation(&id).await? else { continue };
-        if inv.status_at(now) != InvitationStatus::Pending || inv.student_id == user.id {
+        if inv.status_at(now) != InvitationStatus::Pending {
             continue;
         }
         let student_name = store.get_user(&inv.student_id).await?.map(|s| display_name(&s, "A student"));

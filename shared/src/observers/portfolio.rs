@@ -192,6 +192,8 @@ async fn evidence_views(
                     .get_object()
                     .bucket(&ctx.config.evidence_bucket)
                     .key(&f.key)
+                    // Downloaded, never rendered on the bucket's origin (a student's HTML or SVG).
+                    .response_content_disposition(attachment(&f.filename))
                     .presigned(config)
                     .await
                     .map_err(|e| ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(e)))?;
@@ -208,4 +210,24 @@ async fn evidence_views(
         views.push(EvidenceView { order: b.order, block_type: b.block_type, text: b.text.clone(), file });
     }
     Ok(views)
+}
+
+/// `attachment; filename="..."` with the name reduced to safe ASCII (quotes and controls dropped).
+fn attachment(filename: &str) -> String {
+    let safe: String = filename
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ' ') { c } else { '_' })
+        .take(100)
+        .collect();
+    format!("attachment; filename=\"{}\"", if safe.trim().is_empty() { "evidence" } else { safe.trim() })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_names_in_headers_are_plain_ascii() {
+        assert_eq!(super::attachment("report.pdf"), "attachment; filename=\"report.pdf\"");
+        assert_eq!(super::attachment("a\"b\r\nc.pdf"), "attachment; filename=\"a_b__c.pdf\"");
+        assert_eq!(super::attachment("   "), "attachment; filename=\"evidence\"");
+    }
 }

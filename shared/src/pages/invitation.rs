@@ -80,6 +80,7 @@ pub struct AcceptForm {
     request_body(content = AcceptForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Accepted and signed in (HTML); the session cookies are set", content_type = "text/html", body = String),
+        (status = 401, description = "`sign_in_required`: the invited address has an account; a link to sign in", content_type = "text/html", body = String),
         (status = 403, description = "`invitation_email_mismatch` (signed in as another address) or CSRF check failed", content_type = "text/html", body = String),
         (status = 404, description = "`invitation_not_found`", content_type = "text/html", body = String),
         (status = 410, description = "`invitation_used`, `invitation_cancelled`, `invitation_expired`", content_type = "text/html", body = String),
@@ -102,6 +103,14 @@ pub async fn accept_submit(ctx: Arc<Context>, req: Request) -> ApiResult {
     .await;
     let (accepted, _) = match outcome {
         Ok(a) => a,
+        Err(e) if e.code == "sign_in_required" => {
+            let body = format!(
+                "<h1>Sign in first</h1><p class=\"error\" role=\"alert\" data-error=\"sign_in_required\">{}</p>\
+                 <p><a href=\"/auth/sign-in\">Sign in</a>, then open the invitation link from your email again.</p>",
+                escape(&e.message)
+            );
+            return Page::new(StatusCode::UNAUTHORIZED, "Sign in first", body).into_response();
+        }
         Err(e) => return respond(Err::<Page, ApiError>(e)),
     };
     let lead = format!(

@@ -111,21 +111,33 @@ pub async fn confirm(ctx: Arc<Context>, req: Request) -> ApiResult {
     params(("code" = String, Query, description = "The code of the emailed link")),
     responses(
         (status = 200, description = "A \"Sign in\" button that posts the code (HTML)", content_type = "text/html", body = String),
-        (status = 400, description = "No code in the link", content_type = "text/html", body = String),
+        (status = 400, description = "`invalid_code`: no code, or one unknown, expired or used", content_type = "text/html", body = String),
         (status = "default", description = "An error page (HTML)", content_type = "text/html", body = String)
     ))]
-pub async fn confirm_form(_ctx: Arc<Context>, req: Request) -> ApiResult {
+pub async fn confirm_form(ctx: Arc<Context>, req: Request) -> ApiResult {
     let Some(code) = query_param(&req, "code").filter(|c| c.len() <= 128) else {
         return respond(Err(ApiError::bad_request(
             "invalid_code",
             "This link is incomplete; open the one in your email",
         )));
     };
+    // Which account the link opens, so nobody signs in as someone else by a link they were sent.
+    let grant = match ctx.store().peek_code(&code, email_sign_in::PURPOSE).await {
+        Ok(grant) => grant.filter(|g| g.expires_at > ctx.clock.now()),
+        Err(e) => return respond(Err(e.into())),
+    };
+    let Some(address) = grant.and_then(|g| g.email) else {
+        return respond(Err(ApiError::bad_request(
+            "invalid_code",
+            "This sign-in link is invalid, expired or already used",
+        )));
+    };
     let (token, cookie) = csrf_token(&req);
     let body = format!(
-        "<h1>Sign in</h1><p>Continue to sign in on this device.</p>\
+        "<h1>Sign in</h1><p>Continue to sign in as <strong id=\"account\">{}</strong> on this device.</p>\
          <form method=\"post\" action=\"/auth/sign-in/confirm\">{}<input type=\"hidden\" name=\"code\" value=\"{}\">\
          <button type=\"submit\">Sign in</button></form>",
+        escape(&masked(&address)),
         csrf_field(&token),
         escape(&code)
     );
@@ -178,4 +190,21 @@ pub fn signed_in_page(ctx: &Context, title: &str, lead: &str) -> Page {
         None => "<p class=\"muted\">You can close this page.</p>".to_string(),
     };
     Page::new(StatusCode::OK, title, format!("<h1>{}</h1>{lead}{next}", escape(title)))
+}
+
+/// An address as the confirm page shows it: enough to recognise, not to harvest (`a***@example.com`).
+fn masked(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
+        None => "***".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_are_masked_but_recognisable() {
+        assert_eq!(super::masked("ada@example.com"), "a***@example.com");
+        assert_eq!(super::masked("x"), "***");
+    }
 }

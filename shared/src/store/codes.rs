@@ -55,6 +55,12 @@ impl Store<'_> {
         self.put_if_new(code_item(code, grant)).await.map(|_| ())
     }
 
+    /// Reads a code of one flow without using it (to show what a link is for before it is used).
+    pub async fn peek_code(&self, code: &str, purpose: &str) -> Result<Option<CodeGrant>, StoreError> {
+        let item = self.get(&code_pk(code), "CODE").await?;
+        Ok(item.filter(|i| i.str("purpose") == Some(purpose)).as_ref().and_then(grant_from_item))
+    }
+
     /// Takes a code of one flow (`purpose`) out of the store. `None`: unknown, of another flow (which
     /// keeps it), or already used. The caller checks expiry (TTL deletion is lazy).
     pub async fn consume_code(&self, code: &str, purpose: &str) -> Result<Option<CodeGrant>, StoreError> {
@@ -76,16 +82,18 @@ impl Store<'_> {
                 return Ok(None);
             }
         };
-        Ok(old.and_then(|item| {
-            Some(CodeGrant {
-                user_id: item.str("user_id")?.to_string(),
-                purpose: item.str("purpose")?.to_string(),
-                expires_at: item.num("expires_at")?,
-                email: item.str("email").map(str::to_string),
-                next: item.str("next").map(str::to_string),
-            })
-        }))
+        Ok(old.as_ref().and_then(grant_from_item))
     }
+}
+
+fn grant_from_item(item: &Item) -> Option<CodeGrant> {
+    Some(CodeGrant {
+        user_id: item.str("user_id")?.to_string(),
+        purpose: item.str("purpose")?.to_string(),
+        expires_at: item.num("expires_at")?,
+        email: item.str("email").map(str::to_string),
+        next: item.str("next").map(str::to_string),
+    })
 }
 
 fn code_item(code: &str, grant: &CodeGrant) -> Item {

@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | invitation | `INVITATION#<id>` | `INVITATION` | student_id, email, relationship, can_view_evidence, can_comment, message, status, code_hash, created_at, valid_until, expires_at (valid_until + 30 days), gsi1pk `USER#<student>#INVITATIONS`, gsi1sk `<created_at>#<id>` |
 //! | invitation code | `INVITECODE#<sha256 of code>` | `INVITECODE` | invitation_id, expires_at |
-//! | invitee | `INVITEE#<email key>` | `<invitation id>` | student_id, valid_until, expires_at (pending invitations of an address) |
+//! | invitee | `INVITEE#<email key>` | `<invitation id>` | student_id, email, valid_until, expires_at (pending invitations of an address) |
 //! | link (student side) | `USER#<student>` | `OBSERVER#<observer>` | relationship, can_view_evidence, can_comment, source, observer_email, observer_name, created_at |
 //! | link (observer side) | `USER#<observer>` | `OBSERVES#<student>` | relationship, source, created_at |
 //! | comment | `COMMENTS#<student>` | `<comment id>` (time-ordered) | observer_id, author_name, relationship, quest_id, task_id, body, hidden, created_at |
@@ -19,6 +19,16 @@ use crate::auth::email_key;
 use crate::crypto::sha256_hex;
 use crate::events::DomainEvent;
 use crate::observers::{Comment, Invitation, InvitationStatus, Link, Permissions};
+
+/// A pending invitation as its address's index has it.
+#[derive(Clone, Debug)]
+pub struct Invitee {
+    pub invitation_id: String,
+    pub student_id: String,
+    /// The address as the student typed it.
+    pub email: String,
+    pub valid_until: i64,
+}
 
 /// Invitation records stay listable this long after they lapse.
 const INVITATION_RETENTION_SECS: i64 = 30 * 24 * 3600;
@@ -78,6 +88,7 @@ impl Store<'_> {
             ("pk".into(), s(invitee_pk(&inv.email))),
             ("sk".into(), s(&inv.id)),
             ("student_id".into(), s(&inv.student_id)),
+            ("email".into(), s(&inv.email)),
             ("valid_until".into(), n(inv.valid_until)),
             ("expires_at".into(), n(inv.valid_until)),
         ]);
@@ -105,15 +116,19 @@ impl Store<'_> {
     /// carries it. `Conflict`: the invitation is no longer pending.
     pub async fn issue_invitation_code(&self, inv: &Invitation, code: &str) -> Result<(), WriteError> {
         let hash = sha256_hex(code.as_bytes());
-        let set = build(
-            update(self.table, invitation_pk(&inv.id), "INVITATION")
-                .update_expression("SET code_hash = :h")
-                .condition_expression("#st = :pending")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":h", s(&hash))
-                .expression_attribute_values(":pending", s("pending"))
-                .build(),
-        )?;
+        // Conditional on the code being the one read: of two sends racing, one email carries the code.
+        let mut set = update(self.table, invitation_pk(&inv.id), "INVITATION")
+            .update_expression("SET code_hash = :h")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":h", s(&hash))
+            .expression_attribute_values(":pending", s("pending"));
+        set = match &inv.code_hash {
+            Some(old) => set
+                .condition_expression("#st = :pending AND code_hash = :old")
+                .expression_attribute_values(":old", s(old)),
+            None => set.condition_expression("#st = :pending AND attribute_not_exists(code_hash)"),
+        };
+        let set = build(set.build())?;
         let mut items = vec![
             TransactWriteItem::builder().update(set).build(),
             self.put_new_item(Item::from([
@@ -142,12 +157,19 @@ impl Store<'_> {
         Ok(items.iter().filter_map(invitation_from_item).collect())
     }
 
-    /// (invitation id, student id, valid until) of the invitations still pending for an address.
-    pub async fn invitations_for_email(&self, email: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let items = self.query_all(&invitee_pk(email), None).await?;
+    /// The invitations still pending for an address (at most 100, newest first by id order).
+    pub async fn invitations_for_email(&self, email: &str) -> Result<Vec<Invitee>, StoreError> {
+        let (items, _) = self.query_page(&invitee_pk(email), "inv_", None, 100).await?;
         Ok(items
             .iter()
-            .filter_map(|i| Some((i.str("sk")?.to_string(), i.str("student_id")?.to_string(), i.num("valid_until")?)))
+            .filter_map(|i| {
+                Some(Invitee {
+                    invitation_id: i.str("sk")?.to_string(),
+                    student_id: i.str("student_id")?.to_string(),
+                    email: i.str("email").unwrap_or(email).to_string(),
+                    valid_until: i.num("valid_until")?,
+                })
+            })
             .collect())
     }
 

@@ -409,8 +409,13 @@ async fn invitations_are_single_use_bound_to_their_address_and_expire() {
     assert!(f.t.get_json("/api/observers", &f.student_token).await.as_array().unwrap().is_empty());
     assert_eq!(f.t.get_json("/api/observers/invitations", &f.student_token).await[0]["status"], "pending");
 
-    // Signed in as the invited address (an existing teacher account): linked, role unchanged.
+    // The invited address has an account: signed out, the link does not open it (invitations live 7
+    // days and get forwarded); its owner signs in first.
     let (teacher, teacher_pair) = f.t.signed_in_as(&mentor, Role::Teacher, "demo").await;
+    let r = f.send(http::Method::POST, "/api/observers/invitations/accept", None, Some(json!({"code": code}))).await;
+    assert_eq!(error_code(r).await, (401, "sign_in_required".into()));
+    assert!(f.t.get_json("/api/observers", &f.student_token).await.as_array().unwrap().is_empty());
+    // Signed in as the invited address (the existing teacher account): linked, role unchanged.
     let r = f
         .send(
             http::Method::POST,
@@ -476,8 +481,12 @@ async fn of_two_concurrent_acceptances_exactly_one_wins() {
     let statuses: Vec<u16> =
         futures_util::future::join_all(attempts).await.iter().map(|r| r.status().as_u16()).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 410), "{statuses:?}");
+    // The others lost either the account (created by the winner: 401 sign_in_required) or the
+    // invitation itself (410 invitation_used).
+    assert!(statuses.iter().all(|s| [200, 401, 410].contains(s)), "{statuses:?}");
     assert_eq!(f.t.get_json("/api/observers", &f.student_token).await.as_array().unwrap().len(), 1);
+    let listed = f.t.get_json("/api/observers/invitations", &f.student_token).await;
+    assert_eq!(listed[0]["status"], "accepted");
 }
 
 #[tokio::test]
@@ -536,8 +545,11 @@ async fn email_sign_in_answers_alike_for_every_address_and_links_work_once() {
     let err = hub::auth::email_sign_in::verify(&later, &code, "203.0.113.9").await.err().unwrap();
     assert_eq!(err.code, "invalid_code");
 
-    // Malformed requests.
+    // Malformed requests, and look-alikes that would fold onto someone's address.
     assert_eq!(error_code(start("not an address".into()).await).await, (400, "invalid_email".into()));
+    let lookalike = f.address("ada").replacen('a', "\u{FF41}", 1);
+    assert_eq!(hub::auth::email_key(&lookalike), hub::auth::email_key(&f.address("ada")));
+    assert_eq!(error_code(start(lookalike).await).await, (400, "invalid_email".into()));
     let r = f
         .send(
             http::Method::POST,
@@ -587,9 +599,17 @@ async fn an_invited_address_without_an_account_signs_in_and_sees_its_invitations
     let pending = f.t.get_json("/api/observers/pending", &token).await;
     assert_eq!(pending[0]["invitation_id"], invitation["id"]);
     assert_eq!(pending[0]["student_name"], "Ada Lovelace");
-    // Not linked until accepted.
+    // Not linked until accepted, which the signed-in account now does with the invitation's link.
+    let portfolio = format!("/api/observers/students/{}/portfolio", f.student.id);
+    assert_eq!(f.send(http::Method::GET, &portfolio, Some(&token), None).await.status(), 404);
+    let invitation_mail = f.t.emails_to(&uncle).await.into_iter().find(|m| m.subject.contains("invites you")).unwrap();
+    let code = invitation_mail.code(&f.t.base, "/observers/accept");
+    let r = f.send(http::Method::POST, "/api/observers/invitations/accept", None, Some(json!({"code": code}))).await;
+    assert_eq!(error_code(r).await, (401, "sign_in_required".into()), "signed out, the account is not opened");
     let r = f
-        .send(http::Method::GET, &format!("/api/observers/students/{}/portfolio", f.student.id), Some(&token), None)
+        .send(http::Method::POST, "/api/observers/invitations/accept", Some(&token), Some(json!({"code": code})))
         .await;
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 200);
+    assert_eq!(f.send(http::Method::GET, &portfolio, Some(&token), None).await.status(), 200);
+    assert!(f.t.get_json("/api/observers/pending", &token).await.as_array().unwrap().is_empty());
 }

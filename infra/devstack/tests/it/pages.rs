@@ -62,6 +62,8 @@ async fn email_sign_in_pages_lead_from_the_form_to_a_session() {
     let mail = f.t.deliver_emails_to(&f.address("ada")).await.pop().expect("a sign-in email");
     browser.goto(&mail.link(&f.t.base, "/auth/sign-in/confirm")).await;
     browser.screenshot("confirm").await;
+    let masked = f.address("ada").replacen("ada@", "a***@", 1);
+    assert_eq!(browser.text("#account").await, masked, "the page says which account the link opens");
     browser.click("button[type=submit]").await;
     browser.screenshot("signed-in").await;
     assert_eq!(browser.text("h1").await, "You are signed in");
@@ -101,6 +103,7 @@ async fn pages_are_never_framed_cached_or_posted_from_elsewhere() {
     assert_eq!(big.status(), 413);
     // A confirm link without its code, an unknown invitation.
     assert_eq!(f.t.http.get(f.t.url("/auth/sign-in/confirm")).send().await.unwrap().status(), 400);
+    assert_eq!(f.t.http.get(f.t.url("/auth/sign-in/confirm?code=unknown")).send().await.unwrap().status(), 400);
     assert_eq!(f.t.http.get(f.t.url("/observers/accept?code=nope")).send().await.unwrap().status(), 404);
 }
 
