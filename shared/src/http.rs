@@ -87,6 +87,11 @@ pub fn query_param(req: &Request, name: &str) -> Option<String> {
     req.query_string_parameters_ref().and_then(|q| q.first(name)).map(str::to_string).filter(|v| !v.is_empty())
 }
 
+/// A query parameter as sent, an empty value included (for enumerations, where empty is a wrong value).
+pub fn query_raw(req: &Request, name: &str) -> Option<String> {
+    req.query_string_parameters_ref().and_then(|q| q.first(name)).map(str::to_string)
+}
+
 /// An identifier in the query (`organization_id`, `school_id`...): `400 invalid_query` when longer
 /// than [`MAX_ID_BYTES`].
 pub fn query_id(req: &Request, name: &str) -> Result<Option<String>, ApiError> {

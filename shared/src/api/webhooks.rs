@@ -111,7 +111,7 @@ pub async fn list_deliveries(ctx: Arc<Context>, req: Request) -> ApiResult {
     let filter = DeliveryFilter {
         subscription_id: query_id(&req, "subscription_id")?,
         event_type: query_id(&req, "event_type")?,
-        status: query_param(&req, "status")
+        status: crate::http::query_raw(&req, "status")
             .map(|s| DeliveryStatus::parse(&s).ok_or_else(|| bad("status is pending, succeeded or failed")))
             .transpose()?,
         since: query_number(&req, "since")?,
