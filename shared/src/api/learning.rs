@@ -101,17 +101,33 @@ pub struct BadgeProgress {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MyQuest {
+    #[serde(flatten)]
+    pub progress: QuestProgress,
+    pub tasks: Vec<MyTask>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MyTask {
+    #[serde(flatten)]
+    pub progress: TaskProgress,
+    pub completion_id: Option<String>,
+    pub evidence: Vec<crate::learning::EvidenceBlock>,
+}
+
+/// Where a learner stands in a quest (the student's own view and their observers' share it).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct QuestProgress {
     pub quest_id: String,
     pub title: String,
     pub pillar: String,
     /// `active` or `completed`.
     pub status: String,
     pub completed_at: Option<i64>,
-    pub tasks: Vec<MyTask>,
 }
 
+/// Where a learner stands in one task.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct MyTask {
+pub struct TaskProgress {
     pub id: String,
     pub title: String,
     pub pillar: String,
@@ -119,9 +135,33 @@ pub struct MyTask {
     pub order: u32,
     /// `pending` or `completed`.
     pub status: String,
-    pub completion_id: Option<String>,
     pub completed_at: Option<i64>,
-    pub evidence: Vec<crate::learning::EvidenceBlock>,
+}
+
+impl QuestProgress {
+    pub fn of(quest: &crate::learning::Quest, enrollment: &crate::store::learning::Enrollment) -> Self {
+        Self {
+            quest_id: quest.id.clone(),
+            title: quest.title.clone(),
+            pillar: quest.pillar.clone(),
+            status: enrollment.status.clone(),
+            completed_at: enrollment.completed_at,
+        }
+    }
+}
+
+impl TaskProgress {
+    pub fn of(task: &crate::learning::QuestTask, mine: Option<&crate::store::learning::UserTask>) -> Self {
+        Self {
+            id: task.id.clone(),
+            title: task.title.clone(),
+            pillar: task.pillar.clone(),
+            xp: task.xp,
+            order: task.order,
+            status: if mine.is_some_and(|m| m.completed) { "completed" } else { "pending" }.into(),
+            completed_at: mine.and_then(|m| m.completed_at),
+        }
+    }
 }
 
 /// The caller's learning: every quest they are enrolled in, with their tasks, evidence and XP.
@@ -147,26 +187,13 @@ pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
             .map(|t| {
                 let mine = state.tasks.get(&t.id);
                 MyTask {
-                    id: t.id.clone(),
-                    title: t.title.clone(),
-                    pillar: t.pillar.clone(),
-                    xp: t.xp,
-                    order: t.order,
-                    status: if mine.is_some_and(|m| m.completed) { "completed" } else { "pending" }.into(),
+                    progress: TaskProgress::of(t, mine),
                     completion_id: mine.and_then(|m| m.completion_id.clone()),
-                    completed_at: mine.and_then(|m| m.completed_at),
                     evidence: state.evidence.get(&t.id).cloned().unwrap_or_default(),
                 }
             })
             .collect();
-        quests.push(MyQuest {
-            quest_id: quest.id,
-            title: quest.title,
-            pillar: quest.pillar,
-            status: enrollment.status.clone(),
-            completed_at: enrollment.completed_at,
-            tasks,
-        });
+        quests.push(MyQuest { progress: QuestProgress::of(&quest, enrollment), tasks });
     }
     let earned = store.earned_badges(&principal.user_id).await?;
     let badges = match &principal.org_id {

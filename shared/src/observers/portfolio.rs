@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::Link;
 use super::links::require_link;
+use crate::api::learning::{QuestProgress, TaskProgress};
 use crate::auth::guard::Principal;
 use crate::learning::{BlockType, EvidenceBlock};
 use crate::store::learning::{quest_states, xp_totals};
@@ -45,25 +46,15 @@ pub struct EarnedBadge {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PortfolioQuest {
-    pub quest_id: String,
-    pub title: String,
-    pub pillar: String,
-    /// `active` or `completed`.
-    pub status: String,
-    pub completed_at: Option<i64>,
+    #[serde(flatten)]
+    pub progress: QuestProgress,
     pub tasks: Vec<PortfolioTask>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PortfolioTask {
-    pub id: String,
-    pub title: String,
-    pub pillar: String,
-    pub xp: i64,
-    pub order: u32,
-    /// `completed` or `pending`.
-    pub status: String,
-    pub completed_at: Option<i64>,
+    #[serde(flatten)]
+    pub progress: TaskProgress,
     /// Present only when the student lets the caller see evidence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Vec<EvidenceView>>,
@@ -111,7 +102,6 @@ pub async fn portfolio(ctx: &Context, principal: &Principal, student_id: &str) -
         let mut ordered = quest.tasks.clone();
         ordered.sort_by_key(|t| t.order);
         for t in ordered {
-            let mine = state.tasks.get(&t.id);
             let evidence = match link.permissions.can_view_evidence {
                 true => Some(
                     evidence_views(ctx, state.evidence.get(&t.id).map(Vec::as_slice).unwrap_or_default(), expires_at)
@@ -119,27 +109,13 @@ pub async fn portfolio(ctx: &Context, principal: &Principal, student_id: &str) -
                 ),
                 false => None,
             };
-            tasks.push(PortfolioTask {
-                id: t.id,
-                title: t.title,
-                pillar: t.pillar,
-                xp: t.xp,
-                order: t.order,
-                status: if mine.is_some_and(|m| m.completed) { "completed" } else { "pending" }.into(),
-                completed_at: mine.and_then(|m| m.completed_at),
-                evidence,
-            });
+            tasks.push(PortfolioTask { progress: TaskProgress::of(&t, state.tasks.get(&t.id)), evidence });
         }
-        out.push(PortfolioQuest {
-            quest_id: quest.id,
-            title: quest.title,
-            pillar: quest.pillar,
-            status: enrollment.status.clone(),
-            completed_at: enrollment.completed_at,
-            tasks,
-        });
+        out.push(PortfolioQuest { progress: QuestProgress::of(&quest, enrollment), tasks });
     }
+    // Quests still open first, then the completed ones, newest first; by title within each.
     out.sort_by(|a, b| {
+        let (a, b) = (&a.progress, &b.progress);
         b.completed_at.unwrap_or(i64::MAX).cmp(&a.completed_at.unwrap_or(i64::MAX)).then(a.title.cmp(&b.title))
     });
     let Link { relationship, permissions, .. } = link;

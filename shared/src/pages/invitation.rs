@@ -67,17 +67,10 @@ pub async fn accept_form(ctx: Arc<Context>, req: Request) -> ApiResult {
     page.into_response()
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct AcceptForm {
-    code: String,
-    csrf: String,
-}
-
 /// Accepts: links the observer (the signed-in account, whose address must be the invitation's, or
 /// the invited address's account, created if needed) and sets the observer's session cookies.
 #[utoipa::path(post, path = "/observers/accept", tag = "pages",
-    request_body(content = AcceptForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = super::CodeForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Accepted and signed in (HTML); the session cookies are set", content_type = "text/html", body = String),
         (status = 401, description = "`sign_in_required`: the invited address has an account; a link to sign in", content_type = "text/html", body = String),

@@ -135,6 +135,15 @@ pub fn csrf_field(token: &str) -> String {
     format!("<input type=\"hidden\" name=\"{CSRF_FIELD}\" value=\"{}\">", escape(token))
 }
 
+/// The form of the pages that act on an emailed code (confirm a sign-in, accept an invitation), as
+/// the OpenAPI document describes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CodeForm {
+    code: String,
+    csrf: String,
+}
+
 /// A posted form (`application/x-www-form-urlencoded`), checked against the CSRF cookie.
 pub struct Form(Vec<(String, String)>);
 

@@ -146,16 +146,9 @@ pub async fn confirm_form(ctx: Arc<Context>, req: Request) -> ApiResult {
     page.into_response()
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct ConfirmForm {
-    code: String,
-    csrf: String,
-}
-
 /// Uses the code up and opens the session (cookies), then goes to `next` or says so.
 #[utoipa::path(post, path = "/auth/sign-in/confirm", tag = "pages",
-    request_body(content = ConfirmForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = super::CodeForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Signed in (HTML); the session cookies are set", content_type = "text/html", body = String),
         (status = 303, description = "Signed in; on to the `next` path of the link"),
