@@ -65,6 +65,8 @@ pub struct Config {
     pub email_sender: Option<String>,
     pub email_queue_url: Option<String>,
     pub public_base_url: Option<String>,
+    /// The seed of the OAuth access-token signing key (Ed25519), rotated in Secrets Manager.
+    pub oauth_signing_key_secret_id: Option<String>,
 }
 
 /// Rules of a Clever school sync.
@@ -170,6 +172,7 @@ impl Config {
             email_sender: optional("EMAIL_SENDER"),
             email_queue_url: optional("EMAIL_QUEUE_URL"),
             public_base_url: optional("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
+            oauth_signing_key_secret_id: optional("OAUTH_SIGNING_KEY_SECRET_ID"),
             spark_storage_domains: optional("SPARK_STORAGE_DOMAINS")
                 .map(|d| d.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
                 .unwrap_or_default(),

@@ -32,6 +32,8 @@ pub struct Context {
     pub spark_api_key: Option<CachedKeyRing>,
     /// The key that encrypts webhook subscription secrets at rest.
     pub webhook_sealing_keys: Option<CachedKeyRing>,
+    /// The seeds of the OAuth access-token signing keys (current and previous).
+    pub oauth_keys: Option<CachedKeyRing>,
     pub clock: Clock,
     /// Clever clients (and their district tokens) by district, and the cached health report.
     pub clever_clients: crate::clever::districts::ClientCache,
@@ -54,6 +56,7 @@ impl Context {
             spark_webhook_keys: config.spark_webhook_secret_id.clone().map(CachedKeyRing::new),
             spark_api_key: config.spark_api_key_secret_id.clone().map(CachedKeyRing::new),
             webhook_sealing_keys: config.webhook_sealing_key_secret_id.clone().map(CachedKeyRing::new),
+            oauth_keys: config.oauth_signing_key_secret_id.clone().map(CachedKeyRing::new),
             config,
             sdk,
             dynamodb: OnceLock::new(),

@@ -195,6 +195,39 @@ pub const PAGE_INVITATION: Function = Function {
 pub const EMAIL_SEND: Function =
     Function { name: "email-send", handler: Handler::Queue(|c, m| Box::pin(crate::email::jobs::work(c, m))) };
 
+pub const OAUTH_METADATA: Function =
+    Function { name: "oauth-metadata", handler: Handler::Http(|c, r| Box::pin(api::oauth::metadata(c, r))) };
+pub const OAUTH_JWKS: Function =
+    Function { name: "oauth-jwks", handler: Handler::Http(|c, r| Box::pin(api::oauth::jwks(c, r))) };
+pub const OAUTH_AUTHORIZE: Function = Function {
+    name: "oauth-authorize",
+    handler: Handler::Http(|c, r| Box::pin(crate::pages::consent::authorize(c, r))),
+};
+pub const OAUTH_TOKEN: Function =
+    Function { name: "oauth-token", handler: Handler::Http(|c, r| Box::pin(api::oauth::token_endpoint(c, r))) };
+pub const OAUTH_REVOKE: Function =
+    Function { name: "oauth-revoke", handler: Handler::Http(|c, r| Box::pin(api::oauth::revoke(c, r))) };
+pub const OAUTH_INTROSPECT: Function =
+    Function { name: "oauth-introspect", handler: Handler::Http(|c, r| Box::pin(api::oauth::introspect(c, r))) };
+pub const OAUTH_CLIENTS_CREATE: Function =
+    Function { name: "oauth-clients-create", handler: Handler::Http(|c, r| Box::pin(api::oauth::create_client(c, r))) };
+pub const OAUTH_CLIENTS_LIST: Function =
+    Function { name: "oauth-clients-list", handler: Handler::Http(|c, r| Box::pin(api::oauth::list_clients(c, r))) };
+pub const OAUTH_CLIENT_GET: Function =
+    Function { name: "oauth-client-get", handler: Handler::Http(|c, r| Box::pin(api::oauth::get_client(c, r))) };
+pub const OAUTH_CLIENT_UPDATE: Function =
+    Function { name: "oauth-client-update", handler: Handler::Http(|c, r| Box::pin(api::oauth::update_client(c, r))) };
+pub const OAUTH_CLIENT_DELETE: Function =
+    Function { name: "oauth-client-delete", handler: Handler::Http(|c, r| Box::pin(api::oauth::delete_client(c, r))) };
+pub const ME_AUTHORIZATIONS: Function = Function {
+    name: "me-authorizations",
+    handler: Handler::Http(|c, r| Box::pin(api::oauth::my_authorizations(c, r))),
+};
+pub const ME_AUTHORIZATION_REVOKE: Function = Function {
+    name: "me-authorization-revoke",
+    handler: Handler::Http(|c, r| Box::pin(api::oauth::revoke_authorization(c, r))),
+};
+
 /// Every function, for the dev gateway and the consistency test.
 pub const ALL: &[Function] = &[
     HEALTH,
@@ -249,6 +282,19 @@ pub const ALL: &[Function] = &[
     PAGE_SIGN_IN_CONFIRM,
     PAGE_INVITATION,
     EMAIL_SEND,
+    OAUTH_METADATA,
+    OAUTH_JWKS,
+    OAUTH_AUTHORIZE,
+    OAUTH_TOKEN,
+    OAUTH_REVOKE,
+    OAUTH_INTROSPECT,
+    OAUTH_CLIENTS_CREATE,
+    OAUTH_CLIENTS_LIST,
+    OAUTH_CLIENT_GET,
+    OAUTH_CLIENT_UPDATE,
+    OAUTH_CLIENT_DELETE,
+    ME_AUTHORIZATIONS,
+    ME_AUTHORIZATION_REVOKE,
 ];
 
 pub fn by_name(name: &str) -> Option<Function> {

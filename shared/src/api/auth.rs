@@ -8,7 +8,7 @@ use lambda_http::Request;
 use serde::Deserialize;
 
 use crate::auth::email_sign_in;
-use crate::auth::guard::{ACCESS_COOKIE, REFRESH_COOKIE, REFRESH_COOKIE_PATH, authenticate};
+use crate::auth::guard::{ACCESS_COOKIE, REFRESH_COOKIE, REFRESH_COOKIE_PATH, authenticate, authenticate_for};
 use crate::auth::sessions::{self, TokenPair};
 use crate::auth::tokens;
 use crate::http::{
@@ -68,7 +68,7 @@ pub fn session_cookies(pair: &TokenPair) -> [String; 2] {
     (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
 ))]
 pub async fn me(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let principal = authenticate(&ctx, &req).await?;
+    let principal = authenticate_for(&ctx, &req, "profile").await?;
     let user = ctx
         .store()
         .get_user(&principal.user_id)

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Context;
-use crate::auth::guard::authenticate;
+use crate::auth::guard::{authenticate, authenticate_for};
 use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id};
 use crate::learning::Quest;
 use crate::learning::quests::{self, NewQuest};
@@ -67,7 +67,7 @@ pub struct QuestList {
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
     ))]
 pub async fn list_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let principal = authenticate(&ctx, &req).await?;
+    let principal = authenticate_for(&ctx, &req, "quests:read").await?;
     let requested = query_id(&req, "organization_id")?;
     let organization_id = principal.administered_organization(requested.as_deref())?;
     let quests = ctx.store().quests_of_organization(&organization_id, 100).await?;
@@ -171,7 +171,7 @@ impl TaskProgress {
     (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
 ))]
 pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let principal = authenticate(&ctx, &req).await?;
+    let principal = authenticate_for(&ctx, &req, "progress:read").await?;
     let store = ctx.store();
     let states = store.learning_state(&principal.user_id, None).await?;
     let ids: Vec<String> = states.keys().cloned().collect();

@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, clever, health, learning, observers, spark, webhooks};
+use super::{auth, clever, health, learning, oauth, observers, spark, webhooks};
 use crate::pages;
 
 /// Every error: a stable machine-readable code and a message safe to show.
@@ -73,6 +73,20 @@ pub struct ErrorBody {
         pages::sign_in::confirm_submit,
         pages::invitation::accept_form,
         pages::invitation::accept_submit,
+        oauth::metadata,
+        oauth::jwks,
+        pages::consent::ask,
+        pages::consent::decide,
+        oauth::token_endpoint,
+        oauth::revoke,
+        oauth::introspect,
+        oauth::create_client,
+        oauth::list_clients,
+        oauth::get_client,
+        oauth::update_client,
+        oauth::delete_client,
+        oauth::my_authorizations,
+        oauth::revoke_authorization,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
@@ -84,6 +98,7 @@ pub struct ErrorBody {
         (name = "webhooks", description = "Outbound webhooks: subscriptions and the delivery log"),
         (name = "clever", description = "Clever roster sync: districts, syncs, history and health"),
         (name = "observers", description = "Parents and mentors: invitations, links, portfolios and comments"),
+        (name = "oauth", description = "OAuth 2.0 authorization server for partner apps: metadata, authorize and consent, tokens, revocation, introspection, clients, the user's authorized apps"),
         (name = "pages", description = "HTML pages the hub serves (email sign-in, invitations); forms are CSRF-protected"),
     )
 )]
@@ -102,6 +117,17 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::auth::guard::ACCESS_COOKIE))),
+        );
+        components.add_security_scheme(
+            "client_basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "OAuth client authentication (client_secret_basic; or client_secret_post in the form)",
+                    ))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "spark_signature",

@@ -7,7 +7,7 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use crate::auth::guard::authenticate;
+use crate::auth::guard::authenticate_for;
 use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id, query_number, query_param};
 use crate::store::webhooks::{DeliveryFilter, DeliveryPageError};
 use crate::webhooks::{Delivery, DeliveryStatus, Subscription, delivery, subscriptions};
@@ -27,7 +27,7 @@ const PAGE_MAX: usize = 100;
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
     ))]
 pub async fn create_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let principal = authenticate(&ctx, &req).await?;
+    let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     let new = json_body(&req, MAX_JSON_BODY)?;
     let (subscription, secret) = subscriptions::create(&ctx, &principal, new).await?;
     json(StatusCode::CREATED, &WithSecret { subscription, secret })
@@ -45,7 +45,7 @@ pub struct SubscriptionList {
     responses((status = 200, description = "The organization's subscriptions", body = SubscriptionList), (status = 403, description = "Not an admin of that organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)))]
 
 pub async fn list_subscriptions(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let principal = authenticate(&ctx, &req).await?;
+    let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     let organization_id = principal.administered_organization(query_id(&req, "organization_id")?.as_deref())?;
     let subscriptions =
         ctx.store().subscriptions_of_organization(&organization_id, subscriptions::MAX_PER_ORGANIZATION as i32).await?;
@@ -55,7 +55,7 @@ pub async fn list_subscriptions(ctx: Arc<Context>, req: Request) -> ApiResult {
 #[utoipa::path(get, path = "/api/webhooks/subscriptions/{subscription_id}", tag = "webhooks", security(("bearer" = []), ("cookie" = [])), params(("subscription_id" = String, Path, description = "The subscription")),
     responses((status = 200, description = "The subscription", body = Subscription), (status = 404, description = "No such object in the caller's organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)))]
 pub async fn get_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let principal = authenticate(&ctx, &req).await?;
+    let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     let subscription = subscriptions::visible(&ctx, &principal, &path_param(&req, "subscription_id")).await?;
     json(StatusCode::OK, &subscription)
 }
@@ -68,7 +68,7 @@ pub async fn get_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
         (status = 404, description = "No such object in the caller's organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
     ))]
 pub async fn update_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let principal = authenticate(&ctx, &req).await?;
+    let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     let update = json_body(&req, MAX_JSON_BODY)?;
     let (subscription, secret) =
         subscriptions::update(&ctx, &principal, &path_param(&req, "subscription_id"), update).await?;
@@ -81,7 +81,7 @@ pub async fn update_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
 #[utoipa::path(delete, path = "/api/webhooks/subscriptions/{subscription_id}", tag = "webhooks", security(("bearer" = []), ("cookie" = [])), params(("subscription_id" = String, Path, description = "The subscription")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such object in the caller's organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)))]
 pub async fn delete_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let principal = authenticate(&ctx, &req).await?;
+    let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     subscriptions::delete(&ctx, &principal, &path_param(&req, "subscription_id")).await?;
     Response::builder().status(StatusCode::NO_CONTENT).body(Body::Empty).map_err(ApiError::internal)
 }
@@ -105,7 +105,7 @@ pub async fn delete_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
         (status = 403, description = "Not an admin of that organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
     ))]
 pub async fn list_deliveries(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let principal = authenticate(&ctx, &req).await?;
+    let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     let org = principal.administered_organization(query_id(&req, "organization_id")?.as_deref())?;
     let bad = |m: &str| ApiError::bad_request("invalid_query", m);
     let filter = DeliveryFilter {
@@ -148,7 +148,7 @@ pub struct DeliveryPage {
     params(("delivery_id" = String, Path, description = "The delivery (its id and body stay the same)")),
     responses((status = 200, description = "The attempt made now", body = DeliveryResult), (status = 404, description = "No such object in the caller's organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)))]
 pub async fn redeliver(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let principal = authenticate(&ctx, &req).await?;
+    let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     let delivery = delivery::redeliver(&ctx, &principal, &path_param(&req, "delivery_id")).await?;
     json(StatusCode::OK, &result_of(&delivery))
 }
@@ -165,7 +165,7 @@ pub struct TestRequest {
     request_body = TestRequest,
     responses((status = 200, description = "The attempt made now", body = DeliveryResult), (status = 404, description = "No such object in the caller's organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)))]
 pub async fn test(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let principal = authenticate(&ctx, &req).await?;
+    let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     let body: TestRequest = json_body(&req, MAX_JSON_BODY)?;
     let delivery = delivery::send_test(&ctx, &principal, &body.subscription_id).await?;
     json(StatusCode::OK, &result_of(&delivery))

@@ -54,7 +54,7 @@ pub fn valid_next(next: &str) -> bool {
     next.starts_with('/')
         && !next.starts_with("//")
         && !next.starts_with("/\\")
-        && next.len() <= 512
+        && next.len() <= 2048
         && !next.chars().any(|c| c.is_control() || c == '\\')
 }
 

@@ -51,14 +51,44 @@ impl Principal {
     }
 }
 
-/// Authenticates by `Authorization: Bearer` or, failing that, the access cookie.
+/// Authenticates a session by `Authorization: Bearer` or, failing that, the access cookie. Partner
+/// (OAuth) tokens are refused: only routes that name a scope accept them ([`authenticate_for`]).
 pub async fn authenticate(ctx: &Context, req: &Request) -> Result<Principal, ApiError> {
-    let token = match bearer_token(req) {
-        Some(t) => t.to_string(),
+    let token = presented_token(req)?;
+    if crate::oauth::keys::is_partner_token(&token) {
+        return Err(ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "This route does not accept partner (OAuth) tokens",
+        ));
+    }
+    session_principal(ctx, &token).await
+}
+
+/// Authenticates a session, or a partner (OAuth) access token that carries `scope` and whose grant
+/// still stands (`403 insufficient_scope` when it lacks the scope).
+pub async fn authenticate_for(ctx: &Context, req: &Request, scope: &str) -> Result<Principal, ApiError> {
+    let token = presented_token(req)?;
+    match crate::oauth::keys::is_partner_token(&token) {
+        true => {
+            let principal = crate::oauth::token::partner_principal(ctx, &token, scope).await?;
+            tracing::Span::current().record("user_id", principal.user_id.as_str());
+            Ok(principal)
+        }
+        false => session_principal(ctx, &token).await,
+    }
+}
+
+fn presented_token(req: &Request) -> Result<String, ApiError> {
+    match bearer_token(req) {
+        Some(t) => Ok(t.to_string()),
         None => cookie(req, ACCESS_COOKIE)
-            .ok_or_else(|| ApiError::unauthorized("missing_token", "Authentication is required"))?,
-    };
-    let claims = verify_access(ctx, &token).await?;
+            .ok_or_else(|| ApiError::unauthorized("missing_token", "Authentication is required")),
+    }
+}
+
+async fn session_principal(ctx: &Context, token: &str) -> Result<Principal, ApiError> {
+    let claims = verify_access(ctx, token).await?;
     tracing::Span::current().record("user_id", claims.sub.as_str());
     Ok(Principal {
         user_id: claims.sub,

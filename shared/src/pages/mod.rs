@@ -2,6 +2,7 @@
 //! stylesheet allowed by its hash in a strict Content-Security-Policy, CSRF tokens on every form,
 //! never framed, never cached, and no referrer (their URLs may carry a one-time code).
 
+pub mod consent;
 pub mod invitation;
 pub mod sign_in;
 
@@ -32,13 +33,19 @@ button:focus,a:focus{outline:3px solid #f5a623;outline-offset:2px}\
 .muted{color:#555;font-size:.9rem}";
 
 /// `style-src` allows exactly our stylesheet, by its hash.
-static CSP: LazyLock<String> = LazyLock::new(|| {
-    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
+static STYLE_HASH: LazyLock<String> =
+    LazyLock::new(|| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes())));
+
+/// The page's policy: our stylesheet, no script, forms posted to us only (plus, for a form whose
+/// answer redirects elsewhere, that origin: browsers apply `form-action` to the redirect too).
+fn csp(form_action_extra: Option<&str>) -> String {
     format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action 'self'; \
-         frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'sha256-{}'; img-src 'self'; form-action 'self'{}; \
+         frame-ancestors 'none'; base-uri 'none'",
+        STYLE_HASH.as_str(),
+        form_action_extra.map(|o| format!(" {o}")).unwrap_or_default()
     )
-});
+}
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -62,11 +69,13 @@ pub struct Page {
     pub title: String,
     pub body: String,
     pub cookies: Vec<String>,
+    /// An origin the page's form may end up at (the OAuth consent redirects to the client).
+    pub form_action: Option<String>,
 }
 
 impl Page {
     pub fn new(status: StatusCode, title: &str, body: String) -> Self {
-        Self { status, title: title.into(), body, cookies: Vec::new() }
+        Self { status, title: title.into(), body, cookies: Vec::new(), form_action: None }
     }
 
     /// A page saying why a request failed, with the error's status.
@@ -100,7 +109,7 @@ impl Page {
             .status(self.status)
             .header(CONTENT_TYPE, "text/html; charset=utf-8")
             .header(CACHE_CONTROL, "no-store")
-            .header("content-security-policy", CSP.as_str())
+            .header("content-security-policy", csp(self.form_action.as_deref()))
             .header("x-frame-options", "DENY")
             .header("x-content-type-options", "nosniff")
             .header("referrer-policy", "no-referrer");
@@ -215,9 +224,11 @@ mod tests {
     #[test]
     fn the_policy_allows_our_stylesheet_and_no_script_or_framing() {
         let expected = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
-        assert!(CSP.contains(&format!("'sha256-{expected}'")));
-        assert!(CSP.contains("default-src 'none'") && CSP.contains("frame-ancestors 'none'"));
-        assert!(!CSP.contains("script-src") && !CSP.contains("unsafe"));
+        let policy = csp(None);
+        assert!(policy.contains(&format!("'sha256-{expected}'")));
+        assert!(policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"));
+        assert!(!policy.contains("script-src") && !policy.contains("unsafe"));
+        assert!(csp(Some("https://app.example")).contains("form-action 'self' https://app.example;"));
     }
 
     fn form_request(cookie: Option<&str>, body: &str) -> Request {

@@ -38,6 +38,7 @@
 //! | roster record | `ROSTER#<school_id>#<ENTITY>#<shard 0-7>` | `<clever id>` | district_id, synced_at, `f_<field>` (normalized, non-empty) |
 //! | webhook delivery | `DELIVERY#<id>` | `DELIVERY` | subscription_id, organization_id, event_type, event_id, body, status, attempts (JSON each), automatic_attempts, next_attempt_at, lease + lease_until, gsi1pk `ORG#<org>#DELIVERIES`, gsi1sk `<created_at>#<id>`, expires_at |
 //! | observer items | invitations, invitation codes, invitees, links, comments | | see [`observers`] |
+//! | OAuth items | clients, authorization codes, grants, refresh tokens, consents | | see [`oauth`] |
 //!
 //! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only items listed per organization
 //! (quests, badges, webhook subscriptions and deliveries, a student's invitations, by creation time) and pending outbox events
@@ -53,6 +54,7 @@ pub mod badges;
 pub mod clever;
 pub mod codes;
 pub mod learning;
+pub mod oauth;
 pub mod observers;
 pub mod outbox;
 pub mod pending;

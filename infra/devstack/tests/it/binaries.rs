@@ -53,8 +53,10 @@ async fn every_function_binary_answers_its_sample_event() {
             if html {
                 assert!(text.contains("role=\"alert\" data-error=\""), "{}: {body}", def.binary);
             } else {
+                // Our `{error, message}`, or RFC 6749's `{error, error_description}` from the OAuth endpoints.
                 let error: Value = serde_json::from_str(text).unwrap();
-                assert!(error["error"].is_string() && error["message"].is_string(), "{}: {body}", def.binary);
+                let described = error["message"].is_string() || error["error_description"].is_string();
+                assert!(error["error"].is_string() && described, "{}: {body}", def.binary);
             }
         }
     }

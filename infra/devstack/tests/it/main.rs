@@ -15,6 +15,7 @@ mod events;
 mod gateway;
 mod health;
 mod learning;
+mod oauth;
 mod observers;
 mod outbound;
 mod pages;
