@@ -118,3 +118,63 @@ async fn post_form(f: &Family, path: &str, fields: &[(&str, &str)]) -> reqwest::
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_partner_app_sends_the_user_through_sign_in_and_consent_and_gets_a_code() {
+    use oauth2::{AuthorizationCode, CsrfToken, PkceCodeChallenge, Scope, TokenResponse};
+
+    use crate::oauth::{Partner, http_client, query};
+
+    let p = Partner::new("page-oauth").await;
+    // The app's callback: a local server answering every request with a page.
+    let (callback, _) = crate::common::server(|_| (200, None, b"<p>back at the app</p>".to_vec())).await;
+    let redirect_uri = format!("http://{callback}/callback");
+    let app = p
+        .register(json!({"name": "Reading Buddy", "redirect_uris": [redirect_uri], "allowed_scopes": ["profile", "progress:read"]}))
+        .await;
+    let (student, _) = p.user("lee@page-oauth.example", hub::auth::Role::Student, None).await;
+    let mut client = p.client(app["client_id"].as_str().unwrap(), app["client_secret"].as_str());
+    client = client.set_redirect_uri(oauth2::RedirectUrl::new(redirect_uri.clone()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("progress:read".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+
+    let browser = Browser::start("oauth_consent").await;
+    // No session: the authorization request leads to the email sign-in, and back.
+    browser.goto(url.as_str()).await;
+    assert_eq!(browser.url().await.path(), "/auth/sign-in");
+    browser.screenshot("sign-in").await;
+    browser.fill("#email", student.email.as_deref().unwrap()).await;
+    browser.click("button[type=submit]").await;
+    let mail = p.t.deliver_emails_to(student.email.as_deref().unwrap()).await.pop().expect("a sign-in email");
+    browser.goto(&mail.link(&p.t.base, "/auth/sign-in/confirm")).await;
+    browser.click("button[type=submit]").await;
+    assert_eq!(browser.url().await.path(), "/api/oauth/authorize");
+    browser.screenshot("consent").await;
+    assert_eq!(browser.text("#app").await, "Reading Buddy");
+    let scopes = browser.text("#scopes").await;
+    assert!(
+        scopes.contains("See your name, email address and role") && scopes.contains("See your quests, XP and badges")
+    );
+    browser.click("#allow").await;
+
+    // Back at the app with a code, the state and our issuer.
+    let back = browser.url().await;
+    browser.screenshot("back-at-the-app").await;
+    assert_eq!(back.path(), "/callback");
+    assert_eq!(query(&back, "state").as_deref(), Some(state.secret().as_str()));
+    assert_eq!(query(&back, "iss").as_deref(), Some(p.t.base.as_str()));
+    let code = query(&back, "code").expect("a code");
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(verifier)
+        .request_async(&http_client(&p.t.http))
+        .await
+        .unwrap();
+    let me = p.api("/api/auth/me", tokens.access_token().secret()).await.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(me["id"], student.id.as_str());
+}
