@@ -770,3 +770,28 @@ async fn organization_admins_register_and_manage_their_apps_only() {
     assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
     assert_eq!(meta["token_endpoint"], p.t.url("/api/oauth/token").as_str());
 }
+
+#[tokio::test]
+async fn a_partner_app_written_with_authlib_works_unchanged() {
+    let p = Partner::new("oauth-authlib").await;
+    let (user, session) = p.user("ana@oauth-authlib.example", Role::Student, None).await;
+    let python = devstack::repo_root().join(".venv/bin/python");
+    assert!(python.exists(), "the test virtualenv is missing: run `make test`, which installs requirements-dev.txt");
+    let out = tokio::process::Command::new(python)
+        .arg(devstack::repo_root().join("infra/oauth-clients/authlib_client.py"))
+        .args([&p.t.base, &p.client_id, &p.secret, &p.redirect_uri, &session])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "authlib client failed: {}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["issuer"], p.t.base.as_str());
+    assert_eq!(seen["state_echoed"], true);
+    assert_eq!(seen["scope"], "profile progress:read");
+    assert_eq!(seen["me"], user.id.as_str());
+    assert_eq!(seen["rotated"], true);
+    assert_eq!(seen["reuse_error"], "invalid_grant");
+    assert_eq!((seen["revoke_status"].as_u64(), seen["after_revoke_status"].as_u64()), (Some(200), Some(401)));
+    assert_eq!(seen["webhooks_status"], 200);
+    assert_eq!(seen["webhooks_organization"], p.org.as_str());
+}
