@@ -661,3 +661,175 @@ pub async fn observers(
     println!("response: {:.0} KB of JSON", size.load(Ordering::Relaxed) as f64 / 1024.0);
     Ok(())
 }
+
+/// An OAuth server's token endpoints, as the OAuth bench calls them.
+pub struct OAuthTarget {
+    pub name: String,
+    pub token_url: String,
+    pub introspect_url: String,
+    pub client_id: String,
+    pub secret: String,
+    /// The scope asked for with client credentials.
+    pub scope: String,
+    /// Extra form fields of a client-credentials request (e.g. a `resource` indicator).
+    pub extra: Vec<(String, String)>,
+}
+
+/// `devstack bench-oauth`: the token endpoint (client credentials, refresh) and introspection of our
+/// server through the dev gateway, and the same calls against a reference server when one is given
+/// (node-oidc-provider, `bench/oauth` starts it), side by side; then the CPU time of our signing and
+/// verification, which is all our handlers add to the store's I/O.
+pub async fn oauth(
+    template: &Template,
+    sdk: &SdkConfig,
+    requests: usize,
+    concurrency: usize,
+    reference: Option<OAuthTarget>,
+) -> anyhow::Result<()> {
+    let BenchStack { base, ctx, .. } = bench_stack(template, sdk, &[]).await?;
+    let admin = bench_admin();
+    let registration: hub::oauth::clients::ClientRegistration = serde_json::from_value(json!({
+        "name": "Bench", "redirect_uris": ["https://bench.example/callback"],
+        "allowed_scopes": ["profile", "webhooks:manage"],
+        "grant_types": ["authorization_code", "refresh_token", "client_credentials"]}))?;
+    let app =
+        hub::oauth::clients::register(&ctx, &admin, registration).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let ours = OAuthTarget {
+        name: "hub".into(),
+        token_url: format!("{base}/api/oauth/token"),
+        introspect_url: format!("{base}/api/oauth/introspect"),
+        client_id: app.client.client_id.clone(),
+        secret: app.client_secret.clone().context("a confidential client")?,
+        scope: "webhooks:manage".into(),
+        extra: vec![],
+    };
+    // Refresh chains: one user authorization per concurrent worker, each refreshed in turn.
+    let user = hub::auth::email_sign_in::create_observer(&ctx, "bench-user@bench.example")
+        .await
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?
+        .context("fresh stack")?;
+    let mut chains = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let challenge_verifier = hub::crypto::random_token(32);
+        let challenge = hub::oauth::authorize::pkce_challenge(&challenge_verifier);
+        let request = hub::oauth::authorize::AuthorizationRequest {
+            client: app.client.clone(),
+            redirect_uri: "https://bench.example/callback".into(),
+            scope: vec!["profile".into()],
+            state: None,
+            code_challenge: challenge,
+        };
+        let back =
+            hub::oauth::authorize::approve(&ctx, &user, &request).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        let code = url::Url::parse(&back)?.query_pairs().find(|(k, _)| k == "code").context("code")?.1.into_owned();
+        let answer = post_form(
+            &ours.token_url,
+            &ours,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", "https://bench.example/callback"),
+                ("code_verifier", &challenge_verifier),
+            ],
+        )
+        .await?;
+        chains.push(Arc::new(tokio::sync::Mutex::new(
+            answer["refresh_token"].as_str().context("refresh token")?.to_string(),
+        )));
+    }
+
+    println!(
+        "{:<34} {:>8} {:>6} {:>9} {:>9} {:>9} {:>10}",
+        "endpoint", "requests", "conc.", "p50", "p99", "max", "req/s"
+    );
+    let mut targets = vec![ours];
+    targets.extend(reference);
+    for target in &targets {
+        let target = Arc::new(target);
+        let token = client_credentials(&target).await?;
+        run(&format!("{}: client_credentials", target.name), requests, concurrency, |_| {
+            let target = target.clone();
+            async move { client_credentials(&target).await.map(|_| ()) }
+        })
+        .await?;
+        run(&format!("{}: introspect", target.name), requests, concurrency, |_| {
+            let (target, token) = (target.clone(), token.clone());
+            async move {
+                let r = post_form(&target.introspect_url, &target, &[("token", token.as_str())]).await?;
+                anyhow::ensure!(r["active"] == true, "introspection answered {r}");
+                Ok(())
+            }
+        })
+        .await?;
+    }
+    let ours = &targets[0];
+    run("hub: refresh_token (rotation)", requests, concurrency, |i| {
+        let chain = chains[i % chains.len()].clone();
+        async move {
+            let mut current = chain.lock().await;
+            let r = post_form(
+                &ours.token_url,
+                ours,
+                &[("grant_type", "refresh_token"), ("refresh_token", current.as_str())],
+            )
+            .await?;
+            *current = r["refresh_token"].as_str().with_context(|| format!("refresh answered {r}"))?.to_string();
+            Ok(())
+        }
+    })
+    .await?;
+
+    // CPU of our own work per request: signing and verifying an access token with the keys cached
+    // (what remains of a handler once its DynamoDB reads and writes are taken away).
+    let claims = hub::oauth::keys::AccessTokenClaims {
+        iss: hub::oauth::issuer(&ctx),
+        aud: hub::oauth::AUDIENCE.into(),
+        sub: user.id.clone(),
+        client_id: app.client.client_id.clone(),
+        scope: "profile".into(),
+        grant: "grt_bench".into(),
+        org: None,
+        role: None,
+        iat: ctx.clock.now(),
+        exp: ctx.clock.now() + 3600,
+        jti: "bench".into(),
+    };
+    let token = hub::oauth::keys::sign(&ctx, &claims).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let rounds = 2000;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        hub::oauth::keys::sign(&ctx, &claims).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    }
+    let sign = t.elapsed() / rounds;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        hub::oauth::keys::verify(&ctx, &token).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    }
+    let verify = t.elapsed() / rounds;
+    println!("CPU per request, store I/O excluded: sign an access token {sign:?}, verify one {verify:?} (keys cached)");
+    Ok(())
+}
+
+async fn client_credentials(target: &OAuthTarget) -> anyhow::Result<String> {
+    let mut form = vec![("grant_type", "client_credentials"), ("scope", target.scope.as_str())];
+    form.extend(target.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let r = post_form(&target.token_url, target, &form).await?;
+    Ok(r["access_token"].as_str().with_context(|| format!("{}: token answered {r}", target.name))?.to_string())
+}
+
+/// A form POST with the target's client authentication (HTTP Basic), answered in JSON.
+async fn post_form(url: &str, target: &OAuthTarget, fields: &[(&str, &str)]) -> anyhow::Result<Value> {
+    thread_local! {
+        static HTTP: reqwest::Client = reqwest::Client::builder().no_proxy().build().expect("client");
+    }
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+    let http = HTTP.with(Clone::clone);
+    let answer = http
+        .post(url)
+        .basic_auth(&target.client_id, Some(&target.secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await?;
+    Ok(answer.json().await?)
+}

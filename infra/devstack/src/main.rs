@@ -12,6 +12,7 @@
 //! devstack bench-spark [--requests 200] [--concurrency 8] Spark SSO and webhook latency and throughput
 //! devstack bench-webhooks [--deliveries 500] [--workers 4] outbound webhook deliveries per second
 //! devstack bench-observers [--quests 50] [--tasks 10] [--blocks 10] an observer's portfolio: DynamoDB requests, latency
+//! devstack bench-oauth [--requests 200] [--concurrency 4] [--reference-token-url URL --reference-introspect-url URL]
 //! devstack bench-clever [--students 10000] [--teachers 500] [--sections 400] [--worker PATH] school sync figures
 //! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
@@ -124,6 +125,25 @@ enum Command {
         blocks: usize,
         #[arg(long, default_value_t = 50)]
         requests: usize,
+    },
+    /// The OAuth token endpoint and introspection, ours and (optionally) a reference server's.
+    BenchOauth {
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// A reference OAuth server's token endpoint (node-oidc-provider), e.g. http://127.0.0.1:4700/token
+        #[arg(long)]
+        reference_token_url: Option<String>,
+        #[arg(long)]
+        reference_introspect_url: Option<String>,
+        #[arg(long, default_value = "bench-client")]
+        reference_client_id: String,
+        #[arg(long, default_value = "bench-secret")]
+        reference_client_secret: String,
+        /// Extra form fields of the reference's client-credentials request, `k=v&k2=v2`.
+        #[arg(long, default_value = "")]
+        reference_extra: String,
     },
     /// One school of the Clever simulator synced by the real clever-sync-worker binary.
     BenchClever {
@@ -317,6 +337,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::BenchObservers { quests, tasks, blocks, requests } => {
             devstack::bench::observers(&template, &sdk, quests, tasks, blocks, requests).await?;
+        }
+        Command::BenchOauth {
+            requests,
+            concurrency,
+            reference_token_url,
+            reference_introspect_url,
+            reference_client_id,
+            reference_client_secret,
+            reference_extra,
+        } => {
+            let reference = match (reference_token_url, reference_introspect_url) {
+                (Some(token_url), Some(introspect_url)) => Some(devstack::bench::OAuthTarget {
+                    name: "node-oidc-provider".into(),
+                    token_url,
+                    introspect_url,
+                    client_id: reference_client_id,
+                    secret: reference_client_secret,
+                    scope: "webhooks:manage".into(),
+                    extra: url::form_urlencoded::parse(reference_extra.as_bytes()).into_owned().collect(),
+                }),
+                _ => None,
+            };
+            devstack::bench::oauth(&template, &sdk, requests, concurrency, reference).await?;
         }
         Command::BenchClever { students, teachers, sections, worker } => {
             let spec = clever_sim::DistrictSpec {

@@ -160,15 +160,16 @@ pub fn describe(scope: &[String]) -> Vec<&'static str> {
     scope.iter().filter_map(|s| SCOPES.iter().find(|(k, _)| k == s).map(|(_, d)| *d)).collect()
 }
 
-/// PKCE (RFC 7636) S256: the verifier's SHA-256, base64url, equals the challenge (constant time).
+/// PKCE (RFC 7636) S256: the challenge of a verifier (its SHA-256, base64url).
+pub fn pkce_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// Whether a verifier is well formed and matches the challenge (constant time).
 pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     let valid = (43..=128).contains(&verifier.len())
         && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-    valid
-        && crate::crypto::constant_time_eq(
-            URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())).as_bytes(),
-            challenge.as_bytes(),
-        )
+    valid && crate::crypto::constant_time_eq(pkce_challenge(verifier).as_bytes(), challenge.as_bytes())
 }
 
 #[cfg(test)]
