@@ -782,7 +782,7 @@ pub async fn oauth(
     // CPU of our own work per request: signing and verifying an access token with the keys cached
     // (what remains of a handler once its DynamoDB reads and writes are taken away).
     let claims = hub::oauth::keys::AccessTokenClaims {
-        iss: hub::oauth::issuer(&ctx),
+        iss: hub::oauth::issuer(&ctx).map_err(|e| anyhow::anyhow!(e.to_string()))?,
         aud: hub::oauth::AUDIENCE.into(),
         sub: user.id.clone(),
         client_id: app.client.client_id.clone(),

@@ -44,7 +44,7 @@ pub struct ServerMetadata {
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
     responses((status = 200, description = "Endpoints, scopes and methods", body = ServerMetadata)))]
 pub async fn metadata(ctx: Arc<Context>, _req: Request) -> ApiResult {
-    let base = issuer(&ctx);
+    let base = issuer(&ctx)?;
     let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let doc = ServerMetadata {
         authorization_endpoint: format!("{base}/api/oauth/authorize"),
@@ -331,13 +331,14 @@ pub async fn revoke_authorization(ctx: Arc<Context>, req: Request) -> ApiResult 
     let client_id = path_param(&req, "client_id");
     let store = ctx.store();
     let now = ctx.clock.now();
-    // Grants first: were the consent deleted first and a revocation failed, tokens would outlive it.
+    // The withdrawal itself kills every grant given until now (each use checks it); revoking the
+    // grants the index lists as well is for the record.
+    if client_id.is_empty() || !store.withdraw_consent(&principal.user_id, &client_id, now).await? {
+        return Err(ApiError::not_found("authorization_not_found", "You have not authorized this app"));
+    }
     let grants = store.user_grants(&principal.user_id, &client_id).await?;
     for grant in grants.iter().filter(|g| !g.revoked) {
         store.revoke_grant(&grant.id, now).await?;
-    }
-    if !store.delete_consent(&principal.user_id, &client_id).await? && grants.is_empty() {
-        return Err(ApiError::not_found("authorization_not_found", "You have not authorized this app"));
     }
     tracing::info!(user_id = principal.user_id, client_id, grants = grants.len(), "authorization withdrawn");
     json(StatusCode::OK, &StatusBody { status: "revoked".into() })

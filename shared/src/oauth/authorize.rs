@@ -102,8 +102,8 @@ pub fn may_grant(user: &User, request: &AuthorizationRequest) -> bool {
 
 /// Whether the user already consented to (at least) these scopes for this client.
 pub async fn consented(ctx: &Context, user: &User, request: &AuthorizationRequest) -> Result<bool, ApiError> {
-    let given = ctx.store().consent(&user.id, &request.client.client_id).await?;
-    Ok(given.is_some_and(|g| request.scope.iter().all(|s| g.contains(s))))
+    let given = ctx.store().consent(&user.id, &request.client.client_id).await?.unwrap_or_default();
+    Ok(!given.scope.is_empty() && request.scope.iter().all(|s| given.scope.contains(s)))
 }
 
 /// Records the consent (adding to what was given before) and issues a code: the URL to send the
@@ -111,7 +111,7 @@ pub async fn consented(ctx: &Context, user: &User, request: &AuthorizationReques
 pub async fn approve(ctx: &Context, user: &User, request: &AuthorizationRequest) -> Result<String, ApiError> {
     let store = ctx.store();
     let now = ctx.clock.now();
-    let mut scope = store.consent(&user.id, &request.client.client_id).await?.unwrap_or_default();
+    let mut scope = store.consent(&user.id, &request.client.client_id).await?.unwrap_or_default().scope;
     scope.extend(request.scope.iter().cloned());
     scope.sort();
     scope.dedup();
@@ -136,7 +136,7 @@ pub async fn approve(ctx: &Context, user: &User, request: &AuthorizationRequest)
         grant_id = record.grant_id,
         "authorization code issued"
     );
-    Ok(redirect_to(&request.redirect_uri, &[("code", &code)], request.state.as_deref(), &issuer(ctx)))
+    Ok(redirect_to(&request.redirect_uri, &[("code", &code)], request.state.as_deref(), &issuer(ctx)?))
 }
 
 /// The client's redirect URI with our parameters, `state` and `iss` added to its query.

@@ -72,6 +72,9 @@ pub struct ClientUpdate {
     /// A new secret, shown once in the answer; the previous one keeps working for 24 hours.
     #[serde(default)]
     pub rotate_secret: bool,
+    /// The previous secret stops working now (with or without a rotation): for a leaked secret.
+    #[serde(default)]
+    pub revoke_previous: bool,
 }
 
 /// A client with, once, its new secret.
@@ -110,7 +113,7 @@ pub async fn register(
         previous_secret_hash: None,
         previous_until: None,
     };
-    ctx.store().put_oauth_client(&stored, true).await.map_err(write_error)?;
+    ctx.store().put_oauth_client(&stored, None).await.map_err(write_error)?;
     tracing::info!(client_id = client.client_id, organization_id = client.organization_id, "OAuth client registered");
     Ok(ClientWithSecret { client, client_secret: secret })
 }
@@ -130,6 +133,7 @@ pub async fn update(
     u: ClientUpdate,
 ) -> Result<ClientWithSecret, ApiError> {
     let mut stored = administered(ctx, principal, client_id).await?;
+    let seen = stored.client.updated_at;
     let c = &mut stored.client;
     if let Some(name) = &u.name {
         c.name = valid_name(name)?;
@@ -143,7 +147,7 @@ pub async fn update(
     if let Some(types) = &u.grant_types {
         c.grant_types = valid_grant_types(types, c.public)?;
     }
-    let now = ctx.clock.now();
+    let now = ctx.clock.now().max(seen + 1);
     c.updated_at = now;
     let mut secret = None;
     if u.rotate_secret {
@@ -151,12 +155,21 @@ pub async fn update(
             return Err(ApiError::bad_request("invalid_client", "A public client has no secret"));
         }
         let new = new_secret();
-        stored.previous_secret_hash = stored.secret_hash.take();
-        stored.previous_until = Some(now + PREVIOUS_SECRET_SECS);
+        // After a leak the old secret must die now; otherwise it works a day more for the roll-out.
+        match u.revoke_previous {
+            true => (stored.previous_secret_hash, stored.previous_until) = (None, None),
+            false => {
+                stored.previous_secret_hash = stored.secret_hash.take();
+                stored.previous_until = Some(now + PREVIOUS_SECRET_SECS);
+            }
+        }
         stored.secret_hash = Some(sha256_hex(new.as_bytes()));
         secret = Some(new);
     }
-    ctx.store().put_oauth_client(&stored, false).await.map_err(write_error)?;
+    if u.revoke_previous && !u.rotate_secret {
+        (stored.previous_secret_hash, stored.previous_until) = (None, None);
+    }
+    ctx.store().put_oauth_client(&stored, Some(seen)).await.map_err(write_error)?;
     tracing::info!(client_id, rotated = u.rotate_secret, "OAuth client updated");
     Ok(ClientWithSecret { client: stored.client, client_secret: secret })
 }

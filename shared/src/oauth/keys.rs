@@ -88,7 +88,7 @@ pub async fn verify(ctx: &Context, token: &str) -> Result<AccessTokenClaims, Api
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.set_audience(&[AUDIENCE]);
-    validation.set_issuer(&[issuer(ctx)]);
+    validation.set_issuer(&[issuer(ctx)?]);
     validation.required_spec_claims = ["iss", "aud", "exp"].into_iter().map(String::from).collect();
     let claims = jsonwebtoken::decode::<AccessTokenClaims>(token, &DecodingKey::from_ed_der(&public), &validation)
         .map_err(|_| invalid())?

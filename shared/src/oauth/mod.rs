@@ -53,9 +53,10 @@ pub fn parse_scope(scope: &str) -> Result<Vec<String>, String> {
     Ok(scopes)
 }
 
-/// The issuer: this hub's public origin (`iss` of tokens, RFC 8414 and RFC 9207).
-pub fn issuer(ctx: &Context) -> String {
-    ctx.config.public_base_url.clone().unwrap_or_else(|| "http://127.0.0.1:3000".into())
+/// The issuer: this hub's public origin (`iss` of tokens, RFC 8414 and RFC 9207). Without
+/// `PUBLIC_BASE_URL` the OAuth server refuses to work (a wrong issuer would be signed into tokens).
+pub fn issuer(ctx: &Context) -> Result<String, crate::ApiError> {
+    ctx.config.public_base_url.clone().ok_or_else(|| crate::ApiError::internal("PUBLIC_BASE_URL is not set"))
 }
 
 /// An error of the OAuth endpoints, in RFC 6749 §5.2 form.

@@ -68,7 +68,9 @@ pub async fn token(
 ) -> Result<TokenResponse, OAuthError> {
     let grant_type = param(form, "grant_type")?.ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
     let auth = client_of(ctx, authorization, form, ip).await?;
-    ratelimit::check(ctx, PER_CLIENT, &auth.client.client_id).await?;
+    let keys = Keys::of(&auth, ip);
+    ratelimit::refuse_if_spent(ctx, FAILURES, &keys.failures).await?;
+    ratelimit::check(ctx, PER_CLIENT, &keys.limit).await?;
     if !auth.client.allows_grant(grant_type) {
         let known = clients::GRANT_TYPES.contains(&grant_type);
         return Err(match known {
@@ -91,11 +93,30 @@ pub async fn token(
         )),
     };
     if let Err(e) = &outcome
-        && e.error == "invalid_grant"
+        && e.status == http::StatusCode::BAD_REQUEST
     {
-        ratelimit::count_failure(ctx, FAILURES, ip, ApiError::bad_request("invalid_grant", "")).await;
+        ratelimit::count_failure(ctx, FAILURES, &keys.failures, ApiError::bad_request("refused", "")).await;
     }
     outcome
+}
+
+/// Whose budgets a request spends. A confidential client proved who it is: its own requests and
+/// failures count against it alone, so nobody else can spend them. A public client's id is no
+/// proof: its requests count per (client, address), its failures per address.
+struct Keys {
+    limit: String,
+    failures: String,
+}
+
+impl Keys {
+    fn of(auth: &Authenticated, ip: &str) -> Self {
+        match auth.confidential {
+            true => {
+                Self { limit: auth.client.client_id.clone(), failures: format!("client:{}", auth.client.client_id) }
+            }
+            false => Self { limit: format!("{}@{ip}", auth.client.client_id), failures: ip.to_string() },
+        }
+    }
 }
 
 async fn authorization_code(
@@ -143,6 +164,9 @@ async fn authorization_code(
         return Err(refuse(why));
     }
     let user = store.get_user(&record.user_id).await?.ok_or_else(|| refuse("The account no longer exists"))?;
+    if !store.grant_stands(&record.grant_id, &client.client_id, Some(&user.id)).await? {
+        return Err(refuse("The authorization was revoked"));
+    }
     let grant = Grant {
         id: record.grant_id.clone(),
         client_id: client.client_id.clone(),
@@ -191,11 +215,13 @@ async fn refresh(ctx: &Context, client: &Client, form: &[(String, String)]) -> R
             }
         },
     };
-    let grant = store
-        .grant(&record.grant_id)
-        .await?
-        .filter(|g| !g.revoked)
-        .ok_or_else(|| OAuthError::invalid_grant("The grant was revoked"))?;
+    let grant =
+        store.grant(&record.grant_id).await?.ok_or_else(|| OAuthError::invalid_grant("The grant was revoked"))?;
+    if !store.grant_stands(&grant.id, &client.client_id, grant.user_id.as_deref()).await? {
+        return Err(OAuthError::invalid_grant("The grant was revoked"));
+    }
+    // Scopes the client may no longer have are dropped.
+    let scope: Vec<String> = scope.into_iter().filter(|s| client.allowed_scopes.contains(s)).collect();
     let user = match &grant.user_id {
         Some(id) => {
             Some(store.get_user(id).await?.ok_or_else(|| OAuthError::invalid_grant("The account no longer exists"))?)
@@ -276,7 +302,7 @@ async fn issue(
         _ => (format!("client:{}", client.client_id), None, Some(client.organization_id.clone())),
     };
     let claims = AccessTokenClaims {
-        iss: issuer(ctx),
+        iss: issuer(ctx)?,
         aud: AUDIENCE.into(),
         sub,
         client_id: client.client_id.clone(),
@@ -346,6 +372,7 @@ pub async fn revoke(
 ) -> Result<(), OAuthError> {
     let token = param(form, "token")?.ok_or_else(|| OAuthError::invalid_request("token is missing"))?.to_string();
     let auth = client_of(ctx, authorization, form, ip).await?;
+    ratelimit::check(ctx, PER_CLIENT, &Keys::of(&auth, ip).limit).await?;
     let (grant_id, owner) = match find(ctx, &token).await? {
         Found::Access(c) => (c.grant, c.client_id),
         Found::Refresh(r) => (r.grant_id, r.client_id),
@@ -394,26 +421,30 @@ pub async fn introspect(
     if !auth.confidential {
         return Err(OAuthError::invalid_client());
     }
+    ratelimit::check(ctx, PER_CLIENT, &Keys::of(&auth, ip).limit).await?;
     let me = auth.client.client_id.as_str();
     let store = ctx.store();
     let now = ctx.clock.now();
     Ok(match find(ctx, &token).await? {
-        Found::Access(c) if c.client_id == me && grant_stands(ctx, &c.grant, me).await? => Introspection {
-            active: true,
-            scope: Some(c.scope),
-            client_id: Some(c.client_id),
-            sub: Some(c.sub),
-            token_type: Some("Bearer".into()),
-            exp: Some(c.exp),
-            iat: Some(c.iat),
-            iss: Some(c.iss),
-            aud: Some(c.aud),
-            jti: Some(c.jti),
-        },
-        Found::Refresh(r)
-            if r.client_id == me && !r.used && r.expires_at > now && grant_stands(ctx, &r.grant_id, me).await? =>
-        {
+        Found::Access(c) if c.client_id == me && store.grant_stands(&c.grant, me, user_of(&c.sub)).await? => {
+            Introspection {
+                active: true,
+                scope: Some(c.scope),
+                client_id: Some(c.client_id),
+                sub: Some(c.sub),
+                token_type: Some("Bearer".into()),
+                exp: Some(c.exp),
+                iat: Some(c.iat),
+                iss: Some(c.iss),
+                aud: Some(c.aud),
+                jti: Some(c.jti),
+            }
+        }
+        Found::Refresh(r) if r.client_id == me && !r.used && r.expires_at > now => {
             let sub = store.grant(&r.grant_id).await?.and_then(|g| g.user_id);
+            if !store.grant_stands(&r.grant_id, me, sub.as_deref()).await? {
+                return Ok(Introspection::default());
+            }
             Introspection {
                 active: true,
                 scope: Some(r.scope.join(" ")),
@@ -421,7 +452,7 @@ pub async fn introspect(
                 sub,
                 token_type: Some("refresh_token".into()),
                 exp: Some(r.expires_at),
-                iss: Some(issuer(ctx)),
+                iss: Some(issuer(ctx)?),
                 ..Default::default()
             }
         }
@@ -429,9 +460,9 @@ pub async fn introspect(
     })
 }
 
-async fn grant_stands(ctx: &Context, grant_id: &str, client_id: &str) -> Result<bool, OAuthError> {
-    let (grant, client) = ctx.store().grant_and_client(grant_id, client_id).await?;
-    Ok(client && grant.is_some_and(|g| !g.revoked))
+/// The user a token's subject names (`None` for a client acting for itself).
+fn user_of(sub: &str) -> Option<&str> {
+    (!sub.starts_with("client:")).then_some(sub)
 }
 
 /// A partner access token on our own API: valid, its grant and client still standing, and
@@ -439,8 +470,7 @@ async fn grant_stands(ctx: &Context, grant_id: &str, client_id: &str) -> Result<
 /// in the token's organization; a client acting for itself is an admin of its own organization.
 pub async fn partner_principal(ctx: &Context, token: &str, scope: &str) -> Result<Principal, ApiError> {
     let claims = keys::verify(ctx, token).await?;
-    let (grant, client) = ctx.store().grant_and_client(&claims.grant, &claims.client_id).await?;
-    if !client || grant.is_none_or(|g| g.revoked) {
+    if !ctx.store().grant_stands(&claims.grant, &claims.client_id, user_of(&claims.sub)).await? {
         return Err(ApiError::unauthorized("invalid_token", "The token was revoked"));
     }
     if !claims.scope.split(' ').any(|s| s == scope) {

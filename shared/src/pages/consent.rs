@@ -71,7 +71,12 @@ pub async fn ask(ctx: Arc<Context>, req: Request) -> ApiResult {
             StatusCode::FOUND,
         );
     }
-    match authorize::consented(&ctx, &user, &request).await {
+    // A public client's id is no secret: its requests are never answered without the user (RFC 6749 §10.2).
+    let remembered = match request.client.public {
+        true => Ok(false),
+        false => authorize::consented(&ctx, &user, &request).await,
+    };
+    match remembered {
         Ok(true) => match authorize::approve(&ctx, &user, &request).await {
             Ok(url) => redirect(StatusCode::FOUND, &url),
             Err(e) => respond(Err(e)),
@@ -154,13 +159,12 @@ fn refuse(ctx: &Context, refusal: Refusal, status: StatusCode) -> ApiResult {
     match refusal {
         Refusal::Page(e) => respond(Err(e)),
         Refusal::Redirect { redirect_uri, state, error, description } => {
-            let url = authorize::redirect_to(
-                &redirect_uri,
-                &[("error", error), ("error_description", &description)],
-                state.as_deref(),
-                &issuer(ctx),
-            );
-            redirect(status, &url)
+            let iss = match issuer(ctx) {
+                Ok(iss) => iss,
+                Err(e) => return respond(Err(e)),
+            };
+            let params = [("error", error), ("error_description", description.as_str())];
+            redirect(status, &authorize::redirect_to(&redirect_uri, &params, state.as_deref(), &iss))
         }
     }
 }

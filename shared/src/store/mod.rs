@@ -348,14 +348,16 @@ where
     }
 }
 
-/// Which items of a cancelled transaction failed their condition; `None` when the transaction
-/// failed for another reason (throttling, a dependency error), which callers must surface.
+/// Which items of a cancelled transaction failed their condition or lost to a concurrent
+/// transaction on the same item (`TransactionConflict`: a concurrent writer won); `None` when the
+/// transaction failed for another reason (throttling, a dependency error), which callers must surface.
 pub fn failed_conditions(err: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>) -> Option<Vec<bool>> {
     let TransactWriteItemsError::TransactionCanceledException(cancelled) = err.as_service_error()? else {
         return None;
     };
     let reasons = cancelled.cancellation_reasons();
-    let failed: Vec<bool> = reasons.iter().map(|r| r.code() == Some("ConditionalCheckFailed")).collect();
+    let failed: Vec<bool> =
+        reasons.iter().map(|r| matches!(r.code(), Some("ConditionalCheckFailed" | "TransactionConflict"))).collect();
     failed.iter().any(|f| *f).then_some(failed)
 }
 

@@ -6,12 +6,12 @@
 //! | authorization code | `OAUTH_CODE#<sha256 of code>` | `CODE` | client_id, user_id, redirect_uri, scope, challenge, grant_id, expires_at (code), used_at; kept a day past expiry so a reuse is recognised |
 //! | grant | `OAUTH_GRANT#<grant_id>` | `GRANT` | client_id, user_id (absent for client credentials), scope, revoked, created_at, last_used_at, expires_at, gsi1pk `USER#<user>#OAUTH#<client>` (user grants) |
 //! | refresh token | `OAUTH_REFRESH#<sha256 of token>` | `REFRESH` | grant_id, client_id, scope, used, expires_at |
-//! | consent | `USER#<user_id>` | `OAUTH_CONSENT#<client_id>` | scopes (JSON list), granted_at, last_used_at |
+//! | consent | `USER#<user_id>` | `OAUTH_CONSENT#<client_id>` | scope (JSON list; empty once withdrawn), granted_at, withdrawn_at (grants older than this are dead) |
 //!
 //! Codes and refresh tokens are consumed by one conditional update each: of two concurrent uses,
 //! exactly one wins, and the loser's attempt is recognised as a reuse.
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem};
 
 use super::{Item, ItemExt, Store, StoreError, WriteError, condition_held, n, s, update};
 use crate::crypto::sha256_hex;
@@ -106,13 +106,16 @@ fn build<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, StoreError> {
 }
 
 impl Store<'_> {
-    pub async fn put_oauth_client(&self, c: &StoredClient, create: bool) -> Result<(), WriteError> {
+    /// Creates a client (`seen` = `None`) or replaces it as it was read (`seen` = its `updated_at`):
+    /// a concurrent change (a second rotation) loses instead of overwriting a secret shown once.
+    pub async fn put_oauth_client(&self, c: &StoredClient, seen: Option<i64>) -> Result<(), WriteError> {
         let mut item = Item::from([
             ("pk".into(), s(client_pk(&c.client.client_id))),
             ("sk".into(), s("CLIENT")),
             ("doc".into(), s(serde_json::to_string(&c.client).expect("clients serialize"))),
             ("gsi1pk".into(), s(format!("ORG#{}#OAUTH_CLIENTS", c.client.organization_id))),
             ("gsi1sk".into(), s(format!("{:012}#{}", c.client.created_at, c.client.client_id))),
+            ("updated_at".into(), n(c.client.updated_at)),
         ]);
         for (k, v) in [("secret_hash", &c.secret_hash), ("previous_secret_hash", &c.previous_secret_hash)] {
             if let Some(v) = v {
@@ -123,9 +126,9 @@ impl Store<'_> {
             item.insert("previous_until".into(), n(until));
         }
         let mut put = self.client.put_item().table_name(self.table).set_item(Some(item));
-        put = match create {
-            true => put.condition_expression("attribute_not_exists(pk)"),
-            false => put.condition_expression("attribute_exists(pk)"),
+        put = match seen {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(at) => put.condition_expression("updated_at = :seen").expression_attribute_values(":seen", n(at)),
         };
         match condition_held(put.send().await)? {
             true => Ok(()),
@@ -222,15 +225,6 @@ impl Store<'_> {
         Ok(self.get(&grant_pk(grant_id), "GRANT").await?.as_ref().and_then(grant_from_item))
     }
 
-    /// The grant and the client of a token, in one read: both must still stand for it to be valid.
-    pub async fn grant_and_client(&self, grant_id: &str, client_id: &str) -> Result<(Option<Grant>, bool), StoreError> {
-        let items =
-            self.get_many(vec![(grant_pk(grant_id), "GRANT".into()), (client_pk(client_id), "CLIENT".into())]).await?;
-        let grant = items.iter().find(|i| i.str("sk") == Some("GRANT")).and_then(grant_from_item);
-        let client = items.iter().any(|i| i.str("sk") == Some("CLIENT"));
-        Ok((grant, client))
-    }
-
     /// Revokes a grant: every access and refresh token issued under it stops working.
     pub async fn revoke_grant(&self, grant_id: &str, now: i64) -> Result<(), StoreError> {
         let result = self
@@ -280,19 +274,20 @@ impl Store<'_> {
                 .expression_attribute_values(":now", n(now))
                 .build(),
         )?;
+        // The grant must stand; it lives as long as its newest refresh token.
         let grant_stands = build(
-            ConditionCheck::builder()
-                .table_name(self.table)
-                .key("pk", s(grant_pk(&next.grant_id)))
-                .key("sk", s("GRANT"))
+            update(self.table, grant_pk(&next.grant_id), "GRANT")
+                .update_expression("SET last_used_at = :now, expires_at = :exp")
                 .condition_expression("revoked = :no")
                 .expression_attribute_values(":no", AttributeValue::Bool(false))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":exp", n(next.expires_at + 24 * 3600))
                 .build(),
         )?;
         match self
             .transact(vec![
                 TransactWriteItem::builder().update(used).build(),
-                TransactWriteItem::builder().condition_check(grant_stands).build(),
+                TransactWriteItem::builder().update(grant_stands).build(),
                 self.put_new_item(refresh_item(new, next)),
             ])
             .await
@@ -305,25 +300,27 @@ impl Store<'_> {
 
     /// Records that a grant was used (for the user's list of authorized apps).
     pub async fn touch_grant(&self, grant_id: &str, now: i64) -> Result<(), StoreError> {
-        self.client
+        let result = self
+            .client
             .update_item()
             .table_name(self.table)
             .key("pk", s(grant_pk(grant_id)))
             .key("sk", s("GRANT"))
             .update_expression("SET last_used_at = :now")
+            .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", n(now))
             .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(())
+            .await;
+        // A grant deleted meanwhile (its TTL) is not written back as a stub.
+        condition_held(result).map(|_| ())
     }
 
-    /// The scopes a user consented to for a client, if any.
-    pub async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<Vec<String>>, StoreError> {
-        Ok(self.get(&format!("USER#{user_id}"), &consent_sk(client_id)).await?.map(|i| scopes_of(&i)))
+    /// A user's consent to a client, if any (withdrawn ones have no scopes).
+    pub async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<Consent>, StoreError> {
+        Ok(self.get(&format!("USER#{user_id}"), &consent_sk(client_id)).await?.map(|i| consent_of(&i)))
     }
 
-    /// Remembers a consent (the union with what was consented before).
+    /// Records a consent's scopes (a withdrawal before it keeps its effect on older grants).
     pub async fn put_consent(
         &self,
         user_id: &str,
@@ -331,39 +328,88 @@ impl Store<'_> {
         scope: &[String],
         now: i64,
     ) -> Result<(), StoreError> {
-        self.put(Item::from([
-            ("pk".into(), s(format!("USER#{user_id}"))),
-            ("sk".into(), s(consent_sk(client_id))),
-            ("scope".into(), scopes_attr(scope)),
-            ("granted_at".into(), n(now)),
-        ]))
-        .await
+        self.client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(format!("USER#{user_id}")))
+            .key("sk", s(consent_sk(client_id)))
+            .update_expression("SET #scope = :scope, granted_at = :now")
+            .expression_attribute_names("#scope", "scope")
+            .expression_attribute_values(":scope", scopes_attr(scope))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
     }
 
-    /// Every consent of a user: (client id, scopes, granted at).
+    /// Every consent a user has given and not withdrawn: (client id, scopes, granted at).
     pub async fn consents_of(&self, user_id: &str) -> Result<Vec<(String, Vec<String>, i64)>, StoreError> {
         let items = self.query_all(&format!("USER#{user_id}"), Some("OAUTH_CONSENT#")).await?;
         Ok(items
             .iter()
             .filter_map(|i| {
-                Some((i.str("sk")?.strip_prefix("OAUTH_CONSENT#")?.to_string(), scopes_of(i), i.num("granted_at")?))
+                let c = consent_of(i);
+                let client = i.str("sk")?.strip_prefix("OAUTH_CONSENT#")?.to_string();
+                (!c.scope.is_empty()).then_some((client, c.scope, i.num("granted_at")?))
             })
             .collect())
     }
 
-    /// Forgets a consent. `false`: there was none.
-    pub async fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<bool, StoreError> {
+    /// Withdraws a consent: its scopes go, and every grant the user gave the client until now is dead
+    /// (checked on each use, so no grant can be missed). `false`: there was none.
+    pub async fn withdraw_consent(&self, user_id: &str, client_id: &str, now: i64) -> Result<bool, StoreError> {
         let result = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(self.table)
             .key("pk", s(format!("USER#{user_id}")))
             .key("sk", s(consent_sk(client_id)))
+            .update_expression("SET #scope = :none, withdrawn_at = :now")
             .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#scope", "scope")
+            .expression_attribute_values(":none", scopes_attr(&[]))
+            .expression_attribute_values(":now", n(now))
             .send()
             .await;
         condition_held(result)
     }
+
+    /// Whether a grant still stands, in one read: not revoked, its client not deleted, and (a user's
+    /// grant) not older than a withdrawal of the user's consent.
+    pub async fn grant_stands(
+        &self,
+        grant_id: &str,
+        client_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut keys = vec![(grant_pk(grant_id), "GRANT".to_string()), (client_pk(client_id), "CLIENT".to_string())];
+        if let Some(user) = user_id {
+            keys.push((format!("USER#{user}"), consent_sk(client_id)));
+        }
+        let items = self.get_many(keys).await?;
+        let find = |sk: &str| items.iter().find(|i| i.str("sk").is_some_and(|k| k == sk));
+        let Some(grant) = find("GRANT").and_then(grant_from_item) else { return Ok(false) };
+        let client = find("CLIENT").is_some();
+        let consent = match user_id {
+            None => true,
+            Some(_) => find(&consent_sk(client_id))
+                .map(consent_of)
+                .is_some_and(|c| c.withdrawn_at.is_none_or(|w| grant.created_at > w)),
+        };
+        Ok(client && consent && !grant.revoked && grant.client_id == client_id && grant.user_id.as_deref() == user_id)
+    }
+}
+
+/// A user's consent to a client.
+#[derive(Clone, Debug, Default)]
+pub struct Consent {
+    pub scope: Vec<String>,
+    pub withdrawn_at: Option<i64>,
+}
+
+fn consent_of(i: &Item) -> Consent {
+    Consent { scope: scopes_of(i), withdrawn_at: i.num("withdrawn_at") }
 }
 
 fn grant_item(g: &Grant, now: i64) -> Item {

@@ -43,12 +43,19 @@ pub struct Browser {
     tmp: PathBuf,
     shots: PathBuf,
     shot_count: AtomicUsize,
+    /// One browser at a time: Chromium is heavy for 2 cores shared with the other tests, and a
+    /// starved renderer times out WebDriver commands.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
+
+static ONE_AT_A_TIME: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(Default::default);
 
 impl Browser {
     /// Starts chromedriver on a free port, waits until it is ready, and opens a fresh headless Chromium
     /// (a new temporary profile: no cookies from other tests). `test_name` names the screenshot folder.
     pub async fn start(test_name: &str) -> Self {
+        let turn = ONE_AT_A_TIME.clone().lock_owned().await;
         let chromedriver = on_path("chromedriver");
         let chromium = on_path("chromium");
         let driver_port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
@@ -97,7 +104,7 @@ impl Browser {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts/screenshots").join(test_name);
         let _ = std::fs::remove_dir_all(&shots); // the previous run's pictures of this test
         std::fs::create_dir_all(&shots).unwrap();
-        Self { client, driver, driver_port, session, tmp, shots, shot_count: AtomicUsize::new(0) }
+        Self { client, driver, driver_port, session, tmp, shots, shot_count: AtomicUsize::new(0), _turn: turn }
     }
 
     pub async fn goto(&self, url: &str) {

@@ -648,6 +648,15 @@ async fn the_attacks_of_rfc_9700_are_refused_and_nothing_is_issued() {
         .request_async(&http_client(&p.t.http))
         .await
         .unwrap();
+    // A public client's id is no secret: even after consent, each request waits for the user.
+    let (challenge4, _) = PkceCodeChallenge::new_random_sha256();
+    let (url, _) = mobile
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("profile".into()))
+        .set_pkce_challenge(challenge4)
+        .url();
+    let page = p.raw.get(url.as_str()).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the consent page again, not a silent redirect");
     let intro = [("token", mobile_tokens.access_token().secret().as_str()), ("client_id", public_id)];
     let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(intro).finish();
     let r =
@@ -754,6 +763,19 @@ async fn organization_admins_register_and_manage_their_apps_only() {
         let (status, _) = p.token_form(&[("grant_type", "client_credentials")], Some((&p.client_id, secret))).await;
         assert_eq!(status, 200);
     }
+    // A leaked secret is cut off at once.
+    let r =
+        p.t.http
+            .put(p.t.url(&path))
+            .bearer_auth(&p.admin)
+            .json(&json!({"revoke_previous": true}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, body) = p.token_form(&[("grant_type", "client_credentials")], Some((&p.client_id, &p.secret))).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+    assert_eq!(p.token_form(&[("grant_type", "client_credentials")], Some((&p.client_id, new_secret))).await.0, 200);
     // Another organization's admin, a teacher, a partner token: no access.
     let (_, stranger) = p.user("oa@elsewhere.example", Role::OrgAdmin, Some("org-elsewhere")).await;
     let r = p.t.http.get(p.t.url(&path)).bearer_auth(&stranger).send().await.unwrap();
