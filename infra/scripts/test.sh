@@ -26,6 +26,9 @@ echo "== template.yaml: cfn-lint and sam validate --lint"
 echo "== partner code (Spark's Node SSO signer, from the npm registry)"
 npm ci --prefix infra/partner-node --silent --no-audit --no-fund
 
+echo "== reference OAuth server for the conformance tests (npm oidc-provider)"
+npm ci --prefix infra/oidc-provider --silent --no-audit --no-fund
+
 echo "== headless browser for the page tests (Debian's chromium and chromium-driver)"
 need_browser
 

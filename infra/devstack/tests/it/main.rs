@@ -16,6 +16,7 @@ mod gateway;
 mod health;
 mod learning;
 mod oauth;
+mod oauth_conformance;
 mod observers;
 mod outbound;
 mod pages;
