@@ -688,12 +688,19 @@ pub async fn oauth(
 ) -> anyhow::Result<()> {
     let BenchStack { base, ctx, .. } = bench_stack(template, sdk, &[]).await?;
     let admin = bench_admin();
-    let registration: hub::oauth::clients::ClientRegistration = serde_json::from_value(json!({
-        "name": "Bench", "redirect_uris": ["https://bench.example/callback"],
-        "allowed_scopes": ["profile", "webhooks:manage"],
-        "grant_types": ["authorization_code", "refresh_token", "client_credentials"]}))?;
-    let app =
-        hub::oauth::clients::register(&ctx, &admin, registration).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    // Two apps, so each phase has its own per-client budget (300 token requests a minute).
+    let register = |name: &str| {
+        let registration: Result<hub::oauth::clients::ClientRegistration, _> = serde_json::from_value(json!({
+            "name": name, "redirect_uris": ["https://bench.example/callback"],
+            "allowed_scopes": ["profile", "webhooks:manage"],
+            "grant_types": ["authorization_code", "refresh_token", "client_credentials"]}));
+        let (ctx, admin) = (&ctx, &admin);
+        async move {
+            hub::oauth::clients::register(ctx, admin, registration?).await.map_err(|e| anyhow::anyhow!(e.to_string()))
+        }
+    };
+    let app = register("Bench").await?;
+    let refresher = register("Bench refresh").await?;
     let ours = OAuthTarget {
         name: "hub".into(),
         token_url: format!("{base}/api/oauth/token"),
@@ -702,6 +709,19 @@ pub async fn oauth(
         secret: app.client_secret.clone().context("a confidential client")?,
         scope: "webhooks:manage".into(),
         extra: vec![],
+    };
+    let refreshing = OAuthTarget {
+        client_id: refresher.client.client_id.clone(),
+        secret: refresher.client_secret.clone().context("a confidential client")?,
+        ..OAuthTarget {
+            name: "hub".into(),
+            token_url: ours.token_url.clone(),
+            introspect_url: String::new(),
+            client_id: String::new(),
+            secret: String::new(),
+            scope: String::new(),
+            extra: vec![],
+        }
     };
     // Refresh chains: one user authorization per concurrent worker, each refreshed in turn.
     let user = hub::auth::email_sign_in::create_observer(&ctx, "bench-user@bench.example")
@@ -713,7 +733,7 @@ pub async fn oauth(
         let challenge_verifier = hub::crypto::random_token(32);
         let challenge = hub::oauth::authorize::pkce_challenge(&challenge_verifier);
         let request = hub::oauth::authorize::AuthorizationRequest {
-            client: app.client.clone(),
+            client: refresher.client.clone(),
             redirect_uri: "https://bench.example/callback".into(),
             scope: vec!["profile".into()],
             state: None,
@@ -723,8 +743,8 @@ pub async fn oauth(
             hub::oauth::authorize::approve(&ctx, &user, &request).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
         let code = url::Url::parse(&back)?.query_pairs().find(|(k, _)| k == "code").context("code")?.1.into_owned();
         let answer = post_form(
-            &ours.token_url,
-            &ours,
+            &refreshing.token_url,
+            &refreshing,
             &[
                 ("grant_type", "authorization_code"),
                 ("code", &code),
@@ -762,17 +782,13 @@ pub async fn oauth(
         })
         .await?;
     }
-    let ours = &targets[0];
+    let refreshing = &refreshing;
     run("hub: refresh_token (rotation)", requests, concurrency, |i| {
         let chain = chains[i % chains.len()].clone();
         async move {
             let mut current = chain.lock().await;
-            let r = post_form(
-                &ours.token_url,
-                ours,
-                &[("grant_type", "refresh_token"), ("refresh_token", current.as_str())],
-            )
-            .await?;
+            let fields = [("grant_type", "refresh_token"), ("refresh_token", current.as_str())];
+            let r = post_form(&refreshing.token_url, refreshing, &fields).await?;
             *current = r["refresh_token"].as_str().with_context(|| format!("refresh answered {r}"))?.to_string();
             Ok(())
         }

@@ -14,8 +14,10 @@ use crate::ratelimit::{self, Rule};
 use crate::store::oauth::{CodeUse, Grant, RefreshRecord, Rotation};
 use crate::{ApiError, Context};
 
-/// Token requests per client per minute (counted once the client has authenticated).
+/// Token and revocation requests per client per minute (counted once the client has authenticated),
+/// and introspections (a resource server may introspect on every request it serves).
 const PER_CLIENT: Rule = Rule { name: "oauth-token-client", limit: 300, window_secs: 60 };
+const INTROSPECTIONS_PER_CLIENT: Rule = Rule { name: "oauth-introspect-client", limit: 1200, window_secs: 60 };
 /// Failed client authentications and grants per source address.
 const FAILURES: Rule = Rule { name: "oauth-failures", limit: 30, window_secs: 600 };
 
@@ -421,7 +423,7 @@ pub async fn introspect(
     if !auth.confidential {
         return Err(OAuthError::invalid_client());
     }
-    ratelimit::check(ctx, PER_CLIENT, &Keys::of(&auth, ip).limit).await?;
+    ratelimit::check(ctx, INTROSPECTIONS_PER_CLIENT, &Keys::of(&auth, ip).limit).await?;
     let me = auth.client.client_id.as_str();
     let store = ctx.store();
     let now = ctx.clock.now();
