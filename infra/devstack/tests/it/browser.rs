@@ -136,6 +136,38 @@ impl Browser {
         self.find(css).await.text().await.unwrap_or_else(|e| panic!("text of {css:?}: {e}"))
     }
 
+    /// Waits (up to the usual wait) until the browser is on `path`: a click that posts a form and
+    /// follows its redirects may return before the last page has loaded. Panics with the page's text.
+    pub async fn wait_for_path(&self, path: &str) {
+        let deadline = Instant::now() + WAIT;
+        while self.url().await.path() != path {
+            if Instant::now() > deadline {
+                let text = self.client.source().await.unwrap_or_default();
+                panic!("still on {} instead of {path}: {text}", self.url().await);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (up to the usual wait) until `css` shows `expected`: after a form's POST the browser
+    /// may still show the previous page, which has elements of the same kind.
+    pub async fn wait_for_text(&self, css: &str, expected: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let shown = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if shown.contains(expected) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("{css} shows {shown:?}, not {expected:?}, on {}", self.url().await);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn url(&self) -> url::Url {
         self.client.current_url().await.expect("current URL")
     }
