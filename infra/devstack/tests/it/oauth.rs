@@ -817,3 +817,31 @@ async fn a_partner_app_written_with_authlib_works_unchanged() {
     assert_eq!(seen["webhooks_status"], 200);
     assert_eq!(seen["webhooks_organization"], p.org.as_str());
 }
+
+#[tokio::test]
+async fn a_key_rotation_keeps_issued_tokens_valid_and_publishes_both_keys() {
+    let p = Partner::new("oauth-rotate").await;
+    let (_, session) = p.user("rot@oauth-rotate.example", Role::Student, None).await;
+    let before = p.tokens(&session, &["profile"]).await;
+    let old_kid = jsonwebtoken::decode_header(before.access_token().secret()).unwrap().kid.unwrap();
+
+    // Rotate the seed the Secrets Manager way; a fresh instance signs with the new key.
+    let sm = aws_sdk_secretsmanager::Client::new(&p.t.sdk);
+    sm.put_secret_value()
+        .secret_id(&p.t.stack.refs["OAuthSigningKey"])
+        .secret_string(hub::crypto::random_token(48))
+        .send()
+        .await
+        .unwrap();
+    let fresh = std::sync::Arc::new(p.t.context_for("oauth-token", &[]));
+    let jwks = hub::oauth::keys::jwks(&fresh).await.unwrap();
+    let kids: Vec<&str> = jwks.keys.iter().map(|k| k.kid.as_str()).collect();
+    assert_eq!(kids.len(), 2, "current and previous");
+    assert_eq!(kids[1], old_kid, "the previous key is still published");
+    let claims = hub::oauth::keys::verify(&fresh, before.access_token().secret()).await.unwrap();
+    assert_eq!(claims.client_id, p.client_id, "a token signed before the rotation still verifies");
+    let after = hub::oauth::keys::sign(&fresh, &claims).await.unwrap();
+    assert_eq!(jsonwebtoken::decode_header(&after).unwrap().kid.as_deref(), Some(kids[0]));
+    assert_ne!(kids[0], old_kid);
+    assert_eq!(hub::oauth::keys::verify(&fresh, &after).await.unwrap().sub, claims.sub);
+}
