@@ -157,6 +157,17 @@ impl Partner {
         self.t.http.get(self.t.url(path)).bearer_auth(token).send().await.unwrap()
     }
 
+    /// A code exchanged by hand (with `creds` as HTTP Basic, or none).
+    pub async fn exchange(&self, code: &str, verifier: &str, creds: Option<(&str, &str)>) -> (u16, Value) {
+        let fields = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &self.redirect_uri),
+            ("code_verifier", verifier),
+        ];
+        self.token_form(&fields, creds).await
+    }
+
     /// A raw token-endpoint request (for what a well-behaved library would not send).
     pub async fn token_form(&self, fields: &[(&str, &str)], basic: Option<(&str, &str)>) -> (u16, Value) {
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
@@ -493,29 +504,9 @@ async fn the_attacks_of_rfc_9700_are_refused_and_nothing_is_issued() {
     let code_of = |back: url::Url| query(&back, "code").unwrap();
     let code = code_of(p.authorize(&authorize(&[]), &session, "allow").await);
     let wrong = PkceCodeChallenge::new_random_sha256().1;
-    let (status, body) = p
-        .token_form(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", &p.redirect_uri),
-                ("code_verifier", wrong.secret()),
-            ],
-            Some((&p.client_id, &p.secret)),
-        )
-        .await;
+    let (status, body) = p.exchange(&code, wrong.secret(), Some((&p.client_id, &p.secret))).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
-    let (status, body) = p
-        .token_form(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", &p.redirect_uri),
-                ("code_verifier", verifier.secret()),
-            ],
-            Some((&p.client_id, &p.secret)),
-        )
-        .await;
+    let (status, body) = p.exchange(&code, verifier.secret(), Some((&p.client_id, &p.secret))).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
@@ -526,13 +517,9 @@ async fn the_attacks_of_rfc_9700_are_refused_and_nothing_is_issued() {
         p.register(json!({"name": "Other", "redirect_uris": [p.redirect_uri], "allowed_scopes": ["profile"]})).await;
     let code = code_of(p.authorize(&authorize(&[]), &session, "allow").await);
     let (status, body) = p
-        .token_form(
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", &p.redirect_uri),
-                ("code_verifier", verifier.secret()),
-            ],
+        .exchange(
+            &code,
+            verifier.secret(),
             Some((other["client_id"].as_str().unwrap(), other["client_secret"].as_str().unwrap())),
         )
         .await;

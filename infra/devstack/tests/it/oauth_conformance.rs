@@ -68,17 +68,21 @@ impl Server<'_> {
     }
 
     async fn token_form(&self, fields: &[(&str, &str)]) -> (u16, Value) {
+        let r = self.post("token_endpoint", fields, &self.secret).await;
+        (r.status().as_u16(), r.json().await.unwrap_or_default())
+    }
+
+    /// A form POST to one of the metadata's endpoints, authenticated with HTTP Basic and `secret`.
+    async fn post(&self, endpoint: &str, fields: &[(&str, &str)], secret: &str) -> reqwest::Response {
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
-        let r = self
-            .http
-            .post(self.metadata["token_endpoint"].as_str().unwrap())
-            .basic_auth(&self.client_id, Some(&self.secret))
+        self.http
+            .post(self.metadata[endpoint].as_str().unwrap())
+            .basic_auth(&self.client_id, Some(secret))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
             .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or_default())
+            .unwrap()
     }
 }
 
@@ -278,32 +282,14 @@ async fn both_servers_agree_on_clients_redirects_and_revocation() {
             .await
             .unwrap();
         assert!(s.active(token.access_token()).await, "{}", s.name);
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("token", token.access_token().secret())
-            .finish();
-        let r = s
-            .http
-            .post(s.metadata["revocation_endpoint"].as_str().unwrap())
-            .basic_auth(&s.client_id, Some(&s.secret))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = s.post("revocation_endpoint", &[("token", token.access_token().secret())], &s.secret).await;
         assert_eq!(r.status(), 200, "{}", s.name);
         assert!(!s.active(token.access_token()).await, "{}: revoked", s.name);
 
         // A wrong secret: 401 invalid_client.
-        let body = "grant_type=client_credentials&scope=webhooks%3Amanage";
         let r = s
-            .http
-            .post(s.metadata["token_endpoint"].as_str().unwrap())
-            .basic_auth(&s.client_id, Some("wrong"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .post("token_endpoint", &[("grant_type", "client_credentials"), ("scope", "webhooks:manage")], "wrong")
+            .await;
         assert_eq!(r.status(), 401, "{}", s.name);
         assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client", "{}", s.name);
 
