@@ -20,12 +20,15 @@ use serde_json::Value;
 
 use super::client::{CleverClient, CleverError};
 use super::roster::{Entity, changed};
-use crate::store::clever::{CleverSchool, SyncRecord};
+use crate::store::clever::{CleverSchool, Lease, StaleRun, SyncRecord};
 use crate::store::roster::{RosterRecord, SchoolRoster};
 use crate::{Context, crypto};
 
 /// DynamoDB write retries of a roster write.
 const WRITE_RETRIES: u32 = 3;
+/// How long a sync holds its school: longer than the worker can run (Lambda stops it at 15 minutes),
+/// so a live run is never taken over, and a killed one is within a minute after.
+pub const LEASE_SECS: i64 = 16 * 60;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -69,6 +72,77 @@ pub async fn sync_school(
     // Time-ordered ids, so runs of the same second sort in the order they started.
     let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let sync_id = format!("sync_{millis:013}_{}", crypto::random_token(6));
+    let store = ctx.store();
+    let now = ctx.clock.now();
+    let stale = match store
+        .take_school_lease(&school.id, &sync_id, now, now + LEASE_SECS)
+        .await
+        .map_err(|e| SyncError(e.to_string()))?
+    {
+        Lease::Taken { stale } => stale,
+        Lease::Held { sync_id: running, until } => {
+            tracing::warn!(school_id = school.id, running, until, "sync skipped: the school is being synced");
+            return Ok(SyncOutcome {
+                sync_id,
+                status: "Skipped".into(),
+                records: Vec::new(),
+                clever_requests: 0,
+                roster_writes: 0,
+            });
+        }
+    };
+    if let Some(stale) = stale {
+        record_stale(ctx, school, &stale).await?;
+    }
+    match run_sync(ctx, client, school, requested, force, &sync_id).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            // Not finished: the lease goes back so the queue's retry can run.
+            if let Err(release) = store.release_school_lease(&school.id, &sync_id).await {
+                tracing::warn!(school_id = school.id, error = %release, "sync lease not released; it expires on its own");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A run that took the school and never finished (the Lambda timeout killed it): its records still
+/// `InProgress` become `Failed`, and the school counts one more failure.
+async fn record_stale(ctx: &Context, school: &CleverSchool, stale: &StaleRun) -> Result<(), SyncError> {
+    let store = ctx.store();
+    let fail = |e: crate::store::StoreError| SyncError(e.to_string());
+    let now = ctx.clock.now();
+    let retention = ctx.config.clever_sync.history_retention.as_secs() as i64;
+    for mut record in store.sync_run_records(&school.id, &stale.sync_id, stale.started_at).await.map_err(fail)? {
+        if record.status == "InProgress" {
+            record.status = "Failed".into();
+            record.ended_at = Some(now);
+            record
+                .errors
+                .push("the run stopped before it finished (Lambda timeout or crash); found by the next run".into());
+            store.put_sync_record(&record, retention).await.map_err(fail)?;
+        }
+    }
+    let failures = store.record_stale_sync(&school.id, &stale.sync_id, now).await.map_err(fail)?;
+    tracing::error!(
+        alert = "clever_sync_stale",
+        school_id = school.id,
+        stale_sync_id = stale.sync_id,
+        consecutive_failures = failures,
+        "a previous sync never finished: recorded as failed"
+    );
+    Ok(())
+}
+
+async fn run_sync(
+    ctx: &Context,
+    client: &CleverClient,
+    school: &CleverSchool,
+    requested: Mode,
+    force: bool,
+    sync_id: &str,
+) -> Result<SyncOutcome, SyncError> {
+    let sync_id = sync_id.to_string();
     let requests_before = client.requests_made();
     let full = requested == Mode::Full || school.requires_full_sync;
     let roster = SchoolRoster::new(

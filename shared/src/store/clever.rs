@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
 
-use super::{Item, ItemExt, Store, StoreError, n, s};
+use super::{Item, ItemExt, Store, StoreError, condition_held, n, s};
 
 /// A district whose Clever credentials we hold (the secret's id, never its value).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,6 +57,22 @@ pub struct SyncRecord {
     pub failed: u64,
     pub errors: Vec<String>,
     pub baseline_event_id: Option<String>,
+}
+
+/// The outcome of taking a school's sync lease.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lease {
+    /// Ours; `stale` is a run that held it before and never finished.
+    Taken { stale: Option<StaleRun> },
+    /// Another run is syncing the school (until `until`).
+    Held { sync_id: String, until: i64 },
+}
+
+/// A run that took the lease and never gave it back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StaleRun {
+    pub sync_id: String,
+    pub started_at: i64,
 }
 
 fn district_pk(id: &str) -> String {
@@ -143,7 +159,7 @@ impl Store<'_> {
 
     /// Records how a school's sync ended: its status, the events baseline when it changes
     /// (`Some(None)` removes it), and the full-sync flag (`Some(true)`: a full sync is still needed,
-    /// `Some(false)`: done). Returns the failures in a row.
+    /// `Some(false)`: done), and gives the sync lease back. Returns the failures in a row.
     pub async fn finish_school_sync(
         &self,
         school_id: &str,
@@ -182,11 +198,108 @@ impl Store<'_> {
             expression.push_str(", requires_full_sync = :full");
             request = request.expression_attribute_values(":full", AttributeValue::Bool(flag));
         }
+        expression.push_str(" REMOVE lease_sync_id, lease_started_at, lease_until");
         if baseline == Some(None) {
-            expression.push_str(" REMOVE baseline_event_id");
+            expression.push_str(", baseline_event_id");
         }
         let out = request.update_expression(expression).send().await.map_err(StoreError::from_sdk)?;
         Ok(out.attributes.unwrap_or_default().num("consecutive_failures").unwrap_or(0))
+    }
+
+    /// Takes the school's sync lease until `until` (one sync per school at a time). A lease left by a
+    /// run that never finished (killed by the Lambda timeout) is taken over once expired, and returned
+    /// as `stale` so that run can be recorded as failed.
+    pub async fn take_school_lease(
+        &self,
+        school_id: &str,
+        sync_id: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Lease, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(school_pk(school_id)))
+            .key("sk", s("SCHOOL"))
+            .update_expression("SET lease_sync_id = :sync, lease_started_at = :now, lease_until = :until")
+            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now)")
+            .expression_attribute_values(":sync", s(sync_id))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":until", n(until))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let old = out.attributes.unwrap_or_default();
+                let stale = match (old.str("lease_sync_id"), old.num("lease_started_at")) {
+                    (Some(id), Some(started_at)) => Some(StaleRun { sync_id: id.to_string(), started_at }),
+                    _ => None,
+                };
+                Ok(Lease::Taken { stale })
+            }
+            Err(e) => {
+                condition_held(Err::<(), _>(e))?;
+                let item = self.get(&school_pk(school_id), "SCHOOL").await?.unwrap_or_default();
+                Ok(Lease::Held {
+                    sync_id: item.str("lease_sync_id").unwrap_or_default().to_string(),
+                    until: item.num("lease_until").unwrap_or(0),
+                })
+            }
+        }
+    }
+
+    /// Records a run that never finished as failed (one more failure in a row), leaving the lease
+    /// (now the next run's) alone. Returns the failures in a row.
+    pub async fn record_stale_sync(&self, school_id: &str, sync_id: &str, at: i64) -> Result<i64, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(school_pk(school_id)))
+            .key("sk", s("SCHOOL"))
+            .update_expression(
+                "SET last_sync_id = :sync, last_sync_status = :failed, last_sync_at = :at, \
+                 consecutive_failures = if_not_exists(consecutive_failures, :zero) + :one",
+            )
+            .expression_attribute_values(":sync", s(sync_id))
+            .expression_attribute_values(":failed", s("Failed"))
+            .expression_attribute_values(":at", n(at))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(out.attributes.unwrap_or_default().num("consecutive_failures").unwrap_or(0))
+    }
+
+    /// Gives the lease back (a run that could not finish its bookkeeping); only if it is still ours.
+    pub async fn release_school_lease(&self, school_id: &str, sync_id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(school_pk(school_id)))
+            .key("sk", s("SCHOOL"))
+            .update_expression("REMOVE lease_sync_id, lease_started_at, lease_until")
+            .condition_expression("lease_sync_id = :sync")
+            .expression_attribute_values(":sync", s(sync_id))
+            .send()
+            .await;
+        condition_held(result).map(|_| ())
+    }
+
+    /// The history records of one run (found around the time it started).
+    pub async fn sync_run_records(
+        &self,
+        school_id: &str,
+        sync_id: &str,
+        started_at: i64,
+    ) -> Result<Vec<SyncRecord>, StoreError> {
+        let records = self.sync_history(school_id, started_at - 60, started_at + 60, None, 100).await?;
+        Ok(records.into_iter().filter(|r| r.sync_id == sync_id).collect())
     }
 
     /// Writes (or rewrites, when it ends) one entity's history record.

@@ -341,3 +341,63 @@ async fn fields_clever_adds_do_not_stop_a_sync_and_records_without_an_id_are_cou
     assert!(c.stored(0, "STUDENT").await.contains_key(&students[0]), "mapped fields keep syncing");
     assert_eq!(entity(&outcome, "teachers").status, "Success");
 }
+
+#[tokio::test]
+async fn one_sync_per_school_at_a_time_and_a_killed_run_is_recorded_as_failed() {
+    let c = setup("clever-lease").await;
+    c.sync(0, Mode::Full, false).await;
+    // Two runs at once for one school: one syncs, the other is skipped and writes nothing.
+    let (a, b) = tokio::join!(c.sync(0, Mode::Full, false), c.sync(0, Mode::Full, false));
+    let mut statuses = [a.status.as_str(), b.status.as_str()];
+    statuses.sort();
+    assert_eq!(statuses, ["Skipped", "Success"]);
+    let skipped = if a.status == "Skipped" { &a } else { &b };
+    assert!(skipped.records.is_empty() && skipped.clever_requests == 0);
+    // The other school is not held by the first.
+    assert_eq!(c.sync(1, Mode::Full, false).await.status, "Success");
+
+    // A run killed by the Lambda timeout: its lease and its InProgress records stay behind.
+    let store = c.ctx.store();
+    let school = &c.schools[0];
+    let killed_at = c.ctx.clock.now() - hub::clever::sync::LEASE_SECS - 5;
+    let lease = store
+        .take_school_lease(school, "sync_killed", killed_at, killed_at + hub::clever::sync::LEASE_SECS)
+        .await
+        .unwrap();
+    assert_eq!(lease, hub::store::clever::Lease::Taken { stale: None });
+    let retention = 3600;
+    for entity in ["students", "teachers", "sections"] {
+        let record = SyncRecord {
+            sync_id: "sync_killed".into(),
+            school_id: school.clone(),
+            district_id: c.district.clone(),
+            entity: entity.into(),
+            sync_type: "full".into(),
+            status: "InProgress".into(),
+            started_at: killed_at,
+            ended_at: None,
+            processed: 0,
+            created: 0,
+            updated: 0,
+            deleted: 0,
+            failed: 0,
+            errors: vec![],
+            baseline_event_id: None,
+        };
+        store.put_sync_record(&record, retention).await.unwrap();
+    }
+    // While it would still be running, a new run is skipped; once its lease expired, the next run
+    // takes over and records it as failed.
+    let held = store.take_school_lease(school, "sync_other", killed_at + 60, killed_at + 120).await.unwrap();
+    assert!(matches!(held, hub::store::clever::Lease::Held { ref sync_id, .. } if sync_id == "sync_killed"));
+    let next = c.sync(0, Mode::Incremental, false).await;
+    assert_eq!(next.status, "Success");
+    let killed = store.sync_run_records(school, "sync_killed", killed_at).await.unwrap();
+    assert_eq!(killed.len(), 3);
+    assert!(
+        killed.iter().all(|r| r.status == "Failed" && r.errors[0].contains("stopped before it finished")),
+        "{killed:?}"
+    );
+    // And the lease is free again for the run after.
+    assert_eq!(c.sync(0, Mode::Incremental, false).await.status, "Success");
+}
