@@ -144,11 +144,27 @@ pub async fn discover_schools(ctx: &Context, client: &CleverClient, district_id:
             Some((s["id"].as_str()?.to_string(), s["name"].as_str().unwrap_or_default().to_string()))
         })
         .await?;
+    let store = ctx.store();
+    let recorded = |e: crate::store::StoreError| CleverError::Malformed(format!("school not recorded: {e}"));
     for (id, name) in &schools {
-        ctx.store()
-            .upsert_clever_school(district_id, id, name)
-            .await
-            .map_err(|e| CleverError::Malformed(format!("school not recorded: {e}")))?;
+        store.upsert_clever_school(district_id, id, name).await.map_err(recorded)?;
+    }
+    // The whole list arrived (a failed listing returned above): a known school missing from it is no
+    // longer the district's, and is not synced every night into a 404; one listed again comes back.
+    let now = ctx.clock.now();
+    for known in store.clever_schools(district_id).await.map_err(recorded)? {
+        let listed = schools.iter().any(|(id, _)| *id == known.id);
+        match (listed, known.delisted_at) {
+            (false, None) => {
+                store.delist_clever_school(&known.id, now).await.map_err(recorded)?;
+                tracing::warn!(district_id, school_id = known.id, "school no longer listed by Clever: deactivated");
+            }
+            (true, Some(_)) => {
+                store.relist_clever_school(&known.id).await.map_err(recorded)?;
+                tracing::info!(district_id, school_id = known.id, "school listed by Clever again: reactivated");
+            }
+            _ => {}
+        }
     }
     Ok(schools.len())
 }

@@ -34,6 +34,8 @@ pub struct CleverSchool {
     pub last_sync_at: Option<i64>,
     /// Failed syncs in a row (alarms fire at 3).
     pub consecutive_failures: i64,
+    /// When Clever stopped listing the school (it is inactive since); `None` while listed.
+    pub delisted_at: Option<i64>,
 }
 
 /// One entity's part of one school sync.
@@ -130,6 +132,39 @@ impl Store<'_> {
             .await
             .map_err(StoreError::from_sdk)?;
         Ok(())
+    }
+
+    /// A school Clever no longer lists: inactive (not queued, not synced) from now on.
+    pub async fn delist_clever_school(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(school_pk(id)))
+            .key("sk", s("SCHOOL"))
+            .update_expression("SET active = :off, delisted_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":off", AttributeValue::Bool(false))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await
+            .map(drop)
+            .or_else(|e| condition_held(Err::<(), _>(e)).map(drop))
+    }
+
+    /// A delisted school Clever lists again: active, with a full sync (its roster may be far behind).
+    pub async fn relist_clever_school(&self, id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(school_pk(id)))
+            .key("sk", s("SCHOOL"))
+            .update_expression("SET active = :on, requires_full_sync = :on REMOVE delisted_at")
+            .condition_expression("attribute_exists(delisted_at)")
+            .expression_attribute_values(":on", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map(drop)
+            .or_else(|e| condition_held(Err::<(), _>(e)).map(drop))
     }
 
     pub async fn clever_school(&self, id: &str) -> Result<Option<CleverSchool>, StoreError> {
@@ -353,5 +388,6 @@ fn school_from(id: &str, i: &Item) -> Option<CleverSchool> {
         last_sync_status: i.str("last_sync_status").map(str::to_string),
         last_sync_at: i.num("last_sync_at"),
         consecutive_failures: i.num("consecutive_failures").unwrap_or(0),
+        delisted_at: i.num("delisted_at"),
     })
 }

@@ -364,3 +364,41 @@ async fn a_first_health_report_cut_short_is_provisional_and_refreshed_at_once() 
         assert!(started.elapsed().as_secs() < 20, "the provisional report was never refreshed");
     }
 }
+
+#[tokio::test]
+async fn schools_clever_no_longer_lists_are_deactivated_and_come_back_when_listed_again() {
+    let s = setup("cldelist").await;
+    assert_eq!(s.register(&s.client_secret).await.status(), 200);
+    let gone = s.schools()[0].clone();
+    let school = s.sim.world.lock().unwrap().schools.remove(&gone).unwrap();
+    let nightly = || async {
+        let r = s.t.http.post(s.t.url("/_local/schedules/clever-sync-scheduler")).send().await.unwrap();
+        r.json::<Value>().await.unwrap()
+    };
+    // Not synced every night into a 404: deactivated, and only the listed school is queued.
+    assert_eq!(nightly().await["queued"], 1);
+    s.work(1).await;
+    let state = |id: String| {
+        let (t, admin) = (&s.t, s.admin.clone());
+        async move {
+            let districts = t.get_json("/api/clever/districts", &admin).await;
+            districts["districts"][0]["schools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["id"] == id.as_str())
+                .unwrap()
+                .clone()
+        }
+    };
+    let delisted = state(gone.clone()).await;
+    assert_eq!(delisted["active"], false);
+    assert!(delisted["delisted_at"].is_i64());
+    // Listed again: active, and its next sync is a full one.
+    s.sim.world.lock().unwrap().schools.insert(gone.clone(), school);
+    assert_eq!(nightly().await["queued"], 2);
+    let back = state(gone.clone()).await;
+    assert_eq!((back["active"].as_bool(), back["requires_full_sync"].as_bool()), (Some(true), Some(true)));
+    assert!(back["delisted_at"].is_null());
+    s.work(2).await;
+}
