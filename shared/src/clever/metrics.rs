@@ -1,17 +1,18 @@
 //! CloudWatch metrics of school syncs, in the Embedded Metric Format: one JSON line on stdout that
 //! CloudWatch Logs turns into metrics, with no API call and no extra latency. template.yaml alarms on
-//! `ConsecutiveFailures` (3 or more for any school).
+//! `ConsecutiveFailures` and `ConsecutivePartials` (3 or more for any school).
 
 use serde_json::json;
 
-use crate::store::clever::CleverSchool;
+use crate::store::clever::{CleverSchool, RunCounts};
 
 pub const NAMESPACE: &str = "IntegrationHub/Clever";
 
-/// Emits `SyncSucceeded`/`SyncFailed` (0 or 1) and `ConsecutiveFailures` for one school's run, by
-/// district and by school.
-pub fn school_synced(school: &CleverSchool, status: &str, consecutive_failures: i64) {
+/// Emits `SyncSucceeded`/`SyncFailed`/`SyncPartial` (0 or 1), `ConsecutiveFailures` and
+/// `ConsecutivePartials` for one school's run, by district and by school.
+pub fn school_synced(school: &CleverSchool, status: &str, counts: RunCounts) {
     let failed = u8::from(status == "Failed");
+    let partial = u8::from(status == "Partial");
     let line = json!({
         "_aws": {
             "Timestamp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
@@ -21,7 +22,9 @@ pub fn school_synced(school: &CleverSchool, status: &str, consecutive_failures: 
                 "Metrics": [
                     {"Name": "SyncSucceeded", "Unit": "Count"},
                     {"Name": "SyncFailed", "Unit": "Count"},
+                    {"Name": "SyncPartial", "Unit": "Count"},
                     {"Name": "ConsecutiveFailures", "Unit": "Count"},
+                    {"Name": "ConsecutivePartials", "Unit": "Count"},
                 ],
             }],
         },
@@ -30,7 +33,9 @@ pub fn school_synced(school: &CleverSchool, status: &str, consecutive_failures: 
         "SyncStatus": status,
         "SyncSucceeded": 1 - failed,
         "SyncFailed": failed,
-        "ConsecutiveFailures": consecutive_failures,
+        "SyncPartial": partial,
+        "ConsecutiveFailures": counts.consecutive_failures,
+        "ConsecutivePartials": counts.consecutive_partials,
     });
     println!("{line}");
 }

@@ -175,6 +175,7 @@ async fn run_sync(
         .await
         .map_err(|e| SyncError(e.to_string()))?;
     crate::clever::metrics::school_synced(school, &status, failures);
+    let failures = failures.consecutive_failures;
     for r in &run.records {
         tracing::info!(
             district_id = school.district_id,

@@ -34,6 +34,8 @@ pub struct CleverSchool {
     pub last_sync_at: Option<i64>,
     /// Failed syncs in a row (alarms fire at 3).
     pub consecutive_failures: i64,
+    /// Partial syncs in a row (the shrink guard held deletions back; alarms fire at 3).
+    pub consecutive_partials: i64,
     /// When Clever stopped listing the school (it is inactive since); `None` while listed.
     pub delisted_at: Option<i64>,
 }
@@ -59,6 +61,13 @@ pub struct SyncRecord {
     pub failed: u64,
     pub errors: Vec<String>,
     pub baseline_event_id: Option<String>,
+}
+
+/// How a school's syncs have been going, after the latest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    pub consecutive_failures: i64,
+    pub consecutive_partials: i64,
 }
 
 /// The outcome of taking a school's sync lease.
@@ -203,13 +212,20 @@ impl Store<'_> {
         at: i64,
         baseline: Option<Option<&str>>,
         requires_full_sync: Option<bool>,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<RunCounts, StoreError> {
         let failed = status == "Failed";
         let mut expression = "SET last_sync_id = :sync, last_sync_status = :status, last_sync_at = :at".to_string();
         expression.push_str(if failed {
             ", consecutive_failures = if_not_exists(consecutive_failures, :zero) + :one"
         } else {
             ", consecutive_failures = :zero"
+        });
+        // A Partial run (the shrink guard held deletions back) is not a failure, but night after
+        // night it means the school never gets in sync: counted so it can raise an alarm.
+        expression.push_str(match status {
+            "Partial" => ", consecutive_partials = if_not_exists(consecutive_partials, :zero) + :one",
+            "Success" => ", consecutive_partials = :zero",
+            _ => "",
         });
         let mut request = self
             .client
@@ -222,7 +238,7 @@ impl Store<'_> {
             .expression_attribute_values(":at", n(at))
             .expression_attribute_values(":zero", n(0))
             .return_values(ReturnValue::AllNew);
-        if failed {
+        if failed || status == "Partial" {
             request = request.expression_attribute_values(":one", n(1));
         }
         if let Some(Some(baseline)) = baseline {
@@ -238,7 +254,11 @@ impl Store<'_> {
             expression.push_str(", baseline_event_id");
         }
         let out = request.update_expression(expression).send().await.map_err(StoreError::from_sdk)?;
-        Ok(out.attributes.unwrap_or_default().num("consecutive_failures").unwrap_or(0))
+        let item = out.attributes.unwrap_or_default();
+        Ok(RunCounts {
+            consecutive_failures: item.num("consecutive_failures").unwrap_or(0),
+            consecutive_partials: item.num("consecutive_partials").unwrap_or(0),
+        })
     }
 
     /// Takes the school's sync lease until `until` (one sync per school at a time). A lease left by a
@@ -388,6 +408,7 @@ fn school_from(id: &str, i: &Item) -> Option<CleverSchool> {
         last_sync_status: i.str("last_sync_status").map(str::to_string),
         last_sync_at: i.num("last_sync_at"),
         consecutive_failures: i.num("consecutive_failures").unwrap_or(0),
+        consecutive_partials: i.num("consecutive_partials").unwrap_or(0),
         delisted_at: i.num("delisted_at"),
     })
 }

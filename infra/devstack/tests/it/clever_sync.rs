@@ -199,9 +199,15 @@ async fn the_shrink_guard_refuses_mass_deletions_unless_forced() {
     assert!(students.errors[0].contains("70 of 120"), "{:?}", students.errors);
     assert_eq!(c.stored(0, "STUDENT").await.len(), 120);
     assert!(c.ctx.store().clever_school(&c.schools[0]).await.unwrap().unwrap().requires_full_sync);
+    // Partial night after night is counted (an alarm fires at 3), not reset as a success would be.
+    let school = || async { c.ctx.store().clever_school(&c.schools[0]).await.unwrap().unwrap() };
+    assert_eq!((school().await.consecutive_partials, school().await.consecutive_failures), (1, 0));
+    assert_eq!(c.sync(0, Mode::Incremental, false).await.status, "Partial");
+    assert_eq!(school().await.consecutive_partials, 2);
 
     let forced = c.sync(0, Mode::Full, true).await;
     assert_eq!(forced.status, "Success");
+    assert_eq!(school().await.consecutive_partials, 0);
     assert_eq!(entity(&forced, "students").deleted, 70);
     assert_eq!(c.stored(0, "STUDENT").await.len(), 50);
 }
