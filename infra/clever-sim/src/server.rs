@@ -1,8 +1,9 @@
 //! The simulator's HTTP side, shaped after Clever's API definitions (`shared/reference/clever/`):
 //!
 //! - `GET /oauth/tokens?owner_type=district` with HTTP Basic (the app's client id and secret): the
-//!   district tokens, `{"data": [{"id", "owner": {"type": "district", "id"}, "access_token", ...}]}`,
-//!   with `expires_in` when the district's tokens expire;
+//!   district tokens of every district that authorized the app, paged like the Data API (`limit`,
+//!   `starting_after`, `links`), `{"data": [{"id", "owner": {"type": "district", "id"}, "access_token",
+//!   ...}], "links": [...]}`, with `expires_in` only when the district's tokens expire;
 //! - `GET /v3.0/districts`, `/v3.0/schools`, `/v3.0/schools/{id}`, `/v3.0/schools/{id}/users?role=`,
 //!   `/v3.0/schools/{id}/sections`: `{"data": [{"data": {...}, "uri"}], "links": [{"rel", "uri"}]}`, paged
 //!   with `limit` (default 100, at most 10,000), `starting_after` and `ending_before` (ids, or `last`);
@@ -41,6 +42,9 @@ pub struct Faults {
     pub fail_after_pages: Option<usize>,
     /// Schools whose Data API requests all answer 500 (one school failing while others succeed).
     pub failing_schools: std::collections::HashSet<String>,
+    /// Page size of the token list when the request names none (an app authorized by many districts
+    /// reads several pages).
+    pub token_page_size: Option<usize>,
 }
 
 /// A running simulator.
@@ -100,7 +104,7 @@ impl Simulator {
             return self.configure(&body);
         }
         if path == "/oauth/tokens" {
-            return self.tokens(&auth);
+            return self.tokens(&auth, &query);
         }
         if !path.starts_with("/v3.0/") {
             return answer(404, &json!({"message": "not found"}), &[]);
@@ -221,7 +225,7 @@ impl Simulator {
         }
     }
 
-    fn tokens(&self, auth: &str) -> hyper::Response<Full<Bytes>> {
+    fn tokens(&self, auth: &str, query: &[(String, String)]) -> hyper::Response<Full<Bytes>> {
         let credentials = auth
             .strip_prefix("Basic ")
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
@@ -239,7 +243,7 @@ impl Simulator {
                 world.rotate_token(i);
             }
         }
-        let data: Vec<Value> = world
+        let tokens: Vec<(String, Value)> = world
             .districts
             .iter()
             .filter(|d| d.client_id == id && d.client_secret == secret)
@@ -250,13 +254,30 @@ impl Simulator {
                 if let Some(life) = d.token_lifetime {
                     token["expires_in"] = json!(life.saturating_sub(d.token_issued_at.elapsed().as_secs()));
                 }
-                token
+                (format!("tok-{}", d.id), token)
             })
             .collect();
-        if data.is_empty() {
+        if tokens.is_empty() {
             return answer(401, &json!({"error": "invalid_client"}), &[]);
         }
-        answer(200, &json!({"data": data}), &[])
+        let mut query = query.to_vec();
+        if let Some(size) = self.faults.lock().unwrap().token_page_size
+            && param(&query, "limit").is_none()
+        {
+            query.push(("limit".into(), size.to_string()));
+        }
+        let mut sorted = tokens;
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        match page(sorted.iter().map(|(id, v)| (id, v)), &query, "/oauth/tokens", "tokens") {
+            // Token entries are listed as they are, not wrapped like Data API records.
+            Ok(mut listed) => {
+                let entries: Vec<Value> =
+                    listed["data"].as_array().unwrap().iter().map(|e| e["data"].clone()).collect();
+                listed["data"] = json!(entries);
+                answer(200, &listed, &[])
+            }
+            Err((status, message)) => answer(status, &json!({"message": message}), &[]),
+        }
     }
 
     /// `POST /_sim/faults` with any of `{"statuses": [429, 500], "rate_limit_reset_secs", "stall": [n, ms],

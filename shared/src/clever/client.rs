@@ -144,17 +144,34 @@ impl CleverClient {
             self.credentials.client_id,
             self.credentials.client_secret.expose_secret()
         ));
-        let url = format!("{}?owner_type=district", self.settings.oauth_url);
-        let bytes = self
-            .send_with_retries("/oauth/tokens", || {
-                self.http.get(&url).header("authorization", format!("Basic {basic}"))
-            })
-            .await?;
-        let body: Value = serde_json::from_slice(&bytes).map_err(|e| CleverError::Malformed(e.to_string()))?;
-        let entry = body["data"]
-            .as_array()
-            .and_then(|tokens| tokens.iter().find(|t| t["owner"]["id"] == self.district_id.as_str()))
-            .ok_or_else(|| CleverError::Malformed(format!("no token for district {}", self.district_id)))?;
+        // The list has one token per district that authorized the app, in pages: ours may be on any.
+        let mut url = format!("{}?owner_type=district", self.settings.oauth_url);
+        let mut pages = 0;
+        let entry = loop {
+            let bytes = self
+                .send_with_retries("/oauth/tokens", || {
+                    self.http.get(&url).header("authorization", format!("Basic {basic}"))
+                })
+                .await?;
+            let body: Value = serde_json::from_slice(&bytes).map_err(|e| CleverError::Malformed(e.to_string()))?;
+            if let Some(ours) = body["data"]
+                .as_array()
+                .and_then(|tokens| tokens.iter().find(|t| t["owner"]["id"] == self.district_id.as_str()))
+            {
+                break ours.clone();
+            }
+            pages += 1;
+            let next = body["links"].as_array().and_then(|links| {
+                links.iter().find(|l| l["rel"] == "next").and_then(|l| l["uri"].as_str()).map(str::to_string)
+            });
+            match next {
+                Some(next) if pages < MAX_TOKEN_PAGES => {
+                    url = resolve_link(&self.settings.oauth_url, &next)
+                        .ok_or_else(|| CleverError::Malformed("the token list links to another host".into()))?;
+                }
+                _ => return Err(CleverError::Malformed(format!("no token for district {}", self.district_id))),
+            }
+        };
         let value = entry["access_token"]
             .as_str()
             .ok_or_else(|| CleverError::Malformed("token without access_token".into()))?;
@@ -331,6 +348,17 @@ fn next_link(links: &[Link]) -> Option<String> {
     uri.find("/v3.0/").map(|i| uri[i..].to_string())
 }
 
+/// Pages of the token list read at most (1,000 districts at Clever's default page size).
+const MAX_TOKEN_PAGES: usize = 10;
+
+/// A `links` URI (a path on Clever's host, or absolute) made absolute against `base`; `None` when it
+/// points at another origin (the app's credentials go with the request: never off Clever's host).
+fn resolve_link(base: &str, link: &str) -> Option<String> {
+    let base = url::Url::parse(base).ok()?;
+    let next = base.join(link).ok()?;
+    (next.origin() == base.origin()).then(|| next.to_string())
+}
+
 /// How long a 429 asks us to wait: until `X-RateLimit-Reset` (unix seconds) or `Retry-After`, whichever
 /// is later; one second when neither says.
 fn rate_limit_wait(headers: &http::HeaderMap) -> Duration {
@@ -344,6 +372,18 @@ fn rate_limit_wait(headers: &http::HeaderMap) -> Duration {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn token_list_links_stay_on_clever_s_host() {
+        let base = "https://clever.com/oauth/tokens";
+        assert_eq!(
+            resolve_link(base, "/oauth/tokens?owner_type=district&starting_after=t1").as_deref(),
+            Some("https://clever.com/oauth/tokens?owner_type=district&starting_after=t1")
+        );
+        assert_eq!(resolve_link(base, "https://evil.example/oauth/tokens"), None);
+        assert_eq!(resolve_link(base, "//evil.example/x"), None);
+    }
+
     use super::*;
     use serde_json::json;
 

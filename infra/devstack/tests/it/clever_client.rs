@@ -163,3 +163,36 @@ async fn the_events_feed_from_a_baseline() {
     let err = client.newest_event_id().await.unwrap_err();
     assert!(matches!(err, CleverError::Refused { status: 403, .. }), "events not enabled: {err:?}");
 }
+
+#[tokio::test]
+async fn the_district_token_is_found_on_any_page_of_the_app_s_token_list() {
+    // One app authorized by three districts (Clever's credentials are the app's, not a district's).
+    let small = DistrictSpec { schools: 1, students_per_school: 3, teachers_per_school: 1, sections_per_school: 1 };
+    let sim = Simulator::start(World::generate(9, &[small, small, small]), 0).await.unwrap();
+    let (id, secret, last) = {
+        let mut w = sim.world.lock().unwrap();
+        let (id, secret) = (w.districts[0].client_id.clone(), w.districts[0].client_secret.clone());
+        for d in w.districts.iter_mut() {
+            (d.client_id, d.client_secret) = (id.clone(), secret.clone());
+        }
+        let mut ids: Vec<String> = w.districts.iter().map(|d| d.id.clone()).collect();
+        ids.sort();
+        (id, secret, ids.pop().unwrap())
+    };
+    sim.faults.lock().unwrap().token_page_size = Some(1);
+    let client =
+        CleverClient::new(settings(&sim), &last, Credentials { client_id: id, client_secret: secret.into() }).unwrap();
+    client.check_token().await.unwrap();
+    assert_eq!(sim.count("/oauth/tokens"), 3, "one page per district, ours last");
+    let (id, secret) = {
+        let w = sim.world.lock().unwrap();
+        (w.districts[0].client_id.clone(), w.districts[0].client_secret.clone())
+    };
+    let unknown = CleverClient::new(
+        settings(&sim),
+        "district-that-never-authorized",
+        Credentials { client_id: id, client_secret: secret.into() },
+    )
+    .unwrap();
+    assert!(matches!(unknown.check_token().await, Err(CleverError::Malformed(_))));
+}
