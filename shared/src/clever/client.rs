@@ -234,7 +234,7 @@ impl CleverClient {
                     None => rejected += 1,
                 }
             }
-            next = next_link(&page.links);
+            next = next_link(&page.links)?;
         }
         Ok((items, rejected))
     }
@@ -342,10 +342,15 @@ struct Link {
 }
 
 /// The `next` link of a page, as a path and query.
-fn next_link(links: &[Link]) -> Option<String> {
-    let uri = &links.iter().find(|l| l.rel == "next")?.uri;
-    // Clever's links are paths (`/v3.0/...`); an absolute link is reduced to its path.
-    uri.find("/v3.0/").map(|i| uri[i..].to_string())
+fn next_link(links: &[Link]) -> Result<Option<String>, CleverError> {
+    let Some(next) = links.iter().find(|l| l.rel == "next") else { return Ok(None) };
+    // Clever's links are paths of its API (`/v3.0/...`, `/v3.1/...`); an absolute link is reduced to its
+    // path, so requests stay on the configured host. A `next` link we cannot follow is an error: ending
+    // there would read a list cut short as complete, and a full sync would delete the rest.
+    match next.uri.find("/v3.") {
+        Some(i) => Ok(Some(next.uri[i..].to_string())),
+        None => Err(CleverError::Malformed("a next link that is not a Clever API path".into())),
+    }
 }
 
 /// Pages of the token list read at most (1,000 districts at Clever's default page size).
@@ -396,10 +401,14 @@ mod tests {
     fn next_links_are_followed_as_paths() {
         let page = links(json!([{"rel": "self", "uri": "/v3.0/users?limit=2"},
                                 {"rel": "next", "uri": "/v3.0/users?limit=2&starting_after=abc"}]));
-        assert_eq!(next_link(&page).as_deref(), Some("/v3.0/users?limit=2&starting_after=abc"));
+        assert_eq!(next_link(&page).unwrap().as_deref(), Some("/v3.0/users?limit=2&starting_after=abc"));
         let absolute = links(json!([{"rel": "next", "uri": "https://api.clever.com/v3.0/users?starting_after=x"}]));
-        assert_eq!(next_link(&absolute).as_deref(), Some("/v3.0/users?starting_after=x"));
-        assert_eq!(next_link(&links(json!([{"rel": "self", "uri": "/v3.0/users"}]))), None);
+        assert_eq!(next_link(&absolute).unwrap().as_deref(), Some("/v3.0/users?starting_after=x"));
+        assert_eq!(next_link(&links(json!([{"rel": "self", "uri": "/v3.0/users"}]))).unwrap(), None);
+        // Another API version is followed; a link that is no API path fails the list instead of ending it.
+        let v31 = links(json!([{"rel": "next", "uri": "/v3.1/users?starting_after=y"}]));
+        assert_eq!(next_link(&v31).unwrap().as_deref(), Some("/v3.1/users?starting_after=y"));
+        assert!(next_link(&links(json!([{"rel": "next", "uri": "/users?starting_after=z"}]))).is_err());
     }
 
     #[test]
