@@ -217,6 +217,8 @@ pub async fn cancel(ctx: &Context, principal: &Principal, invitation_id: &str) -
 pub struct Preview {
     pub invitation: Invitation,
     pub student_name: String,
+    /// The student's organization (the events of an acceptance belong to it).
+    pub student_org: Option<String>,
 }
 
 /// Finds the invitation a code opens, refusing used, cancelled and expired ones with their reason.
@@ -246,7 +248,7 @@ pub async fn open(ctx: &Context, code: &str) -> Result<Preview, ApiError> {
         .get_user(&inv.student_id)
         .await?
         .ok_or_else(|| gone("invitation_cancelled", "The student's account no longer exists"))?;
-    Ok(Preview { student_name: display_name(&student, "A student"), invitation: inv })
+    Ok(Preview { student_name: display_name(&student, "A student"), student_org: student.org_id, invitation: inv })
 }
 
 /// What an acceptance gives the observer.
@@ -265,7 +267,7 @@ pub struct Accepted {
 /// signed out, as a new observer account of the invited address (the code came by email); an
 /// address that has an account must sign in first. Opens a session for the observer.
 pub async fn accept(ctx: &Context, code: &str, signed_in: Option<&Principal>) -> Result<(Accepted, User), ApiError> {
-    let Preview { invitation: inv, student_name } = open(ctx, code).await?;
+    let Preview { invitation: inv, student_name, student_org } = open(ctx, code).await?;
     let store = ctx.store();
     let observer = match signed_in {
         Some(principal) => {
@@ -291,7 +293,6 @@ pub async fn accept(ctx: &Context, code: &str, signed_in: Option<&Principal>) ->
         return Err(ApiError::bad_request("cannot_observe_self", "You cannot follow yourself"));
     }
     let now = ctx.clock.now();
-    let student_org = store.get_user(&inv.student_id).await?.and_then(|s| s.org_id);
     let link = Link {
         student_id: inv.student_id.clone(),
         observer_id: observer.id.clone(),

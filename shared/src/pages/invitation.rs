@@ -34,7 +34,7 @@ pub async fn accept(ctx: Arc<Context>, req: Request) -> ApiResult {
     ))]
 pub async fn accept_form(ctx: Arc<Context>, req: Request) -> ApiResult {
     let code = query_param(&req, "code").unwrap_or_default();
-    let Preview { invitation: inv, student_name } = match invitations::open(&ctx, &code).await {
+    let Preview { invitation: inv, student_name, .. } = match invitations::open(&ctx, &code).await {
         Ok(p) => p,
         Err(e) => return respond(Err(e)),
     };
