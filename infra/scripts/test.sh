@@ -48,7 +48,12 @@ echo "== tests (DynamoDB Local on $AWS_ENDPOINT_URL_DYNAMODB, moto on $AWS_ENDPO
 cargo test --workspace --locked 2>&1 | tee "$state/cargo-test.log"
 
 echo "== API contract: schemathesis against the dev gateway, as each role (docs/openapi.json)"
-target/debug/devstack contract
+# The gateway's request log (thousands of lines) goes to a file; its end is shown when the run fails.
+mkdir -p target/test-artifacts
+contract_log=target/test-artifacts/contract-gateway.log
+if ! target/debug/devstack contract 2>"$contract_log"; then
+  echo "-- the last lines of $contract_log:"; tail -n 40 "$contract_log"; exit 1
+fi
 
 echo "== nothing reached moto's DynamoDB (every client honours AWS_ENDPOINT_URL_DYNAMODB)"
 .venv/bin/python - <<'PY'
@@ -66,5 +71,6 @@ infra/scripts/test-persistence.sh
 
 # One closing line for the whole run: the Rust tests counted by cargo (the contract and persistence
 # steps above fail the run on their own when they fail).
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "make test: %d passed, %d failed\n", passed, failed }' \
-  "$state/cargo-test.log"
+awk '/^test result:/ { passed += $4; failed += $6 }
+  END { printf "make test: %d passed, %d failed\ntest result: %s. %d passed; %d failed (cargo test, whole workspace)\n",
+        passed, failed, failed ? "FAILED" : "ok", passed, failed }' "$state/cargo-test.log"
