@@ -82,6 +82,11 @@ pub struct CleverSyncSettings {
     pub health_cache: Duration,
     /// Time per check of a cold instance's first health report (keeps the answer under 100 ms).
     pub health_first_budget: Duration,
+    /// Events per page of an incremental sync: memory holds one page (events of real users are several
+    /// KB each, with their previous attributes).
+    pub events_page_size: usize,
+    /// How long a baseline stays usable without being confirmed again: Clever keeps events 30 days.
+    pub events_retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +171,9 @@ impl Config {
                 write_retry_base: Duration::from_millis(number(&optional, "CLEVER_WRITE_RETRY_BASE_MS", 1_000)?),
                 health_cache: seconds("CLEVER_HEALTH_CACHE_SECONDS", 30)?,
                 health_first_budget: Duration::from_millis(number(&optional, "CLEVER_HEALTH_FIRST_BUDGET_MS", 80)?),
+                events_page_size: number(&optional, "CLEVER_EVENTS_PAGE_SIZE", 1_000)?.clamp(1, 10_000) as usize,
+                // A day of margin on Clever's 30.
+                events_retention: seconds("CLEVER_EVENTS_RETENTION_SECONDS", 29 * 24 * 3600)?,
             },
             clever_secret_prefix: optional("CLEVER_SECRET_PREFIX"),
             clever_sync_queue_url: optional("CLEVER_SYNC_QUEUE_URL"),

@@ -5,5 +5,5 @@
 pub mod server;
 pub mod world;
 
-pub use server::{Faults, Simulator};
+pub use server::{Faults, RateLimit, Simulator};
 pub use world::{DistrictSpec, World};

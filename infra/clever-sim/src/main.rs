@@ -13,12 +13,12 @@ async fn main() -> anyhow::Result<()> {
             None => Ok(default),
         }
     };
-    let spec = DistrictSpec {
-        schools: option("schools", 2)? as usize,
-        students_per_school: option("students", 500)? as usize,
-        teachers_per_school: option("teachers", 30)? as usize,
-        sections_per_school: option("sections", 40)? as usize,
-    };
+    let spec = DistrictSpec::sized(
+        option("schools", 2)? as usize,
+        option("students", 500)? as usize,
+        option("teachers", 30)? as usize,
+        option("sections", 40)? as usize,
+    );
     let world = World::generate(option("seed", 1)?, &vec![spec; option("districts", 1)? as usize]);
     let sim = Simulator::start(world, option("port", 4600)? as u16).await?;
     println!("clever-sim on {}", sim.base_url);

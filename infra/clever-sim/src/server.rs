@@ -6,10 +6,14 @@
 //!   ...}], "links": [...]}`, with `expires_in` only when the district's tokens expire;
 //! - `GET /v3.0/districts`, `/v3.0/schools`, `/v3.0/schools/{id}`, `/v3.0/schools/{id}/users?role=`,
 //!   `/v3.0/schools/{id}/sections`: `{"data": [{"data": {...}, "uri"}], "links": [{"rel", "uri"}]}`, paged
-//!   with `limit` (default 100, at most 10,000), `starting_after` and `ending_before` (ids, or `last`);
+//!   with `limit` (default 100, at most 10,000: above, 413 as Clever answers), `starting_after` and
+//!   `ending_before` (ids, or `last`); the same under `/v3.1/`, whose links keep `/v3.1/`;
 //! - `GET /v3.0/events?starting_after=&ending_before=&school=&limit=`: the district's feed, oldest first;
-//!   `400` when `starting_after` has left the feed, `403` when events are not enabled;
-//! - rate-limit headers on every API answer (`X-RateLimit-Limit`, `-Remaining`, `-Reset`).
+//!   a `starting_after` that left the feed answers 404 (the status Clever's definition documents; the
+//!   `expired_cursor_status` fault picks another), a district without events 403 (`events_disabled_status`);
+//! - `GET /v3.0/events/{id}`: one event, 404 once it left the feed;
+//! - a real fixed-window rate limit per token (1,200 requests a minute, as Clever's), with
+//!   `X-RateLimit-Limit`, `-Remaining`, `-Reset` and `-Bucket` on every API answer and `Retry-After` on 429s.
 //!
 //! Faults are injected through [`Faults`] (in-process) or `POST /_sim/faults` (a running simulator).
 
@@ -27,7 +31,43 @@ use crate::world::{World, user_in_school};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
-const RATE_LIMIT: u64 = 1200;
+
+/// Clever's fixed-window limit: requests per token per window.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimit {
+    pub limit: u64,
+    pub window_secs: u64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self { limit: 1200, window_secs: 60 }
+    }
+}
+
+/// Requests counted per token in the current window.
+#[derive(Debug, Default)]
+struct Windows {
+    counts: std::collections::HashMap<String, (u64, u64)>,
+}
+
+impl Windows {
+    /// Counts one request of `token`; returns how many remain in its window and when the window ends
+    /// (unix seconds), or `None` remaining when the request is over the limit.
+    fn take(&mut self, token: &str, rate: RateLimit, now: u64) -> (Option<u64>, u64) {
+        let window = now / rate.window_secs.max(1);
+        let reset = (window + 1) * rate.window_secs.max(1);
+        let entry = self.counts.entry(token.to_string()).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        if entry.1 >= rate.limit {
+            return (None, reset);
+        }
+        entry.1 += 1;
+        (Some(rate.limit - entry.1), reset)
+    }
+}
 
 /// Misbehaviour to inject, consumed request by request.
 #[derive(Debug, Default)]
@@ -45,6 +85,14 @@ pub struct Faults {
     /// Page size of the token list when the request names none (an app authorized by many districts
     /// reads several pages).
     pub token_page_size: Option<usize>,
+    /// The status of an events request whose `starting_after` left the feed (default 404).
+    pub expired_cursor_status: Option<u16>,
+    /// The status of an events request of a district without events (default 403).
+    pub events_disabled_status: Option<u16>,
+    /// After this many more events pages, events requests answer 500 (an incremental sync failing midway).
+    pub fail_events_after_pages: Option<usize>,
+    /// The fixed-window rate limit (Clever's 1,200 a minute per token by default).
+    pub rate_limit: RateLimit,
 }
 
 /// A running simulator.
@@ -55,6 +103,9 @@ pub struct Simulator {
     pub faults: Arc<Mutex<Faults>>,
     /// Every request's path and query, in order.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Every API answer's status and the path it answered, in order.
+    pub answers: Arc<Mutex<Vec<(u16, String)>>>,
+    windows: Arc<Mutex<Windows>>,
 }
 
 impl Simulator {
@@ -66,6 +117,8 @@ impl Simulator {
             world: Arc::new(Mutex::new(world)),
             faults: Default::default(),
             requests: Default::default(),
+            answers: Default::default(),
+            windows: Default::default(),
         };
         let server = sim.clone();
         tokio::spawn(async move {
@@ -90,7 +143,19 @@ impl Simulator {
         self.requests.lock().unwrap().iter().filter(|r| r.starts_with(prefix)).count()
     }
 
+    /// How many API answers had `status`.
+    pub fn answered(&self, status: u16) -> usize {
+        self.answers.lock().unwrap().iter().filter(|(s, _)| *s == status).count()
+    }
+
     async fn handle(&self, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let response = self.route(req).await;
+        self.answers.lock().unwrap().push((response.status().as_u16(), path));
+        response
+    }
+
+    async fn route(&self, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let query: Vec<(String, String)> = url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
@@ -106,9 +171,10 @@ impl Simulator {
         if path == "/oauth/tokens" {
             return self.tokens(&auth, &query);
         }
-        if !path.starts_with("/v3.0/") {
+        // Clever serves every API version from the same data; links keep the version asked for.
+        let Some(version) = ["/v3.0", "/v3.1"].into_iter().find(|v| path.starts_with(&format!("{v}/"))) else {
             return answer(404, &json!({"message": "not found"}), &[]);
-        }
+        };
         // Faults first, as a real outage would answer before looking at the request.
         let (status, stall) = {
             let mut f = self.faults.lock().unwrap();
@@ -124,26 +190,43 @@ impl Simulator {
         if let Some(d) = stall {
             tokio::time::sleep(d).await;
         }
-        let reset = self.faults.lock().unwrap().rate_limit_reset_secs;
-        let reset_at = now() + reset;
-        let limits = [
-            ("x-ratelimit-limit", RATE_LIMIT.to_string()),
-            ("x-ratelimit-remaining", if status == Some(429) { "0".into() } else { (RATE_LIMIT - 1).to_string() }),
-            ("x-ratelimit-reset", reset_at.to_string()),
-        ];
-        match status {
-            Some(429) => {
-                let mut headers = limits.to_vec();
-                headers.push(("retry-after", reset.to_string()));
+        let (injected_reset, rate) = {
+            let f = self.faults.lock().unwrap();
+            (f.rate_limit_reset_secs, f.rate_limit)
+        };
+        if let Some(code) = status {
+            let reset_at = now() + injected_reset;
+            let mut headers = vec![
+                ("x-ratelimit-limit", rate.limit.to_string()),
+                ("x-ratelimit-remaining", "0".to_string()),
+                ("x-ratelimit-reset", reset_at.to_string()),
+            ];
+            if code == 429 {
+                headers.push(("retry-after", injected_reset.to_string()));
                 return answer(429, &json!({"message": "rate limit exceeded"}), &headers);
             }
-            Some(code) => return answer(code, &json!({"message": "injected failure"}), &limits),
-            None => {}
+            return answer(code, &json!({"message": "injected failure"}), &headers);
         }
-        let world = self.world.lock().unwrap();
         let Some(token) = auth.strip_prefix("Bearer ") else {
-            return answer(401, &json!({"message": "missing bearer token"}), &limits);
+            return answer(401, &json!({"message": "missing bearer token"}), &[]);
         };
+        // Clever's fixed window: every API request of a token counts, refused ones too.
+        let now = now();
+        let (remaining, reset_at) = self.windows.lock().unwrap().take(token, rate, now);
+        let mut world = self.world.lock().unwrap();
+        let bucket =
+            world.district_by_token(token).map_or_else(|| "unknown".to_string(), |d| format!("district-{}", d.id));
+        let limits = [
+            ("x-ratelimit-limit", rate.limit.to_string()),
+            ("x-ratelimit-remaining", remaining.unwrap_or(0).to_string()),
+            ("x-ratelimit-reset", reset_at.to_string()),
+            ("x-ratelimit-bucket", bucket),
+        ];
+        if remaining.is_none() {
+            let mut headers = limits.to_vec();
+            headers.push(("retry-after", reset_at.saturating_sub(now).max(1).to_string()));
+            return answer(429, &json!({"message": "rate limit exceeded"}), &headers);
+        }
         let Some(district) = world.district_by_token(token) else {
             return answer(401, &json!({"message": "invalid or rotated token"}), &limits);
         };
@@ -152,30 +235,38 @@ impl Simulator {
         }
         let district_id = district.id.clone();
         let events_enabled = district.events_enabled;
-        if let Some(school) = path.strip_prefix("/v3.0/schools/").and_then(|p| p.split('/').next())
+        let rest = &path[version.len() + 1..];
+        if let Some(school) = rest.strip_prefix("schools/").and_then(|p| p.split('/').next())
             && self.faults.lock().unwrap().failing_schools.contains(school)
         {
             return answer(500, &json!({"message": "internal error"}), &limits);
         }
-        if path != "/v3.0/events" {
+        {
             let mut f = self.faults.lock().unwrap();
-            if let Some(left) = &mut f.fail_after_pages {
+            let budget =
+                if rest.starts_with("events") { &mut f.fail_events_after_pages } else { &mut f.fail_after_pages };
+            if let Some(left) = budget {
                 if *left == 0 {
                     return answer(500, &json!({"message": "internal error"}), &limits);
                 }
                 *left -= 1;
             }
         }
-        let segments: Vec<&str> = path.trim_start_matches("/v3.0/").split('/').collect();
+        let (expired_status, disabled_status) = {
+            let f = self.faults.lock().unwrap();
+            (f.expired_cursor_status.unwrap_or(404), f.events_disabled_status.unwrap_or(403))
+        };
+        let segments: Vec<&str> = rest.split('/').collect();
         let result = match segments.as_slice() {
             ["districts"] => {
                 let d = json!({"id": district_id, "name": world.districts.iter().find(|d| d.id == district_id).map(|d| d.name.clone())});
-                Ok(json!({"data": [{"data": d, "uri": format!("/v3.0/districts/{district_id}")}], "links": []}))
+                Ok(json!({"data": [{"data": d, "uri": format!("{version}/districts/{district_id}")}], "links": []}))
             }
             ["schools"] => page(
                 world.schools.iter().filter(|(_, s)| s["district"] == district_id.as_str()),
                 &query,
                 &path,
+                version,
                 "schools",
             ),
             ["schools", id] => match world.schools.get(*id).filter(|s| s["district"] == district_id.as_str()) {
@@ -187,24 +278,47 @@ impl Simulator {
                 if world.schools.get(*id).is_none_or(|s| s["district"] != district_id.as_str()) {
                     Err((404, "school not found".into()))
                 } else {
-                    page(world.users.iter().filter(|(_, u)| user_in_school(u, id, &role)), &query, &path, "users")
+                    page(
+                        world.users.iter().filter(|(_, u)| user_in_school(u, id, &role)),
+                        &query,
+                        &path,
+                        version,
+                        "users",
+                    )
                 }
             }
             ["schools", id, "sections"] => {
                 if world.schools.get(*id).is_none_or(|s| s["district"] != district_id.as_str()) {
                     Err((404, "school not found".into()))
                 } else {
-                    page(world.sections.iter().filter(|(_, s)| s["school"] == *id), &query, &path, "sections")
+                    world.term_epoch += 1;
+                    let rendered: Vec<(String, Value)> = world
+                        .sections
+                        .iter()
+                        .filter(|(_, s)| s["school"] == *id)
+                        .map(|(sid, s)| (sid.clone(), world.render_section(s)))
+                        .collect();
+                    page(rendered.iter().map(|(k, v)| (k, v)), &query, &path, version, "sections")
                 }
             }
+            ["events", id] if !events_enabled => {
+                let _ = id;
+                Err((disabled_status, "events are not enabled for this district".into()))
+            }
+            ["events", id] => match world.events.get(*id).filter(|e| e.district == district_id) {
+                Some(e) => {
+                    Ok(json!({"data": e.body, "links": [{"rel": "self", "uri": format!("{version}/events/{id}")}]}))
+                }
+                None => Err((404, "event not found".into())),
+            },
             ["events"] => {
                 if !events_enabled {
-                    Err((403, "events are not enabled for this district".into()))
+                    Err((disabled_status, "events are not enabled for this district".into()))
                 } else if param(&query, "starting_after").is_some_and(|after| {
                     !world.events.contains_key(after)
                         && world.events_retained_after.as_deref().is_some_and(|cut| after <= cut)
                 }) {
-                    Err((400, "starting_after is no longer in the events feed (30 days)".into()))
+                    Err((expired_status, "starting_after is no longer in the events feed (30 days)".into()))
                 } else {
                     let school = param(&query, "school").map(str::to_string);
                     let events: Vec<(&String, &Value)> = world
@@ -214,7 +328,7 @@ impl Simulator {
                         .filter(|(_, e)| school.as_ref().is_none_or(|s| e.schools.contains(s)))
                         .map(|(id, e)| (id, &e.body))
                         .collect();
-                    page(events.into_iter(), &query, &path, "events")
+                    page(events.into_iter(), &query, &path, version, "events")
                 }
             }
             _ => Err((404, "not found".into())),
@@ -233,16 +347,7 @@ impl Simulator {
         let Some((id, secret)) = credentials.as_deref().and_then(|c| c.split_once(':')) else {
             return answer(401, &json!({"error": "invalid_client"}), &[]);
         };
-        let mut world = self.world.lock().unwrap();
-        // Like Clever, hand out a fresh token when the current one is in the second half of its life.
-        for i in 0..world.districts.len() {
-            let d = &world.districts[i];
-            if d.client_id == id
-                && d.token_lifetime.is_some_and(|life| d.token_issued_at.elapsed().as_secs_f64() * 2.0 >= life as f64)
-            {
-                world.rotate_token(i);
-            }
-        }
+        let world = self.world.lock().unwrap();
         let tokens: Vec<(String, Value)> = world
             .districts
             .iter()
@@ -268,7 +373,7 @@ impl Simulator {
         }
         let mut sorted = tokens;
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        match page(sorted.iter().map(|(id, v)| (id, v)), &query, "/oauth/tokens", "tokens") {
+        match page(sorted.iter().map(|(id, v)| (id, v)), &query, "/oauth/tokens", "", "tokens") {
             // Token entries are listed as they are, not wrapped like Data API records.
             Ok(mut listed) => {
                 let entries: Vec<Value> =
@@ -281,7 +386,9 @@ impl Simulator {
     }
 
     /// `POST /_sim/faults` with any of `{"statuses": [429, 500], "rate_limit_reset_secs", "stall": [n, ms],
-    /// "fail_after_pages", "events_enabled": bool, "rotate_token": district index, "expire_events": true}`.
+    /// "fail_after_pages", "fail_events_after_pages", "rate_limit": [limit, window_secs],
+    /// "expired_cursor_status", "events_disabled_status", "events_enabled": bool,
+    /// "rotate_token": district index, "expire_events": true}`.
     fn configure(&self, body: &[u8]) -> hyper::Response<Full<Bytes>> {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
             return answer(400, &json!({"message": "JSON expected"}), &[]);
@@ -299,6 +406,18 @@ impl Simulator {
         if let Some(n) = v["fail_after_pages"].as_u64() {
             f.fail_after_pages = Some(n as usize);
         }
+        if let Some(n) = v["fail_events_after_pages"].as_u64() {
+            f.fail_events_after_pages = Some(n as usize);
+        }
+        if let (Some(limit), Some(window_secs)) = (v["rate_limit"][0].as_u64(), v["rate_limit"][1].as_u64()) {
+            f.rate_limit = RateLimit { limit, window_secs };
+        }
+        if let Some(status) = v["expired_cursor_status"].as_u64() {
+            f.expired_cursor_status = Some(status as u16);
+        }
+        if let Some(status) = v["events_disabled_status"].as_u64() {
+            f.events_disabled_status = Some(status as u16);
+        }
         let mut world = self.world.lock().unwrap();
         if let Some(on) = v["events_enabled"].as_bool() {
             world.districts.iter_mut().for_each(|d| d.events_enabled = on);
@@ -315,17 +434,20 @@ impl Simulator {
     }
 }
 
-/// One page of `items` (in id order) as Clever lists them, with `self`, `next` and `prev` links.
+/// One page of `items` (in id order) as Clever lists them, with `self`, `next` and `prev` links
+/// (item `uri`s under `version`).
 fn page<'a>(
     items: impl Iterator<Item = (&'a String, &'a Value)>,
     query: &[(String, String)],
     path: &str,
+    version: &str,
     kind: &str,
 ) -> Result<Value, (u16, String)> {
     let limit = match param(query, "limit") {
         None => DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            Ok(n) if n > MAX_LIMIT => return Err((413, format!("limit must be at most {MAX_LIMIT}"))),
             _ => return Err((400, format!("limit must be between 1 and {MAX_LIMIT}"))),
         },
     };
@@ -342,7 +464,7 @@ fn page<'a>(
         (None, None) => (0, limit.min(all.len())),
     };
     let slice = &all[start..end];
-    let uri = |id: &str| format!("/v3.0/{kind}/{id}");
+    let uri = |id: &str| format!("{version}/{kind}/{id}");
     let data: Vec<Value> = slice.iter().map(|(id, v)| json!({"data": v, "uri": uri(id)})).collect();
     let others: String = query
         .iter()

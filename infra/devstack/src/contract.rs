@@ -29,7 +29,7 @@ pub struct Options<'a> {
 }
 
 pub async fn run(template: &Template, sdk: &SdkConfig, options: Options<'_>) -> anyhow::Result<()> {
-    let spec = DistrictSpec { schools: 1, students_per_school: 20, teachers_per_school: 2, sections_per_school: 2 };
+    let spec = DistrictSpec::sized(1, 20, 2, 2);
     let sim = Simulator::start(World::generate(7, &[spec]), 0).await?;
     let oauth = format!("{}/oauth/tokens", sim.base_url);
     let parameters = [("CleverApiUrl", sim.base_url.as_str()), ("CleverOauthUrl", oauth.as_str())];

@@ -362,12 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             devstack::bench::oauth(&template, &sdk, requests, concurrency, reference).await?;
         }
         Command::BenchClever { students, teachers, sections, worker } => {
-            let spec = clever_sim::DistrictSpec {
-                schools: 1,
-                students_per_school: students,
-                teachers_per_school: teachers,
-                sections_per_school: sections,
-            };
+            let spec = clever_sim::DistrictSpec::sized(1, students, teachers, sections);
             devstack::bench::clever(&template, &sdk, &worker, spec).await?;
         }
         Command::Fire { function } => {
@@ -452,12 +447,7 @@ async fn demo_clever(template: &Template, stack: &LocalStack, sdk: &aws_config::
             stack.parameters.get("CleverApiUrl").map_or("?", String::as_str)
         ));
     }
-    let spec = clever_sim::DistrictSpec {
-        schools: 2,
-        students_per_school: 300,
-        teachers_per_school: 20,
-        sections_per_school: 24,
-    };
+    let spec = clever_sim::DistrictSpec::sized(2, 300, 20, 24);
     let sim = clever_sim::Simulator::start(clever_sim::World::generate(1, &[spec]), 4600)
         .await
         .context("port 4600 (the Clever simulator) is taken")?;

@@ -219,24 +219,20 @@ impl CleverClient {
     /// Every item of a list, following `next` links, each mapped by `map` as its page arrives (items
     /// `map` rejects are counted, not kept). Returns the items and how many were rejected.
     pub async fn list<T>(&self, path: &str, map: impl Fn(&Value) -> Option<T>) -> Result<(Vec<T>, usize), CleverError> {
-        let separator = if path.contains('?') { '&' } else { '?' };
-        let mut next = Some(format!("{path}{separator}limit={}", self.settings.page_size));
+        let mut pager = self.pages(path, self.settings.page_size);
         let (mut items, mut rejected) = (Vec::new(), 0);
-        while let Some(current) = next.take() {
-            let bytes = self.get_bytes(&current).await?;
-            let page: Page =
-                serde_json::from_slice(&bytes).map_err(|e| CleverError::Malformed(format!("{path}: {e}")))?;
-            for entry in &page.data {
-                let object: Value =
-                    serde_json::from_str(entry.data.get()).map_err(|e| CleverError::Malformed(e.to_string()))?;
-                match map(&object) {
-                    Some(item) => items.push(item),
-                    None => rejected += 1,
-                }
-            }
-            next = next_link(&page.links)?;
+        while let Some(page) = pager.next_page(&map).await? {
+            rejected += page.rejected;
+            items.extend(page.items);
         }
         Ok((items, rejected))
+    }
+
+    /// A list read one page of `page_size` at a time, for callers that finish with a page before
+    /// asking for the next (the events feed: memory holds one page, whatever the feed's length).
+    pub fn pages(&self, path: &str, page_size: usize) -> Pager<'_> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        Pager { client: self, path: path.to_string(), next: Some(format!("{path}{separator}limit={page_size}")) }
     }
 
     /// The newest event id of the district (the baseline of later incremental syncs), `None` when the
@@ -246,10 +242,22 @@ impl CleverClient {
         Ok(page["data"].as_array().and_then(|d| d.last()).and_then(|e| e["data"]["id"].as_str()).map(str::to_string))
     }
 
-    /// Events after `after` concerning `school`, oldest first, following `next` links.
-    pub async fn events_after(&self, after: &str, school: &str) -> Result<Vec<Value>, CleverError> {
-        let path = format!("/v3.0/events?school={school}&starting_after={after}");
-        Ok(self.list(&path, |e| Some(e.clone())).await?.0)
+    /// One event (`GET /v3.0/events/{id}`): whether a baseline is still in the feed. Clever refuses an
+    /// event that left the feed (404 by its definition; any refusal means the same to us).
+    pub async fn event(&self, id: &str) -> Result<Value, CleverError> {
+        let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        self.get(&format!("/v3.0/events/{id}")).await
+    }
+
+    /// The events concerning `school`, oldest first, after `after` (`None`: from the oldest the feed
+    /// keeps), one page of `page_size` at a time.
+    pub fn events(&self, school: &str, after: Option<&str>, page_size: usize) -> Pager<'_> {
+        let encode = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+        let mut path = format!("/v3.0/events?school={}", encode(school));
+        if let Some(after) = after {
+            path.push_str(&format!("&starting_after={}", encode(after)));
+        }
+        self.pages(&path, page_size)
     }
 
     /// One request with the retry rules; 401/403 come back as [`CleverError::Unauthorized`] /
@@ -283,7 +291,9 @@ impl CleverClient {
                             );
                             (wait, "429 rate limited".to_string())
                         }
-                        500..=599 | 408 => (self.backoff(attempt), format!("HTTP {status}")),
+                        // Clever retries 500, 502 and 503 (and a gateway timeout); 501 and other
+                        // statuses are answers, not outages.
+                        500 | 502..=504 | 408 => (self.backoff(attempt), format!("HTTP {status}")),
                         _ => {
                             let message = response.text().await.unwrap_or_default();
                             let message = serde_json::from_str::<Value>(&message)
@@ -317,6 +327,44 @@ impl CleverClient {
     fn backoff(&self, attempt: u32) -> Duration {
         let step = self.settings.retry_base * 2u32.pow(attempt.saturating_sub(1).min(10));
         step + step.mul_f64(rand::random::<f64>() * 0.25)
+    }
+}
+
+/// A list being read page by page ([`CleverClient::pages`]).
+pub struct Pager<'a> {
+    client: &'a CleverClient,
+    path: String,
+    next: Option<String>,
+}
+
+/// One page's items, mapped, and how many the mapping rejected.
+pub struct MappedPage<T> {
+    pub items: Vec<T>,
+    pub rejected: usize,
+}
+
+impl Pager<'_> {
+    /// The next page, each item parsed and mapped in turn (the page's raw bytes are dropped before
+    /// this returns); `None` after the last page.
+    pub async fn next_page<T>(
+        &mut self,
+        map: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Option<MappedPage<T>>, CleverError> {
+        let Some(current) = self.next.take() else { return Ok(None) };
+        let bytes = self.client.get_bytes(&current).await?;
+        let page: Page =
+            serde_json::from_slice(&bytes).map_err(|e| CleverError::Malformed(format!("{}: {e}", self.path)))?;
+        let (mut items, mut rejected) = (Vec::with_capacity(page.data.len()), 0);
+        for entry in &page.data {
+            let object: Value =
+                serde_json::from_str(entry.data.get()).map_err(|e| CleverError::Malformed(e.to_string()))?;
+            match map(&object) {
+                Some(item) => items.push(item),
+                None => rejected += 1,
+            }
+        }
+        self.next = next_link(&page.links)?;
+        Ok(Some(MappedPage { items, rejected }))
     }
 }
 

@@ -1,9 +1,11 @@
 //! Clever roster sync: [`client`] (district tokens, Data API pages, events, Clever's retry rules),
-//! [`roster`] (what we keep of each entity, normalized comparison), [`sync`] (full and incremental
+//! [`roster`] (what we keep of each entity, normalized comparison), [`events`] (what a page of
+//! events changes), [`sync`] (full and incremental
 //! school syncs with history) and [`metrics`] (sync results as CloudWatch metrics).
 
 pub mod client;
 pub mod districts;
+pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod metrics;

@@ -3,6 +3,8 @@
 //! Values are normalized before they are stored or compared: trimmed, and null, empty and blank are
 //! the same (absent) value, so a record is "updated" only when its data really changed. Clever's
 //! `last_modified` is kept but not compared (Clever moves it without changing anything we keep).
+//! A section's `term_id` is not kept at all: Clever's term ids are not stable, so a stored one would
+//! be wrong by the next listing and would make every section look changed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -110,7 +112,7 @@ impl Entity {
                 put("sis_id", text(&role["sis_id"]));
             }
             Entity::Section => {
-                for key in ["name", "period", "subject", "grade", "course", "teacher", "term_id", "last_modified"] {
+                for key in ["name", "period", "subject", "grade", "course", "teacher", "last_modified"] {
                     put(key, text(&object[key]));
                 }
                 put("teachers", ids(&object["teachers"]));
@@ -129,13 +131,24 @@ impl Entity {
             .unwrap_or_default()
     }
 
-    /// Which entity a Clever event concerns (`users.*` by the object's role, `sections.*`).
-    pub fn of_event(event_type: &str, object: &Value) -> Option<Entity> {
-        match event_type.split('.').next()? {
-            "users" if object["roles"]["student"].is_object() => Some(Entity::Student),
-            "users" if object["roles"]["teacher"].is_object() => Some(Entity::Teacher),
-            "sections" => Some(Entity::Section),
-            _ => None,
+    /// The entities of `school` a Clever event concerns: for `users.*`, each of the user's roles
+    /// (student, teacher) in that school (one Clever user may hold both, and teach in several
+    /// schools); for `sections.*`, the section when it belongs to that school. Other types: none.
+    pub fn of_event_in(event_type: &str, object: &Value, school: &str) -> Vec<Entity> {
+        let in_school = |v: &Value| {
+            v["school"] == school || v["schools"].as_array().is_some_and(|all| all.iter().any(|s| s == school))
+        };
+        match event_type.split('.').next() {
+            Some("users") => [(Entity::Student, "student"), (Entity::Teacher, "teacher")]
+                .into_iter()
+                .filter(|(_, role)| {
+                    let role = &object["roles"][*role];
+                    role.is_object() && in_school(role)
+                })
+                .map(|(entity, _)| entity)
+                .collect(),
+            Some("sections") if object["school"].is_null() || object["school"] == school => vec![Entity::Section],
+            _ => Vec::new(),
         }
     }
 }
@@ -198,11 +211,18 @@ mod tests {
     }
 
     #[test]
-    fn events_name_their_entity() {
-        assert_eq!(Entity::of_event("users.updated", &json!({"roles": {"student": {}}})), Some(Entity::Student));
-        assert_eq!(Entity::of_event("users.created", &json!({"roles": {"teacher": {}}})), Some(Entity::Teacher));
-        assert_eq!(Entity::of_event("sections.deleted", &json!({})), Some(Entity::Section));
-        assert_eq!(Entity::of_event("courses.created", &json!({})), None);
+    fn events_name_every_role_the_user_has_in_the_school() {
+        let of = |kind: &str, object: Value| Entity::of_event_in(kind, &object, "A");
+        assert_eq!(of("users.updated", json!({"roles": {"student": {"school": "A"}}})), [Entity::Student]);
+        let both = json!({"roles": {"student": {"school": "A"}, "teacher": {"school": "B", "schools": ["B", "A"]}}});
+        assert_eq!(of("users.updated", both), [Entity::Student, Entity::Teacher]);
+        // Studies in B, teaches in A: only the teacher record belongs to A.
+        let elsewhere = json!({"roles": {"student": {"school": "B", "schools": ["B"]}, "teacher": {"school": "A"}}});
+        assert_eq!(of("users.created", elsewhere), [Entity::Teacher]);
+        assert_eq!(of("sections.deleted", json!({"school": "A"})), [Entity::Section]);
+        assert!(of("sections.updated", json!({"school": "B"})).is_empty());
+        assert!(of("courses.created", json!({})).is_empty());
+        assert!(of("terms.created", json!({"school": "A"})).is_empty());
         assert_eq!(Entity::parse("students"), Some(Entity::Student));
         assert_eq!(Entity::parse("TEACHER"), Some(Entity::Teacher));
     }
@@ -236,7 +256,7 @@ mod tests {
                 let _ = entity.record(&object);
                 let _ = entity.unmapped_fields(&object);
             }
-            let _ = Entity::of_event(&event_type, &object);
+            let _ = Entity::of_event_in(&event_type, &object, "school-1");
             let _ = normalize(&object);
         }
     }

@@ -1,26 +1,32 @@
 //! Syncing one school's roster from Clever.
 //!
 //! - **Full** (asked for, first sync, or `requires_full_sync`): the district's newest event id is taken
-//!   *before* fetching, so nothing that happens during the fetch is missed later; then every student,
-//!   teacher and section is fetched. Only when every page of every entity arrived are records written
-//!   (new and changed ones only) and records Clever no longer lists deleted, so a sync failing midway
-//!   changes nothing. The shrink guard refuses to delete more than a share (50 %) of an entity in one run
-//!   unless forced, and says so in the history (status `Partial`). Success stores the baseline and clears
-//!   the full-sync flag.
-//! - **Incremental**: the events after the baseline, for this school, oldest first; created and updated
-//!   records are written when they really changed; deletions wait for the next full sync. Without
-//!   events for the district, the Data API is read with change detection instead (no deletions). A
-//!   baseline older than the events feed turns the run into a full sync.
+//!   *before* fetching, so nothing that happens during the fetch is missed later (an empty feed is a
+//!   baseline too: `start`; a refusal of the events call means the district has no events: no
+//!   baseline, the sync goes on); then every student, teacher and section is fetched. Only when every
+//!   page of every entity arrived are records written (new and changed ones only) and records Clever
+//!   no longer lists deleted, so a sync failing midway changes nothing. The shrink guard refuses to
+//!   delete more than a share (50 %) of an entity in one run unless forced, and says so in the history
+//!   (status `Partial`). Success stores the baseline and clears the full-sync flag.
+//! - **Incremental**: the baseline is checked first (confirmed within Clever's 30-day window, and
+//!   `GET /events/{id}` still answers; any refusal means a full sync), then the school's events after
+//!   it are applied a page at a time, oldest first (memory holds one page, however long the feed):
+//!   created and updated records are written when they really changed; deletions wait for the next
+//!   full sync. After each page the baseline moves to its last event (only while this run holds the
+//!   school), so a run that fails resumes there. At the end the baseline is the district's newest
+//!   event, so a school that was quiet for a month keeps a live baseline.
+//! - **Fallback** (no baseline: the district's events were not available): the Data API with change
+//!   detection and no deletions; it probes the events feed first and leaves a baseline once events
+//!   are available, so the next run is a real incremental one.
 //!
 //! Each run writes one history record per entity (`InProgress` at the start, the outcome at the end).
 
-use std::collections::HashMap;
-
-use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::client::{CleverClient, CleverError};
+use super::events::{PageChanges, page_changes};
 use super::roster::{Entity, changed};
-use crate::store::clever::{CleverSchool, Lease, StaleRun, SyncRecord};
+use crate::store::clever::{BASELINE_START, BaselineUpdate, CleverSchool, Lease, StaleRun, SyncRecord};
 use crate::store::roster::{RosterRecord, SchoolRoster};
 use crate::{Context, crypto};
 
@@ -46,6 +52,8 @@ pub struct SyncOutcome {
     pub clever_requests: u64,
     /// Roster items this run wrote or deleted.
     pub roster_writes: u64,
+    /// Fields Clever sent that we do not map, by entity (`students`...): a schema change to review.
+    pub unmapped_fields: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Why a school sync could not run at all (its history says why an entity failed).
@@ -59,6 +67,16 @@ struct Run<'a> {
     school: &'a CleverSchool,
     roster: SchoolRoster<'a>,
     records: Vec<SyncRecord>,
+    /// When the run started (a baseline it sets is confirmed as of then).
+    started: i64,
+    unmapped: BTreeMap<Entity, BTreeSet<String>>,
+}
+
+/// How a run ended, for the school's bookkeeping.
+struct Ended {
+    baseline: BaselineUpdate,
+    /// It was a full sync (asked again until one succeeds).
+    full: bool,
 }
 
 /// Syncs one school; `force` lets a full sync delete past the shrink guard.
@@ -88,6 +106,7 @@ pub async fn sync_school(
                 records: Vec::new(),
                 clever_requests: 0,
                 roster_writes: 0,
+                unmapped_fields: BTreeMap::new(),
             });
         }
     };
@@ -152,29 +171,39 @@ async fn run_sync(
         ctx.config.clever_sync.write_retry_base,
         WRITE_RETRIES,
     );
-    let mut run = Run { ctx, client, school, roster, records: Vec::new() };
+    let started = ctx.clock.now();
+    let timer = std::time::Instant::now();
+    let mut run = Run { ctx, client, school, roster, records: Vec::new(), started, unmapped: BTreeMap::new() };
     tracing::info!(district_id = school.district_id, school_id = school.id, sync_id, full, "school sync started");
-    let (baseline, ran_full) = match (full, school.baseline_event_id.as_deref()) {
+    let ended = match (full, school.baseline_event_id.as_deref()) {
         (true, _) => run.full(&sync_id, force).await?,
         (false, None) => run.data_api_fallback(&sync_id).await?,
-        (false, Some(baseline)) => run.incremental(&sync_id, baseline, force).await?,
+        (false, Some(baseline)) => run.incremental(&sync_id, baseline, school.baseline_at, force).await?,
     };
     let status = overall(&run.records);
-    // A full sync replaces the baseline (none when the feed is empty or absent); an incremental one
-    // moves it forward; a failed run leaves it. A full sync that did not fully succeed (failed, or
-    // held back by the shrink guard) is asked for again.
-    let baseline = match (status.as_str(), ran_full) {
-        ("Failed", _) => None,
-        (_, true) => Some(baseline.as_deref()),
-        (_, false) => baseline.as_deref().map(Some),
-    };
-    let requires_full_sync = ran_full.then_some(status != "Success");
+    // A failed run leaves the baseline where it is (an incremental one moved it page by page). A full
+    // sync that did not fully succeed (failed, or held back by the shrink guard) is asked for again.
+    let baseline = if status == "Failed" { BaselineUpdate::Keep } else { ended.baseline };
+    let requires_full_sync = ended.full.then_some(status != "Success");
     let failures = ctx
         .store()
-        .finish_school_sync(&school.id, &sync_id, &status, ctx.clock.now(), baseline, requires_full_sync)
+        .finish_school_sync(&school.id, &sync_id, &status, ctx.clock.now(), &baseline, requires_full_sync)
         .await
         .map_err(|e| SyncError(e.to_string()))?;
-    crate::clever::metrics::school_synced(school, &status, failures);
+    let figures = crate::clever::metrics::RunFigures {
+        counts: failures,
+        duration_secs: timer.elapsed().as_secs_f64(),
+        processed: run.records.iter().map(|r| r.processed).sum(),
+        changed: run.records.iter().map(|r| r.created + r.updated + r.deleted).sum(),
+    };
+    crate::clever::metrics::school_synced(school, &status, figures);
+    let unmapped_fields: BTreeMap<String, BTreeSet<String>> =
+        std::mem::take(&mut run.unmapped).into_iter().map(|(e, fields)| (e.plural().to_string(), fields)).collect();
+    if !unmapped_fields.is_empty() {
+        // Clever added fields: mapped fields keep syncing; the team should look (EC-008).
+        tracing::warn!(school_id = school.id, fields = ?unmapped_fields, "unmapped Clever fields");
+        crate::clever::metrics::unmapped_fields(school, &unmapped_fields);
+    }
     let failures = failures.consecutive_failures;
     for r in &run.records {
         tracing::info!(
@@ -203,7 +232,7 @@ async fn run_sync(
         roster_writes,
         "school sync finished"
     );
-    Ok(SyncOutcome { sync_id, status, clever_requests, roster_writes, records: run.records })
+    Ok(SyncOutcome { sync_id, status, clever_requests, roster_writes, records: run.records, unmapped_fields })
 }
 
 impl Run<'_> {
@@ -263,12 +292,25 @@ impl Run<'_> {
         &mut self.records[index]
     }
 
-    /// Full sync; returns the baseline to store and whether it was a full sync.
-    async fn full(&mut self, sync_id: &str, force: bool) -> Result<(Option<String>, bool), SyncError> {
+    /// The baseline a run that reads everything leaves: the district's newest event id (`start` for an
+    /// empty feed), or none when Clever refuses the events call (events are not enabled for the
+    /// district; Clever does not document how it says so, so any refusal counts).
+    async fn events_baseline(&self) -> Result<BaselineUpdate, CleverError> {
+        match self.client.newest_event_id().await {
+            Ok(newest) => Ok(BaselineUpdate::Set(newest.unwrap_or_else(|| BASELINE_START.into()), self.started)),
+            Err(CleverError::Refused { status, .. }) => {
+                tracing::info!(school_id = self.school.id, status, "the district's events are not available");
+                Ok(BaselineUpdate::Clear)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Full sync.
+    async fn full(&mut self, sync_id: &str, force: bool) -> Result<Ended, SyncError> {
         self.begin(sync_id, "full").await?;
-        let baseline = match self.client.newest_event_id().await {
-            Ok(id) => id,
-            Err(CleverError::Refused { status: 403, .. }) => None, // no events for this district
+        let baseline = match self.events_baseline().await {
+            Ok(baseline) => baseline,
             Err(e) => return self.failed(e.to_string(), true).await,
         };
         let fetched = match self.fetch_all().await {
@@ -286,16 +328,28 @@ impl Run<'_> {
                 record.status = "Failed".into();
                 record.errors.push(e.to_string());
                 self.end("Failed", Some("not attempted after an earlier failure".into()), None).await?;
-                return Ok((None, true));
+                return Ok(Ended { baseline: BaselineUpdate::Keep, full: true });
             }
         }
-        self.end("Success", None, baseline.as_deref()).await?;
-        Ok((baseline, true))
+        self.end("Success", None, baseline_id(&baseline)).await?;
+        Ok(Ended { baseline, full: true })
     }
 
-    /// Data API with change detection and no deletions (districts without events).
-    async fn data_api_fallback(&mut self, sync_id: &str) -> Result<(Option<String>, bool), SyncError> {
+    /// A full sync in place of an incremental one whose baseline cannot be used.
+    async fn full_instead(&mut self, sync_id: &str, force: bool, why: &str) -> Result<Ended, SyncError> {
+        tracing::warn!(school_id = self.school.id, why, "events baseline unusable; running a full sync");
+        self.ctx.store().require_full_sync(&self.school.id).await.map_err(|e| SyncError(e.to_string()))?;
+        self.full(sync_id, force).await
+    }
+
+    /// Data API with change detection and no deletions (districts without events). Leaves a baseline
+    /// when the events feed answers, so the next run reads events.
+    async fn data_api_fallback(&mut self, sync_id: &str) -> Result<Ended, SyncError> {
         self.begin(sync_id, "incremental-fallback").await?;
+        let baseline = match self.events_baseline().await {
+            Ok(baseline) => baseline,
+            Err(e) => return self.failed(e.to_string(), false).await,
+        };
         let fetched = match self.fetch_all().await {
             Ok(fetched) => fetched,
             Err(e) => return self.failed(format!("fetch failed: {e}"), false).await,
@@ -310,75 +364,110 @@ impl Run<'_> {
                 return self.failed(e.to_string(), false).await;
             }
         }
-        self.end("Success", None, None).await?;
-        Ok((None, false))
+        self.end("Success", None, baseline_id(&baseline)).await?;
+        Ok(Ended { baseline, full: false })
     }
 
     async fn incremental(
         &mut self,
         sync_id: &str,
         baseline: &str,
+        baseline_at: Option<i64>,
         force: bool,
-    ) -> Result<(Option<String>, bool), SyncError> {
-        let events = match self.client.events_after(baseline, &self.school.id).await {
-            Ok(events) => events,
-            Err(CleverError::Refused { status: 403, .. }) => return self.data_api_fallback(sync_id).await,
-            Err(CleverError::Refused { status: 400, .. }) => {
-                tracing::warn!(school_id = self.school.id, baseline, "events baseline expired; running a full sync");
-                self.ctx.store().require_full_sync(&self.school.id).await.map_err(|e| SyncError(e.to_string()))?;
-                return self.full(sync_id, force).await;
+    ) -> Result<Ended, SyncError> {
+        let retention = self.ctx.config.clever_sync.events_retention.as_secs() as i64;
+        if baseline_at.is_none_or(|at| self.started - at > retention) {
+            return self.full_instead(sync_id, force, "not confirmed within the events feed's retention").await;
+        }
+        // The district's newest event, before reading: the baseline this run leaves at least.
+        let newest = match self.client.newest_event_id().await {
+            Ok(newest) => newest,
+            Err(CleverError::Refused { status, .. }) => {
+                tracing::warn!(school_id = self.school.id, status, "events refused; reading the Data API");
+                return self.data_api_fallback(sync_id).await;
             }
             Err(e) => {
                 self.begin(sync_id, "incremental").await?;
                 return self.failed(e.to_string(), false).await;
             }
         };
-        self.begin(sync_id, "incremental").await?;
-        let newest = events.last().and_then(|e| e["id"].as_str()).unwrap_or(baseline).to_string();
-        // The latest version of each changed record; deletions are left to the full sync (EC-005).
-        let mut latest: HashMap<Entity, Vec<(String, Value)>> = HashMap::new();
-        let mut deletions: HashMap<Entity, u64> = HashMap::new();
-        for event in &events {
-            let kind = event["type"].as_str().unwrap_or_default();
-            let object = &event["data"]["object"];
-            let Some(entity) = Entity::of_event(kind, object) else { continue };
-            if kind.ends_with(".deleted") {
-                *deletions.entry(entity).or_default() += 1;
-                continue;
+        let after = (baseline != BASELINE_START).then_some(baseline);
+        if let Some(after) = after {
+            match self.client.event(after).await {
+                Ok(_) => {}
+                Err(CleverError::Refused { status, .. }) => {
+                    let why = format!("the baseline event is no longer in the feed (HTTP {status})");
+                    return self.full_instead(sync_id, force, &why).await;
+                }
+                Err(e) => {
+                    self.begin(sync_id, "incremental").await?;
+                    return self.failed(e.to_string(), false).await;
+                }
             }
-            let id = object["id"].as_str().unwrap_or_default().to_string();
-            let versions = latest.entry(entity).or_default();
-            versions.retain(|(known, _)| *known != id);
-            versions.push((id, object.clone()));
         }
-        for entity in Entity::ALL {
-            let objects = latest.remove(&entity).unwrap_or_default();
-            let mut rejected = 0;
-            let records: Vec<RosterRecord> = objects
-                .iter()
-                .filter_map(|(_, o)| {
-                    let r = entity.record(o);
-                    rejected += usize::from(r.is_none());
-                    r
-                })
-                .collect();
-            let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-            let existing = match self.roster.get_many(entity.key(), &ids).await {
-                Ok(existing) => existing,
+        self.begin(sync_id, "incremental").await?;
+        let page_size = self.ctx.config.clever_sync.events_page_size;
+        let mut pages = self.client.events(&self.school.id, after, page_size);
+        let mut last = None;
+        loop {
+            let events = match pages.next_page(|event| Some(event.clone())).await {
+                Ok(Some(page)) => page.items,
+                Ok(None) => break,
+                Err(CleverError::Refused { status, .. }) => {
+                    // The feed moved past the baseline between the check and the read.
+                    if let Err(e) = self.ctx.store().require_full_sync(&self.school.id).await {
+                        return self.failed(e.to_string(), false).await;
+                    }
+                    let error = format!("Clever refused the events feed (HTTP {status}); a full sync is scheduled");
+                    return self.failed(error, false).await;
+                }
                 Err(e) => return self.failed(e.to_string(), false).await,
             };
-            let skipped = deletions.get(&entity).copied().unwrap_or(0);
-            self.record_mut(entity).processed += skipped;
-            if let Err(e) = self.apply(entity, records, rejected, existing, Deletions::Never).await {
+            let changes = page_changes(&events, &self.school.id);
+            drop(events);
+            let checkpoint = changes.last_event_id.clone();
+            if let Err(e) = self.apply_page(changes).await {
                 return self.failed(e.to_string(), false).await;
             }
+            if let Some(id) = checkpoint {
+                match self.ctx.store().checkpoint_baseline(&self.school.id, sync_id, &id, self.started).await {
+                    Ok(true) => last = Some(id),
+                    Ok(false) => return self.failed("the school's sync lease was taken over".into(), false).await,
+                    Err(e) => return self.failed(e.to_string(), false).await,
+                }
+            }
         }
-        self.end("Success", None, Some(&newest)).await?;
-        Ok((Some(newest), false))
+        let baseline = [Some(baseline.to_string()), newest, last]
+            .into_iter()
+            .flatten()
+            .max_by(event_order)
+            .unwrap_or_else(|| BASELINE_START.to_string());
+        self.end("Success", None, Some(&baseline)).await?;
+        Ok(Ended { baseline: BaselineUpdate::Set(baseline, self.started), full: false })
+    }
+
+    /// Writes what one page of events changed (deletions are counted, and left to the full sync).
+    async fn apply_page(&mut self, mut changes: PageChanges) -> Result<(), crate::store::StoreError> {
+        for (entity, fields) in std::mem::take(&mut changes.unmapped) {
+            self.unmapped.entry(entity).or_default().extend(fields);
+        }
+        for entity in Entity::ALL {
+            let records: Vec<RosterRecord> =
+                changes.records.remove(&entity).map(|r| r.into_values().collect()).unwrap_or_default();
+            let rejected = changes.rejected.get(&entity).copied().unwrap_or(0);
+            self.record_mut(entity).processed += changes.deletions.get(&entity).copied().unwrap_or(0);
+            if records.is_empty() && rejected == 0 {
+                continue;
+            }
+            let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+            let existing = self.roster.get_many(entity.key(), &ids).await?;
+            self.apply(entity, records, rejected, existing, Deletions::Never).await?;
+        }
+        Ok(())
     }
 
     /// Every entity's records from the Data API; nothing is written until all of them arrived.
-    async fn fetch_all(&self) -> Result<Vec<(Entity, (Vec<RosterRecord>, usize))>, CleverError> {
+    async fn fetch_all(&mut self) -> Result<Vec<(Entity, (Vec<RosterRecord>, usize))>, CleverError> {
         let mut all = Vec::new();
         for entity in Entity::ALL {
             let unmapped = std::sync::Mutex::new(std::collections::BTreeSet::new());
@@ -394,8 +483,7 @@ impl Run<'_> {
                 .await?;
             let unmapped = unmapped.into_inner().unwrap_or_default();
             if !unmapped.is_empty() {
-                // Clever added fields: mapped fields keep syncing; the team should look (EC-008).
-                tracing::warn!(school_id = self.school.id, entity = entity.plural(), fields = ?unmapped, "unmapped Clever fields");
+                self.unmapped.entry(entity).or_default().extend(unmapped);
             }
             all.push((entity, fetched));
         }
@@ -456,7 +544,8 @@ impl Run<'_> {
             if rejected > 0 {
                 record.status = "Partial".into();
                 record.errors.push(format!("{rejected} records without an id were skipped"));
-            } else {
+            } else if record.status == "InProgress" {
+                // Incremental runs apply page after page: a Partial page stays Partial.
                 record.status = "Success".into();
             }
         }
@@ -464,10 +553,10 @@ impl Run<'_> {
     }
 
     /// Ends the run as failed; `full` says whether it was a full sync (to be asked for again).
-    async fn failed(&mut self, error: String, full: bool) -> Result<(Option<String>, bool), SyncError> {
+    async fn failed(&mut self, error: String, full: bool) -> Result<Ended, SyncError> {
         tracing::error!(school_id = self.school.id, district_id = self.school.district_id, error, "school sync failed");
         self.end("Failed", Some(error), None).await?;
-        Ok((None, full))
+        Ok(Ended { baseline: BaselineUpdate::Keep, full })
     }
 }
 
@@ -480,6 +569,20 @@ enum Deletions {
     WithinGuard,
     /// A forced full sync: whatever Clever no longer lists.
     Forced,
+}
+
+/// The event id a baseline update names, for the history.
+fn baseline_id(baseline: &BaselineUpdate) -> Option<&str> {
+    match baseline {
+        BaselineUpdate::Set(id, _) => Some(id),
+        _ => None,
+    }
+}
+
+/// Clever's event ids are ObjectIds (hex of one length, sorted by creation); compared by length,
+/// then text, so `start` sorts before any id.
+fn event_order(a: &String, b: &String) -> std::cmp::Ordering {
+    (a.len(), a).cmp(&(b.len(), b))
 }
 
 /// The run's status: `Failed` if any entity failed, `Partial` if any was partial, else `Success`.

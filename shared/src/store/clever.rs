@@ -27,8 +27,13 @@ pub struct CleverSchool {
     pub active: bool,
     /// The next sync must be a full one (first sync, an admin asked, or the events baseline expired).
     pub requires_full_sync: bool,
-    /// The newest Clever event already reflected in this school's roster.
+    /// Where the next incremental sync reads the district's events feed from: the newest event
+    /// already reflected in this school's roster, or `start` (the feed was empty then: read it from
+    /// its oldest event). `None`: no events for the district; incremental syncs read the Data API.
     pub baseline_event_id: Option<String>,
+    /// When the baseline was last confirmed (unix seconds). Clever keeps events 30 days: an older
+    /// baseline means a full sync.
+    pub baseline_at: Option<i64>,
     pub last_sync_id: Option<String>,
     pub last_sync_status: Option<String>,
     pub last_sync_at: Option<i64>,
@@ -61,6 +66,20 @@ pub struct SyncRecord {
     pub failed: u64,
     pub errors: Vec<String>,
     pub baseline_event_id: Option<String>,
+}
+
+/// The baseline value of a feed that was empty when it was taken: read from the oldest event.
+pub const BASELINE_START: &str = "start";
+
+/// What a run leaves as a school's events baseline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaselineUpdate {
+    /// As it is (a failed run, or one that moved it page by page already).
+    Keep,
+    /// None: the district's events are not available.
+    Clear,
+    /// This event id (or [`BASELINE_START`]), confirmed at this time.
+    Set(String, i64),
 }
 
 /// How a school's syncs have been going, after the latest.
@@ -201,16 +220,16 @@ impl Store<'_> {
         Ok(())
     }
 
-    /// Records how a school's sync ended: its status, the events baseline when it changes
-    /// (`Some(None)` removes it), and the full-sync flag (`Some(true)`: a full sync is still needed,
-    /// `Some(false)`: done), and gives the sync lease back. Returns the failures in a row.
+    /// Records how a school's sync ended: its status, the events baseline, and the full-sync flag
+    /// (`Some(true)`: a full sync is still needed, `Some(false)`: done), and gives the sync lease back.
+    /// Returns the failures and partial runs in a row.
     pub async fn finish_school_sync(
         &self,
         school_id: &str,
         sync_id: &str,
         status: &str,
         at: i64,
-        baseline: Option<Option<&str>>,
+        baseline: &BaselineUpdate,
         requires_full_sync: Option<bool>,
     ) -> Result<RunCounts, StoreError> {
         let failed = status == "Failed";
@@ -241,17 +260,19 @@ impl Store<'_> {
         if failed || status == "Partial" {
             request = request.expression_attribute_values(":one", n(1));
         }
-        if let Some(Some(baseline)) = baseline {
-            expression.push_str(", baseline_event_id = :baseline");
-            request = request.expression_attribute_values(":baseline", s(baseline));
+        if let BaselineUpdate::Set(baseline, confirmed_at) = baseline {
+            expression.push_str(", baseline_event_id = :baseline, baseline_at = :baseline_at");
+            request = request
+                .expression_attribute_values(":baseline", s(baseline))
+                .expression_attribute_values(":baseline_at", n(*confirmed_at));
         }
         if let Some(flag) = requires_full_sync {
             expression.push_str(", requires_full_sync = :full");
             request = request.expression_attribute_values(":full", AttributeValue::Bool(flag));
         }
         expression.push_str(" REMOVE lease_sync_id, lease_started_at, lease_until");
-        if baseline == Some(None) {
-            expression.push_str(", baseline_event_id");
+        if *baseline == BaselineUpdate::Clear {
+            expression.push_str(", baseline_event_id, baseline_at");
         }
         let out = request.update_expression(expression).send().await.map_err(StoreError::from_sdk)?;
         let item = out.attributes.unwrap_or_default();
@@ -259,6 +280,31 @@ impl Store<'_> {
             consecutive_failures: item.num("consecutive_failures").unwrap_or(0),
             consecutive_partials: item.num("consecutive_partials").unwrap_or(0),
         })
+    }
+
+    /// Moves the school's events baseline to `event_id` once a page of events is applied, so a run that
+    /// fails later resumes there. Only the lease holder moves it; returns whether `sync_id` still holds it.
+    pub async fn checkpoint_baseline(
+        &self,
+        school_id: &str,
+        sync_id: &str,
+        event_id: &str,
+        confirmed_at: i64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(school_pk(school_id)))
+            .key("sk", s("SCHOOL"))
+            .update_expression("SET baseline_event_id = :baseline, baseline_at = :at")
+            .condition_expression("lease_sync_id = :sync")
+            .expression_attribute_values(":baseline", s(event_id))
+            .expression_attribute_values(":at", n(confirmed_at))
+            .expression_attribute_values(":sync", s(sync_id))
+            .send()
+            .await;
+        condition_held(result)
     }
 
     /// Takes the school's sync lease until `until` (one sync per school at a time). A lease left by a
@@ -404,6 +450,8 @@ fn school_from(id: &str, i: &Item) -> Option<CleverSchool> {
         active: i.flag("active").unwrap_or(true),
         requires_full_sync: i.flag("requires_full_sync").unwrap_or(true),
         baseline_event_id: i.str("baseline_event_id").map(str::to_string),
+        // Baselines stored before `baseline_at` existed were confirmed by their school's last sync.
+        baseline_at: i.num("baseline_at").or_else(|| i.str("baseline_event_id").and(i.num("last_sync_at"))),
         last_sync_id: i.str("last_sync_id").map(str::to_string),
         last_sync_status: i.str("last_sync_status").map(str::to_string),
         last_sync_at: i.num("last_sync_at"),

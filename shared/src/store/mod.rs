@@ -33,7 +33,7 @@
 //! | activity entry | `ORG#<org_id or ->#ACTIVITY` | `<occurred_at>#<event_id>` | event_type, data, expires_at |
 //! | webhook subscription | `WEBHOOK#<id>` | `SUBSCRIPTION` | organization_id, url, event_types, description, active, disabled_reason, disabled_at, failing_since, secrets_kid + secrets_blob (sealed), gsi1pk `ORG#<org>#WEBHOOKS`, gsi1sk `<created_at>#<id>` |
 //! | Clever district | `CLEVER#DISTRICT#<district_id>` | `DISTRICT` | doc (JSON: name, secret_id), gsi1pk `CLEVER#DISTRICTS` |
-//! | Clever school | `CLEVER#SCHOOL#<school_id>` | `SCHOOL` | district_id, name, active, requires_full_sync, baseline_event_id, last_sync_*, consecutive_failures, lease_sync_id + lease_started_at + lease_until (one sync at a time), gsi1pk `CLEVER#DISTRICT#<d>#SCHOOLS` |
+//! | Clever school | `CLEVER#SCHOOL#<school_id>` | `SCHOOL` | district_id, name, active, requires_full_sync, baseline_event_id + baseline_at, last_sync_*, consecutive_failures, lease_sync_id + lease_started_at + lease_until (one sync at a time), gsi1pk `CLEVER#DISTRICT#<d>#SCHOOLS` |
 //! | Clever sync history | `CLEVER#HISTORY#<school_id>` | `<started_at>#<sync_id>#<entity>` | entity, doc (JSON: counts, status, errors, baseline), expires_at (90 days) |
 //! | roster record | `ROSTER#<school_id>#<ENTITY>#<shard 0-7>` | `<clever id>` | district_id, synced_at, `f_<field>` (normalized, non-empty) |
 //! | webhook delivery | `DELIVERY#<id>` | `DELIVERY` | subscription_id, organization_id, event_type, event_id, body, status, attempts (JSON each), automatic_attempts, next_attempt_at, lease + lease_until, gsi1pk `ORG#<org>#DELIVERIES`, gsi1sk `<created_at>#<id>`, expires_at |

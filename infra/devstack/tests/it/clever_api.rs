@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 
 use crate::common::{TestStack, error_code};
 
-const SPEC: DistrictSpec =
-    DistrictSpec { schools: 2, students_per_school: 60, teachers_per_school: 5, sections_per_school: 4 };
+const SPEC: DistrictSpec = DistrictSpec::sized(2, 60, 5, 4);
 
 struct Setup {
     t: TestStack,
@@ -111,7 +110,7 @@ async fn an_admin_adds_a_district_and_its_schools_sync_through_the_queue() {
     s.work(2).await;
     let history = s.t.get_json(&format!("/api/clever/sync-history?school_id={school}&entity=students"), &s.admin).await;
     let newest = &history["history"][0];
-    assert_eq!(newest["sync_type"], "incremental-fallback", "{history}");
+    assert_eq!(newest["sync_type"], "incremental", "{history}");
     assert_eq!((newest["created"].as_u64(), newest["updated"].as_u64()), (Some(0), Some(0)));
 }
 

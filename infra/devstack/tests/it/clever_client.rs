@@ -1,13 +1,13 @@
 //! The Clever client against the Clever simulator: tokens (rotation, expiry), paging, rate limits,
-//! retries and the events feed.
+//! retries and the events feed, with the simulator behaving as Clever's reference says (a fixed
+//! 1,200-a-minute window per token, 413 above 10,000 a page, 404 for an expired events cursor).
 
 use std::time::{Duration, Instant};
 
 use clever_sim::{DistrictSpec, Simulator, World};
 use hub::clever::client::{CleverClient, CleverError, CleverSettings, Credentials};
 
-const SPEC: DistrictSpec =
-    DistrictSpec { schools: 2, students_per_school: 250, teachers_per_school: 12, sections_per_school: 10 };
+const SPEC: DistrictSpec = DistrictSpec::sized(2, 250, 12, 10);
 
 async fn simulator() -> Simulator {
     Simulator::start(World::generate(7, &[SPEC]), 0).await.unwrap()
@@ -134,9 +134,79 @@ async fn timeouts_are_retried_and_refusals_are_not() {
     let before = sim.count("/v3.0/");
     let err = students(&client, "000000000000000000000000").await.unwrap_err();
     assert!(matches!(err, CleverError::Refused { status: 404, .. }), "{err:?}");
+    assert_eq!(sim.count("/v3.0/"), before + 1, "a 404 is not retried");
     let too_big = client_with(&sim, CleverSettings { page_size: 20_000, ..settings(&sim) });
-    assert!(matches!(students(&too_big, &school).await, Err(CleverError::Refused { status: 400, .. })));
-    assert_eq!(sim.count("/v3.0/"), before + 2, "4xx answers are not retried");
+    too_big.check_token().await.unwrap();
+    let before = sim.count("/v3.0/");
+    assert!(matches!(students(&too_big, &school).await, Err(CleverError::Refused { status: 413, .. })));
+    assert_eq!(sim.answered(413), 1, "Clever answers an over-limit page with 413");
+    // 501 is an answer, not an outage: not retried (Clever retries 429, 500, 502 and 503 only).
+    sim.faults.lock().unwrap().statuses.push_back(501);
+    assert!(matches!(students(&client, &school).await, Err(CleverError::Refused { status: 501, .. })));
+    assert_eq!(sim.count("/v3.0/"), before + 2, "4xx and 501 answers are not retried");
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_a_fixed_window_per_token_and_lists_wait_for_its_reset() {
+    let sim = simulator().await;
+    let school = first_school(&sim);
+    sim.faults.lock().unwrap().rate_limit = clever_sim::RateLimit { limit: 10, window_secs: 1 };
+    // The headers, as a raw client sees them: the remaining count goes down within a window.
+    let token = sim.world.lock().unwrap().districts[0].token.clone();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v3.0/schools/{school}", sim.base_url);
+    let first = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    let remaining =
+        |r: &reqwest::Response| r.headers()["x-ratelimit-remaining"].to_str().unwrap().parse::<u64>().unwrap();
+    let second = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert!(remaining(&second) < remaining(&first) || remaining(&second) == 9, "a new window may start between");
+    assert_eq!(first.headers()["x-ratelimit-limit"], "10");
+    assert!(first.headers()["x-ratelimit-bucket"].to_str().unwrap().starts_with("district-"));
+
+    // 25 pages against 10 requests a second: the list waits for each reset and loses nothing.
+    let client = client_with(&sim, CleverSettings { page_size: 10, ..settings(&sim) });
+    let started = Instant::now();
+    assert_eq!(students(&client, &school).await.unwrap().len(), 250);
+    assert!(sim.answered(429) >= 1, "the simulator refused requests over its window");
+    assert!(started.elapsed() >= Duration::from_millis(900), "waited for a reset: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_district_token_without_a_lifetime_is_kept_until_clever_refuses_it() {
+    let sim = simulator().await;
+    let school = first_school(&sim);
+    let client = client_with(&sim, settings(&sim));
+    for _ in 0..20 {
+        students(&client, &school).await.unwrap();
+    }
+    assert_eq!(sim.count("/oauth/tokens"), 1, "Clever's district tokens announce no lifetime: none is invented");
+    sim.world.lock().unwrap().rotate_token(0);
+    students(&client, &school).await.unwrap();
+    assert_eq!(sim.count("/oauth/tokens"), 2, "refused once, fetched once");
+}
+
+#[tokio::test]
+async fn lists_of_any_api_version_follow_their_own_links() {
+    let sim = simulator().await;
+    let school = first_school(&sim);
+    let client = client_with(&sim, CleverSettings { page_size: 100, ..settings(&sim) });
+    let path = format!("/v3.1/schools/{school}/users?role=student");
+    let (ids, _) = client.list(&path, |u| u["id"].as_str().map(str::to_string)).await.unwrap();
+    assert_eq!(ids.len(), 250, "every page, not the first 100");
+    assert_eq!(sim.count("/v3.1/"), 3);
+}
+
+async fn events(
+    client: &CleverClient,
+    school: &str,
+    after: Option<&str>,
+) -> Result<Vec<serde_json::Value>, CleverError> {
+    let mut pages = client.events(school, after, 2);
+    let mut all = Vec::new();
+    while let Some(page) = pages.next_page(|e| Some(e.clone())).await? {
+        all.extend(page.items);
+    }
+    Ok(all)
 }
 
 #[tokio::test]
@@ -147,18 +217,27 @@ async fn the_events_feed_from_a_baseline() {
     assert_eq!(client.newest_event_id().await.unwrap(), None);
     let added = sim.world.lock().unwrap().add_student(&school);
     let baseline = client.newest_event_id().await.unwrap().expect("an event");
-    let renamed = sim.world.lock().unwrap().schools.keys().nth(1).unwrap().clone();
-    let elsewhere = sim.world.lock().unwrap().add_student(&renamed);
-    sim.world.lock().unwrap().update_user(&added, |u| u["name"]["first"] = "Renamed".into());
-    let events = client.events_after(&baseline, &school).await.unwrap();
-    assert_eq!(events.len(), 1, "only this school's events after the baseline");
-    assert_eq!(events[0]["type"], "users.updated");
-    assert_eq!(events[0]["data"]["object"]["name"]["first"], "Renamed");
-    assert!(events.iter().all(|e| e["data"]["object"]["id"] != elsewhere.as_str()));
+    assert_eq!(client.event(&baseline).await.unwrap()["data"]["type"], "users.created");
+    let other = sim.world.lock().unwrap().schools.keys().nth(1).unwrap().clone();
+    let elsewhere = sim.world.lock().unwrap().add_student(&other);
+    for n in 0..4 {
+        sim.world.lock().unwrap().update_user(&added, |u| u["name"]["first"] = format!("Renamed {n}").into());
+    }
+    let after = events(&client, &school, Some(&baseline)).await.unwrap();
+    assert_eq!(after.len(), 4, "only this school's events after the baseline, over pages of 2");
+    assert_eq!(after[3]["type"], "users.updated");
+    assert_eq!(after[3]["data"]["object"]["name"]["first"], "Renamed 3");
+    assert!(after.iter().all(|e| e["data"]["object"]["id"] != elsewhere.as_str()));
+    assert_eq!(events(&client, &school, None).await.unwrap().len(), 5, "from the start: the creation too");
 
+    // The feed moves past the baseline: Clever's definition documents 404; other statuses happen.
     sim.world.lock().unwrap().expire_events();
-    let err = client.events_after(&baseline, &school).await.unwrap_err();
-    assert!(matches!(err, CleverError::Refused { status: 400, .. }), "a baseline older than the feed: {err:?}");
+    let err = events(&client, &school, Some(&baseline)).await.unwrap_err();
+    assert!(matches!(err, CleverError::Refused { status: 404, .. }), "a baseline older than the feed: {err:?}");
+    assert!(matches!(client.event(&baseline).await, Err(CleverError::Refused { status: 404, .. })));
+    sim.faults.lock().unwrap().expired_cursor_status = Some(400);
+    let err = events(&client, &school, Some(&baseline)).await.unwrap_err();
+    assert!(matches!(err, CleverError::Refused { status: 400, .. }), "{err:?}");
     sim.world.lock().unwrap().districts[0].events_enabled = false;
     let err = client.newest_event_id().await.unwrap_err();
     assert!(matches!(err, CleverError::Refused { status: 403, .. }), "events not enabled: {err:?}");
@@ -167,7 +246,7 @@ async fn the_events_feed_from_a_baseline() {
 #[tokio::test]
 async fn the_district_token_is_found_on_any_page_of_the_app_s_token_list() {
     // One app authorized by three districts (Clever's credentials are the app's, not a district's).
-    let small = DistrictSpec { schools: 1, students_per_school: 3, teachers_per_school: 1, sections_per_school: 1 };
+    let small = DistrictSpec::sized(1, 3, 1, 1);
     let sim = Simulator::start(World::generate(9, &[small, small, small]), 0).await.unwrap();
     let (id, secret, last) = {
         let mut w = sim.world.lock().unwrap();

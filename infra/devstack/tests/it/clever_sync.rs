@@ -1,6 +1,7 @@
 //! School syncs against the Clever simulator and the local AWS stack: full and incremental syncs,
 //! change detection, deletions only in full syncs, the shrink guard, failures midway, fallback without
-//! events, expired baselines, per-school isolation and the history.
+//! events, baselines (empty feeds, quiet schools, expiry however Clever says it), events page by page,
+//! users with several roles, per-school isolation and the history.
 
 use std::time::Duration;
 
@@ -11,8 +12,7 @@ use hub::store::clever::SyncRecord;
 
 use crate::common::TestStack;
 
-const SPEC: DistrictSpec =
-    DistrictSpec { schools: 2, students_per_school: 120, teachers_per_school: 8, sections_per_school: 6 };
+const SPEC: DistrictSpec = DistrictSpec::sized(2, 120, 8, 6);
 
 struct Clever {
     t: TestStack,
@@ -28,7 +28,11 @@ async fn setup(name: &str) -> Clever {
 }
 
 async fn setup_with(name: &str, overrides: &[(&str, &str)]) -> Clever {
-    let sim = Simulator::start(World::generate(11, &[SPEC]), 0).await.unwrap();
+    setup_world(name, overrides, World::generate(11, &[SPEC])).await
+}
+
+async fn setup_world(name: &str, overrides: &[(&str, &str)], world: World) -> Clever {
+    let sim = Simulator::start(world, 0).await.unwrap();
     let t = TestStack::new(name).await;
     let oauth = format!("{}/oauth/tokens", sim.base_url);
     let settings = [
@@ -107,10 +111,20 @@ async fn a_full_sync_writes_everything_once_and_an_unchanged_one_writes_nothing(
     let school = c.ctx.store().clever_school(&c.schools[0]).await.unwrap().unwrap();
     assert!(!school.requires_full_sync);
     assert_eq!(school.last_sync_status.as_deref(), Some("Success"));
-    assert_eq!(school.baseline_event_id, None, "the feed was empty");
+    assert_eq!(school.baseline_event_id.as_deref(), Some("start"), "an empty feed is a baseline: from its start");
+    // Clever's strings are not normalized and its keys may be missing: stored trimmed, absent as absent.
+    let stored = c.stored(0, "STUDENT").await;
+    let w = c.sim.world.lock().unwrap().users.clone();
+    let untrimmed =
+        stored.keys().find(|id| w[*id]["name"]["first"].as_str().unwrap().ends_with(' ')).expect("a messy name");
+    assert!(!stored[untrimmed].fields["first_name"].ends_with(' '));
+    let keyless = stored.keys().find(|id| w[*id].get("email").is_none()).expect("a user without an email key");
+    assert!(!stored[keyless].fields.contains_key("email"));
 
+    // The same data again (term ids differ at every listing, as Clever's do): nothing is written.
     let again = c.sync(0, Mode::Full, false).await;
     assert_eq!(counts(entity(&again, "students")), (120, 0, 0, 0));
+    assert_eq!(counts(entity(&again, "sections")), (6, 0, 0, 0), "term ids are not changes");
     assert_eq!(again.roster_writes, 0, "unchanged records are not written");
     // The other school was not touched.
     assert!(c.stored(1, "STUDENT").await.is_empty());
@@ -131,23 +145,28 @@ async fn incremental_syncs_apply_events_and_leave_deletions_to_full_syncs() {
         w.remove_user(&students[2]);
         (added, students[0].clone(), students[1].clone(), students[2].clone())
     };
-    // The baseline was taken before those events: the feed was empty, so set one now and redo.
-    let baseline_before = c.ctx.store().clever_school(&c.schools[0]).await.unwrap().unwrap().baseline_event_id;
-    assert_eq!(baseline_before, None);
-    // Without a baseline an incremental run reads the Data API (no deletions).
-    let fallback = c.sync(0, Mode::Incremental, false).await;
-    assert_eq!(entity(&fallback, "students").sync_type, "incremental-fallback");
-    assert_eq!(counts(entity(&fallback, "students")), (120, 1, 1, 0));
+    // The first full sync saw an empty feed: its baseline is the feed's start, so events drive the
+    // next run, with no Data API read (the newest-event probe and one events page).
+    let lists_before = c.sim.count("/v3.0/schools/");
+    let inc = c.sync(0, Mode::Incremental, false).await;
+    let students = entity(&inc, "students");
+    assert_eq!(students.sync_type, "incremental");
+    // Created, renamed, blank-padded email (no change), removed (left to the full sync).
+    assert_eq!(counts(students), (4, 1, 1, 0));
+    assert_eq!(c.sim.count("/v3.0/schools/"), lists_before, "no Data API read");
+    assert_eq!(inc.clever_requests, 2);
     let stored = c.stored(0, "STUDENT").await;
     assert!(stored.contains_key(&added) && stored.contains_key(&removed), "no deletion outside a full sync");
     assert_eq!(stored[&renamed].fields["first_name"], "Renamed");
     let _ = blank;
+    // The removed student's sections changed too (Clever announces them): written from their events.
+    assert!(entity(&inc, "sections").updated >= 1);
 
-    // A full sync sets the events baseline and applies the deletion.
+    // A full sync applies the deletion.
     let full = c.sync(0, Mode::Full, false).await;
     assert_eq!(counts(entity(&full, "students")), (120, 0, 0, 1));
     let baseline = c.ctx.store().clever_school(&c.schools[0]).await.unwrap().unwrap().baseline_event_id;
-    assert!(baseline.is_some());
+    assert!(baseline.as_deref().is_some_and(|b| b.len() == 24), "{baseline:?}");
 
     // Now events drive incremental syncs.
     let (new_one, gone) = {
@@ -162,10 +181,11 @@ async fn incremental_syncs_apply_events_and_leave_deletions_to_full_syncs() {
     let students = entity(&inc, "students");
     assert_eq!(students.sync_type, "incremental");
     assert_eq!((students.processed, students.created, students.updated, students.deleted), (3, 1, 1, 0));
-    assert_eq!(inc.roster_writes, 2, "only the new and the changed student are written");
+    let section_writes = entity(&inc, "sections").updated;
+    assert_eq!(inc.roster_writes, 2 + section_writes, "only the new and the changed records are written");
     let stored = c.stored(0, "STUDENT").await;
     assert!(stored.contains_key(&new_one) && stored.contains_key(&gone));
-    assert_eq!(inc.clever_requests, 1, "one events page, the token is cached");
+    assert_eq!(inc.clever_requests, 3, "the newest-event probe, the baseline check, one events page");
     let new_baseline = c.ctx.store().clever_school(&c.schools[0]).await.unwrap().unwrap().baseline_event_id;
     assert_ne!(new_baseline, baseline);
     let quiet = c.sync(0, Mode::Incremental, false).await;
@@ -260,28 +280,228 @@ async fn rate_limits_and_token_rotation_do_not_fail_a_sync() {
     assert_eq!(entity(&outcome, "students").created, 120);
 }
 
+async fn baseline(c: &Clever, school: usize) -> Option<String> {
+    c.ctx.store().clever_school(&c.schools[school]).await.unwrap().unwrap().baseline_event_id
+}
+
 #[tokio::test]
-async fn without_events_incremental_syncs_read_the_data_api_and_an_expired_baseline_means_a_full_sync() {
-    let c = setup("clnoev").await;
-    c.sim.world.lock().unwrap().add_student(&c.schools[0]); // the feed now has an event
-    let full = c.sync(0, Mode::Full, false).await;
-    assert!(entity(&full, "students").baseline_event_id.is_some());
+async fn a_fallback_run_establishes_a_baseline_once_events_are_available() {
+    for status in [403, 404] {
+        let c = setup(&format!("clnoev{status}")).await;
+        c.sim.faults.lock().unwrap().events_disabled_status = Some(status);
+        c.sim.world.lock().unwrap().districts[0].events_enabled = false;
+        // However Clever refuses the events call, the full sync goes on, without a baseline.
+        let full = c.sync(0, Mode::Full, false).await;
+        assert_eq!(full.status, "Success", "HTTP {status}");
+        assert_eq!(baseline(&c, 0).await, None);
 
-    c.sim.world.lock().unwrap().districts[0].events_enabled = false;
-    let fallback = c.sync(0, Mode::Incremental, false).await;
-    assert_eq!(entity(&fallback, "students").sync_type, "incremental-fallback");
-    assert_eq!(fallback.status, "Success");
+        let fallback = c.sync(0, Mode::Incremental, false).await;
+        assert_eq!(
+            (entity(&fallback, "students").sync_type.as_str(), fallback.status.as_str()),
+            ("incremental-fallback", "Success")
+        );
+        assert_eq!(baseline(&c, 0).await, None);
 
+        // Events switched on: the next fallback leaves a baseline, and the run after reads events.
+        c.sim.world.lock().unwrap().districts[0].events_enabled = true;
+        let fallback = c.sync(0, Mode::Incremental, false).await;
+        assert_eq!(entity(&fallback, "students").sync_type, "incremental-fallback");
+        assert_eq!(baseline(&c, 0).await.as_deref(), Some("start"));
+        let added = c.sim.world.lock().unwrap().add_student(&c.schools[0]);
+        let inc = c.sync(0, Mode::Incremental, false).await;
+        assert_eq!((entity(&inc, "students").sync_type.as_str(), entity(&inc, "students").created), ("incremental", 1));
+        assert!(c.stored(0, "STUDENT").await.contains_key(&added));
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_school_keeps_a_live_baseline() {
+    let c = setup("clquiet").await;
+    c.sim.world.lock().unwrap().add_student(&c.schools[1]);
+    c.sync(0, Mode::Full, false).await;
+    // A month of events, all at the other school.
+    for _ in 0..5 {
+        let school = c.schools[1].clone();
+        c.sim.world.lock().unwrap().add_student(&school);
+    }
+    let quiet = c.sync(0, Mode::Incremental, false).await;
+    assert_eq!((quiet.status.as_str(), quiet.roster_writes), ("Success", 0));
+    let newest = c.sim.world.lock().unwrap().newest_event_id();
+    assert_eq!(baseline(&c, 0).await, newest, "the district's newest event, not the school's last");
+    // The feed forgets everything up to that event: the baseline is still in it, so no full sync.
     {
         let mut w = c.sim.world.lock().unwrap();
-        w.districts[0].events_enabled = true;
-        let ids = c.students_in_clever_locked(&w, 0);
-        w.remove_user(&ids[0]);
-        w.expire_events();
+        let before_newest = w.events.keys().rev().nth(1).unwrap().clone();
+        w.expire_events_through(&before_newest);
     }
-    let recovered = c.sync(0, Mode::Incremental, false).await;
-    assert_eq!(entity(&recovered, "students").sync_type, "full", "the baseline left the feed");
-    assert_eq!(entity(&recovered, "students").deleted, 1);
+    let next = c.sync(0, Mode::Incremental, false).await;
+    assert_eq!(entity(&next, "students").sync_type, "incremental");
+}
+
+#[tokio::test]
+async fn an_expired_or_unknown_baseline_means_a_full_sync_however_clever_refuses_it() {
+    for status in [400, 404] {
+        let c = setup(&format!("clexp{status}")).await;
+        c.sim.faults.lock().unwrap().expired_cursor_status = Some(status);
+        c.sim.world.lock().unwrap().add_student(&c.schools[0]);
+        c.sync(0, Mode::Full, false).await;
+        {
+            let mut w = c.sim.world.lock().unwrap();
+            let ids = c.students_in_clever_locked(&w, 0);
+            w.remove_user(&ids[0]);
+            let newest = w.newest_event_id().unwrap();
+            w.expire_events_through(&newest);
+        }
+        let recovered = c.sync(0, Mode::Incremental, false).await;
+        assert_eq!(recovered.status, "Success", "HTTP {status}");
+        assert_eq!(entity(&recovered, "students").sync_type, "full", "the baseline left the feed");
+        assert_eq!(entity(&recovered, "students").deleted, 1);
+    }
+    // A baseline Clever never had (a restored backup, another district's id): a full sync too.
+    let c = setup("clexpunknown").await;
+    c.sync(0, Mode::Full, false).await;
+    c.ctx
+        .store()
+        .finish_school_sync(
+            &c.schools[0],
+            "sync_manual",
+            "Success",
+            c.ctx.clock.now(),
+            &hub::store::clever::BaselineUpdate::Set("ffffffffffffffffffffff00".into(), c.ctx.clock.now()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(entity(&c.sync(0, Mode::Incremental, false).await, "students").sync_type, "full");
+    // A baseline not confirmed for longer than the feed keeps events: a full sync, whatever Clever says.
+    let stale_at = c.ctx.clock.now() - 30 * 24 * 3600;
+    let id = baseline(&c, 0).await.unwrap();
+    let store = c.ctx.store();
+    store
+        .finish_school_sync(
+            &c.schools[0],
+            "sync_old",
+            "Success",
+            stale_at,
+            &hub::store::clever::BaselineUpdate::Set(id, stale_at),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(entity(&c.sync(0, Mode::Incremental, false).await, "students").sync_type, "full");
+}
+
+#[tokio::test]
+async fn events_are_applied_page_by_page_and_a_failure_resumes_from_the_last_page() {
+    let c = setup_with("clpages", &[("CLEVER_EVENTS_PAGE_SIZE", "50")]).await;
+    c.sync(0, Mode::Full, false).await;
+    let students = c.students_in_clever(0);
+    {
+        let mut w = c.sim.world.lock().unwrap();
+        for (n, id) in students.iter().enumerate().take(120) {
+            w.update_user(id, |u| u["name"]["first"] = format!("Page {}", n / 50).into());
+        }
+        for id in &students[..30] {
+            w.update_user(id, |u| u["name"]["last"] = "Twice".into());
+        }
+    }
+    // 150 events in pages of 50 (read from the feed's start: it was empty at the full sync); the third
+    // page fails for good.
+    c.sim.faults.lock().unwrap().fail_events_after_pages = Some(1 + 2); // the newest-event probe, 2 pages
+    let failed = c.sync(0, Mode::Incremental, false).await;
+    assert_eq!(failed.status, "Failed");
+    assert_eq!(entity(&failed, "students").updated, 100, "two pages applied before the failure");
+    let stored = c.stored(0, "STUDENT").await;
+    assert_eq!(stored[&students[99]].fields["first_name"], "Page 1");
+    assert_ne!(stored[&students[100]].fields["first_name"], "Page 2");
+    let checkpoint = baseline(&c, 0).await.unwrap();
+    let hundredth = {
+        let w = c.sim.world.lock().unwrap();
+        w.events.keys().rev().nth(50).unwrap().clone()
+    };
+    assert_eq!(checkpoint, hundredth, "the baseline moved to the last applied page");
+
+    c.sim.faults.lock().unwrap().fail_events_after_pages = None;
+    let pages_before = c.sim.count("/v3.0/events?school");
+    let resumed = c.sync(0, Mode::Incremental, false).await;
+    assert_eq!(resumed.status, "Success");
+    assert_eq!(c.sim.count("/v3.0/events?school") - pages_before, 1, "only the last page is read again");
+    let students_record = entity(&resumed, "students");
+    assert_eq!((students_record.processed, students_record.updated), (50, 50));
+    let stored = c.stored(0, "STUDENT").await;
+    assert_eq!(stored[&students[119]].fields["first_name"], "Page 2");
+    assert_eq!(stored[&students[0]].fields["last_name"], "Twice");
+}
+
+#[tokio::test]
+async fn incremental_syncs_apply_section_events_and_ignore_terms_and_courses() {
+    let c = setup("clsections").await;
+    c.sync(0, Mode::Full, false).await;
+    let school = c.schools[0].clone();
+    let (changed_section, created_section) = {
+        let mut w = c.sim.world.lock().unwrap();
+        let sections: Vec<String> =
+            w.sections.iter().filter(|(_, s)| s["school"] == school.as_str()).map(|(id, _)| id.clone()).collect();
+        w.update_section(&sections[0], |s| {
+            s["period"] = "9".into();
+            s["students"].as_array_mut().unwrap().truncate(3);
+        });
+        let students = c.students_in_clever_locked(&w, 0);
+        let created = w.add_section(&school, None, students[..4].to_vec());
+        w.new_term(&school);
+        (sections[0].clone(), created)
+    };
+    let inc = c.sync(0, Mode::Incremental, false).await;
+    let sections = entity(&inc, "sections");
+    assert_eq!((sections.created, sections.updated), (1, 1));
+    assert_eq!(inc.roster_writes, 2, "the term is not a roster change");
+    let stored = c.stored(0, "SECTION").await;
+    assert_eq!(stored[&changed_section].fields["period"], "9");
+    assert_eq!(stored[&changed_section].fields["students"].split(',').count(), 3);
+    assert!(stored.contains_key(&created_section));
+}
+
+#[tokio::test]
+async fn users_with_several_roles_are_one_user_and_every_role_is_kept() {
+    let spec = DistrictSpec { student_teachers: 1, shared_teachers: 1, ..SPEC };
+    let c = setup_world("clroles", &[], World::generate(11, &[spec])).await;
+    let (student_teacher, shared_teacher) = {
+        let w = c.sim.world.lock().unwrap();
+        let both =
+            w.users.values().find(|u| u["roles"]["student"].is_object() && u["roles"]["teacher"].is_object()).unwrap();
+        let shared = w
+            .users
+            .values()
+            .find(|u| u["roles"]["teacher"]["schools"].as_array().is_some_and(|s| s.len() == 2))
+            .unwrap();
+        (both["id"].as_str().unwrap().to_string(), shared["id"].as_str().unwrap().to_string())
+    };
+    let full = c.sync(0, Mode::Full, false).await;
+    assert_eq!((entity(&full, "students").created, entity(&full, "teachers").created), (120, 9));
+    assert!(c.stored(0, "STUDENT").await.contains_key(&student_teacher));
+    assert!(c.stored(0, "TEACHER").await.contains_key(&student_teacher));
+    c.sync(1, Mode::Full, false).await;
+    assert!(c.stored(1, "TEACHER").await.contains_key(&shared_teacher), "a teacher of two schools is in both");
+
+    // One rename: both of the user's records in the school change.
+    c.sim.world.lock().unwrap().update_user(&student_teacher, |u| u["name"]["last"] = "Both".into());
+    // A teacher of school 0 who studies at school 1 (no student role in school 0).
+    let school1 = c.schools[1].clone();
+    let teacher =
+        c.sim.world.lock().unwrap().school_users(&c.schools[0], "teacher")[3]["id"].as_str().unwrap().to_string();
+    c.sim.world.lock().unwrap().add_role(&teacher, "student", &school1);
+    let inc = c.sync(0, Mode::Incremental, false).await;
+    assert_eq!(c.stored(0, "STUDENT").await[&student_teacher].fields["last_name"], "Both");
+    assert_eq!(c.stored(0, "TEACHER").await[&student_teacher].fields["last_name"], "Both");
+    assert!(!c.stored(0, "STUDENT").await.contains_key(&teacher), "their student role is another school's");
+    assert_eq!((entity(&inc, "students").created, entity(&inc, "teachers").created), (0, 0));
+
+    // Losing the teacher role in school 0: the next full sync removes that record only.
+    let school0 = c.schools[0].clone();
+    c.sim.world.lock().unwrap().remove_role(&student_teacher, "teacher", &school0);
+    let full = c.sync(0, Mode::Full, false).await;
+    assert_eq!((entity(&full, "teachers").deleted, entity(&full, "students").deleted), (1, 0));
+    assert!(c.stored(0, "STUDENT").await.contains_key(&student_teacher));
 }
 
 #[tokio::test]
@@ -340,12 +560,25 @@ async fn fields_clever_adds_do_not_stop_a_sync_and_records_without_an_id_are_cou
         w.users.get_mut(&students[3]).unwrap()["id"] = "".into();
     }
     let outcome = c.sync(0, Mode::Full, false).await;
+    assert_eq!(outcome.unmapped_fields["students"], ["pronouns".to_string()].into(), "reported (EC-008)");
     let record = entity(&outcome, "students");
     assert_eq!((record.processed, record.created, record.failed), (120, 119, 1));
     assert_eq!(record.status, "Partial", "the unusable record is reported");
     assert!(record.errors[0].contains("without an id"));
     assert!(c.stored(0, "STUDENT").await.contains_key(&students[0]), "mapped fields keep syncing");
     assert_eq!(entity(&outcome, "teachers").status, "Success");
+}
+
+#[tokio::test]
+async fn incremental_runs_report_unmapped_fields_too() {
+    let c = setup("clschemainc").await;
+    c.sync(0, Mode::Full, false).await;
+    let student = c.students_in_clever(0)[4].clone();
+    c.sim.world.lock().unwrap().update_user(&student, |u| u["nickname"] = "Ace".into());
+    let inc = c.sync(0, Mode::Incremental, false).await;
+    assert_eq!(entity(&inc, "students").sync_type, "incremental");
+    assert_eq!(inc.unmapped_fields["students"], ["nickname".to_string()].into());
+    assert_eq!(entity(&inc, "students").updated, 0, "an unmapped field is no change of what we keep");
 }
 
 #[tokio::test]
