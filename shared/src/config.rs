@@ -76,8 +76,10 @@ pub struct CleverSyncSettings {
     pub shrink_guard: f64,
     /// Sync history records expire after this long.
     pub history_retention: Duration,
-    /// First backoff of a throttled roster write (then doubled, 3 retries).
+    /// First backoff of throttled roster writes (then doubled, jittered, at most 20 s).
     pub write_retry_base: Duration,
+    /// How long one sync may wait on DynamoDB throttling in all before it fails.
+    pub write_throttle_budget: Duration,
     /// How long `/health/clever-auth` serves a report before refreshing it.
     pub health_cache: Duration,
     /// Time per check of a cold instance's first health report (keeps the answer under 100 ms).
@@ -169,6 +171,7 @@ impl Config {
                 shrink_guard: fraction(&optional, "CLEVER_SHRINK_GUARD", 0.5)?,
                 history_retention: seconds("CLEVER_HISTORY_RETENTION_SECONDS", 90 * 24 * 3600)?,
                 write_retry_base: Duration::from_millis(number(&optional, "CLEVER_WRITE_RETRY_BASE_MS", 1_000)?),
+                write_throttle_budget: seconds("CLEVER_WRITE_THROTTLE_BUDGET_SECONDS", 600)?,
                 health_cache: seconds("CLEVER_HEALTH_CACHE_SECONDS", 30)?,
                 health_first_budget: Duration::from_millis(number(&optional, "CLEVER_HEALTH_FIRST_BUDGET_MS", 80)?),
                 events_page_size: number(&optional, "CLEVER_EVENTS_PAGE_SIZE", 1_000)?.clamp(1, 10_000) as usize,

@@ -30,8 +30,6 @@ use crate::store::clever::{BASELINE_START, BaselineUpdate, CleverSchool, Lease, 
 use crate::store::roster::{RosterRecord, SchoolRoster};
 use crate::{Context, crypto};
 
-/// DynamoDB write retries of a roster write.
-const WRITE_RETRIES: u32 = 3;
 /// How long a sync holds its school: longer than the worker can run (Lambda stops it at 15 minutes),
 /// so a live run is never taken over, and a killed one is within a minute after.
 pub const LEASE_SECS: i64 = 16 * 60;
@@ -52,6 +50,8 @@ pub struct SyncOutcome {
     pub clever_requests: u64,
     /// Roster items this run wrote or deleted.
     pub roster_writes: u64,
+    /// Roster requests DynamoDB throttled (the run slowed down instead of failing).
+    pub write_throttles: u64,
     /// Fields Clever sent that we do not map, by entity (`students`...): a schema change to review.
     pub unmapped_fields: BTreeMap<String, BTreeSet<String>>,
 }
@@ -106,6 +106,7 @@ pub async fn sync_school(
                 records: Vec::new(),
                 clever_requests: 0,
                 roster_writes: 0,
+                write_throttles: 0,
                 unmapped_fields: BTreeMap::new(),
             });
         }
@@ -169,7 +170,7 @@ async fn run_sync(
         &school.district_id,
         &school.id,
         ctx.config.clever_sync.write_retry_base,
-        WRITE_RETRIES,
+        ctx.config.clever_sync.write_throttle_budget,
     );
     let started = ctx.clock.now();
     let timer = std::time::Instant::now();
@@ -222,6 +223,7 @@ async fn run_sync(
         );
     }
     let (clever_requests, roster_writes) = (client.requests_made() - requests_before, run.roster.writes());
+    let write_throttles = run.roster.throttling().throttled;
     tracing::info!(
         district_id = school.district_id,
         school_id = school.id,
@@ -230,9 +232,18 @@ async fn run_sync(
         consecutive_failures = failures,
         clever_requests,
         roster_writes,
+        write_throttles,
         "school sync finished"
     );
-    Ok(SyncOutcome { sync_id, status, clever_requests, roster_writes, records: run.records, unmapped_fields })
+    Ok(SyncOutcome {
+        sync_id,
+        status,
+        clever_requests,
+        roster_writes,
+        write_throttles,
+        records: run.records,
+        unmapped_fields,
+    })
 }
 
 impl Run<'_> {

@@ -11,6 +11,7 @@ use hub::clever::sync::{Mode, SyncOutcome, sync_school};
 use hub::store::clever::SyncRecord;
 
 use crate::common::TestStack;
+use crate::throttling::{Throttle, ThrottlingDynamo};
 
 const SPEC: DistrictSpec = DistrictSpec::sized(2, 120, 8, 6);
 
@@ -32,6 +33,11 @@ async fn setup_with(name: &str, overrides: &[(&str, &str)]) -> Clever {
 }
 
 async fn setup_world(name: &str, overrides: &[(&str, &str)], world: World) -> Clever {
+    setup_full(name, overrides, world, None).await
+}
+
+/// Everything configurable: the simulated world, and a DynamoDB proxy to go through.
+async fn setup_full(name: &str, overrides: &[(&str, &str)], world: World, proxy: Option<&ThrottlingDynamo>) -> Clever {
     let sim = Simulator::start(world, 0).await.unwrap();
     let t = TestStack::new(name).await;
     let oauth = format!("{}/oauth/tokens", sim.base_url);
@@ -41,7 +47,10 @@ async fn setup_world(name: &str, overrides: &[(&str, &str)], world: World) -> Cl
         ("CLEVER_RETRY_BASE_MS", "10"),
         ("CLEVER_WRITE_RETRY_BASE_MS", "10"),
     ];
-    let ctx = t.context_for("auth-me", &[settings.as_slice(), overrides].concat());
+    let mut ctx = t.context_for("auth-me", &[settings.as_slice(), overrides].concat());
+    if let Some(proxy) = proxy {
+        ctx = ctx.with_dynamodb(proxy.client(&t.sdk));
+    }
     let (district, client_id, secret, schools) = {
         let w = sim.world.lock().unwrap();
         let d = &w.districts[0];
@@ -71,7 +80,7 @@ impl Clever {
             &self.district,
             &self.schools[school],
             Duration::from_millis(10),
-            3,
+            Duration::from_secs(5),
         )
     }
 
@@ -639,4 +648,35 @@ async fn one_sync_per_school_at_a_time_and_a_killed_run_is_recorded_as_failed() 
     );
     // And the lease is free again for the run after.
     assert_eq!(c.sync(0, Mode::Incremental, false).await.status, "Success");
+}
+
+#[tokio::test]
+async fn roster_writes_slow_down_under_throttling_instead_of_failing() {
+    let proxy = ThrottlingDynamo::start().await;
+    let c = setup_full("clthrottle", &[], World::generate(11, &[SPEC]), Some(&proxy)).await;
+    // A new on-demand table during a mass onboarding: refusals, then many partial throttles.
+    proxy.plan([Throttle::Exception].into_iter().chain([Throttle::Unprocessed; 8]));
+    let outcome = c.sync(0, Mode::Full, false).await;
+    assert_eq!(outcome.status, "Success", "{:?}", outcome.records);
+    assert_eq!(c.stored(0, "STUDENT").await.len(), 120);
+    assert_eq!(outcome.roster_writes, 134, "every item written once");
+    assert!(outcome.write_throttles >= 1);
+    assert!(*proxy.throttled.lock().unwrap() >= 9, "the proxy answered every planned throttle");
+}
+
+#[tokio::test]
+async fn throttling_past_the_budget_fails_the_run_cleanly() {
+    let proxy = ThrottlingDynamo::start().await;
+    let overrides = [("CLEVER_WRITE_THROTTLE_BUDGET_SECONDS", "1")];
+    let c = setup_full("clthrottlebudget", &overrides, World::generate(11, &[SPEC]), Some(&proxy)).await;
+    proxy.always(Some(Throttle::Unprocessed));
+    let failed = c.sync(0, Mode::Full, false).await;
+    assert_eq!(failed.status, "Failed");
+    let errors = &entity(&failed, "students").errors;
+    assert!(errors.iter().any(|e| e.contains("throttled roster writes for longer than 1 s")), "{errors:?}");
+    // The run ended properly: its lease is free and its history is written.
+    proxy.always(None);
+    let next = c.sync(0, Mode::Full, false).await;
+    assert_eq!(next.status, "Success");
+    assert_eq!(c.stored(0, "STUDENT").await.len(), 120);
 }

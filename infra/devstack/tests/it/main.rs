@@ -25,4 +25,5 @@ mod rate_limit;
 mod spark_sso;
 mod spark_webhook;
 mod tenancy;
+mod throttling;
 mod webhooks;
