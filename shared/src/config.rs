@@ -60,6 +60,8 @@ pub struct Config {
     pub clever_secret_prefix: Option<String>,
     /// The queue of per-school sync jobs.
     pub clever_sync_queue_url: Option<String>,
+    /// The SNS topic that receives a summary of every school sync (admins subscribe their email).
+    pub clever_sync_summary_topic_arn: Option<String>,
     /// Email (SES): the sender address, the queue of emails to send, and the public address of the
     /// hub that links in emails point to.
     pub email_sender: Option<String>,
@@ -180,6 +182,7 @@ impl Config {
             },
             clever_secret_prefix: optional("CLEVER_SECRET_PREFIX"),
             clever_sync_queue_url: optional("CLEVER_SYNC_QUEUE_URL"),
+            clever_sync_summary_topic_arn: optional("CLEVER_SYNC_SUMMARY_TOPIC_ARN"),
             email_sender: optional("EMAIL_SENDER"),
             email_queue_url: optional("EMAIL_QUEUE_URL"),
             public_base_url: optional("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),

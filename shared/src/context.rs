@@ -22,6 +22,7 @@ pub struct Context {
     sqs: OnceLock<aws_sdk_sqs::Client>,
     secrets: OnceLock<aws_sdk_secretsmanager::Client>,
     ses: OnceLock<aws_sdk_sesv2::Client>,
+    sns: OnceLock<aws_sdk_sns::Client>,
     pub access_keys: CachedKeyRing,
     pub refresh_keys: CachedKeyRing,
     /// The Spark SSO secret (current and previous version), when this function serves Spark.
@@ -64,6 +65,7 @@ impl Context {
             sqs: OnceLock::new(),
             secrets: OnceLock::new(),
             ses: OnceLock::new(),
+            sns: OnceLock::new(),
             clock: Clock::default(),
             clever_clients: Default::default(),
             clever_health: Default::default(),
@@ -83,6 +85,10 @@ impl Context {
     }
     pub fn sqs(&self) -> &aws_sdk_sqs::Client {
         self.sqs.get_or_init(|| aws_sdk_sqs::Client::new(&self.sdk))
+    }
+
+    pub fn sns(&self) -> &aws_sdk_sns::Client {
+        self.sns.get_or_init(|| aws_sdk_sns::Client::new(&self.sdk))
     }
     pub fn secrets(&self) -> &aws_sdk_secretsmanager::Client {
         self.secrets.get_or_init(|| aws_sdk_secretsmanager::Client::new(&self.sdk))

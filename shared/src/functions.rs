@@ -119,6 +119,10 @@ pub const CLEVER_SYNC_HISTORY: Function =
     Function { name: "clever-sync-history", handler: Handler::Http(|c, r| Box::pin(api::clever::sync_history(c, r))) };
 pub const CLEVER_HEALTH: Function =
     Function { name: "clever-health", handler: Handler::Http(|c, r| Box::pin(api::clever::health(c, r))) };
+pub const CLEVER_HEALTH_PROBE: Function = Function {
+    name: "clever-health-probe",
+    handler: Handler::Schedule(|c, e| Box::pin(crate::clever::health::probe(c, e))),
+};
 pub const CLEVER_SYNC_SCHEDULER: Function = Function {
     name: "clever-sync-scheduler",
     handler: Handler::Schedule(|c, e| Box::pin(crate::clever::jobs::nightly(c, e))),
@@ -258,6 +262,7 @@ pub const ALL: &[Function] = &[
     CLEVER_SYNC_REQUEST,
     CLEVER_SYNC_HISTORY,
     CLEVER_HEALTH,
+    CLEVER_HEALTH_PROBE,
     CLEVER_SYNC_SCHEDULER,
     CLEVER_SYNC_WORKER,
     EVENTS_DISPATCH,

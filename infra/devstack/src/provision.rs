@@ -34,7 +34,7 @@ pub const LOCAL_PARAMETERS: [(&str, &str); 9] = [
 
 /// The AWS services the local stack provisions and the functions call, by the SDK's service ids (the
 /// `AWS_ENDPOINT_URL_<SERVICE>` variables are named after them: `AWS_ENDPOINT_URL_DYNAMODB`...).
-pub const SERVICES: [&str; 5] = ["DynamoDB", "S3", "SQS", "Secrets Manager", "SESv2"];
+pub const SERVICES: [&str; 6] = ["DynamoDB", "S3", "SQS", "Secrets Manager", "SESv2", "SNS"];
 
 /// The endpoint each service resolves to, exactly as the SDK's clients resolve it from `sdk`
 /// (`AWS_ENDPOINT_URL_<SERVICE>`, the profile's `services` section, `AWS_ENDPOINT_URL`, the profile's
@@ -207,6 +207,22 @@ pub async fn provision(
     for (id, props) in template.resources_of_type("AWS::SecretsManager::Secret") {
         let name = format!("{stack}/{id}");
         let arn = create_secret(&sm, &name, &props).await.with_context(|| format!("secret {id}"))?;
+        out.refs.insert(id.clone(), arn.clone());
+        out.arns.insert(id, arn);
+    }
+    // Topics (subscriptions are not created locally: a test or a user subscribes a queue to see messages).
+    let sns = aws_sdk_sns::Client::new(sdk);
+    for (id, _) in template.resources_of_type("AWS::SNS::Topic") {
+        let name = format!("{stack}-{id}");
+        let arn = sns
+            .create_topic()
+            .name(&name)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!(aws_sdk_sns::error::DisplayErrorContext(e)))
+            .with_context(|| format!("topic {id}"))?
+            .topic_arn
+            .with_context(|| format!("topic {id}: no ARN"))?;
         out.refs.insert(id.clone(), arn.clone());
         out.arns.insert(id, arn);
     }

@@ -181,6 +181,10 @@ pub fn resolve(v: &Value, r: &Resolver) -> anyhow::Result<String> {
                     match attr {
                         "Arn" => r.arns.get(id).cloned().with_context(|| format!("no ARN for {id}")),
                         "QueueName" | "QueueUrl" => resolve_ref(id, r),
+                        // A topic's name is the last part of its ARN (its `!Ref`).
+                        "TopicName" => {
+                            resolve_ref(id, r).map(|arn| arn.rsplit(':').next().unwrap_or_default().to_string())
+                        }
                         _ => bail!("!GetAtt {target} is not supported locally"),
                     }
                 }

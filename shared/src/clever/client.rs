@@ -118,9 +118,15 @@ impl CleverClient {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Whether a token can be obtained now (for health checks); fetches one if none is held.
+    /// Whether a token can be obtained now; fetches one if none is held.
     pub async fn check_token(&self) -> Result<(), CleverError> {
         self.token(false).await.map(drop)
+    }
+
+    /// Asks Clever for the district's token now, whatever is held (health checks: a held token says
+    /// nothing about credentials revoked since), and keeps the fresh one.
+    pub async fn verify_credentials(&self) -> Result<(), CleverError> {
+        self.token(true).await.map(drop)
     }
 
     /// The district token, fetched when absent, stale or `force`d (after a 401).

@@ -158,6 +158,9 @@ pub async fn discover_schools(ctx: &Context, client: &CleverClient, district_id:
             (false, None) => {
                 store.delist_clever_school(&known.id, now).await.map_err(recorded)?;
                 tracing::warn!(district_id, school_id = known.id, "school no longer listed by Clever: deactivated");
+                let why = "Clever no longer lists the school: it is deactivated and no longer synced";
+                let summary = super::summary::Summary::of_event(&known, "-", "Deactivated", now, why);
+                super::summary::publish(ctx, &summary).await;
             }
             (true, Some(_)) => {
                 store.relist_clever_school(&known.id).await.map_err(recorded)?;

@@ -9,6 +9,11 @@
 //!
 //! Status: `Healthy` when every check passes; `Unhealthy` (HTTP 503) when Clever refuses every
 //! district's credentials; `Degraded` otherwise (a dependency down or slow, some districts failing).
+//! Each check asks Clever for a token anew: a warm instance's held token would hide credentials
+//! revoked since it was fetched.
+//!
+//! [`probe`] runs the same checks on a schedule (`clever-health-probe`, every 5 minutes) and emits
+//! them as metrics, so an alarm fires on `Unhealthy` whether or not anyone calls the endpoint.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +69,17 @@ pub async fn report(ctx: Arc<Context>) -> (Arc<Value>, u16) {
     (report, status)
 }
 
+/// The scheduled probe: the checks, as metrics (`HealthUnhealthy`, `HealthDegraded`,
+/// `DistrictsRefused`) and as its result (the status and counts only).
+pub async fn probe(ctx: Arc<Context>, _event: Value) -> Result<Value, crate::ApiError> {
+    let report = check(&ctx, REFRESH_BUDGET).await;
+    let status = report["status"].as_str().unwrap_or("Degraded").to_string();
+    let districts = report["checks"]["districts"].as_array().cloned().unwrap_or_default();
+    let refused = districts.iter().filter(|c| c["token"] == "refused").count();
+    super::metrics::health_probed(&status, refused);
+    Ok(json!({"status": status, "districts": districts.len(), "districts_refused": refused}))
+}
+
 async fn check(ctx: &Context, budget: Duration) -> Value {
     let started = Instant::now();
     // Set when a check runs out of budget: such a report is provisional.
@@ -99,7 +115,7 @@ async fn check(ctx: &Context, budget: Duration) -> Value {
     let checks = futures_util::future::join_all(districts.iter().map(|district| async move {
         let outcome = tokio::time::timeout(budget, async {
             let client = districts::client(ctx, district).await?;
-            client.check_token().await.map_err(SetupError::from)
+            client.verify_credentials().await.map_err(SetupError::from)
         })
         .await;
         let (token, error) = match outcome {

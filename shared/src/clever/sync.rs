@@ -126,6 +126,9 @@ pub async fn sync_school(
     }
 }
 
+/// What the history and the summary say of a run that was killed.
+const STOPPED: &str = "the run stopped before it finished (Lambda timeout or crash); found by the next run";
+
 /// A run that took the school and never finished (the Lambda timeout killed it): its records still
 /// `InProgress` become `Failed`, and the school counts one more failure.
 async fn record_stale(ctx: &Context, school: &CleverSchool, stale: &StaleRun) -> Result<(), SyncError> {
@@ -137,9 +140,7 @@ async fn record_stale(ctx: &Context, school: &CleverSchool, stale: &StaleRun) ->
         if record.status == "InProgress" {
             record.status = "Failed".into();
             record.ended_at = Some(now);
-            record
-                .errors
-                .push("the run stopped before it finished (Lambda timeout or crash); found by the next run".into());
+            record.errors.push(STOPPED.into());
             store.put_sync_record(&record, retention).await.map_err(fail)?;
         }
     }
@@ -151,6 +152,8 @@ async fn record_stale(ctx: &Context, school: &CleverSchool, stale: &StaleRun) ->
         consecutive_failures = failures,
         "a previous sync never finished: recorded as failed"
     );
+    super::summary::publish(ctx, &super::summary::Summary::of_event(school, &stale.sync_id, "Failed", now, STOPPED))
+        .await;
     Ok(())
 }
 
@@ -235,7 +238,7 @@ async fn run_sync(
         write_throttles,
         "school sync finished"
     );
-    Ok(SyncOutcome {
+    let outcome = SyncOutcome {
         sync_id,
         status,
         clever_requests,
@@ -243,7 +246,9 @@ async fn run_sync(
         write_throttles,
         records: run.records,
         unmapped_fields,
-    })
+    };
+    super::summary::publish(ctx, &super::summary::Summary::of_run(school, &outcome)).await;
+    Ok(outcome)
 }
 
 impl Run<'_> {

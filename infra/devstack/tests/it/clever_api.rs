@@ -401,3 +401,91 @@ async fn schools_clever_no_longer_lists_are_deactivated_and_come_back_when_liste
     assert!(back["delisted_at"].is_null());
     s.work(2).await;
 }
+
+#[tokio::test]
+async fn every_sync_publishes_a_summary_that_admins_can_subscribe_to() {
+    let s = setup("clsummary").await;
+    // An admin's subscription, as a queue (an email subscription gets the same text).
+    let sqs = aws_sdk_sqs::Client::new(&s.t.sdk);
+    let queue = sqs.create_queue().queue_name(format!("{}-summaries", s.t.stack.name)).send().await.unwrap();
+    let queue_url = queue.queue_url.unwrap();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let topic = s.t.stack.refs["CleverSyncSummaryTopic"].clone();
+    aws_sdk_sns::Client::new(&s.t.sdk)
+        .subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(s.register(&s.client_secret).await.status(), 200);
+    let schools = s.schools();
+    s.sim.faults.lock().unwrap().failing_schools.insert(schools[1].clone());
+    assert_eq!(s.sync(json!({"mode": "full"})).await.status(), 202);
+    s.work(2).await;
+
+    let mut summaries = Vec::new();
+    for _ in 0..10 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages.unwrap_or_default() {
+            let status =
+                m.message_attributes.as_ref().and_then(|a| a.get("status")).and_then(|v| v.string_value.clone());
+            let body: Value = serde_json::from_str(m.body.as_deref().unwrap()).unwrap();
+            summaries.push((body, status));
+        }
+        if summaries.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(summaries.len(), 2, "one summary per school");
+    let of = |school: &str| summaries.iter().find(|(b, _)| b["school_id"] == school).unwrap();
+    let (ok, ok_status) = of(&schools[0]);
+    assert_eq!((ok["status"].as_str(), ok_status.as_deref()), (Some("Success"), Some("Success")));
+    assert_eq!(ok["sync_type"], "full");
+    let students = ok["entities"].as_array().unwrap().iter().find(|e| e["entity"] == "students").unwrap();
+    assert_eq!(students["created"], 60);
+    assert_eq!(ok["district_id"], s.district.as_str());
+    let (failed, failed_status) = of(&schools[1]);
+    assert_eq!((failed["status"].as_str(), failed_status.as_deref()), (Some("Failed"), Some("Failed")));
+    assert!(failed["errors"][0].as_str().unwrap().contains("HTTP 500"), "{failed}");
+}
+
+#[tokio::test]
+async fn the_health_probe_notices_revoked_credentials_in_a_warm_instance() {
+    let s = setup("clprobe").await;
+    assert_eq!(s.register(&s.client_secret).await.status(), 200);
+    let probe = || async {
+        let r = s.t.http.post(s.t.url("/_local/schedules/clever-health-probe")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let healthy = probe().await;
+    assert_eq!((healthy["status"].as_str(), healthy["districts"].as_u64()), (Some("Healthy"), Some(1)), "{healthy}");
+    // The district revokes the app's credentials: the same warm instance (its district client and
+    // token held) must ask Clever again, not trust the token it holds.
+    s.sim.world.lock().unwrap().districts[0].client_secret = "revoked".into();
+    let unhealthy = probe().await;
+    assert_eq!(unhealthy["status"], "Unhealthy", "{unhealthy}");
+    assert_eq!(unhealthy["districts_refused"], 1);
+    assert!(!unhealthy.to_string().contains(&s.district), "the result carries counts only");
+}

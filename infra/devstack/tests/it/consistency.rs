@@ -120,3 +120,59 @@ fn the_openapi_document_describes_exactly_the_template_routes_and_is_committed()
     let committed = std::fs::read_to_string(devstack::repo_root().join("docs/openapi.json")).unwrap_or_default();
     assert!(committed == text, "docs/openapi.json is stale: run `make openapi`");
 }
+
+/// Every Clever metric the template's alarms, metric filters and dashboard name is one the code emits
+/// (`hub::clever::metrics::NAMES`), and every emitted metric is on the dashboard: a renamed metric would
+/// leave an alarm that can never fire.
+#[test]
+fn clever_alarms_and_dashboard_name_only_metrics_the_code_emits() {
+    let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
+    let emitted: BTreeSet<&str> = hub::clever::metrics::NAMES.iter().copied().collect();
+    let mut alarmed = BTreeSet::new();
+    let mut dashboard_body = None;
+    for (id, _, props) in template.resources() {
+        if id == "CleverSyncDashboard" {
+            // A !Sub: the JSON text, its ${...} placeholders left as they are.
+            dashboard_body = match &props["DashboardBody"] {
+                serde_norway::Value::Tagged(sub) => sub.value.as_str().map(str::to_string),
+                other => other.as_str().map(str::to_string),
+            };
+        }
+        if props["Namespace"].as_str() == Some(hub::clever::metrics::NAMESPACE) {
+            alarmed.insert(props["MetricName"].as_str().unwrap().to_string());
+        }
+        for t in props["MetricTransformations"].as_sequence().into_iter().flatten() {
+            if t["MetricNamespace"].as_str() == Some(hub::clever::metrics::NAMESPACE) {
+                alarmed.insert(t["MetricName"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    for name in &alarmed {
+        assert!(emitted.contains(name.as_str()), "template.yaml alarms on {name}, which nothing emits");
+    }
+    for needed in ["ConsecutiveFailures", "ConsecutivePartials", "UnmappedFields", "HealthUnhealthy", "SyncStale"] {
+        assert!(alarmed.contains(needed), "no alarm on {needed}");
+    }
+
+    let body = dashboard_body.expect("CleverSyncDashboard has a DashboardBody");
+    let dashboard: Value = serde_json::from_str(&body).expect("the dashboard body is JSON");
+    let mut shown = BTreeSet::new();
+    for widget in dashboard["widgets"].as_array().unwrap() {
+        for line in widget["properties"]["metrics"].as_array().into_iter().flatten() {
+            let items = line.as_array().unwrap();
+            if let Some(expression) = items.iter().find_map(|i| i["expression"].as_str()) {
+                let metric = expression.split("MetricName=\"").nth(1).and_then(|m| m.split('"').next()).unwrap();
+                assert!(expression.contains(hub::clever::metrics::NAMESPACE), "{expression}");
+                shown.insert(metric.to_string());
+            } else if items[0] == hub::clever::metrics::NAMESPACE {
+                shown.insert(items[1].as_str().unwrap().to_string());
+            }
+        }
+    }
+    for name in &shown {
+        assert!(emitted.contains(name.as_str()), "the dashboard shows {name}, which nothing emits");
+    }
+    for name in &emitted {
+        assert!(shown.contains(*name), "{name} is emitted but not on the dashboard");
+    }
+}
