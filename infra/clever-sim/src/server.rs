@@ -93,6 +93,8 @@ pub struct Faults {
     pub fail_events_after_pages: Option<usize>,
     /// The fixed-window rate limit (Clever's 1,200 a minute per token by default).
     pub rate_limit: RateLimit,
+    /// `/schools` lists nothing while `/schools/{id}` still answers (an incident on Clever's side).
+    pub empty_school_listing: bool,
 }
 
 /// A running simulator.
@@ -262,6 +264,7 @@ impl Simulator {
                 let d = json!({"id": district_id, "name": world.districts.iter().find(|d| d.id == district_id).map(|d| d.name.clone())});
                 Ok(json!({"data": [{"data": d, "uri": format!("{version}/districts/{district_id}")}], "links": []}))
             }
+            ["schools"] if self.faults.lock().unwrap().empty_school_listing => Ok(json!({"data": [], "links": []})),
             ["schools"] => page(
                 world.schools.iter().filter(|(_, s)| s["district"] == district_id.as_str()),
                 &query,

@@ -152,9 +152,24 @@ pub async fn discover_schools(ctx: &Context, client: &CleverClient, district_id:
     // The whole list arrived (a failed listing returned above): a known school missing from it is no
     // longer the district's, and is not synced every night into a 404; one listed again comes back.
     let now = ctx.clock.now();
-    for known in store.clever_schools(district_id).await.map_err(recorded)? {
+    let known = store.clever_schools(district_id).await.map_err(recorded)?;
+    let missing =
+        known.iter().filter(|k| k.delisted_at.is_none() && !schools.iter().any(|(id, _)| *id == k.id)).count();
+    let active = known.iter().filter(|k| k.delisted_at.is_none()).count();
+    // A listing that drops most of a district at once (the app's access withdrawn for a moment, a
+    // Clever incident) is confirmed school by school before anything is deactivated.
+    let confirm = missing > 0 && missing * 2 > active;
+    for known in known {
         let listed = schools.iter().any(|(id, _)| *id == known.id);
         match (listed, known.delisted_at) {
+            (false, None) if confirm && !gone(client, &known.id).await? => {
+                tracing::warn!(
+                    alert = "clever_school_listing_incomplete",
+                    district_id,
+                    school_id = known.id,
+                    "Clever's school list left out a school it still serves: kept active"
+                );
+            }
             (false, None) => {
                 store.delist_clever_school(&known.id, now).await.map_err(recorded)?;
                 tracing::warn!(district_id, school_id = known.id, "school no longer listed by Clever: deactivated");
@@ -170,6 +185,17 @@ pub async fn discover_schools(ctx: &Context, client: &CleverClient, district_id:
         }
     }
     Ok(schools.len())
+}
+
+/// Whether Clever answers a school 404 (gone from the district); other refusals and errors fail the
+/// refresh rather than deactivate on a guess.
+async fn gone(client: &CleverClient, school_id: &str) -> Result<bool, CleverError> {
+    let id: String = url::form_urlencoded::byte_serialize(school_id.as_bytes()).collect();
+    match client.get(&format!("/v3.0/schools/{id}")).await {
+        Ok(_) => Ok(false),
+        Err(CleverError::Refused { status: 404, .. }) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 async fn store_secret(ctx: &Context, secret_id: &str, value: String) -> Result<(), ApiError> {

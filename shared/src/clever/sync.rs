@@ -92,14 +92,19 @@ pub async fn sync_school(
     let sync_id = format!("sync_{millis:013}_{}", crypto::random_token(6));
     let store = ctx.store();
     let now = ctx.clock.now();
-    let stale = match store
+    let (stale, full_requested) = match store
         .take_school_lease(&school.id, &sync_id, now, now + LEASE_SECS)
         .await
         .map_err(|e| SyncError(e.to_string()))?
     {
-        Lease::Taken { stale } => stale,
+        Lease::Taken { stale, full_requested } => (stale, full_requested),
         Lease::Held { sync_id: running, until } => {
             tracing::warn!(school_id = school.id, running, until, "sync skipped: the school is being synced");
+            // A full sync asked for meanwhile (an admin's, a relisted school's) is not lost: the next
+            // run is a full one.
+            if requested == Mode::Full {
+                store.ask_full_sync_next(&school.id).await.map_err(|e| SyncError(e.to_string()))?;
+            }
             return Ok(SyncOutcome {
                 sync_id,
                 status: "Skipped".into(),
@@ -114,6 +119,7 @@ pub async fn sync_school(
     if let Some(stale) = stale {
         record_stale(ctx, school, &stale).await?;
     }
+    let requested = if full_requested { Mode::Full } else { requested };
     match run_sync(ctx, client, school, requested, force, &sync_id).await {
         Ok(outcome) => Ok(outcome),
         Err(e) => {

@@ -92,8 +92,9 @@ pub struct RunCounts {
 /// The outcome of taking a school's sync lease.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lease {
-    /// Ours; `stale` is a run that held it before and never finished.
-    Taken { stale: Option<StaleRun> },
+    /// Ours; `stale` is a run that held it before and never finished; `full_requested`: a full sync
+    /// was asked for while another run held the school.
+    Taken { stale: Option<StaleRun>, full_requested: bool },
     /// Another run is syncing the school (until `until`).
     Held { sync_id: String, until: i64 },
 }
@@ -323,7 +324,9 @@ impl Store<'_> {
             .table_name(self.table)
             .key("pk", s(school_pk(school_id)))
             .key("sk", s("SCHOOL"))
-            .update_expression("SET lease_sync_id = :sync, lease_started_at = :now, lease_until = :until")
+            .update_expression(
+                "SET lease_sync_id = :sync, lease_started_at = :now, lease_until = :until REMOVE full_sync_asked",
+            )
             .condition_expression("attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now)")
             .expression_attribute_values(":sync", s(sync_id))
             .expression_attribute_values(":now", n(now))
@@ -338,7 +341,7 @@ impl Store<'_> {
                     (Some(id), Some(started_at)) => Some(StaleRun { sync_id: id.to_string(), started_at }),
                     _ => None,
                 };
-                Ok(Lease::Taken { stale })
+                Ok(Lease::Taken { stale, full_requested: old.flag("full_sync_asked").unwrap_or(false) })
             }
             Err(e) => {
                 condition_held(Err::<(), _>(e))?;
@@ -349,6 +352,23 @@ impl Store<'_> {
                 })
             }
         }
+    }
+
+    /// A full sync asked for while another run holds the school: the next run to take the lease is a
+    /// full one (the running one's end would clear `requires_full_sync`).
+    pub async fn ask_full_sync_next(&self, school_id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(school_pk(school_id)))
+            .key("sk", s("SCHOOL"))
+            .update_expression("SET full_sync_asked = :on")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":on", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
     }
 
     /// Records a run that never finished as failed (one more failure in a row), leaving the lease

@@ -400,6 +400,17 @@ async fn schools_clever_no_longer_lists_are_deactivated_and_come_back_when_liste
     assert_eq!((back["active"].as_bool(), back["requires_full_sync"].as_bool()), (Some(true), Some(true)));
     assert!(back["delisted_at"].is_null());
     s.work(2).await;
+
+    // A listing that suddenly leaves out most of the district (a Clever incident) deactivates only
+    // the schools Clever confirms are gone (404), school by school.
+    s.sim.faults.lock().unwrap().empty_school_listing = true;
+    assert_eq!(nightly().await["queued"], 2, "both schools still answer: both kept and synced");
+    s.work(2).await;
+    assert_eq!(state(gone.clone()).await["active"], true);
+    s.sim.world.lock().unwrap().remove_school(&gone);
+    assert_eq!(nightly().await["queued"], 1, "the school Clever answers 404 for is deactivated");
+    s.work(1).await;
+    assert_eq!(state(gone.clone()).await["active"], false);
 }
 
 #[tokio::test]

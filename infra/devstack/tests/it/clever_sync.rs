@@ -601,6 +601,9 @@ async fn one_sync_per_school_at_a_time_and_a_killed_run_is_recorded_as_failed() 
     assert_eq!(statuses, ["Skipped", "Success"]);
     let skipped = if a.status == "Skipped" { &a } else { &b };
     assert!(skipped.records.is_empty() && skipped.clever_requests == 0);
+    // A full sync asked for while one ran is not lost: the next run is a full one.
+    assert_eq!(entity(&c.sync(0, Mode::Incremental, false).await, "students").sync_type, "full");
+    assert_eq!(entity(&c.sync(0, Mode::Incremental, false).await, "students").sync_type, "incremental", "once");
     // The other school is not held by the first.
     assert_eq!(c.sync(1, Mode::Full, false).await.status, "Success");
 
@@ -612,7 +615,7 @@ async fn one_sync_per_school_at_a_time_and_a_killed_run_is_recorded_as_failed() 
         .take_school_lease(school, "sync_killed", killed_at, killed_at + hub::clever::sync::LEASE_SECS)
         .await
         .unwrap();
-    assert_eq!(lease, hub::store::clever::Lease::Taken { stale: None });
+    assert_eq!(lease, hub::store::clever::Lease::Taken { stale: None, full_requested: false });
     let retention = 3600;
     for entity in ["students", "teachers", "sections"] {
         let record = SyncRecord {
