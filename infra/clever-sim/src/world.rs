@@ -505,6 +505,42 @@ impl World {
         }
     }
 
+    /// A new school year at `school`, as the events feed shows it: every student moves up a grade
+    /// (`users.updated`), a quarter graduate (`users.deleted`, and their sections change), as many new
+    /// students arrive (`users.created`), and every section is replaced (`sections.deleted`, then
+    /// `sections.created` with the new roster). Returns how many events it added.
+    pub fn year_rollover(&mut self, school: &str) -> usize {
+        let before = self.events.len();
+        let students: Vec<String> =
+            self.school_users(school, "student").iter().filter_map(|u| u["id"].as_str().map(str::to_string)).collect();
+        for id in &students {
+            self.update_user(id, |u| {
+                let grade = u["roles"]["student"]["grade"].as_str().and_then(|g| g.parse::<u32>().ok()).unwrap_or(6);
+                u["roles"]["student"]["grade"] = json!((grade + 1).to_string());
+            });
+        }
+        let graduating = students.len() / 4;
+        for id in &students[..graduating] {
+            self.remove_user(id);
+        }
+        let newcomers: Vec<String> = (0..graduating).map(|_| self.add_student(school)).collect();
+        let sections: Vec<(String, Value)> = self
+            .sections
+            .iter()
+            .filter(|(_, s)| s["school"] == school)
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect();
+        let roster: Vec<String> = students[graduating..].iter().chain(&newcomers).cloned().collect();
+        for (n, (id, old)) in sections.into_iter().enumerate() {
+            self.remove_section(&id);
+            let start = (n * 25) % roster.len().max(1);
+            let members: Vec<String> = roster.iter().cycle().skip(start).take(25.min(roster.len())).cloned().collect();
+            let teacher = old["teacher"].as_str().map(str::to_string);
+            self.add_section(school, teacher, members);
+        }
+        self.events.len() - before
+    }
+
     /// Forgets the feed up to now (the 30-day window moved past every event so far).
     pub fn expire_events(&mut self) {
         self.events_retained_after = self.events.keys().next_back().cloned();

@@ -26,15 +26,15 @@ use crate::provision::{LOCAL_PARAMETERS, provision};
 use crate::template::Template;
 
 /// A fresh stack for one benchmark, its dev gateway serving on a random port, and a context.
-struct BenchStack {
-    stack: crate::provision::LocalStack,
-    gateway: Arc<Gateway>,
-    base: String,
-    ctx: hub::Context,
+pub(crate) struct BenchStack {
+    pub(crate) stack: crate::provision::LocalStack,
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) base: String,
+    pub(crate) ctx: hub::Context,
 }
 
 /// A context configured as one function of the stack is.
-fn function_context(
+pub(crate) fn function_context(
     template: &Template,
     stack: &crate::provision::LocalStack,
     sdk: &SdkConfig,
@@ -45,7 +45,11 @@ fn function_context(
     Ok(hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned())?, sdk.clone()))
 }
 
-async fn bench_stack(template: &Template, sdk: &SdkConfig, params: &[(&str, &str)]) -> anyhow::Result<BenchStack> {
+pub(crate) async fn bench_stack(
+    template: &Template,
+    sdk: &SdkConfig,
+    params: &[(&str, &str)],
+) -> anyhow::Result<BenchStack> {
     let stack_name = format!("bench-{:08x}", rand::random::<u32>());
     let stack = provision(template, &stack_name, sdk, &[LOCAL_PARAMETERS.as_slice(), params].concat()).await?;
     let gateway = Arc::new(Gateway::new(template, &stack, sdk)?);
@@ -358,140 +362,6 @@ async fn file_server() -> anyhow::Result<String> {
         }
     });
     Ok(url)
-}
-
-/// A school of `students`/`teachers`/`sections` in the Clever simulator, synced by the real
-/// `clever-sync-worker` binary (release build) through the local Lambda Runtime API: a first full
-/// sync, a full sync with nothing changed, an incremental sync with nothing changed, and one after a
-/// handful of changes. Prints time, Clever requests, roster writes (against the least possible) and the
-/// worker's peak memory.
-pub async fn clever(
-    template: &Template,
-    sdk: &SdkConfig,
-    worker: &std::path::Path,
-    spec: clever_sim::DistrictSpec,
-) -> anyhow::Result<()> {
-    let sim = clever_sim::Simulator::start(clever_sim::World::generate(3, &[spec]), 0).await?;
-    let oauth = format!("{}/oauth/tokens", sim.base_url);
-    let BenchStack { stack, base, .. } =
-        bench_stack(template, sdk, &[("CleverApiUrl", sim.base_url.as_str()), ("CleverOauthUrl", oauth.as_str())])
-            .await?;
-    let (district, client_id, client_secret, school) = {
-        let w = sim.world.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        let d = &w.districts[0];
-        (
-            d.id.clone(),
-            d.client_id.clone(),
-            d.client_secret.clone(),
-            w.schools.keys().next().cloned().context("school")?,
-        )
-    };
-    {
-        // A district with Secure Sync has events: one (a no-op update) gives the full sync a baseline.
-        let mut w = sim.world.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        let first = w.school_users(&school, "student").first().and_then(|u| u["id"].as_str()).map(str::to_string);
-        if let Some(id) = first {
-            w.update_user(&id, |_| {});
-        }
-    }
-    let admin = function_context(template, &stack, sdk, "clever-districts-put")?;
-    let credentials = hub::clever::districts::DistrictCredentials { name: "Bench".into(), client_id, client_secret };
-    hub::clever::districts::register(&admin, &district, credentials)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-
-    let def = template.functions()?.into_iter().find(|f| f.binary == "clever-sync-worker").context("worker")?;
-    let env = stack.function_env(template, &def.logical_id)?;
-    let sample = std::fs::read_to_string(crate::repo_root().join("events/clever-sync-worker.json"))?;
-    println!(
-        "school: {} students, {} teachers, {} sections (least possible Clever requests for a full sync: {}; roster items: {})",
-        spec.students_per_school,
-        spec.teachers_per_school,
-        spec.sections_per_school,
-        // a token, the events baseline, one page of up to 10,000 per entity
-        2 + [spec.students_per_school, spec.teachers_per_school, spec.sections_per_school]
-            .iter()
-            .map(|n| n.div_ceil(10_000).max(1))
-            .sum::<usize>(),
-        spec.students_per_school + spec.teachers_per_school + spec.sections_per_school,
-    );
-    println!(
-        "{:<30} {:>9} {:>8} {:>14} {:>10} {:>9}",
-        "run", "status", "seconds", "Clever requests", "roster writes", "peak RSS"
-    );
-    let runs: [(&str, &str, usize); 4] = [
-        ("full (first)", "full", 0),
-        ("full (nothing changed)", "full", 0),
-        ("incremental (nothing changed)", "incremental", 0),
-        ("incremental (25 changes)", "incremental", 25),
-    ];
-    for (label, mode, changes) in runs {
-        if changes > 0 {
-            let mut w = sim.world.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-            let ids: Vec<String> = w
-                .school_users(&school, "student")
-                .iter()
-                .take(changes)
-                .filter_map(|u| u["id"].as_str().map(str::to_string))
-                .collect();
-            for id in ids {
-                w.update_user(&id, |u| u["name"]["first"] = "Changed".into());
-            }
-        }
-        let job =
-            json!({"district_id": district, "school_id": school, "mode": mode, "force": false, "trigger": "bench"});
-        let mut event: Value = serde_json::from_str(&sample)?;
-        event["Records"][0]["body"] = Value::String(job.to_string());
-        // A fresh instance per run: its peak memory is this run's.
-        let process = crate::runtime_api::FunctionProcess::spawn(worker, "clever-sync-worker", &env).await?;
-        process.api.wait_ready(Duration::from_secs(10)).await?;
-        let before = sim.count("/");
-        let started = Instant::now();
-        let outcome = process.api.invoke(&event.to_string(), Duration::from_secs(900)).await?;
-        let took = started.elapsed();
-        anyhow::ensure!(matches!(outcome, crate::runtime_api::Outcome::Response(_)), "worker failed: {outcome:?}");
-        let requests = sim.count("/") - before;
-        let ctx = function_context(template, &stack, sdk, "clever-sync-history")?;
-        let school_state =
-            ctx.store().clever_school(&school).await.map_err(|e| anyhow::anyhow!(e.to_string()))?.context("school")?;
-        let sync_id = school_state.last_sync_id.unwrap_or_default();
-        let now = ctx.clock.now();
-        let records = ctx
-            .store()
-            .sync_history(&school, now - 3600, now + 60, None, 50)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-        let writes: u64 =
-            records.iter().filter(|r| r.sync_id == sync_id).map(|r| r.created + r.updated + r.deleted).sum();
-        println!(
-            "{label:<30} {:>9} {:>8.2} {requests:>14} {writes:>10} {:>6.1} MiB",
-            school_state.last_sync_status.unwrap_or_default(),
-            took.as_secs_f64(),
-            process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0
-        );
-    }
-    // GET /health/clever-auth through the dev gateway: the first answer builds the report, the others
-    // are served from the warm instance's cache.
-    let http = reqwest::Client::builder().no_proxy().build()?;
-    let mut latencies = Vec::new();
-    for _ in 0..200 {
-        let started = Instant::now();
-        let r = http.get(format!("{base}/health/clever-auth")).send().await?;
-        anyhow::ensure!(r.status() == 200, "health answered {}", r.status());
-        r.bytes().await?;
-        latencies.push(started.elapsed());
-    }
-    let first = latencies[0];
-    let mut warm = latencies[1..].to_vec();
-    warm.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "GET /health/clever-auth: first {:.1} ms (builds the report), then p50 {:.2} ms, p99 {:.2} ms (cached)",
-        ms(first),
-        ms(warm[warm.len() / 2]),
-        ms(warm[warm.len() * 99 / 100])
-    );
-    Ok(())
 }
 
 /// Counts the requests a DynamoDB client sends (retries included).

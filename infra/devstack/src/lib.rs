@@ -5,6 +5,7 @@
 //! benchmark).
 
 pub mod bench;
+pub mod bench_clever;
 pub mod contract;
 pub mod gateway;
 pub mod provision;

@@ -13,7 +13,8 @@
 //! devstack bench-webhooks [--deliveries 500] [--workers 4] outbound webhook deliveries per second
 //! devstack bench-observers [--quests 50] [--tasks 10] [--blocks 10] an observer's portfolio: DynamoDB requests, latency
 //! devstack bench-oauth [--requests 200] [--concurrency 4] [--reference-token-url URL --reference-introspect-url URL]
-//! devstack bench-clever [--students 10000] [--teachers 500] [--sections 400] [--worker PATH] school sync figures
+//! devstack bench-clever [--schools 1] [--students 10000] [--teachers 500] [--sections 400] [--realistic-users]
+//!                    [--page-size N] [--events-page-size N] [--rollover] [--concurrency 5] [--worker PATH]
 //! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
 //! Every command takes `--parameter-overrides "Key=Value Key2=Value2"` (repeatable), like
@@ -145,14 +146,32 @@ enum Command {
         #[arg(long, default_value = "")]
         reference_extra: String,
     },
-    /// One school of the Clever simulator synced by the real clever-sync-worker binary.
+    /// Schools of the Clever simulator synced by the real clever-sync-worker binary: one school's runs
+    /// (full, unchanged, incremental, year rollover), or many schools by several workers at once.
     BenchClever {
+        #[arg(long, default_value_t = 1)]
+        schools: usize,
         #[arg(long, default_value_t = 10_000)]
         students: usize,
         #[arg(long, default_value_t = 500)]
         teachers: usize,
         #[arg(long, default_value_t = 400)]
         sections: usize,
+        /// Students carry Clever's optional fields (3 to 5 KB each, as real districts send).
+        #[arg(long)]
+        realistic_users: bool,
+        /// The worker's CLEVER_PAGE_SIZE (Data API pages; default the template's 10,000).
+        #[arg(long)]
+        page_size: Option<usize>,
+        /// The worker's CLEVER_EVENTS_PAGE_SIZE (default the template's 1,000).
+        #[arg(long)]
+        events_page_size: Option<usize>,
+        /// Adds an incremental run after a year rollover (one school).
+        #[arg(long)]
+        rollover: bool,
+        /// Worker processes at once (many schools).
+        #[arg(long, default_value_t = 5)]
+        concurrency: usize,
         /// The worker binary.
         #[arg(long, default_value = "target/release/clever-sync-worker")]
         worker: PathBuf,
@@ -361,9 +380,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             devstack::bench::oauth(&template, &sdk, requests, concurrency, reference).await?;
         }
-        Command::BenchClever { students, teachers, sections, worker } => {
-            let spec = clever_sim::DistrictSpec::sized(1, students, teachers, sections);
-            devstack::bench::clever(&template, &sdk, &worker, spec).await?;
+        Command::BenchClever {
+            schools,
+            students,
+            teachers,
+            sections,
+            realistic_users,
+            page_size,
+            events_page_size,
+            rollover,
+            concurrency,
+            worker,
+        } => {
+            let spec = clever_sim::DistrictSpec {
+                realistic_users,
+                ..clever_sim::DistrictSpec::sized(schools.max(1), students, teachers, sections)
+            };
+            let options = devstack::bench_clever::Options {
+                spec,
+                worker,
+                page_size,
+                events_page_size,
+                rollover,
+                concurrency: concurrency.max(1),
+            };
+            devstack::bench_clever::run(&template, &sdk, options).await?;
         }
         Command::Fire { function } => {
             let gateway = devstack::gateway::Gateway::new(&template, &stack, &sdk)?;
