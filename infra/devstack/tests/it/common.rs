@@ -171,8 +171,20 @@ impl TestStack {
     /// address tells tests apart), oldest first.
     pub async fn emails_to(&self, to: &str) -> Vec<Email> {
         let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
-        let data: serde_json::Value =
-            self.http.get(format!("{endpoint}/moto-api/data.json")).send().await.unwrap().json().await.unwrap();
+        // moto serialises every model it holds; another test's S3 call changing a model midway makes that
+        // answer a 500 now and then (a race inside moto): asked again, it answers.
+        let mut data = None;
+        for _ in 0..5 {
+            let r = self.http.get(format!("{endpoint}/moto-api/data.json")).send().await.unwrap();
+            if r.status() == 200
+                && let Ok(json) = r.json::<serde_json::Value>().await
+            {
+                data = Some(json);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let data = data.expect("moto's model data");
         let raw = data["ses"]["RawMessage"].as_array().cloned().unwrap_or_default();
         raw.iter()
             .filter(|m| m["destinations"].as_array().is_some_and(|d| d.iter().any(|a| a.as_str() == Some(to))))
