@@ -39,6 +39,8 @@ pub struct Context {
     /// Clever clients (and their district tokens) by district, and the cached health report.
     pub clever_clients: crate::clever::districts::ClientCache,
     pub clever_health: crate::clever::health::HealthCache,
+    /// LTI platforms' signing keys, cached per instance.
+    pub lti_platform_keys: crate::lti::platform_keys::PlatformKeys,
     outbound: std::sync::Mutex<std::collections::HashMap<OutboundKey, OutboundClient>>,
 }
 
@@ -69,6 +71,7 @@ impl Context {
             clock: Clock::default(),
             clever_clients: Default::default(),
             clever_health: Default::default(),
+            lti_platform_keys: Default::default(),
             outbound: Default::default(),
         }
     }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod jobs;
 pub mod learning;
 pub mod logging;
+pub mod lti;
 pub mod oauth;
 pub mod observers;
 pub mod outbound;

@@ -15,6 +15,7 @@ mod events;
 mod gateway;
 mod health;
 mod learning;
+mod lti_launch;
 mod oauth;
 mod oauth_conformance;
 mod observers;

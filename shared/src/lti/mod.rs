@@ -1,0 +1,43 @@
+//! The LTI 1.3 tool (issue 13), built from the facts in `shared/reference/lti/README.md`.
+//!
+//! This part is the core every LTI door stands on: [`launch`] (the `id_token` of a launch, checked in
+//! the order the issue fixes, each failure with its own error code), [`roles`] (LMS roles onto ours)
+//! and [`platform_keys`] (the platforms' JWKS, cached per instance, fetched through the SSRF guard).
+//! Registrations, the login and launch routes, deep linking, grades and rosters build on it.
+
+pub mod launch;
+pub mod platform_keys;
+pub mod registration;
+pub mod roles;
+
+/// The claim prefix of LTI 1.3 core claims.
+pub const CLAIM: &str = "https://purl.imsglobal.org/spec/lti/claim/";
+pub const DEEP_LINKING_SETTINGS: &str = "https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings";
+pub const AGS_ENDPOINT: &str = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint";
+pub const NRPS: &str = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice";
+
+/// A refused launch: its error code (one per check, shown on the framed error page and in tests)
+/// and a message without anything the platform sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct LtiError {
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+impl LtiError {
+    pub const fn new(code: &'static str, message: &'static str) -> Self {
+        Self { code, message }
+    }
+}
+
+impl From<LtiError> for crate::ApiError {
+    fn from(e: LtiError) -> Self {
+        let status = match e.code {
+            "jwks_unavailable" => http::StatusCode::BAD_GATEWAY,
+            "unknown_registration" | "unknown_deployment" => http::StatusCode::FORBIDDEN,
+            _ => http::StatusCode::BAD_REQUEST,
+        };
+        crate::ApiError::new(status, e.code, e.message)
+    }
+}
