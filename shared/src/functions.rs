@@ -223,6 +223,26 @@ pub const OAUTH_CLIENT_UPDATE: Function =
     Function { name: "oauth-client-update", handler: Handler::Http(|c, r| Box::pin(api::oauth::update_client(c, r))) };
 pub const OAUTH_CLIENT_DELETE: Function =
     Function { name: "oauth-client-delete", handler: Handler::Http(|c, r| Box::pin(api::oauth::delete_client(c, r))) };
+pub const LTI_REGISTRATIONS_CREATE: Function = Function {
+    name: "lti-registrations-create",
+    handler: Handler::Http(|c, r| Box::pin(api::lti::create_registration(c, r))),
+};
+pub const LTI_REGISTRATIONS_LIST: Function = Function {
+    name: "lti-registrations-list",
+    handler: Handler::Http(|c, r| Box::pin(api::lti::list_registrations(c, r))),
+};
+pub const LTI_REGISTRATION_GET: Function = Function {
+    name: "lti-registration-get",
+    handler: Handler::Http(|c, r| Box::pin(api::lti::get_registration(c, r))),
+};
+pub const LTI_REGISTRATION_UPDATE: Function = Function {
+    name: "lti-registration-update",
+    handler: Handler::Http(|c, r| Box::pin(api::lti::update_registration(c, r))),
+};
+pub const LTI_REGISTRATION_DELETE: Function = Function {
+    name: "lti-registration-delete",
+    handler: Handler::Http(|c, r| Box::pin(api::lti::delete_registration(c, r))),
+};
 pub const ME_AUTHORIZATIONS: Function = Function {
     name: "me-authorizations",
     handler: Handler::Http(|c, r| Box::pin(api::oauth::my_authorizations(c, r))),
@@ -298,6 +318,11 @@ pub const ALL: &[Function] = &[
     OAUTH_CLIENT_GET,
     OAUTH_CLIENT_UPDATE,
     OAUTH_CLIENT_DELETE,
+    LTI_REGISTRATIONS_CREATE,
+    LTI_REGISTRATIONS_LIST,
+    LTI_REGISTRATION_GET,
+    LTI_REGISTRATION_UPDATE,
+    LTI_REGISTRATION_DELETE,
     ME_AUTHORIZATIONS,
     ME_AUTHORIZATION_REVOKE,
 ];

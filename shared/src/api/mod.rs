@@ -5,6 +5,7 @@ pub mod auth;
 pub mod clever;
 pub mod health;
 pub mod learning;
+pub mod lti;
 pub mod oauth;
 pub mod observers;
 pub mod openapi;

@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, clever, health, learning, oauth, observers, spark, webhooks};
+use super::{auth, clever, health, learning, lti, oauth, observers, spark, webhooks};
 use crate::pages;
 
 /// Every error: a stable machine-readable code and a message safe to show.
@@ -85,6 +85,11 @@ pub struct ErrorBody {
         oauth::get_client,
         oauth::update_client,
         oauth::delete_client,
+        lti::create_registration,
+        lti::list_registrations,
+        lti::get_registration,
+        lti::update_registration,
+        lti::delete_registration,
         oauth::my_authorizations,
         oauth::revoke_authorization,
     ),
@@ -99,6 +104,7 @@ pub struct ErrorBody {
         (name = "clever", description = "Clever roster sync: districts, syncs, history and health"),
         (name = "observers", description = "Parents and mentors: invitations, links, portfolios and comments"),
         (name = "oauth", description = "OAuth 2.0 authorization server for partner apps: metadata, authorize and consent, tokens, revocation, introspection, clients, the user's authorized apps"),
+        (name = "lti", description = "LTI 1.3 tool: platform registrations (launches, deep linking, grades and rosters build on them)"),
         (name = "pages", description = "HTML pages the hub serves (email sign-in, invitations); forms are CSRF-protected"),
     )
 )]

@@ -39,6 +39,7 @@
 //! | webhook delivery | `DELIVERY#<id>` | `DELIVERY` | subscription_id, organization_id, event_type, event_id, body, status, attempts (JSON each), automatic_attempts, next_attempt_at, lease + lease_until, gsi1pk `ORG#<org>#DELIVERIES`, gsi1sk `<created_at>#<id>`, expires_at |
 //! | observer items | invitations, invitation codes, invitees, links, comments | | see [`observers`] |
 //! | OAuth items | clients, authorization codes, grants, refresh tokens, consents | | see [`oauth`] |
+//! | LTI registration | `LTI#REGISTRATION#<ltr_id>` (the id is a digest of issuer + client id) | `REGISTRATION` | doc, updated_at, gsi1pk `ORG#<org>#LTI_REGISTRATIONS` |
 //!
 //! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only items listed per organization
 //! (quests, badges, webhook subscriptions and deliveries, a student's invitations, by creation time) and pending outbox events
@@ -54,6 +55,7 @@ pub mod badges;
 pub mod clever;
 pub mod codes;
 pub mod learning;
+pub mod lti;
 pub mod oauth;
 pub mod observers;
 pub mod outbox;
@@ -124,6 +126,20 @@ impl<'a> Store<'a> {
 
     /// JSON documents (`doc` attribute) an organization owns of one kind (`QUESTS`, `BADGES`), through
     /// the `gsi1` index (`ORG#<org>#<kind>`, sorted by creation).
+    /// Puts a document item: a new one (`seen` none: refused when the key exists), or a change of the
+    /// version whose `updated_at` was `seen` (refused when it changed or was deleted meanwhile).
+    pub async fn put_versioned(&self, item: Item, seen: Option<i64>) -> Result<(), WriteError> {
+        let mut put = self.client.put_item().table_name(self.table).set_item(Some(item));
+        put = match seen {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(at) => put.condition_expression("updated_at = :seen").expression_attribute_values(":seen", n(at)),
+        };
+        match condition_held(put.send().await)? {
+            true => Ok(()),
+            false => Err(WriteError::Conflict),
+        }
+    }
+
     pub async fn organization_documents<T: serde::de::DeserializeOwned>(
         &self,
         organization_id: &str,

@@ -125,15 +125,7 @@ impl Store<'_> {
         if let Some(until) = c.previous_until {
             item.insert("previous_until".into(), n(until));
         }
-        let mut put = self.client.put_item().table_name(self.table).set_item(Some(item));
-        put = match seen {
-            None => put.condition_expression("attribute_not_exists(pk)"),
-            Some(at) => put.condition_expression("updated_at = :seen").expression_attribute_values(":seen", n(at)),
-        };
-        match condition_held(put.send().await)? {
-            true => Ok(()),
-            false => Err(WriteError::Conflict),
-        }
+        self.put_versioned(item, seen).await
     }
 
     pub async fn oauth_client(&self, client_id: &str) -> Result<Option<StoredClient>, StoreError> {

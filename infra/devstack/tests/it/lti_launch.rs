@@ -27,14 +27,17 @@ fn lti_context(t: &TestStack) -> hub::Context {
 
 fn registration(platform: &Platform) -> Registration {
     Registration {
-        id: "reg-1".into(),
-        org_id: "district-one".into(),
+        id: hub::lti::registration::registration_id(ISSUER, CLIENT_ID),
+        organization_id: "district-one".into(),
+        name: "1EdTech validator".into(),
         issuer: ISSUER.into(),
         client_id: CLIENT_ID.into(),
         deployment_ids: vec!["testdeploy".into()],
         auth_url: format!("{}/authorize", platform.base_url),
         token_url: format!("{}/token", platform.base_url),
         jwks_url: platform.jwks_url(),
+        created_at: 0,
+        updated_at: 0,
     }
 }
 

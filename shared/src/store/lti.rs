@@ -1,0 +1,46 @@
+//! LTI platform registrations (one item each, keyed by the id derived from issuer + client id, listed
+//! per organization on `gsi1`).
+
+use super::{Item, ItemExt, Store, StoreError, WriteError, condition_held, n, s};
+use crate::lti::registration::Registration;
+
+fn registration_pk(id: &str) -> String {
+    format!("LTI#REGISTRATION#{id}")
+}
+
+impl Store<'_> {
+    /// Stores a registration: a new one (`seen` none: refused when the platform is registered), or
+    /// a change of the version read at `seen` (refused when it changed or was deleted meanwhile).
+    pub async fn put_lti_registration(&self, r: &Registration, seen: Option<i64>) -> Result<(), WriteError> {
+        let item = Item::from([
+            ("pk".into(), s(registration_pk(&r.id))),
+            ("sk".into(), s("REGISTRATION")),
+            ("doc".into(), s(serde_json::to_string(r).expect("registrations serialize"))),
+            ("gsi1pk".into(), s(format!("ORG#{}#LTI_REGISTRATIONS", r.organization_id))),
+            ("gsi1sk".into(), s(format!("{:012}#{}", r.created_at, r.id))),
+            ("updated_at".into(), n(r.updated_at)),
+        ]);
+        self.put_versioned(item, seen).await
+    }
+
+    pub async fn lti_registration(&self, id: &str) -> Result<Option<Registration>, StoreError> {
+        Ok(self.get(&registration_pk(id), "REGISTRATION").await?.and_then(|i| serde_json::from_str(i.str("doc")?).ok()))
+    }
+
+    pub async fn lti_registrations_of(&self, organization_id: &str) -> Result<Vec<Registration>, StoreError> {
+        self.organization_documents(organization_id, "LTI_REGISTRATIONS", true, 100).await
+    }
+
+    pub async fn delete_lti_registration(&self, id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(self.table)
+            .key("pk", s(registration_pk(id)))
+            .key("sk", s("REGISTRATION"))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        condition_held(result)
+    }
+}
