@@ -243,6 +243,12 @@ pub const LTI_REGISTRATION_DELETE: Function = Function {
     name: "lti-registration-delete",
     handler: Handler::Http(|c, r| Box::pin(api::lti::delete_registration(c, r))),
 };
+pub const LTI_LOGIN: Function =
+    Function { name: "lti-login", handler: Handler::Http(|c, r| Box::pin(api::lti::login(c, r))) };
+pub const LTI_LAUNCH: Function =
+    Function { name: "lti-launch", handler: Handler::Http(|c, r| Box::pin(api::lti::launch(c, r))) };
+pub const LTI_TOKEN: Function =
+    Function { name: "lti-token", handler: Handler::Http(|c, r| Box::pin(api::lti::launch_token(c, r))) };
 pub const ME_AUTHORIZATIONS: Function = Function {
     name: "me-authorizations",
     handler: Handler::Http(|c, r| Box::pin(api::oauth::my_authorizations(c, r))),
@@ -323,6 +329,9 @@ pub const ALL: &[Function] = &[
     LTI_REGISTRATION_GET,
     LTI_REGISTRATION_UPDATE,
     LTI_REGISTRATION_DELETE,
+    LTI_LOGIN,
+    LTI_LAUNCH,
+    LTI_TOKEN,
     ME_AUTHORIZATIONS,
     ME_AUTHORIZATION_REVOKE,
 ];

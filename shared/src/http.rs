@@ -144,6 +144,20 @@ pub fn secure_cookie(name: &str, value: &str, path: &str, max_age: i64, same_sit
     format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite={same_site}")
 }
 
+/// A 302 that is never cached and sends no `Referer` on (codes and tokens in the URL it leaves stay
+/// out of the next site's logs), with cookies to set.
+pub fn redirect_no_referrer(location: &str, cookies: &[String]) -> ApiResult {
+    let mut b = Response::builder()
+        .status(http::StatusCode::FOUND)
+        .header(http::header::LOCATION, location)
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .header(http::header::REFERRER_POLICY, "no-referrer");
+    for c in cookies {
+        b = b.header(http::header::SET_COOKIE, c);
+    }
+    b.body(lambda_http::Body::Empty).map_err(crate::ApiError::internal)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,11 @@
 //!
 //! It has its own RSA keys (2048-bit, from AWS-LC) and serves them as a JWKS (`GET /jwks`); it signs
 //! launches (`id_token`s) of any claims, with a normal header (`alg` RS256, the current `kid`) or any
-//! header at all, for the certification cases that test headers. Faults: a rotated key (the old one
-//! leaves the JWKS), a slow JWKS, a JWKS that answers an error; every JWKS request is counted.
+//! header at all, for the certification cases that test headers. Its OIDC authorization endpoint
+//! (`GET /authorize`) answers a tool's login redirect as an LMS does: for the `login_hint` a test
+//! prepared, the launch claims with the tool's `nonce` (and `iat`/`exp` now), signed, in an
+//! auto-submitting form POST of `id_token` and `state` to the tool's `redirect_uri`. Faults: a rotated key
+//! (the old one leaves the JWKS), a slow JWKS, a JWKS that answers an error; every JWKS request is counted.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,6 +68,9 @@ pub struct Faults {
     pub jwks_status: Option<u16>,
 }
 
+/// A request's query parameters, in order.
+pub type Query = Vec<(String, String)>;
+
 /// A running platform.
 #[derive(Clone)]
 pub struct Platform {
@@ -74,6 +80,10 @@ pub struct Platform {
     pub faults: Arc<Mutex<Faults>>,
     /// Requests to the JWKS.
     pub jwks_requests: Arc<Mutex<usize>>,
+    /// Launch claims by `login_hint`, for the authorization endpoint.
+    pub prepared: Arc<Mutex<std::collections::HashMap<String, Value>>>,
+    /// Every authorization request's query, in order.
+    pub authorize_requests: Arc<Mutex<Vec<Query>>>,
 }
 
 impl Platform {
@@ -85,6 +95,8 @@ impl Platform {
             keys: Arc::new(Mutex::new(vec![PlatformKey::generate("platform-key-1")?])),
             faults: Default::default(),
             jwks_requests: Default::default(),
+            prepared: Default::default(),
+            authorize_requests: Default::default(),
         };
         let server = platform.clone();
         tokio::spawn(async move {
@@ -130,8 +142,45 @@ impl Platform {
         Ok(kid)
     }
 
+    /// The launch the authorization endpoint answers for `login_hint` (a user about to launch).
+    pub fn prepare(&self, login_hint: &str, claims: Value) {
+        self.prepared.lock().unwrap().insert(login_hint.to_string(), claims);
+    }
+
+    /// The authorization endpoint: the prepared launch for the request's `login_hint`, signed with the
+    /// request's `nonce`, as a form POST to its `redirect_uri`.
+    fn authorize(&self, query: &str) -> hyper::Response<Full<Bytes>> {
+        let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        self.authorize_requests.lock().unwrap().push(params.clone());
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        let Some(mut claims) = self.prepared.lock().unwrap().get(&param("login_hint")).cloned() else {
+            return answer(400, &json!({"error": "login_required"}));
+        };
+        if param("response_type") != "id_token" || param("response_mode") != "form_post" || param("scope") != "openid" {
+            return answer(400, &json!({"error": "invalid_request"}));
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        claims["nonce"] = json!(param("nonce"));
+        claims["iat"] = json!(now);
+        claims["exp"] = json!(now + 300);
+        let id_token = self.sign(&claims);
+        let html = format!(
+            "<!doctype html><html><body onload=\"document.forms[0].submit()\"><form method=\"post\" action=\"{}\">\
+             <input type=\"hidden\" name=\"id_token\" value=\"{id_token}\">\
+             <input type=\"hidden\" name=\"state\" value=\"{}\"><button>Continue</button></form></body></html>",
+            attribute(&param("redirect_uri")),
+            attribute(&param("state")),
+        );
+        hyper::Response::builder()
+            .status(200)
+            .header("content-type", "text/html; charset=utf-8")
+            .body(Full::new(Bytes::from(html)))
+            .expect("valid response")
+    }
+
     async fn handle(&self, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
         match req.uri().path() {
+            "/authorize" => self.authorize(req.uri().query().unwrap_or("")),
             "/jwks" => {
                 *self.jwks_requests.lock().unwrap() += 1;
                 let (delay, status) = {
@@ -150,6 +199,11 @@ impl Platform {
             _ => answer(404, &json!({"error": "not found"})),
         }
     }
+}
+
+/// Text for a quoted HTML attribute.
+fn attribute(s: &str) -> String {
+    s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;")
 }
 
 fn answer(status: u16, body: &Value) -> hyper::Response<Full<Bytes>> {

@@ -164,3 +164,38 @@ pub async fn email_verify(ctx: Arc<Context>, req: Request) -> ApiResult {
     let signed_in = email_sign_in::verify(&ctx, &body.code, &client_ip(&req)).await?;
     token_response(&signed_in.tokens)
 }
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeExchange {
+    /// The one-time code from the sign-in redirect.
+    pub code: String,
+}
+
+/// Exchanges a one-time code issued by `purpose`'s flow (Spark SSO, LTI launches) for a token pair:
+/// single use (a conditional delete), 60 s; unknown codes are counted per address under `invalid_rule`.
+pub async fn exchange_code(
+    ctx: &Context,
+    req: &Request,
+    purpose: &str,
+    invalid_rule: crate::ratelimit::Rule,
+    again: &str,
+) -> ApiResult {
+    let body: CodeExchange = crate::http::json_body(req, crate::http::MAX_JSON_BODY)?;
+    let invalid = || ApiError::bad_request("invalid_code", "The code is invalid or was already used");
+    let grant = match body.code.len() {
+        1..=128 => ctx.store().consume_code(&body.code, purpose).await?,
+        _ => None,
+    };
+    let Some(grant) = grant else {
+        let address = crate::http::client_ip(req);
+        return Err(crate::ratelimit::count_failure(ctx, invalid_rule, &address, invalid()).await);
+    };
+    if grant.expires_at <= ctx.clock.now() {
+        return Err(ApiError::bad_request("code_expired", format!("The code has expired; {again}")));
+    }
+    let user = ctx.store().get_user(&grant.user_id).await?.ok_or_else(invalid)?;
+    let pair = crate::auth::sessions::start_session(ctx, &user).await?;
+    tracing::info!(user_id = user.id, purpose, "one-time code exchanged");
+    token_response(&pair)
+}

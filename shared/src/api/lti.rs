@@ -103,3 +103,140 @@ pub async fn delete_registration(ctx: Arc<Context>, req: Request) -> ApiResult {
     registration::delete(&ctx, &principal, &path_param(&req, "registration_id")).await?;
     json(StatusCode::OK, &StatusBody { status: "deleted".into() })
 }
+
+/// The launch form (an `id_token` of a few KB) is refused above this.
+const MAX_LAUNCH_FORM: usize = 96 * 1024;
+/// Unknown or used launch codes, per address.
+const TOKEN_INVALID_PER_ADDRESS: crate::ratelimit::Rule =
+    crate::ratelimit::Rule { name: "lti-token-invalid", limit: 20, window_secs: 60 };
+
+/// An LTI failure as the small page the LMS frames (DESIGN.md §3b), with its error code.
+fn framed_error(ctx: &Context, e: &crate::ApiError) -> ApiResult {
+    let mut page = crate::pages::Page::error(e);
+    page.frame_ancestors =
+        Some(if ctx.config.stage == crate::config::Stage::Local { "*" } else { "https:" }.to_string());
+    page.into_response()
+}
+
+/// OpenID Connect login initiation from an LMS (GET or POST): to the platform's authorization endpoint,
+/// with a state bound to this browser.
+#[utoipa::path(get, path = "/api/lti/login", tag = "lti",
+    params(
+        ("iss" = String, Query, description = "The platform's issuer"),
+        ("login_hint" = String, Query, description = "The platform's opaque user hint"),
+        ("client_id" = String, Query, description = "The tool's client id at the platform"),
+        ("target_link_uri" = Option<String>, Query, description = "Where the launch is meant to go"),
+        ("lti_message_hint" = Option<String>, Query, description = "Echoed to the platform"),
+        ("lti_deployment_id" = Option<String>, Query, description = "The deployment")
+    ),
+    responses(
+        (status = 302, description = "To the platform's authorization endpoint (`state`, `nonce`), with the state's cookie",
+            headers(("Location" = String, description = "The platform's authorization endpoint"))),
+        (status = 400, description = "A page: `invalid_login`", content_type = "text/html"),
+        (status = 403, description = "A page: `unknown_registration`, `unknown_deployment`", content_type = "text/html")
+    ))]
+pub async fn login(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let mut params: Vec<(String, String)> =
+        req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    if req.method() == http::Method::POST {
+        match crate::lti::flow::form_fields(crate::http::body_bytes(&req), MAX_LAUNCH_FORM) {
+            Ok(fields) => params.extend(fields),
+            Err(e) => return framed_error(&ctx, &e),
+        }
+    }
+    match crate::lti::flow::login(&ctx, &params).await {
+        Ok(go) => crate::http::redirect_no_referrer(&go.location, &[go.cookie]),
+        Err(e) => framed_error(&ctx, &e),
+    }
+}
+
+/// Login initiation by form POST (some platforms POST it): as [`login`].
+#[utoipa::path(post, path = "/api/lti/login", tag = "lti",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 302, description = "To the platform's authorization endpoint (`state`, `nonce`), with the state's cookie",
+            headers(("Location" = String, description = "The platform's authorization endpoint"))),
+        (status = 400, description = "A page: `invalid_login`", content_type = "text/html"),
+        (status = 403, description = "A page: `unknown_registration`, `unknown_deployment`", content_type = "text/html")
+    ))]
+pub async fn login_form(ctx: Arc<Context>, req: Request) -> ApiResult {
+    login(ctx, req).await
+}
+
+/// The login initiation's fields.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct LoginForm {
+    iss: String,
+    login_hint: String,
+    client_id: String,
+    target_link_uri: Option<String>,
+    lti_message_hint: Option<String>,
+    lti_deployment_id: Option<String>,
+}
+
+/// The launch form fields.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct LaunchForm {
+    /// The platform's signed launch (RS256 JWT).
+    id_token: String,
+    /// The state our login initiation gave the platform.
+    state: String,
+}
+
+/// The launch (the platform's form POST): checks the state and the `id_token`, provisions the user in
+/// the registration's organization and redirects to the frontend with a one-time code.
+#[utoipa::path(post, path = "/api/lti/launch", tag = "lti",
+    request_body(content = LaunchForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 302, description = "To `<FrontendUrl>/auth/callback?code=...` (60 s, single use; exchange at `/api/lti/token`)",
+            headers(("Location" = String, description = "The frontend's callback"))),
+        (status = 200, description = "Without a frontend: the code as JSON", body = crate::api::spark::SsoCode),
+        (status = 400, description = "A page with the check that failed: `invalid_state`, `state_expired`, `invalid_jwt`, `unsupported_alg`, `missing_kid`, `unknown_kid`, `invalid_signature`, `invalid_audience`, `invalid_azp`, `token_expired`, `token_not_yet_valid`, `invalid_nonce`, `missing_deployment`, `invalid_version`, `missing_version`, `missing_message_type`, `unsupported_message_type`, `missing_user`, `missing_roles`, `missing_resource_link`, `deep_linking_unavailable`", content_type = "text/html"),
+        (status = 403, description = "A page: `unknown_registration`, `unknown_deployment`, `account_link_refused`", content_type = "text/html"),
+        (status = 413, description = "A page: `payload_too_large`", content_type = "text/html"),
+        (status = 502, description = "A page: `jwks_unavailable`", content_type = "text/html")
+    ))]
+pub async fn launch(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let outcome = async {
+        let form = crate::lti::flow::form_fields(crate::http::body_bytes(&req), MAX_LAUNCH_FORM)?;
+        let state = form.iter().find(|(k, _)| k == "state").map(|(_, v)| v.clone()).unwrap_or_default();
+        let cookie = crate::http::cookie(&req, &crate::lti::flow::state_cookie_name(&state));
+        crate::lti::flow::launch(&ctx, &form, cookie.as_deref()).await
+    }
+    .await;
+    match (outcome, &ctx.config.frontend_url) {
+        (Ok(launched), Some(frontend)) => {
+            crate::http::redirect_no_referrer(&format!("{frontend}/auth/callback?code={}", launched.code), &[])
+        }
+        (Ok(launched), None) => json(
+            StatusCode::OK,
+            &crate::api::spark::SsoCode { code: launched.code, expires_in: crate::lti::flow::CODE_TTL_SECS },
+        ),
+        (Err(e), _) => {
+            tracing::info!(error = e.code, "LTI launch refused");
+            framed_error(&ctx, &e)
+        }
+    }
+}
+
+/// Exchanges a launch's one-time code for a token pair (JSON body and cookies).
+#[utoipa::path(post, path = "/api/lti/token", tag = "lti",
+    request_body = crate::api::auth::CodeExchange,
+    responses(
+        (status = 200, description = "A token pair, as `/api/auth/refresh` (also set as cookies)", body = crate::auth::sessions::TokenPair),
+        (status = 400, description = "`invalid_code` (unknown or used), `code_expired`, `invalid_json`", body = ErrorBody),
+        (status = 429, description = "Too many invalid codes from this address", body = ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
+    ))]
+pub async fn launch_token(ctx: Arc<Context>, req: Request) -> ApiResult {
+    crate::api::auth::exchange_code(
+        &ctx,
+        &req,
+        crate::lti::flow::PURPOSE,
+        TOKEN_INVALID_PER_ADDRESS,
+        "launch again from the LMS",
+    )
+    .await
+}

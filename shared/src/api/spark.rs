@@ -7,14 +7,10 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY};
-use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
+use lambda_http::Request;
 
-use crate::api::auth::token_response;
 use crate::auth::provisioning::provision_user;
-use crate::auth::sessions::start_session;
-use crate::http::{ApiResult, MAX_JSON_BODY, client_ip, json, json_body};
+use crate::http::{ApiResult, client_ip, json};
 use crate::ratelimit::{self, Rule};
 use crate::spark::sso;
 use crate::store::codes::CodeGrant;
@@ -116,16 +112,9 @@ fn replayed() -> ApiError {
     ApiError::unauthorized("token_replayed", "This SSO token was already used")
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TokenRequest {
-    /// The one-time code from the SSO redirect.
-    pub code: String,
-}
-
 /// Exchanges a one-time code for a token pair (JSON body and cookies).
 #[utoipa::path(post, path = "/spark/token", tag = "spark",
-    request_body = TokenRequest,
+    request_body = crate::api::auth::CodeExchange,
     responses(
         (status = 200, description = "A token pair, as `/api/auth/refresh` (also set as cookies)", body = crate::auth::sessions::TokenPair),
         (status = 400, description = "`invalid_code` (unknown or used), `code_expired`, `invalid_json`", body = crate::api::openapi::ErrorBody),
@@ -133,33 +122,12 @@ pub struct TokenRequest {
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
     ))]
 pub async fn token(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let body: TokenRequest = json_body(&req, MAX_JSON_BODY)?;
-    let invalid = || ApiError::bad_request("invalid_code", "The code is invalid or was already used");
-    let grant = match body.code.len() {
-        1..=128 => ctx.store().consume_code(&body.code, PURPOSE).await?,
-        _ => None,
-    };
-    let Some(grant) = grant else {
-        return Err(ratelimit::count_failure(&ctx, TOKEN_INVALID_PER_ADDRESS, &client_ip(&req), invalid()).await);
-    };
-    if grant.expires_at <= ctx.clock.now() {
-        return Err(ApiError::bad_request("code_expired", "The code has expired; sign in from Spark again"));
-    }
-    let user = ctx.store().get_user(&grant.user_id).await?.ok_or_else(invalid)?;
-    let pair = start_session(&ctx, &user).await?;
-    tracing::info!(user_id = user.id, "Spark SSO code exchanged");
-    token_response(&pair)
+    crate::api::auth::exchange_code(&ctx, &req, PURPOSE, TOKEN_INVALID_PER_ADDRESS, "sign in from Spark again").await
 }
 
 /// A 302 that keeps the SSO token out of the `Referer` the frontend would receive.
 fn redirect(location: &str) -> ApiResult {
-    Response::builder()
-        .status(StatusCode::FOUND)
-        .header(LOCATION, location)
-        .header(CACHE_CONTROL, "no-store")
-        .header(REFERRER_POLICY, "no-referrer")
-        .body(Body::Empty)
-        .map_err(ApiError::internal)
+    crate::http::redirect_no_referrer(location, &[])
 }
 
 /// `POST /spark/webhook/submission`: a signed Spark submission becomes evidence, completion and XP.

@@ -5,6 +5,7 @@
 //! and [`platform_keys`] (the platforms' JWKS, cached per instance, fetched through the SSRF guard).
 //! Registrations, the login and launch routes, deep linking, grades and rosters build on it.
 
+pub mod flow;
 pub mod launch;
 pub mod platform_keys;
 pub mod registration;

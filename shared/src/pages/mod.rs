@@ -38,12 +38,13 @@ static STYLE_HASH: LazyLock<String> =
 
 /// The page's policy: our stylesheet, no script, forms posted to us only (plus, for a form whose
 /// answer redirects elsewhere, that origin: browsers apply `form-action` to the redirect too).
-fn csp(form_action_extra: Option<&str>) -> String {
+fn csp(form_action_extra: Option<&str>, frame_ancestors: Option<&str>) -> String {
     format!(
         "default-src 'none'; style-src 'sha256-{}'; img-src 'self'; form-action 'self'{}; \
-         frame-ancestors 'none'; base-uri 'none'",
+         frame-ancestors {}; base-uri 'none'",
         STYLE_HASH.as_str(),
-        form_action_extra.map(|o| format!(" {o}")).unwrap_or_default()
+        form_action_extra.map(|o| format!(" {o}")).unwrap_or_default(),
+        frame_ancestors.unwrap_or("'none'")
     )
 }
 
@@ -71,11 +72,13 @@ pub struct Page {
     pub cookies: Vec<String>,
     /// An origin the page's form may end up at (the OAuth consent redirects to the client).
     pub form_action: Option<String>,
+    /// Who may frame the page (CSP `frame-ancestors`); none by default. LTI pages are framed by LMSs.
+    pub frame_ancestors: Option<String>,
 }
 
 impl Page {
     pub fn new(status: StatusCode, title: &str, body: String) -> Self {
-        Self { status, title: title.into(), body, cookies: Vec::new(), form_action: None }
+        Self { status, title: title.into(), body, cookies: Vec::new(), form_action: None, frame_ancestors: None }
     }
 
     /// A page saying why a request failed, with the error's status.
@@ -109,10 +112,12 @@ impl Page {
             .status(self.status)
             .header(CONTENT_TYPE, "text/html; charset=utf-8")
             .header(CACHE_CONTROL, "no-store")
-            .header("content-security-policy", csp(self.form_action.as_deref()))
-            .header("x-frame-options", "DENY")
+            .header("content-security-policy", csp(self.form_action.as_deref(), self.frame_ancestors.as_deref()))
             .header("x-content-type-options", "nosniff")
             .header("referrer-policy", "no-referrer");
+        if self.frame_ancestors.is_none() {
+            b = b.header("x-frame-options", "DENY");
+        }
         for c in &self.cookies {
             b = b.header(http::header::SET_COOKIE, c);
         }
@@ -224,11 +229,12 @@ mod tests {
     #[test]
     fn the_policy_allows_our_stylesheet_and_no_script_or_framing() {
         let expected = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
-        let policy = csp(None);
+        let policy = csp(None, None);
         assert!(policy.contains(&format!("'sha256-{expected}'")));
         assert!(policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"));
         assert!(!policy.contains("script-src") && !policy.contains("unsafe"));
-        assert!(csp(Some("https://app.example")).contains("form-action 'self' https://app.example;"));
+        assert!(csp(Some("https://app.example"), None).contains("form-action 'self' https://app.example;"));
+        assert!(csp(None, Some("https:")).contains("frame-ancestors https:;"), "LTI pages are framed by LMSs");
     }
 
     fn form_request(cookie: Option<&str>, body: &str) -> Request {

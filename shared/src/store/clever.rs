@@ -207,13 +207,19 @@ impl Store<'_> {
 
     /// Asks for a full sync next time (an admin's request, or an expired events baseline).
     pub async fn require_full_sync(&self, school_id: &str) -> Result<(), StoreError> {
+        self.set_school_flag(school_id, "requires_full_sync").await
+    }
+
+    /// Sets a flag attribute of a known school.
+    async fn set_school_flag(&self, school_id: &str, flag: &'static str) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(self.table)
             .key("pk", s(school_pk(school_id)))
             .key("sk", s("SCHOOL"))
-            .update_expression("SET requires_full_sync = :on")
+            .update_expression("SET #flag = :on")
             .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#flag", flag)
             .expression_attribute_values(":on", AttributeValue::Bool(true))
             .send()
             .await
@@ -357,18 +363,7 @@ impl Store<'_> {
     /// A full sync asked for while another run holds the school: the next run to take the lease is a
     /// full one (the running one's end would clear `requires_full_sync`).
     pub async fn ask_full_sync_next(&self, school_id: &str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(school_pk(school_id)))
-            .key("sk", s("SCHOOL"))
-            .update_expression("SET full_sync_asked = :on")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":on", AttributeValue::Bool(true))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(())
+        self.set_school_flag(school_id, "full_sync_asked").await
     }
 
     /// Records a run that never finished as failed (one more failure in a row), leaving the lease

@@ -15,6 +15,7 @@ mod events;
 mod gateway;
 mod health;
 mod learning;
+mod lti_flow;
 mod lti_launch;
 mod lti_registrations;
 mod oauth;

@@ -1,0 +1,187 @@
+//! The launch flow (LTI 1.3 = OpenID Connect third-party login):
+//!
+//! 1. **Login initiation** (`/api/lti/login`, GET or POST from the LMS): the registration is found by
+//!    `iss` + `client_id`; a `state` and a `nonce` are made, the state is stored (hashed, 10 minutes)
+//!    with the nonce and the registration, and bound to this browser by a cookie named after it
+//!    (`SameSite=None; Secure`: the launch is a cross-site form POST; one cookie per login, so several
+//!    tool frames on one LMS page do not overwrite each other's). The browser goes to the platform's
+//!    authorization endpoint.
+//! 2. **Launch** (`/api/lti/launch`, the platform's form POST of `id_token` and `state`): the state must
+//!    be this browser's (its cookie) and is taken with one conditional delete (so it, and the nonce it
+//!    carries, launch once); then the `id_token` checks of [`super::launch`] with that nonce; then the
+//!    user is provisioned through the same path as Spark (identity `lti:<issuer>` + `sub` first, then a
+//!    verified email under the hardening rules), in the registration's organization; the launch ends
+//!    like Spark SSO, with a one-time code (60 s) and a redirect to the frontend, so the session never
+//!    travels in a URL.
+
+use super::LtiError;
+use super::launch::{self, Launch};
+use super::registration::{Registration, registration_id};
+use crate::auth::User;
+use crate::auth::provisioning::{ExternalProfile, provision_user};
+use crate::store::codes::CodeGrant;
+use crate::store::lti::LaunchState;
+use crate::{ApiError, Context, crypto};
+
+/// How long a login waits for its launch.
+pub const STATE_TTL_SECS: i64 = 600;
+/// One-time codes of launches live this long, and are accepted only by the LTI exchange.
+pub const CODE_TTL_SECS: i64 = 60;
+pub const PURPOSE: &str = "lti_launch";
+
+/// Where a login sends the browser, and the cookie that binds the state to it.
+#[derive(Debug)]
+pub struct LoginRedirect {
+    pub location: String,
+    pub cookie: String,
+}
+
+/// The cookie that binds `state` to the browser that started the login.
+pub fn state_cookie_name(state: &str) -> String {
+    format!("lti_state_{}", &crypto::sha256_hex(state.as_bytes())[..12])
+}
+
+fn invalid_state() -> ApiError {
+    ApiError::bad_request("invalid_state", "This launch did not start in this browser, or was already used")
+}
+
+/// Step 1, from the login initiation's parameters (query or form).
+pub async fn login(ctx: &Context, params: &[(String, String)]) -> Result<LoginRedirect, ApiError> {
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty());
+    let (Some(issuer), Some(login_hint)) = (param("iss"), param("login_hint")) else {
+        return Err(ApiError::bad_request("invalid_login", "A login initiation needs iss and login_hint"));
+    };
+    let client_id = param("client_id").ok_or_else(|| {
+        ApiError::bad_request("invalid_login", "The platform must send client_id with the login initiation")
+    })?;
+    let registration = find(ctx, issuer, client_id).await?;
+    if let Some(deployment) = param("lti_deployment_id")
+        && !registration.deployment_ids.iter().any(|d| d == deployment)
+    {
+        return Err(LtiError::new("unknown_deployment", "the deployment is not registered for this platform").into());
+    }
+    let base = ctx.config.public_base_url.as_deref().ok_or_else(|| ApiError::internal("PUBLIC_BASE_URL is not set"))?;
+    let (state, nonce) = (crypto::random_token(32), crypto::random_token(32));
+    let now = ctx.clock.now();
+    let record = LaunchState {
+        registration_id: registration.id.clone(),
+        nonce: nonce.clone(),
+        expires_at: now + STATE_TTL_SECS,
+    };
+    ctx.store().put_lti_state(&state, &record).await?;
+    let mut location = url::Url::parse(&registration.auth_url).map_err(ApiError::internal)?;
+    {
+        let mut q = location.query_pairs_mut();
+        q.append_pair("scope", "openid")
+            .append_pair("response_type", "id_token")
+            .append_pair("response_mode", "form_post")
+            .append_pair("prompt", "none")
+            .append_pair("client_id", &registration.client_id)
+            .append_pair("redirect_uri", &format!("{base}/api/lti/launch"))
+            .append_pair("login_hint", login_hint)
+            .append_pair("state", &state)
+            .append_pair("nonce", &nonce);
+        if let Some(hint) = param("lti_message_hint") {
+            q.append_pair("lti_message_hint", hint);
+        }
+    }
+    let cookie = format!(
+        "{}={state}; Path=/api/lti/launch; Max-Age={STATE_TTL_SECS}; HttpOnly; Secure; SameSite=None",
+        state_cookie_name(&state)
+    );
+    tracing::info!(registration_id = registration.id, "LTI login initiated");
+    Ok(LoginRedirect { location: location.to_string(), cookie })
+}
+
+async fn find(ctx: &Context, issuer: &str, client_id: &str) -> Result<Registration, ApiError> {
+    ctx.store()
+        .lti_registration(&registration_id(issuer, client_id))
+        .await?
+        .filter(|r| r.issuer == issuer && r.client_id == client_id)
+        .ok_or_else(|| {
+            LtiError::new("unknown_registration", "no platform is registered for this issuer and client id").into()
+        })
+}
+
+/// A launch that went through: who it signed in, what it was, and the one-time code for the frontend.
+#[derive(Debug)]
+pub struct Launched {
+    pub user: User,
+    pub launch: Launch,
+    pub registration: Registration,
+    pub code: String,
+}
+
+/// Step 2, from the launch form and the browser's cookie for its state.
+pub async fn launch(
+    ctx: &Context,
+    form: &[(String, String)],
+    state_cookie: Option<&str>,
+) -> Result<Launched, ApiError> {
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+    let state = field("state").ok_or_else(invalid_state)?;
+    // The state must be this browser's: a state carried to another browser (a forwarded launch, a
+    // login CSRF) has no cookie there.
+    if !state_cookie.is_some_and(|c| crypto::constant_time_eq(c.as_bytes(), state.as_bytes())) || state.len() > 128 {
+        return Err(invalid_state());
+    }
+    let id_token = field("id_token")
+        .ok_or_else(|| ApiError::from(LtiError::new("invalid_jwt", "the launch carries no id_token")))?;
+    let started = ctx.store().take_lti_state(state).await?.ok_or_else(invalid_state)?;
+    if started.expires_at <= ctx.clock.now() {
+        return Err(ApiError::bad_request("state_expired", "This launch took too long; launch again from the LMS"));
+    }
+    let unverified = launch::parse(id_token)?;
+    let registration = find(ctx, &unverified.issuer, &unverified.client_id).await?;
+    if registration.id != started.registration_id {
+        return Err(invalid_state());
+    }
+    let launch = launch::verify_with_registration(ctx, unverified, &registration, &started.nonce).await?;
+    if launch.message_type != launch::RESOURCE_LINK_REQUEST {
+        return Err(ApiError::bad_request(
+            "deep_linking_unavailable",
+            "Choosing content from the LMS (deep linking) is not available yet",
+        ));
+    }
+    let profile = ExternalProfile {
+        provider: format!("lti:{}", registration.issuer),
+        external_id: launch.subject.clone(),
+        email: launch.email.clone(),
+        // The registration is the organization's own LMS: its emails are the school's records.
+        email_verified: launch.email.is_some(),
+        given_name: launch.given_name.clone(),
+        family_name: launch.family_name.clone(),
+        role: launch.role.role,
+        org_id: Some(registration.organization_id.clone()),
+    };
+    let (user, provisioned) = provision_user(ctx, &profile).await?;
+    let code = crypto::random_token(32);
+    let grant = CodeGrant {
+        user_id: user.id.clone(),
+        purpose: PURPOSE.into(),
+        expires_at: ctx.clock.now() + CODE_TTL_SECS,
+        email: None,
+        next: None,
+    };
+    ctx.store().put_code(&code, &grant).await?;
+    tracing::info!(
+        user_id = user.id,
+        registration_id = registration.id,
+        role = launch.role.role.as_str(),
+        ?provisioned,
+        "LTI launch"
+    );
+    Ok(Launched { user, launch, registration, code })
+}
+
+/// The launch form's fields (`application/x-www-form-urlencoded`), refused above `max` bytes.
+pub fn form_fields(body: &[u8], max: usize) -> Result<Vec<(String, String)>, ApiError> {
+    if body.len() > max {
+        return Err(ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "The launch form is too large",
+        ));
+    }
+    Ok(url::form_urlencoded::parse(body).into_owned().collect())
+}
