@@ -26,14 +26,14 @@ fn with_tool(ctx: &Context, registration: Registration) -> Result<RegistrationWi
     Ok(RegistrationWithTool { registration, tool: tool_configuration(ctx)? })
 }
 
-/// Registers an LMS (issuer, client id, deployments, its endpoints) for an organization; answers the
-/// tool's URLs to paste into the LMS.
+/// Registers an LMS (issuer, client id, deployments, its endpoints) for an organization (platform
+/// admins); answers the tool's URLs to paste into the LMS.
 #[utoipa::path(post, path = "/api/lti/registrations", tag = "lti", security(("bearer" = []), ("cookie" = [])),
     request_body = RegistrationInput,
     responses(
         (status = 201, description = "The registration and the tool's URLs", body = RegistrationWithTool),
-        (status = 400, description = "`invalid_registration` (a URL refused by the outbound guard, an id out of bounds), `invalid_json`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an admin of that organization", body = ErrorBody),
+        (status = 400, description = "`invalid_registration` (a URL refused by the outbound guard, an id out of bounds, no organization_id), `invalid_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only platform admins register platforms", body = ErrorBody),
         (status = 409, description = "`registration_exists`", body = ErrorBody),
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
     ))]
@@ -79,6 +79,7 @@ pub async fn get_registration(ctx: Arc<Context>, req: Request) -> ApiResult {
     responses(
         (status = 200, description = "The registration and the tool's URLs", body = RegistrationWithTool),
         (status = 400, description = "`invalid_registration`, `invalid_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only platform admins change the URLs", body = ErrorBody),
         (status = 404, description = "`registration_not_found`", body = ErrorBody),
         (status = 409, description = "`conflict`: changed meanwhile", body = ErrorBody),
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
@@ -110,11 +111,16 @@ const MAX_LAUNCH_FORM: usize = 96 * 1024;
 const TOKEN_INVALID_PER_ADDRESS: crate::ratelimit::Rule =
     crate::ratelimit::Rule { name: "lti-token-invalid", limit: 20, window_secs: 60 };
 
+/// Login initiations per source address: each one stores a state and sets a cookie.
+const LOGINS_PER_ADDRESS: crate::ratelimit::Rule =
+    crate::ratelimit::Rule { name: "lti-login", limit: 30, window_secs: 60 };
+
 /// An LTI failure as the small page the LMS frames (DESIGN.md §3b), with its error code.
-fn framed_error(ctx: &Context, e: &crate::ApiError) -> ApiResult {
+fn framed_error(ctx: &Context, e: &crate::ApiError, cookies: Vec<String>) -> ApiResult {
     let mut page = crate::pages::Page::error(e);
     page.frame_ancestors =
         Some(if ctx.config.stage == crate::config::Stage::Local { "*" } else { "https:" }.to_string());
+    page.cookies = cookies;
     page.into_response()
 }
 
@@ -133,20 +139,24 @@ fn framed_error(ctx: &Context, e: &crate::ApiError) -> ApiResult {
         (status = 302, description = "To the platform's authorization endpoint (`state`, `nonce`), with the state's cookie",
             headers(("Location" = String, description = "The platform's authorization endpoint"))),
         (status = 400, description = "A page: `invalid_login`", content_type = "text/html"),
-        (status = 403, description = "A page: `unknown_registration`, `unknown_deployment`", content_type = "text/html")
+        (status = 403, description = "A page: `unknown_registration`, `unknown_deployment`", content_type = "text/html"),
+        (status = 429, description = "A page: too many logins from this address", content_type = "text/html")
     ))]
 pub async fn login(ctx: Arc<Context>, req: Request) -> ApiResult {
     let mut params: Vec<(String, String)> =
         req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    if let Err(e) = crate::ratelimit::check(&ctx, LOGINS_PER_ADDRESS, &crate::http::client_ip(&req)).await {
+        return framed_error(&ctx, &e, Vec::new());
+    }
     if req.method() == http::Method::POST {
         match crate::lti::flow::form_fields(crate::http::body_bytes(&req), MAX_LAUNCH_FORM) {
             Ok(fields) => params.extend(fields),
-            Err(e) => return framed_error(&ctx, &e),
+            Err(e) => return framed_error(&ctx, &e, Vec::new()),
         }
     }
     match crate::lti::flow::login(&ctx, &params).await {
         Ok(go) => crate::http::redirect_no_referrer(&go.location, &[go.cookie]),
-        Err(e) => framed_error(&ctx, &e),
+        Err(e) => framed_error(&ctx, &e, Vec::new()),
     }
 }
 
@@ -157,7 +167,8 @@ pub async fn login(ctx: Arc<Context>, req: Request) -> ApiResult {
         (status = 302, description = "To the platform's authorization endpoint (`state`, `nonce`), with the state's cookie",
             headers(("Location" = String, description = "The platform's authorization endpoint"))),
         (status = 400, description = "A page: `invalid_login`", content_type = "text/html"),
-        (status = 403, description = "A page: `unknown_registration`, `unknown_deployment`", content_type = "text/html")
+        (status = 403, description = "A page: `unknown_registration`, `unknown_deployment`", content_type = "text/html"),
+        (status = 429, description = "A page: too many logins from this address", content_type = "text/html")
     ))]
 pub async fn login_form(ctx: Arc<Context>, req: Request) -> ApiResult {
     login(ctx, req).await
@@ -199,16 +210,17 @@ pub struct LaunchForm {
         (status = 502, description = "A page: `jwks_unavailable`", content_type = "text/html")
     ))]
 pub async fn launch(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let outcome = async {
-        let form = crate::lti::flow::form_fields(crate::http::body_bytes(&req), MAX_LAUNCH_FORM)?;
-        let state = form.iter().find(|(k, _)| k == "state").map(|(_, v)| v.clone()).unwrap_or_default();
-        let cookie = crate::http::cookie(&req, &crate::lti::flow::state_cookie_name(&state));
-        crate::lti::flow::launch(&ctx, &form, cookie.as_deref()).await
-    }
-    .await;
-    match (outcome, &ctx.config.frontend_url) {
+    let form = match crate::lti::flow::form_fields(crate::http::body_bytes(&req), MAX_LAUNCH_FORM) {
+        Ok(form) => form,
+        Err(e) => return framed_error(&ctx, &e, Vec::new()),
+    };
+    let state = form.iter().find(|(k, _)| k == "state").map(|(_, v)| v.clone()).unwrap_or_default();
+    let cookie = crate::http::cookie(&req, &crate::lti::flow::state_cookie_name(&state));
+    // The state's cookie has done its work either way.
+    let clear = cookie.as_ref().map(|_| crate::lti::flow::clear_state_cookie(&state)).into_iter().collect::<Vec<_>>();
+    match (crate::lti::flow::launch(&ctx, &form, cookie.as_deref()).await, &ctx.config.frontend_url) {
         (Ok(launched), Some(frontend)) => {
-            crate::http::redirect_no_referrer(&format!("{frontend}/auth/callback?code={}", launched.code), &[])
+            crate::http::redirect_no_referrer(&format!("{frontend}/auth/callback?code={}", launched.code), &clear)
         }
         (Ok(launched), None) => json(
             StatusCode::OK,
@@ -216,7 +228,7 @@ pub async fn launch(ctx: Arc<Context>, req: Request) -> ApiResult {
         ),
         (Err(e), _) => {
             tracing::info!(error = e.code, "LTI launch refused");
-            framed_error(&ctx, &e)
+            framed_error(&ctx, &e, clear)
         }
     }
 }

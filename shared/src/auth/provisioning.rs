@@ -127,11 +127,13 @@ pub async fn provision_user(ctx: &Context, profile: &ExternalProfile) -> Result<
     Err(ApiError::unavailable("user provisioning kept conflicting"))
 }
 
-/// A provider login may take over an existing account by email only within the provider's
-/// organization (or an account that has none yet), and never a privileged one: otherwise a partner
-/// asserting an administrator's address would sign in as that administrator (DESIGN.md §3a).
+/// A provider login may take over an existing account by email only within the provider's own
+/// organization, and never a privileged one: otherwise a partner asserting an administrator's address
+/// would sign in as that administrator (DESIGN.md §3a). Accounts of no organization (parents and mentors
+/// invited by email) are never linked: an LMS asserting a parent's address would otherwise take over the
+/// parent's account and, through it, the portfolios of children in other organizations.
 fn may_link_by_email(existing: &User, profile: &ExternalProfile) -> Result<(), ApiError> {
-    let same_tenant = existing.org_id.is_none() || existing.org_id == profile.org_id;
+    let same_tenant = existing.org_id.is_some() && existing.org_id == profile.org_id;
     if same_tenant && !existing.role.is_privileged() {
         return Ok(());
     }

@@ -38,8 +38,17 @@ pub struct LoginRedirect {
 
 /// The cookie that binds `state` to the browser that started the login.
 pub fn state_cookie_name(state: &str) -> String {
-    format!("lti_state_{}", &crypto::sha256_hex(state.as_bytes())[..12])
+    format!("__Host-lti_state_{}", &crypto::sha256_hex(state.as_bytes())[..12])
 }
+
+/// The `Set-Cookie` that removes a state's cookie once its launch came (or failed): a browser keeps no
+/// pile of them.
+pub fn clear_state_cookie(state: &str) -> String {
+    format!("{}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=None", state_cookie_name(state))
+}
+
+/// Hints longer than this are refused (they travel in the redirect to the platform).
+const MAX_HINT: usize = 2048;
 
 fn invalid_state() -> ApiError {
     ApiError::bad_request("invalid_state", "This launch did not start in this browser, or was already used")
@@ -51,6 +60,12 @@ pub async fn login(ctx: &Context, params: &[(String, String)]) -> Result<LoginRe
     let (Some(issuer), Some(login_hint)) = (param("iss"), param("login_hint")) else {
         return Err(ApiError::bad_request("invalid_login", "A login initiation needs iss and login_hint"));
     };
+    if login_hint.len() > MAX_HINT
+        || param("lti_message_hint").is_some_and(|h| h.len() > MAX_HINT)
+        || issuer.len() > 255
+    {
+        return Err(ApiError::bad_request("invalid_login", "The login initiation's parameters are too long"));
+    }
     let client_id = param("client_id").ok_or_else(|| {
         ApiError::bad_request("invalid_login", "The platform must send client_id with the login initiation")
     })?;
@@ -85,8 +100,9 @@ pub async fn login(ctx: &Context, params: &[(String, String)]) -> Result<LoginRe
             q.append_pair("lti_message_hint", hint);
         }
     }
+    // `__Host-`: only this host sets it (no sibling subdomain can plant a state), hence `Path=/`.
     let cookie = format!(
-        "{}={state}; Path=/api/lti/launch; Max-Age={STATE_TTL_SECS}; HttpOnly; Secure; SameSite=None",
+        "{}={state}; Path=/; Max-Age={STATE_TTL_SECS}; HttpOnly; Secure; SameSite=None",
         state_cookie_name(&state)
     );
     tracing::info!(registration_id = registration.id, "LTI login initiated");
@@ -143,14 +159,18 @@ pub async fn launch(
             "Choosing content from the LMS (deep linking) is not available yet",
         ));
     }
+    // One identity per registration: a platform's users are known through the registration a platform
+    // admin made for them, never through another registration naming the same issuer.
+    let short = |v: &Option<String>| v.as_ref().map(|s| s.chars().take(100).collect::<String>());
     let profile = ExternalProfile {
-        provider: format!("lti:{}", registration.issuer),
+        provider: format!("lti:{}", registration.id),
         external_id: launch.subject.clone(),
-        email: launch.email.clone(),
-        // The registration is the organization's own LMS: its emails are the school's records.
+        email: launch.email.clone().filter(|e| e.len() <= 254),
+        // A platform admin registered this LMS for its organization: its emails are the school's records.
+        // They link only unprivileged accounts of that same organization (provisioning's rules).
         email_verified: launch.email.is_some(),
-        given_name: launch.given_name.clone(),
-        family_name: launch.family_name.clone(),
+        given_name: short(&launch.given_name),
+        family_name: short(&launch.family_name),
         role: launch.role.role,
         org_id: Some(registration.organization_id.clone()),
     };

@@ -27,6 +27,7 @@ const UNKNOWN_KID: LtiError = LtiError::new("unknown_kid", "the platform's keys 
 #[derive(Default)]
 pub struct PlatformKeys {
     cache: Mutex<HashMap<String, Fetched>>,
+    failures: Mutex<Failures>,
 }
 
 struct Fetched {
@@ -34,6 +35,12 @@ struct Fetched {
     at: Instant,
     /// The last fetch caused by an unknown `kid` (the one the rate limit counts).
     refetched: Option<Instant>,
+}
+
+/// A fetch that failed, remembered [`REFETCH_EVERY`]: a platform that is down is not asked at every launch.
+#[derive(Default)]
+struct Failures {
+    at: HashMap<String, Instant>,
 }
 
 impl PlatformKeys {
@@ -52,7 +59,16 @@ impl PlatformKeys {
             }
             refetched = Some(Instant::now());
         }
-        let keys = fetch(ctx, jwks_url).await?;
+        if self.failures.lock().await.at.get(jwks_url).is_some_and(|at| at.elapsed() < REFETCH_EVERY) {
+            return Err(UNAVAILABLE);
+        }
+        let keys = match fetch(ctx, jwks_url).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.failures.lock().await.at.insert(jwks_url.to_string(), Instant::now());
+                return Err(e);
+            }
+        };
         let key = keys.get(kid).cloned();
         cache.insert(jwks_url.to_string(), Fetched { keys, at: Instant::now(), refetched });
         key.ok_or(UNKNOWN_KID)
@@ -62,12 +78,13 @@ impl PlatformKeys {
 async fn fetch(ctx: &Context, jwks_url: &str) -> Result<HashMap<String, DecodingKey>, LtiError> {
     let host = url::Url::parse(jwks_url).ok().and_then(|u| u.host_str().map(str::to_string)).ok_or(UNAVAILABLE)?;
     let client = ctx.outbound(Some(vec![host])).map_err(|_| UNAVAILABLE)?;
-    let request = client.get(jwks_url).map_err(|e| {
-        tracing::warn!(error = %e, "LTI platform JWKS URL refused by the outbound guard");
+    // Logged without the URL or the address (DESIGN.md §6: no outside URL in logs and errors).
+    let request = client.get(jwks_url).map_err(|_| {
+        tracing::warn!("LTI platform JWKS URL refused by the outbound guard");
         UNAVAILABLE
     })?;
     let response = request.header("accept", "application/json").timeout(TIMEOUT).send().await.map_err(|e| {
-        tracing::warn!(error = %e, "LTI platform JWKS unreachable");
+        tracing::warn!(error = %e.without_url(), "LTI platform JWKS unreachable");
         UNAVAILABLE
     })?;
     if !response.status().is_success() {

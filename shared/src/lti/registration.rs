@@ -1,6 +1,10 @@
 //! Platform registrations: how one LMS (issuer + client id) reaches the tool, and the organization its
-//! launches belong to (DESIGN.md §3a: every integration belongs to one organization). Platform admins
-//! register for any organization, organization admins for their own.
+//! launches belong to (DESIGN.md §3a: every integration belongs to one organization).
+//!
+//! Only platform admins register a platform and change where the tool trusts it (issuer, client id,
+//! authorization, token and key URLs): whoever sets those decides whose launches land in which
+//! organization, and a school's client id is visible to its students in any launch. An organization's
+//! admins see their registrations and manage their name and deployments.
 //!
 //! A registration is found by issuer + client id (one issuer may have several client ids: Canvas cloud
 //! is one issuer for every school), so its id is derived from the pair and a launch finds it with one
@@ -42,7 +46,7 @@ pub struct Registration {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationInput {
-    /// Platform admins name the organization; organization admins register for their own.
+    /// The organization whose platform this is (registrations are made by platform admins).
     pub organization_id: Option<String>,
     pub name: String,
     pub issuer: String,
@@ -53,7 +57,8 @@ pub struct RegistrationInput {
     pub jwks_url: String,
 }
 
-/// A change: everything but the platform's issuer and client id (they identify the registration).
+/// A change: everything but the platform's issuer and client id (they identify the registration). The
+/// URLs only by platform admins.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationUpdate {
@@ -132,7 +137,11 @@ fn identifier(field: &str, value: &str) -> Result<String, ApiError> {
 /// addresses only), and again at every use.
 async fn platform_url(ctx: &Context, field: &str, value: &str) -> Result<String, ApiError> {
     let client = ctx.outbound(None).map_err(ApiError::internal)?;
-    let url = client.check_target(value.trim()).await.map_err(|e| invalid(format!("{field}: {e}")))?;
+    // The guard's reason is not echoed: it would tell what an internal name resolves to.
+    let url = client
+        .check_target(value.trim())
+        .await
+        .map_err(|_| invalid(format!("{field} must be an https URL of a public address")))?;
     if url.fragment().is_some() || value.len() > 2000 {
         return Err(invalid(format!("{field} has a fragment or is too long")));
     }
@@ -173,9 +182,26 @@ fn name(value: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Only platform admins register platforms and change their trust settings.
+fn require_platform_admin(principal: &Principal) -> Result<(), ApiError> {
+    principal.require_role(&[crate::auth::Role::Admin]).map_err(|_| {
+        ApiError::forbidden("A platform admin registers LMS platforms and changes their URLs (ask support)")
+    })
+}
+
 pub async fn create(ctx: &Context, principal: &Principal, input: RegistrationInput) -> Result<Registration, ApiError> {
-    let organization_id = principal.administered_organization(input.organization_id.as_deref())?;
+    require_platform_admin(principal)?;
+    let organization_id = input
+        .organization_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|o| !o.is_empty() && o.len() <= 256)
+        .ok_or_else(|| invalid("organization_id names the organization whose platform this is"))?
+        .to_string();
     let issuer = named_url(ctx, "issuer", &input.issuer)?;
+    if issuer.len() > 255 {
+        return Err(invalid("issuer is at most 255 characters"));
+    }
     let client_id = identifier("client_id", &input.client_id)?;
     let now = ctx.clock.now();
     let registration = Registration {
@@ -215,6 +241,9 @@ pub async fn update(
     u: RegistrationUpdate,
 ) -> Result<Registration, ApiError> {
     let mut r = administered(ctx, principal, id).await?;
+    if u.auth_url.is_some() || u.token_url.is_some() || u.jwks_url.is_some() {
+        require_platform_admin(principal)?;
+    }
     let seen = r.updated_at;
     if let Some(v) = &u.name {
         r.name = name(v)?;

@@ -1,6 +1,8 @@
 //! LMS roles onto ours (seed 004): Instructor → teacher, Learner → student, Administrator → admin
-//! level (an organization admin at most: provisioning caps it), Mentor → observer; anything unknown
-//! → student, the least privileged course participant.
+//! level, Mentor → observer; anything unknown → student, the least privileged course participant.
+//! Admin level means an institution's or the system's administrator, and an organization admin at most
+//! (provisioning caps it, and sets it only when it creates an account); a course's Administrator role
+//! administers that course only: a teacher.
 //!
 //! Roles come as full URIs (`http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor`), as short
 //! values (`Instructor`), or as values nobody defined; none breaks a launch. The course's own roles
@@ -28,13 +30,12 @@ fn one(value: &str) -> Option<(Role, bool)> {
     // Context roles: `membership#Instructor`, sub-roles `membership/Instructor#TeachingAssistant`, short values.
     let context = value
         .strip_prefix(MEMBERSHIP)
-        .map(|rest| rest.trim_start_matches('#').trim_start_matches('/'))
+        .and_then(|rest| rest.strip_prefix('#').or_else(|| rest.strip_prefix('/')))
         .or_else(|| (!value.contains(':')).then_some(value));
     if let Some(name) = context {
         let principal = name.split('#').next().unwrap_or(name);
         return match principal {
-            "Administrator" => Some((Role::OrgAdmin, true)),
-            "Instructor" | "TeachingAssistant" => Some((Role::Teacher, true)),
+            "Administrator" | "Instructor" | "TeachingAssistant" => Some((Role::Teacher, true)),
             "Learner" => Some((Role::Student, true)),
             "Mentor" => Some((Role::Observer, true)),
             _ => None,
@@ -87,7 +88,9 @@ mod tests {
         let m = |r: &str| format!("{MEMBERSHIP}#{r}");
         assert_eq!(map(&[&m("Instructor")]), Role::Teacher);
         assert_eq!(map(&[&m("Learner")]), Role::Student);
-        assert_eq!(map(&[&m("Administrator")]), Role::OrgAdmin);
+        assert_eq!(map(&[&m("Administrator")]), Role::Teacher, "a course's administrator teaches it");
+        assert_eq!(map(&[&format!("{INSTITUTION}Administrator")]), Role::OrgAdmin);
+        assert_eq!(map(&[&format!("{MEMBERSHIP}Administrator")]), Role::Student, "no separator: not a role we know");
         assert_eq!(map(&["Instructor"]), Role::Teacher, "short values");
         assert_eq!(map(&["Learner"]), Role::Student);
         assert_eq!(map(&[&format!("{MEMBERSHIP}/Instructor#TeachingAssistant")]), Role::Teacher);

@@ -24,9 +24,9 @@ struct Lms {
 async fn setup(name: &str) -> Lms {
     let t = TestStack::new(name).await;
     let platform = Platform::start(0).await.unwrap();
-    let (_, admin) = t.signed_in_as(&format!("admin@{name}.example"), Role::OrgAdmin, "lincoln").await;
+    let (_, admin) = t.signed_in_as(&format!("root@{name}.example"), Role::Admin, "platform").await;
     let body = json!({
-        "name": "Lincoln LMS", "issuer": ISSUER, "client_id": CLIENT_ID, "deployment_ids": [DEPLOYMENT],
+        "organization_id": "lincoln", "name": "Lincoln LMS", "issuer": ISSUER, "client_id": CLIENT_ID, "deployment_ids": [DEPLOYMENT],
         "auth_url": format!("{}/authorize", platform.base_url), "token_url": format!("{}/token", platform.base_url),
         "jwks_url": platform.jwks_url(),
     });
@@ -111,6 +111,11 @@ impl Lms {
     /// The launch's code, exchanged for a session: the signed-in user as `/api/auth/me` shows it.
     async fn session(&self, launched: reqwest::Response) -> Value {
         assert_eq!(launched.status(), 302);
+        let cleared = launched.headers()["set-cookie"].to_str().unwrap();
+        assert!(
+            cleared.starts_with("__Host-lti_state_") && cleared.contains("Max-Age=0"),
+            "the state's cookie is removed"
+        );
         let location = launched.headers()["location"].to_str().unwrap().to_string();
         assert!(location.starts_with("http://localhost:5173/auth/callback?code="), "{location}");
         let code = location.split("code=").nth(1).unwrap();
@@ -166,7 +171,7 @@ async fn a_student_and_a_teacher_launch_from_the_lms_into_their_own_accounts() {
 #[tokio::test]
 async fn launches_from_another_browser_replayed_or_from_unknown_platforms_are_refused_creating_nothing() {
     let lms = setup("ltiflowbad").await;
-    let provider = format!("lti:{ISSUER}");
+    let provider = format!("lti:{}", hub::lti::registration::registration_id(ISSUER, CLIENT_ID));
     let nobody = |sub: &'static str| {
         let (store, provider) = (lms.t.ctx.store(), provider.clone());
         async move { store.user_id_by_identity(&provider, sub).await.unwrap().is_none() }
@@ -187,6 +192,27 @@ async fn launches_from_another_browser_replayed_or_from_unknown_platforms_are_re
     let (a, b) = (lms.login("hint").await, lms.login("hint").await);
     let swapped = Form { id_token: b.id_token.clone(), ..a };
     assert_eq!(refused(lms.post(&swapped, Some(&swapped.cookie)).await).await, (400, "invalid_nonce".into()));
+
+    // A launch asserting the address of a parent's account (no organization) does not take it over.
+    let parent = hub::auth::provisioning::ExternalProfile {
+        provider: "email".into(),
+        external_id: "parent@family.example".into(),
+        email: Some("parent@family.example".into()),
+        email_verified: true,
+        given_name: None,
+        family_name: None,
+        role: Role::Observer,
+        org_id: None,
+    };
+    let (parent, _) = hub::auth::provisioning::provision_user(&lms.t.ctx, &parent).await.unwrap();
+    let mut claims_parent = claims("mallory-1", "Learner", "LtiResourceLinkRequest");
+    claims_parent["email"] = json!("parent@family.example");
+    lms.platform.prepare("parent", claims_parent);
+    let form = lms.login("parent").await;
+    assert_eq!(refused(lms.post(&form, Some(&form.cookie)).await).await, (403, "account_link_refused".into()));
+    let unchanged = lms.t.ctx.store().get_user(&parent.id).await.unwrap().unwrap();
+    assert_eq!((unchanged.org_id, unchanged.role), (None, Role::Observer));
+    assert!(nobody("mallory-1").await);
 
     // A deep-linking request is not served yet: said plainly, nothing created.
     lms.platform.prepare("dl", claims("teacher-dl", "Instructor", "LtiDeepLinkingRequest"));
@@ -241,4 +267,16 @@ async fn launches_from_another_browser_replayed_or_from_unknown_platforms_are_re
         .await
         .unwrap();
     assert!(matches!(r.status().as_u16(), 413 | 400), "{}", r.status());
+
+    // Login initiations are limited per address (each stores a state and sets a cookie).
+    let mut limited = false;
+    for _ in 0..40 {
+        let query = [("iss", ISSUER), ("login_hint", "hint"), ("client_id", CLIENT_ID)];
+        let r = lms.browser.get(with_query(lms.t.url("/api/lti/login"), &query)).send().await.unwrap();
+        if r.status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "30 logins a minute per address");
 }

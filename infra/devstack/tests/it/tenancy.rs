@@ -158,14 +158,22 @@ async fn linking_by_email_within_the_organization_folds_unicode_and_keeps_what_i
     assert_eq!(linked.role, Role::Teacher, "unprivileged roles follow the provider");
     assert_eq!(store.user_id_by_email("kid@SCHOOL.example").await.unwrap().as_deref(), Some(existing.id.as_str()));
 
-    // An account without an organization may be linked, and joins the provider's.
-    let mut loose = profile("clever", "c-2", Some("loose@school.example"), Role::Student);
-    loose.org_id = None;
-    let (unattached, _) = provision_user(&t.ctx, &loose).await.unwrap();
+    // An account of no organization (a parent invited by email) is never linked by email: a provider
+    // asserting the parent's address would take the parent's account, and the children it follows.
+    let mut parent = profile("clever", "c-2", Some("parent@family.example"), Role::Student);
+    parent.org_id = None;
+    let (unattached, _) = provision_user(&t.ctx, &parent).await.unwrap();
+    let mut asserted = profile("spark", "s-p", Some("parent@family.example"), Role::Student);
+    asserted.org_id = Some(SPARK_ORG.into());
+    let err = provision_user(&t.ctx, &asserted).await.unwrap_err();
+    assert_eq!((err.status.as_u16(), err.code), (403, "account_link_refused"));
+    assert_eq!(store.get_user(&unattached.id).await.unwrap().unwrap().org_id, None, "the account is unmoved");
+    assert_eq!(store.user_id_by_identity("spark", "s-p").await.unwrap(), None);
+
+    // A Spark student of its own, for the rules below.
     let mut spark2 = profile("spark", "s-2", Some("loose@school.example"), Role::Student);
     spark2.org_id = Some(SPARK_ORG.into());
     let (joined, _) = provision_user(&t.ctx, &spark2).await.unwrap();
-    assert_eq!(joined.id, unattached.id);
     assert_eq!(joined.org_id.as_deref(), Some(SPARK_ORG));
 
     // Later logins never raise the account to a privileged role...
