@@ -201,7 +201,7 @@ pub struct LaunchForm {
 #[utoipa::path(post, path = "/api/lti/launch", tag = "lti",
     request_body(content = LaunchForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 302, description = "To `<FrontendUrl>/auth/callback?code=...` (60 s, single use; exchange at `/api/lti/token`)",
+        (status = 302, description = "To `<FrontendUrl>/auth/callback?code=...&source=lti` (60 s, single use; exchange at `/api/lti/token`)",
             headers(("Location" = String, description = "The frontend's callback"))),
         (status = 200, description = "Without a frontend: the code as JSON", body = crate::api::spark::SsoCode),
         (status = 400, description = "A page with the check that failed: `invalid_state`, `state_expired`, `invalid_jwt`, `unsupported_alg`, `missing_kid`, `unknown_kid`, `invalid_signature`, `invalid_audience`, `invalid_azp`, `token_expired`, `token_not_yet_valid`, `invalid_nonce`, `missing_deployment`, `invalid_version`, `missing_version`, `missing_message_type`, `unsupported_message_type`, `missing_user`, `missing_roles`, `missing_resource_link`, `deep_linking_unavailable`", content_type = "text/html"),
@@ -220,7 +220,9 @@ pub async fn launch(ctx: Arc<Context>, req: Request) -> ApiResult {
     let clear = cookie.as_ref().map(|_| crate::lti::flow::clear_state_cookie(&state)).into_iter().collect::<Vec<_>>();
     match (crate::lti::flow::launch(&ctx, &form, cookie.as_deref()).await, &ctx.config.frontend_url) {
         (Ok(launched), Some(frontend)) => {
-            crate::http::redirect_no_referrer(&format!("{frontend}/auth/callback?code={}", launched.code), &clear)
+            // `source=lti`: the frontend exchanges the code at /api/lti/token (Spark's go to /spark/token).
+            let location = format!("{frontend}/auth/callback?code={}&source=lti", launched.code);
+            crate::http::redirect_no_referrer(&location, &clear)
         }
         (Ok(launched), None) => json(
             StatusCode::OK,

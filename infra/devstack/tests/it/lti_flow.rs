@@ -118,7 +118,8 @@ impl Lms {
         );
         let location = launched.headers()["location"].to_str().unwrap().to_string();
         assert!(location.starts_with("http://localhost:5173/auth/callback?code="), "{location}");
-        let code = location.split("code=").nth(1).unwrap();
+        assert!(location.ends_with("&source=lti"), "the frontend knows where to exchange it: {location}");
+        let code = location.split("code=").nth(1).unwrap().split('&').next().unwrap();
         let r = self.t.http.post(self.t.url("/api/lti/token")).json(&json!({"code": code})).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
