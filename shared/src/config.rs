@@ -69,6 +69,8 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// The seed of the OAuth access-token signing key (Ed25519), rotated in Secrets Manager.
     pub oauth_signing_key_secret_id: Option<String>,
+    /// The LTI tool's RSA key (a PKCS#8 PEM, rotated by `lti-key-rotate`).
+    pub lti_tool_key_secret_id: Option<String>,
 }
 
 /// Rules of a Clever school sync.
@@ -187,6 +189,7 @@ impl Config {
             email_queue_url: optional("EMAIL_QUEUE_URL"),
             public_base_url: optional("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
             oauth_signing_key_secret_id: optional("OAUTH_SIGNING_KEY_SECRET_ID"),
+            lti_tool_key_secret_id: optional("LTI_TOOL_KEY_SECRET_ID"),
             spark_storage_domains: optional("SPARK_STORAGE_DOMAINS")
                 .map(|d| d.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
                 .unwrap_or_default(),

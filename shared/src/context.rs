@@ -35,6 +35,7 @@ pub struct Context {
     pub webhook_sealing_keys: Option<CachedKeyRing>,
     /// The seeds of the OAuth access-token signing keys (current and previous).
     pub oauth_keys: Option<CachedKeyRing>,
+    pub lti_tool_keys: Option<CachedKeyRing>,
     pub clock: Clock,
     /// Clever clients (and their district tokens) by district, and the cached health report.
     pub clever_clients: crate::clever::districts::ClientCache,
@@ -60,6 +61,7 @@ impl Context {
             spark_api_key: config.spark_api_key_secret_id.clone().map(CachedKeyRing::new),
             webhook_sealing_keys: config.webhook_sealing_key_secret_id.clone().map(CachedKeyRing::new),
             oauth_keys: config.oauth_signing_key_secret_id.clone().map(CachedKeyRing::new),
+            lti_tool_keys: config.lti_tool_key_secret_id.clone().map(CachedKeyRing::new),
             config,
             sdk,
             dynamodb: OnceLock::new(),

@@ -249,6 +249,12 @@ pub const LTI_LAUNCH: Function =
     Function { name: "lti-launch", handler: Handler::Http(|c, r| Box::pin(api::lti::launch(c, r))) };
 pub const LTI_TOKEN: Function =
     Function { name: "lti-token", handler: Handler::Http(|c, r| Box::pin(api::lti::launch_token(c, r))) };
+pub const LTI_JWKS: Function =
+    Function { name: "lti-jwks", handler: Handler::Http(|c, r| Box::pin(api::lti::tool_jwks(c, r))) };
+pub const LTI_KEY_ROTATE: Function = Function {
+    name: "lti-key-rotate",
+    handler: Handler::Schedule(|c, e| Box::pin(crate::lti::tool_key::rotation_step(c, e))),
+};
 pub const ME_AUTHORIZATIONS: Function = Function {
     name: "me-authorizations",
     handler: Handler::Http(|c, r| Box::pin(api::oauth::my_authorizations(c, r))),
@@ -332,6 +338,8 @@ pub const ALL: &[Function] = &[
     LTI_LOGIN,
     LTI_LAUNCH,
     LTI_TOKEN,
+    LTI_JWKS,
+    LTI_KEY_ROTATE,
     ME_AUTHORIZATIONS,
     ME_AUTHORIZATION_REVOKE,
 ];

@@ -114,10 +114,13 @@ impl Gateway {
                     }
                 }
                 Handler::Schedule(handler) => {
-                    if def.schedules.is_empty() {
-                        bail!("{} is a scheduled function without a Schedule event", def.logical_id);
+                    // An event function runs on its schedule, or is a secret's rotation (run by provisioning).
+                    if def.schedules.is_empty() && def.rotations.is_empty() {
+                        bail!("{} is an event function without a Schedule event or a rotation", def.logical_id);
                     }
-                    schedules.push(Scheduled { name: function.name, handler, ctx: ctx.clone() });
+                    if !def.schedules.is_empty() {
+                        schedules.push(Scheduled { name: function.name, handler, ctx: ctx.clone() });
+                    }
                 }
             }
         }

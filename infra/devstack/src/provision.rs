@@ -204,9 +204,13 @@ pub async fn provision(
         out.arns.insert(id, arn);
     }
     let sm = aws_sdk_secretsmanager::Client::new(sdk);
+    let mut new_secrets = Vec::new();
     for (id, props) in template.resources_of_type("AWS::SecretsManager::Secret") {
         let name = format!("{stack}/{id}");
-        let arn = create_secret(&sm, &name, &props).await.with_context(|| format!("secret {id}"))?;
+        let (arn, created) = create_secret(&sm, &name, &props).await.with_context(|| format!("secret {id}"))?;
+        if created {
+            new_secrets.push(id.clone());
+        }
         out.refs.insert(id.clone(), arn.clone());
         out.arns.insert(id, arn);
     }
@@ -247,7 +251,52 @@ pub async fn provision(
             out.refs.entry(id).or_insert_with(|| "local".to_string());
         }
     }
+    rotate_new_secrets(template, &out, sdk, &new_secrets).await?;
     Ok(out)
+}
+
+/// A secret with a rotation schedule that rotates "immediately on update" gets its first rotation when
+/// it is created, as in AWS: its rotation function (the real handler, with its template environment)
+/// runs every step in-process.
+async fn rotate_new_secrets(
+    template: &Template,
+    stack: &LocalStack,
+    sdk: &SdkConfig,
+    new_secrets: &[String],
+) -> anyhow::Result<()> {
+    for (id, props) in template.resources_of_type("AWS::SecretsManager::RotationSchedule") {
+        let secret = crate::template::ref_target(&props["SecretId"]).with_context(|| format!("{id}: SecretId"))?;
+        let immediately = props.get("RotateImmediatelyOnUpdate").is_none_or(|v| v.as_bool() != Some(false));
+        if !immediately || !new_secrets.contains(&secret) {
+            continue;
+        }
+        let function = crate::template::ref_target(&props["RotationLambdaARN"])
+            .with_context(|| format!("{id}: RotationLambdaARN"))?;
+        let def = template
+            .functions()?
+            .into_iter()
+            .find(|f| f.logical_id == function)
+            .with_context(|| format!("{id}: no function {function}"))?;
+        let handler = hub::functions::ALL
+            .iter()
+            .find(|f| f.name == def.binary)
+            .and_then(|f| match f.handler {
+                hub::functions::Handler::Schedule(h) => Some(h),
+                _ => None,
+            })
+            .with_context(|| format!("{}: not an event function", def.binary))?;
+        let env = stack.function_env(template, &function)?;
+        let ctx =
+            std::sync::Arc::new(hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned())?, sdk.clone()));
+        // Secrets Manager's request tokens are 32 to 64 characters.
+        let token = format!("{:032x}", rand::random::<u128>());
+        let arn = stack.arns.get(&secret).with_context(|| format!("no ARN for {secret}"))?;
+        for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+            let event = serde_json::json!({"SecretId": arn, "ClientRequestToken": token, "Step": step});
+            handler(ctx.clone(), event).await.map_err(|e| anyhow::anyhow!("{id}: {step}: {}", e.message))?;
+        }
+    }
+    Ok(())
 }
 
 async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Value) -> anyhow::Result<String> {
@@ -345,7 +394,12 @@ async fn create_queue(
     Ok((url, arn))
 }
 
-async fn create_secret(client: &aws_sdk_secretsmanager::Client, name: &str, props: &Value) -> anyhow::Result<String> {
+/// The secret's ARN, and whether it was created now (it may exist from an earlier `make dev`).
+async fn create_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    name: &str,
+    props: &Value,
+) -> anyhow::Result<(String, bool)> {
     let value = match (props.get("SecretString"), props.get("GenerateSecretString")) {
         (Some(v), _) => scalar(v),
         (None, Some(g)) => {
@@ -365,9 +419,9 @@ async fn create_secret(client: &aws_sdk_secretsmanager::Client, name: &str, prop
         (None, None) => "{}".to_string(),
     };
     match client.create_secret().name(name).secret_string(value).send().await {
-        Ok(out) => out.arn.context("secret without ARN"),
+        Ok(out) => Ok((out.arn.context("secret without ARN")?, true)),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_exists_exception()) => {
-            client.describe_secret().secret_id(name).send().await?.arn.context("secret without ARN")
+            Ok((client.describe_secret().secret_id(name).send().await?.arn.context("secret without ARN")?, false))
         }
         Err(e) => bail!(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()),
     }

@@ -23,6 +23,8 @@ pub struct FunctionDef {
     pub queues: Vec<(String, i64)>,
     /// Schedule expressions (EventBridge) that trigger this function.
     pub schedules: Vec<String>,
+    /// Secrets whose rotation (Secrets Manager) calls this function.
+    pub rotations: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,8 +113,20 @@ impl Template {
                 .as_str()
                 .with_context(|| format!("{id} has no Metadata.BuildProperties.Binary"))?
                 .to_string();
-            let mut def =
-                FunctionDef { logical_id: id.clone(), binary, routes: vec![], queues: vec![], schedules: vec![] };
+            let rotations = self
+                .resources_of_type("AWS::SecretsManager::RotationSchedule")
+                .into_iter()
+                .filter(|(_, p)| ref_target(&p["RotationLambdaARN"]).as_deref() == Some(id.as_str()))
+                .filter_map(|(_, p)| ref_target(&p["SecretId"]))
+                .collect();
+            let mut def = FunctionDef {
+                logical_id: id.clone(),
+                binary,
+                routes: vec![],
+                queues: vec![],
+                schedules: vec![],
+                rotations,
+            };
             if let Some(events) = props.get("Events").and_then(Value::as_mapping) {
                 for (_, event) in events {
                     let p = &event["Properties"];

@@ -254,3 +254,18 @@ pub async fn launch_token(ctx: Arc<Context>, req: Request) -> ApiResult {
     )
     .await
 }
+
+/// The tool's public keys (RS256; the current and the previous key), for platforms to verify what the
+/// tool signs.
+#[utoipa::path(get, path = "/api/lti/jwks", tag = "lti",
+    responses(
+        (status = 200, description = "`{\"keys\": [JWK...]}`", body = Object),
+        (status = 503, description = "`unavailable`: the key's first rotation has not run yet", body = ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
+    ))]
+pub async fn tool_jwks(ctx: Arc<Context>, _req: Request) -> ApiResult {
+    let mut response = json(StatusCode::OK, &crate::lti::tool_key::jwks(&ctx).await?)?;
+    // A rotation publishes the next key beside the old one: a few minutes of caching are safe.
+    response.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("public, max-age=300"));
+    Ok(response)
+}

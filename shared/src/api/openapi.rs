@@ -94,6 +94,7 @@ pub struct ErrorBody {
         lti::login_form,
         lti::launch,
         lti::launch_token,
+        lti::tool_jwks,
         oauth::my_authorizations,
         oauth::revoke_authorization,
     ),

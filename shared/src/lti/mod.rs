@@ -10,6 +10,7 @@ pub mod launch;
 pub mod platform_keys;
 pub mod registration;
 pub mod roles;
+pub mod tool_key;
 
 /// The claim prefix of LTI 1.3 core claims.
 pub const CLAIM: &str = "https://purl.imsglobal.org/spec/lti/claim/";

@@ -28,6 +28,12 @@ async fn every_function_binary_answers_its_sample_event() {
         let process = FunctionProcess::spawn(&path, &def.binary, &t.env(&def.binary)).await.unwrap();
         process.api.wait_ready(Duration::from_secs(10)).await.unwrap();
         let outcome = process.api.invoke(&event, Duration::from_secs(20)).await.unwrap();
+        if !def.rotations.is_empty() {
+            // The sample names another stack's secret: a rotation function refuses any secret but its own.
+            let Outcome::Error(error) = outcome else { panic!("{} rotated a secret not its own", def.binary) };
+            assert!(error.contains("rotates only"), "{}: {error}", def.binary);
+            continue;
+        }
         let Outcome::Response(body) = outcome else {
             panic!("{} returned an invocation error: {outcome:?}", def.binary)
         };

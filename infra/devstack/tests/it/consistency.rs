@@ -66,9 +66,13 @@ fn template_binaries_catalogue_and_events_agree() {
         if !f.schedules.is_empty() {
             assert_eq!(event["detail-type"], "Scheduled Event", "{}: not an EventBridge schedule event", f.binary);
         }
+        if !f.rotations.is_empty() {
+            assert!(event["Step"].is_string() && event["SecretId"].is_string(), "{}: not a rotation event", f.binary);
+        }
         let triggers = usize::from(!f.routes.is_empty())
             + usize::from(!f.queues.is_empty())
-            + usize::from(!f.schedules.is_empty());
+            + usize::from(!f.schedules.is_empty())
+            + usize::from(!f.rotations.is_empty());
         assert_eq!(triggers, 1, "{}: one kind of trigger per function", f.binary);
     }
 }

@@ -16,6 +16,7 @@ mod gateway;
 mod health;
 mod learning;
 mod lti_flow;
+mod lti_keys;
 mod lti_launch;
 mod lti_registrations;
 mod oauth;
