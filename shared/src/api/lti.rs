@@ -111,9 +111,10 @@ const MAX_LAUNCH_FORM: usize = 96 * 1024;
 const TOKEN_INVALID_PER_ADDRESS: crate::ratelimit::Rule =
     crate::ratelimit::Rule { name: "lti-token-invalid", limit: 20, window_secs: 60 };
 
-/// Login initiations per source address: each one stores a state and sets a cookie.
+/// Login initiations per source address: each one stores a state and sets a cookie. A school's whole
+/// class behind one address opening the tool at once stays well under it.
 const LOGINS_PER_ADDRESS: crate::ratelimit::Rule =
-    crate::ratelimit::Rule { name: "lti-login", limit: 30, window_secs: 60 };
+    crate::ratelimit::Rule { name: "lti-login", limit: 600, window_secs: 60 };
 
 /// An LTI failure as the small page the LMS frames (DESIGN.md §3b), with its error code.
 fn framed_error(ctx: &Context, e: &crate::ApiError, cookies: Vec<String>) -> ApiResult {

@@ -23,8 +23,8 @@ use crate::store::codes::CodeGrant;
 use crate::store::lti::LaunchState;
 use crate::{ApiError, Context, crypto};
 
-/// How long a login waits for its launch.
-pub const STATE_TTL_SECS: i64 = 600;
+/// How long a login waits for its launch (an LMS answers in seconds).
+pub const STATE_TTL_SECS: i64 = 300;
 /// One-time codes of launches live this long, and are accepted only by the LTI exchange.
 pub const CODE_TTL_SECS: i64 = 60;
 pub const PURPOSE: &str = "lti_launch";
@@ -36,9 +36,12 @@ pub struct LoginRedirect {
     pub cookie: String,
 }
 
-/// The cookie that binds `state` to the browser that started the login.
+/// The cookie that binds `state` to the browser that started the login. One of 16 names (by the state's
+/// digest): two tool frames on one page rarely share one, and a page that loops a browser through
+/// logins cannot pile up more than 16 cookies (every request to the host carries them: `__Host-` means
+/// `Path=/`).
 pub fn state_cookie_name(state: &str) -> String {
-    format!("__Host-lti_state_{}", &crypto::sha256_hex(state.as_bytes())[..12])
+    format!("__Host-lti_state_{}", &crypto::sha256_hex(state.as_bytes())[..1])
 }
 
 /// The `Set-Cookie` that removes a state's cookie once its launch came (or failed): a browser keeps no
@@ -161,7 +164,11 @@ pub async fn launch(
     }
     // One identity per registration: a platform's users are known through the registration a platform
     // admin made for them, never through another registration naming the same issuer.
-    let short = |v: &Option<String>| v.as_ref().map(|s| s.chars().take(100).collect::<String>());
+    // Names as the platform sent them, without control or direction characters, 100 at most.
+    let name = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(|s| crate::observers::clean_text(&s.chars().take(100).collect::<String>(), 100).ok().flatten())
+    };
     let profile = ExternalProfile {
         provider: format!("lti:{}", registration.id),
         external_id: launch.subject.clone(),
@@ -169,8 +176,8 @@ pub async fn launch(
         // A platform admin registered this LMS for its organization: its emails are the school's records.
         // They link only unprivileged accounts of that same organization (provisioning's rules).
         email_verified: launch.email.is_some(),
-        given_name: short(&launch.given_name),
-        family_name: short(&launch.family_name),
+        given_name: name(&launch.given_name),
+        family_name: name(&launch.family_name),
         role: launch.role.role,
         org_id: Some(registration.organization_id.clone()),
     };

@@ -87,7 +87,8 @@ pub async fn current(ctx: &Context) -> Result<ToolKey, ApiError> {
     ToolKey::from_version(&ring(ctx).await?.current).ok_or_else(not_ready)
 }
 
-/// The tool's public keys: the current one and the previous one.
+/// The tool's public keys: the current one and the previous one. No key at all (the first rotation
+/// has not run) is an outage, not an empty set a platform would cache.
 pub async fn jwks(ctx: &Context) -> Result<Value, ApiError> {
     let ring = ring(ctx).await?;
     let keys: Vec<Value> = std::iter::once(&ring.current)
@@ -95,6 +96,9 @@ pub async fn jwks(ctx: &Context) -> Result<Value, ApiError> {
         .filter_map(ToolKey::from_version)
         .map(|k| k.jwk())
         .collect();
+    if keys.is_empty() {
+        return Err(not_ready());
+    }
     Ok(json!({"keys": keys}))
 }
 
@@ -127,10 +131,32 @@ async fn rotate_step(
     let failed = |e: &dyn std::fmt::Display| format!("{step}: {e}");
     let pending =
         || client.get_secret_value().secret_id(secret_id).version_id(token).version_stage("AWSPENDING").send();
+    // As Secrets Manager's own rotation functions do: the token must be a version of this secret being
+    // rotated, and a version already current is done (a replayed or stray call changes nothing).
+    let described = client
+        .describe_secret()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| failed(&aws_sdk_secretsmanager::error::DisplayErrorContext(e)))?;
+    let stages = described.version_ids_to_stages().and_then(|v| v.get(token)).cloned().unwrap_or_default();
+    if step != "createSecret" || !stages.is_empty() {
+        if stages.iter().any(|s| s == "AWSCURRENT") {
+            return Ok(());
+        }
+        if !stages.iter().any(|s| s == "AWSPENDING") {
+            return Err(failed(&"the token is not a pending version of this secret"));
+        }
+    }
     match step {
         // A new key as the pending version, once (Secrets Manager may call a step again).
         "createSecret" => {
-            if pending().await.is_err() {
+            let exists = match pending().await {
+                Ok(_) => true,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => false,
+                Err(e) => return Err(failed(&aws_sdk_secretsmanager::error::DisplayErrorContext(e))),
+            };
+            if !exists {
                 let pem = generate_pem().map_err(|e| failed(&e.message))?;
                 client
                     .put_secret_value()
@@ -153,12 +179,6 @@ async fn rotate_step(
             }
         }
         "finishSecret" => {
-            let described = client
-                .describe_secret()
-                .secret_id(secret_id)
-                .send()
-                .await
-                .map_err(|e| failed(&aws_sdk_secretsmanager::error::DisplayErrorContext(e)))?;
             let current = described
                 .version_ids_to_stages()
                 .into_iter()

@@ -41,6 +41,11 @@ async fn the_tool_key_is_made_at_provisioning_published_and_rotated_keeping_the_
     let other = json!({"SecretId": "arn:aws:secretsmanager:us-east-1:123456789012:secret:elsewhere", "ClientRequestToken": "0123456789abcdef0123456789abcdef", "Step": "createSecret"});
     assert_eq!(tool_key::rotation_step(rotate.clone(), other).await.unwrap_err().status, 403);
 
+    // A stray step naming an older version (a rollback attempt) changes nothing.
+    let old = first["keys"][0]["kid"].as_str().unwrap().to_string();
+    let stray = json!({"SecretId": secret, "ClientRequestToken": old, "Step": "finishSecret"});
+    assert!(tool_key::rotation_step(rotate.clone(), stray).await.is_err(), "not a pending version");
+
     let fresh = t.context_for("lti-jwks", &[]);
     let after = tool_key::jwks(&fresh).await.unwrap();
     assert_eq!(after["keys"].as_array().unwrap().len(), 2, "current and previous: {after}");
