@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = runtime().block_on(client.newest_event_id());
     server.serve(data);
     let mut pages = client.events("school-1", Some("evt-0"), 1000);
-    let page = runtime().block_on(pages.next_page(|event| Some(event.clone())));
+    let page = runtime().block_on(pages.next_page(Some));
     hub_fuzz::trace(|| format!("events: {:?}", page.as_ref().map(|p| p.as_ref().map(|p| p.items.len())).map_err(|e| e.to_string())));
     let Ok(Some(page)) = page else { return };
 

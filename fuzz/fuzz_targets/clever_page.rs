@@ -20,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
     for entity in Entity::ALL {
         server.serve(data);
         let listed = runtime().block_on(client.list(&entity.list_path("school-1"), |object| {
-            let _ = entity.unmapped_fields(object);
-            entity.record(object)
+            let _ = entity.unmapped_fields(&object);
+            entity.record(&object)
         }));
         hub_fuzz::trace(|| {
             format!("{entity:?}: {:?}", listed.as_ref().map(|(r, n)| (r.len(), n)).map_err(|e| e.to_string()))

@@ -224,10 +224,14 @@ impl CleverClient {
 
     /// Every item of a list, following `next` links, each mapped by `map` as its page arrives (items
     /// `map` rejects are counted, not kept). Returns the items and how many were rejected.
-    pub async fn list<T>(&self, path: &str, map: impl Fn(&Value) -> Option<T>) -> Result<(Vec<T>, usize), CleverError> {
+    pub async fn list<T>(
+        &self,
+        path: &str,
+        mut map: impl FnMut(Value) -> Option<T>,
+    ) -> Result<(Vec<T>, usize), CleverError> {
         let mut pager = self.pages(path, self.settings.page_size);
         let (mut items, mut rejected) = (Vec::new(), 0);
-        while let Some(page) = pager.next_page(&map).await? {
+        while let Some(page) = pager.next_page(&mut map).await? {
             rejected += page.rejected;
             items.extend(page.items);
         }
@@ -354,7 +358,7 @@ impl Pager<'_> {
     /// this returns); `None` after the last page.
     pub async fn next_page<T>(
         &mut self,
-        map: impl Fn(&Value) -> Option<T>,
+        mut map: impl FnMut(Value) -> Option<T>,
     ) -> Result<Option<MappedPage<T>>, CleverError> {
         let Some(current) = self.next.take() else { return Ok(None) };
         let bytes = self.client.get_bytes(&current).await?;
@@ -364,7 +368,7 @@ impl Pager<'_> {
         for entry in &page.data {
             let object: Value =
                 serde_json::from_str(entry.data.get()).map_err(|e| CleverError::Malformed(e.to_string()))?;
-            match map(&object) {
+            match map(object) {
                 Some(item) => items.push(item),
                 None => rejected += 1,
             }

@@ -432,7 +432,7 @@ impl Run<'_> {
         let mut pages = self.client.events(&self.school.id, after, page_size);
         let mut last = None;
         loop {
-            let events = match pages.next_page(|event| Some(event.clone())).await {
+            let events = match pages.next_page(Some).await {
                 Ok(Some(page)) => page.items,
                 Ok(None) => break,
                 Err(CleverError::Refused { status, .. }) => {
@@ -492,18 +492,14 @@ impl Run<'_> {
     async fn fetch_all(&mut self) -> Result<Vec<(Entity, (Vec<RosterRecord>, usize))>, CleverError> {
         let mut all = Vec::new();
         for entity in Entity::ALL {
-            let unmapped = std::sync::Mutex::new(std::collections::BTreeSet::new());
+            let mut unmapped = BTreeSet::new();
             let fetched = self
                 .client
                 .list(&entity.list_path(&self.school.id), |object| {
-                    let extra = entity.unmapped_fields(object);
-                    if !extra.is_empty() {
-                        unmapped.lock().unwrap_or_else(|p| p.into_inner()).extend(extra);
-                    }
-                    entity.record(object)
+                    unmapped.extend(entity.unmapped_fields(&object));
+                    entity.record(&object)
                 })
                 .await?;
-            let unmapped = unmapped.into_inner().unwrap_or_default();
             if !unmapped.is_empty() {
                 self.unmapped.entry(entity).or_default().extend(unmapped);
             }

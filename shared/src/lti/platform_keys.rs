@@ -27,7 +27,9 @@ const UNKNOWN_KID: LtiError = LtiError::new("unknown_kid", "the platform's keys 
 #[derive(Default)]
 pub struct PlatformKeys {
     cache: Mutex<HashMap<String, Fetched>>,
-    failures: Mutex<Failures>,
+    /// When a JWKS fetch last failed, remembered [`REFETCH_EVERY`]: a platform that is down is not asked
+    /// at every launch.
+    failed: Mutex<HashMap<String, Instant>>,
 }
 
 struct Fetched {
@@ -35,12 +37,6 @@ struct Fetched {
     at: Instant,
     /// The last fetch caused by an unknown `kid` (the one the rate limit counts).
     refetched: Option<Instant>,
-}
-
-/// A fetch that failed, remembered [`REFETCH_EVERY`]: a platform that is down is not asked at every launch.
-#[derive(Default)]
-struct Failures {
-    at: HashMap<String, Instant>,
 }
 
 impl PlatformKeys {
@@ -59,13 +55,13 @@ impl PlatformKeys {
             }
             refetched = Some(Instant::now());
         }
-        if self.failures.lock().await.at.get(jwks_url).is_some_and(|at| at.elapsed() < REFETCH_EVERY) {
+        if self.failed.lock().await.get(jwks_url).is_some_and(|at| at.elapsed() < REFETCH_EVERY) {
             return Err(UNAVAILABLE);
         }
         let keys = match fetch(ctx, jwks_url).await {
             Ok(keys) => keys,
             Err(e) => {
-                self.failures.lock().await.at.insert(jwks_url.to_string(), Instant::now());
+                self.failed.lock().await.insert(jwks_url.to_string(), Instant::now());
                 return Err(e);
             }
         };

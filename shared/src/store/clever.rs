@@ -117,6 +117,14 @@ fn history_pk(school: &str) -> String {
 }
 
 impl Store<'_> {
+    /// An update of a school's item (the builder, table and key set).
+    fn update_school(
+        &self,
+        school_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client.update_item().table_name(self.table).key("pk", s(school_pk(school_id))).key("sk", s("SCHOOL"))
+    }
+
     pub async fn put_clever_district(&self, d: &CleverDistrict) -> Result<(), StoreError> {
         let item = Item::from([
             ("pk".into(), s(district_pk(&d.id))),
@@ -140,11 +148,7 @@ impl Store<'_> {
     /// Records a school Clever lists for a district; a known school keeps its sync state, a new one
     /// starts active and needing a full sync.
     pub async fn upsert_clever_school(&self, district_id: &str, id: &str, name: &str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(school_pk(id)))
-            .key("sk", s("SCHOOL"))
+        self.update_school(id)
             .update_expression(
                 "SET #name = :name, district_id = :district, gsi1pk = :index, gsi1sk = :id, \
                  active = if_not_exists(active, :on), requires_full_sync = if_not_exists(requires_full_sync, :on), \
@@ -165,11 +169,7 @@ impl Store<'_> {
 
     /// A school Clever no longer lists: inactive (not queued, not synced) from now on.
     pub async fn delist_clever_school(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(school_pk(id)))
-            .key("sk", s("SCHOOL"))
+        self.update_school(id)
             .update_expression("SET active = :off, delisted_at = :now")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":off", AttributeValue::Bool(false))
@@ -182,11 +182,7 @@ impl Store<'_> {
 
     /// A delisted school Clever lists again: active, with a full sync (its roster may be far behind).
     pub async fn relist_clever_school(&self, id: &str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(school_pk(id)))
-            .key("sk", s("SCHOOL"))
+        self.update_school(id)
             .update_expression("SET active = :on, requires_full_sync = :on REMOVE delisted_at")
             .condition_expression("attribute_exists(delisted_at)")
             .expression_attribute_values(":on", AttributeValue::Bool(true))
@@ -212,11 +208,7 @@ impl Store<'_> {
 
     /// Sets a flag attribute of a known school.
     async fn set_school_flag(&self, school_id: &str, flag: &'static str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(school_pk(school_id)))
-            .key("sk", s("SCHOOL"))
+        self.update_school(school_id)
             .update_expression("SET #flag = :on")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#flag", flag)
@@ -254,11 +246,7 @@ impl Store<'_> {
             _ => "",
         });
         let mut request = self
-            .client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(school_pk(school_id)))
-            .key("sk", s("SCHOOL"))
+            .update_school(school_id)
             .expression_attribute_values(":sync", s(sync_id))
             .expression_attribute_values(":status", s(status))
             .expression_attribute_values(":at", n(at))
@@ -299,11 +287,7 @@ impl Store<'_> {
         confirmed_at: i64,
     ) -> Result<bool, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(school_pk(school_id)))
-            .key("sk", s("SCHOOL"))
+            .update_school(school_id)
             .update_expression("SET baseline_event_id = :baseline, baseline_at = :at")
             .condition_expression("lease_sync_id = :sync")
             .expression_attribute_values(":baseline", s(event_id))
@@ -325,11 +309,7 @@ impl Store<'_> {
         until: i64,
     ) -> Result<Lease, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(school_pk(school_id)))
-            .key("sk", s("SCHOOL"))
+            .update_school(school_id)
             .update_expression(
                 "SET lease_sync_id = :sync, lease_started_at = :now, lease_until = :until REMOVE full_sync_asked",
             )
@@ -370,11 +350,7 @@ impl Store<'_> {
     /// (now the next run's) alone. Returns the failures in a row.
     pub async fn record_stale_sync(&self, school_id: &str, sync_id: &str, at: i64) -> Result<i64, StoreError> {
         let out = self
-            .client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(school_pk(school_id)))
-            .key("sk", s("SCHOOL"))
+            .update_school(school_id)
             .update_expression(
                 "SET last_sync_id = :sync, last_sync_status = :failed, last_sync_at = :at, \
                  consecutive_failures = if_not_exists(consecutive_failures, :zero) + :one",
@@ -394,11 +370,7 @@ impl Store<'_> {
     /// Gives the lease back (a run that could not finish its bookkeeping); only if it is still ours.
     pub async fn release_school_lease(&self, school_id: &str, sync_id: &str) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(school_pk(school_id)))
-            .key("sk", s("SCHOOL"))
+            .update_school(school_id)
             .update_expression("REMOVE lease_sync_id, lease_started_at, lease_until")
             .condition_expression("lease_sync_id = :sync")
             .expression_attribute_values(":sync", s(sync_id))

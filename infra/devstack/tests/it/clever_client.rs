@@ -203,7 +203,7 @@ async fn events(
 ) -> Result<Vec<serde_json::Value>, CleverError> {
     let mut pages = client.events(school, after, 2);
     let mut all = Vec::new();
-    while let Some(page) = pages.next_page(|e| Some(e.clone())).await? {
+    while let Some(page) = pages.next_page(Some).await? {
         all.extend(page.items);
     }
     Ok(all)
