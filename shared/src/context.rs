@@ -42,6 +42,8 @@ pub struct Context {
     pub clever_health: crate::clever::health::HealthCache,
     /// LTI platforms' signing keys, cached per instance.
     pub lti_platform_keys: crate::lti::platform_keys::PlatformKeys,
+    /// LTI Advantage service tokens, per registration and scope.
+    pub lti_service_tokens: crate::lti::services::ServiceTokens,
     outbound: std::sync::Mutex<std::collections::HashMap<OutboundKey, OutboundClient>>,
 }
 
@@ -74,6 +76,7 @@ impl Context {
             clever_clients: Default::default(),
             clever_health: Default::default(),
             lti_platform_keys: Default::default(),
+            lti_service_tokens: Default::default(),
             outbound: Default::default(),
         }
     }

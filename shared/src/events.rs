@@ -81,6 +81,12 @@ pub async fn relay(ctx: Arc<Context>, _schedule: Value) -> Result<Value, ApiErro
     Ok(json!({ "pending": pending.len(), "published": published }))
 }
 
+/// A unix time as RFC 3339 (UTC, seconds), as events and LMSs write times.
+pub fn rfc3339(unix: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 /// Why a queue message was not processed; the message is retried, then dead-lettered.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -93,7 +99,7 @@ pub async fn dispatch(ctx: Arc<Context>, message: SqsMessage) -> Result<(), Queu
     let body = message.body.as_deref().unwrap_or_default();
     let event: DomainEvent = serde_json::from_str(body).map_err(|e| QueueError(format!("malformed event: {e}")))?;
     // Fan-out first, record last: a failure retries the whole event, and every step is idempotent.
-    crate::spark::passback::enqueue(&ctx, &event).await?;
+    crate::passback::enqueue(&ctx, &event).await?;
     crate::webhooks::delivery::fan_out(&ctx, &event).await?;
     let recorded = ctx.store().record_activity(&event).await.map_err(|e| QueueError(e.to_string()))?;
     tracing::info!(event_id = event.id, event_type = event.event_type, duplicate = !recorded, "event dispatched");

@@ -69,9 +69,9 @@ pub const SPARK_SUBMISSION_WORKER: Function = Function {
     name: "spark-submission-worker",
     handler: Handler::Queue(|c, m| Box::pin(crate::spark::submission_jobs::work(c, m))),
 };
-pub const SPARK_GRADE_PASSBACK: Function = Function {
-    name: "spark-grade-passback",
-    handler: Handler::Queue(|c, m| Box::pin(crate::spark::passback::deliver(c, m))),
+pub const GRADE_PASSBACK: Function = Function {
+    name: "grade-passback",
+    handler: Handler::Queue(|c, m| Box::pin(crate::passback::deliver(c, m))),
 };
 pub const WEBHOOKS_SUBSCRIPTIONS_CREATE: Function = Function {
     name: "webhooks-subscriptions-create",
@@ -255,6 +255,16 @@ pub const LTI_KEY_ROTATE: Function = Function {
     name: "lti-key-rotate",
     handler: Handler::Schedule(|c, e| Box::pin(crate::lti::tool_key::rotation_step(c, e))),
 };
+pub const LTI_DEEP_LINKING: Function =
+    Function { name: "lti-deep-linking", handler: Handler::Http(|c, r| Box::pin(api::lti::deep_linking_response(c, r))) };
+pub const LTI_LINKS_LIST: Function =
+    Function { name: "lti-links-list", handler: Handler::Http(|c, r| Box::pin(api::lti::list_links(c, r))) };
+pub const LTI_LINK_ASSIGN: Function =
+    Function { name: "lti-link-assign", handler: Handler::Http(|c, r| Box::pin(api::lti::assign_link(c, r))) };
+pub const LTI_ROSTER_SYNC: Function =
+    Function { name: "lti-roster-sync", handler: Handler::Http(|c, r| Box::pin(api::lti::roster_sync(c, r))) };
+pub const QUEST_TASK_SUBMIT: Function =
+    Function { name: "quest-task-submit", handler: Handler::Http(|c, r| Box::pin(api::learning::submit_task(c, r))) };
 pub const ME_AUTHORIZATIONS: Function = Function {
     name: "me-authorizations",
     handler: Handler::Http(|c, r| Box::pin(api::oauth::my_authorizations(c, r))),
@@ -279,7 +289,7 @@ pub const ALL: &[Function] = &[
     SPARK_TOKEN,
     SPARK_WEBHOOK_SUBMISSION,
     SPARK_SUBMISSION_WORKER,
-    SPARK_GRADE_PASSBACK,
+    GRADE_PASSBACK,
     WEBHOOKS_SUBSCRIPTIONS_CREATE,
     WEBHOOKS_SUBSCRIPTIONS_LIST,
     WEBHOOKS_SUBSCRIPTION_GET,
@@ -340,6 +350,11 @@ pub const ALL: &[Function] = &[
     LTI_TOKEN,
     LTI_JWKS,
     LTI_KEY_ROTATE,
+    LTI_DEEP_LINKING,
+    LTI_LINKS_LIST,
+    LTI_LINK_ASSIGN,
+    LTI_ROSTER_SYNC,
+    QUEST_TASK_SUBMIT,
     ME_AUTHORIZATIONS,
     ME_AUTHORIZATION_REVOKE,
 ];

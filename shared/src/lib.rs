@@ -23,6 +23,7 @@ pub mod oauth;
 pub mod observers;
 pub mod outbound;
 pub mod pages;
+pub mod passback;
 pub mod ratelimit;
 pub mod secrets;
 pub mod spark;

@@ -446,6 +446,7 @@ pub async fn observers(
             key: &key,
             user_id: &student.id,
             quest: &quest,
+            task_id: None,
             evidence: &evidence,
             grade: None,
             lms_ref: None,

@@ -253,3 +253,57 @@ pub async fn grade_completion(ctx: Arc<Context>, req: Request) -> ApiResult {
     crate::learning::submissions::grade(&ctx, &principal, &completion_id, &body.grade).await?;
     json(StatusCode::OK, &Graded { status: "graded".into(), completion_id, grade: body.grade })
 }
+
+/// A student's evidence for a task.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct TaskSubmission {
+    pub evidence: Vec<crate::learning::submissions::EvidenceInput>,
+}
+
+/// The recorded submission.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SubmissionRecorded {
+    pub completion_id: String,
+    /// The same submission (its `Idempotency-Key`) had been recorded before: nothing changed.
+    pub duplicate: bool,
+}
+
+/// `POST /api/quests/{quest_id}/tasks/{task_id}/submissions`: the caller's evidence for a task of a
+/// quest of their organization; completes the task (XP, `task.completed`, the quest when it is the
+/// last; a score to the LMS the quest was launched from).
+#[utoipa::path(post, path = "/api/quests/{quest_id}/tasks/{task_id}/submissions", tag = "learning", security(("bearer" = []), ("cookie" = [])),
+    params(
+        ("quest_id" = String, Path, description = "The quest"),
+        ("task_id" = String, Path, description = "One of its tasks"),
+        ("Idempotency-Key" = Option<String>, Header, description = "The same key again records nothing twice (up to 128 characters)")
+    ),
+    request_body = TaskSubmission,
+    responses(
+        (status = 201, description = "Recorded", body = SubmissionRecorded),
+        (status = 200, description = "Already recorded under this Idempotency-Key", body = SubmissionRecorded),
+        (status = 400, description = "`invalid_evidence`, `invalid_json`, `invalid_idempotency_key`", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "`quest_not_found` (also another organization's), `task_not_found`", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
+pub async fn submit_task(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate(&ctx, &req).await?;
+    let body: TaskSubmission = json_body(&req, MAX_JSON_BODY)?;
+    let key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {
+        None => crate::crypto::random_token(16),
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => k.to_string(),
+        Some(_) => {
+            return Err(crate::ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key is 1 to 128 characters"));
+        }
+    };
+    let recorded = crate::learning::submissions::submit_own(
+        &ctx,
+        &principal,
+        &path_param(&req, "quest_id"),
+        &path_param(&req, "task_id"),
+        &key,
+        &body.evidence,
+    )
+    .await?;
+    let status = if recorded.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    json(status, &SubmissionRecorded { completion_id: recorded.completion_id, duplicate: recorded.duplicate })
+}

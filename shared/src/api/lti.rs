@@ -11,6 +11,7 @@ use crate::api::StatusBody;
 use crate::api::openapi::ErrorBody;
 use crate::auth::guard::authenticate;
 use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id};
+use crate::lti::flow::Launched;
 use crate::lti::registration::{
     self, Registration, RegistrationInput, RegistrationUpdate, RegistrationWithTool, tool_configuration,
 };
@@ -119,8 +120,7 @@ const LOGINS_PER_ADDRESS: crate::ratelimit::Rule =
 /// An LTI failure as the small page the LMS frames (DESIGN.md §3b), with its error code.
 fn framed_error(ctx: &Context, e: &crate::ApiError, cookies: Vec<String>) -> ApiResult {
     let mut page = crate::pages::Page::error(e);
-    page.frame_ancestors =
-        Some(if ctx.config.stage == crate::config::Stage::Local { "*" } else { "https:" }.to_string());
+    page.frame_ancestors = Some(crate::lti::frame_ancestors(ctx));
     page.cookies = cookies;
     page.into_response()
 }
@@ -204,9 +204,9 @@ pub struct LaunchForm {
     responses(
         (status = 302, description = "To `<FrontendUrl>/auth/callback?code=...&source=lti` (60 s, single use; exchange at `/api/lti/token`)",
             headers(("Location" = String, description = "The frontend's callback"))),
-        (status = 200, description = "Without a frontend: the code as JSON", body = crate::api::spark::SsoCode),
-        (status = 400, description = "A page with the check that failed: `invalid_state`, `state_expired`, `invalid_jwt`, `unsupported_alg`, `missing_kid`, `unknown_kid`, `invalid_signature`, `invalid_audience`, `invalid_azp`, `token_expired`, `token_not_yet_valid`, `invalid_nonce`, `missing_deployment`, `invalid_version`, `missing_version`, `missing_message_type`, `unsupported_message_type`, `missing_user`, `missing_roles`, `missing_resource_link`, `deep_linking_unavailable`", content_type = "text/html"),
-        (status = 403, description = "A page: `unknown_registration`, `unknown_deployment`, `account_link_refused`", content_type = "text/html"),
+        (status = 200, description = "Without a frontend: the code as JSON; for a deep linking request, the page to choose quests", body = LaunchCode),
+        (status = 400, description = "A page with the check that failed: `invalid_state`, `state_expired`, `invalid_jwt`, `unsupported_alg`, `missing_kid`, `unknown_kid`, `invalid_signature`, `invalid_audience`, `invalid_azp`, `token_expired`, `token_not_yet_valid`, `invalid_nonce`, `missing_deployment`, `invalid_version`, `missing_version`, `missing_message_type`, `unsupported_message_type`, `missing_user`, `missing_roles`, `missing_resource_link`, `missing_deep_linking_settings`, `deep_linking_unsupported`, `invalid_return_url`", content_type = "text/html"),
+        (status = 403, description = "A page: `unknown_registration`, `unknown_deployment`, `account_link_refused`, `deep_linking_forbidden` (a deep linking request from a student)", content_type = "text/html"),
         (status = 413, description = "A page: `payload_too_large`", content_type = "text/html"),
         (status = 502, description = "A page: `jwks_unavailable`", content_type = "text/html")
     ))]
@@ -220,20 +220,72 @@ pub async fn launch(ctx: Arc<Context>, req: Request) -> ApiResult {
     // The state's cookie has done its work either way.
     let clear = cookie.as_ref().map(|_| crate::lti::flow::clear_state_cookie(&state)).into_iter().collect::<Vec<_>>();
     match (crate::lti::flow::launch(&ctx, &form, cookie.as_deref()).await, &ctx.config.frontend_url) {
-        (Ok(launched), Some(frontend)) => {
-            // `source=lti`: the frontend exchanges the code at /api/lti/token (Spark's go to /spark/token).
-            let location = format!("{frontend}/auth/callback?code={}&source=lti", launched.code);
-            crate::http::redirect_no_referrer(&location, &clear)
+        (Ok(Launched::SignedIn { code, quest, .. }), Some(frontend)) => {
+            // `source=lti`: the frontend exchanges the code at /api/lti/token (Spark's go to /spark/token),
+            // then opens `next`: the quest the link leads to.
+            let mut location = url::Url::parse(&format!("{frontend}/auth/callback")).map_err(crate::ApiError::internal)?;
+            location.query_pairs_mut().append_pair("code", &code).append_pair("source", "lti");
+            if let Some(quest) = quest {
+                location.query_pairs_mut().append_pair("next", &format!("/quests/{}", quest.id));
+            }
+            crate::http::redirect_no_referrer(location.as_str(), &clear)
         }
-        (Ok(launched), None) => json(
+        (Ok(Launched::SignedIn { code, quest, .. }), None) => json(
             StatusCode::OK,
-            &crate::api::spark::SsoCode { code: launched.code, expires_in: crate::lti::flow::CODE_TTL_SECS },
+            &LaunchCode { code, expires_in: crate::lti::flow::CODE_TTL_SECS, quest_id: quest.map(|q| q.id) },
         ),
+        (Ok(Launched::ChooseContent(mut page)), _) => {
+            page.cookies = clear;
+            page.into_response()
+        }
         (Err(e), _) => {
             tracing::info!(error = e.code, "LTI launch refused");
             framed_error(&ctx, &e, clear)
         }
     }
+}
+
+/// A launch's one-time code, when no frontend is configured.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LaunchCode {
+    pub code: String,
+    pub expires_in: i64,
+    /// The quest the resource link leads to.
+    pub quest_id: Option<String>,
+}
+
+/// The instructor's choice on the deep linking page: answers a page that posts the signed
+/// `LtiDeepLinkingResponse` to the LMS.
+#[utoipa::path(post, path = "/api/lti/deep-linking", tag = "lti",
+    request_body(content = DeepLinkingChoice, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A page that posts `JWT` (the signed `LtiDeepLinkingResponse`) to the platform's return URL", content_type = "text/html"),
+        (status = 400, description = "A page: `invalid_session` (unknown, used or expired), `invalid_choice`", content_type = "text/html"),
+        (status = 403, description = "A page: `unknown_registration`", content_type = "text/html"),
+        (status = 413, description = "A page: `payload_too_large`", content_type = "text/html"),
+        (status = 503, description = "A page: the tool key is not set up yet", content_type = "text/html")
+    ))]
+pub async fn deep_linking_response(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let outcome = match crate::lti::flow::form_fields(crate::http::body_bytes(&req), 16 * 1024) {
+        Ok(form) => crate::lti::deep_linking::respond(&ctx, &form).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(page) => page.into_response(),
+        Err(e) => framed_error(&ctx, &e, Vec::new()),
+    }
+}
+
+/// The deep linking page's form.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct DeepLinkingChoice {
+    /// The deep linking session the page carries.
+    session: String,
+    /// The chosen quests (repeated where the LMS accepts several).
+    quest_id: Vec<String>,
+    /// `add` or `cancel`.
+    action: Option<String>,
 }
 
 /// Exchanges a launch's one-time code for a token pair (JSON body and cookies).
@@ -269,4 +321,90 @@ pub async fn tool_jwks(ctx: Arc<Context>, _req: Request) -> ApiResult {
     // A rotation publishes the next key beside the old one: a few minutes of caching are safe.
     response.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("public, max-age=300"));
     Ok(response)
+}
+
+/// Reads a course's members from the LMS (Names and Role Provisioning Services) and creates or
+/// updates their accounts; answers a summary with one result per member.
+#[utoipa::path(post, path = "/api/lti/contexts/{course_id}/roster-sync", tag = "lti", security(("bearer" = []), ("cookie" = [])),
+    params(("course_id" = String, Path, description = "The course (`ltc_...`, as launches recorded it)")),
+    responses(
+        (status = 200, description = "`total`, `successful`, `failed`, `inactive` and per member `{member_id, user_id, success, message}`", body = crate::lti::roster::RosterSummary),
+        (status = 403, description = "`forbidden`: students do not sync rosters", body = ErrorBody),
+        (status = 404, description = "`course_not_found` (also another organization's)", body = ErrorBody),
+        (status = 409, description = "`roster_unavailable`: the LMS offers no roster service for this course", body = ErrorBody),
+        (status = 502, description = "`roster_unavailable`: the LMS roster could not be read", body = ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
+    ))]
+pub async fn roster_sync(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate(&ctx, &req).await?;
+    let summary = crate::lti::roster::sync(&ctx, &principal, &path_param(&req, "course_id")).await?;
+    json(StatusCode::OK, &summary)
+}
+
+/// A registration's resource links (placements of the tool in courses), with the quest each leads to.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LinkList {
+    pub registration_id: String,
+    pub links: Vec<LinkView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LinkView {
+    #[serde(flatten)]
+    pub link: crate::lti::links::ResourceLinkRecord,
+    /// The quest launches of this link lead to; none until deep linking or an admin chooses one.
+    pub quest_id: Option<String>,
+}
+
+/// The resource links launched through a registration (organization and platform admins).
+#[utoipa::path(get, path = "/api/lti/registrations/{registration_id}/links", tag = "lti", security(("bearer" = []), ("cookie" = [])),
+    params(("registration_id" = String, Path, description = "The registration (`ltr_...`)")),
+    responses(
+        (status = 200, description = "Links, oldest first (at most 500)", body = LinkList),
+        (status = 404, description = "`registration_not_found` (also another organization's)", body = ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
+    ))]
+pub async fn list_links(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate(&ctx, &req).await?;
+    let found = registration::administered(&ctx, &principal, &path_param(&req, "registration_id")).await?;
+    let links = ctx.store().lti_links_of(&found.id).await?;
+    let links = links.into_iter().map(|(link, quest_id)| LinkView { link, quest_id }).collect();
+    json(StatusCode::OK, &LinkList { registration_id: found.id, links })
+}
+
+/// An admin's choice of quest for a resource link.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub struct LinkAssignment {
+    pub quest_id: String,
+}
+
+/// Points a resource link at a quest of the registration's organization (organization and platform
+/// admins); later launches of the link lead there.
+#[utoipa::path(put, path = "/api/lti/registrations/{registration_id}/links/{link_id}", tag = "lti", security(("bearer" = []), ("cookie" = [])),
+    params(
+        ("registration_id" = String, Path, description = "The registration (`ltr_...`)"),
+        ("link_id" = String, Path, description = "The link (`ltl_...`)")
+    ),
+    request_body = LinkAssignment,
+    responses(
+        (status = 200, description = "The link and its quest", body = LinkView),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 404, description = "`registration_not_found`, `link_not_found`, `quest_not_found` (also another organization's)", body = ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
+    ))]
+pub async fn assign_link(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate(&ctx, &req).await?;
+    let body: LinkAssignment = json_body(&req, MAX_JSON_BODY)?;
+    let found = registration::administered(&ctx, &principal, &path_param(&req, "registration_id")).await?;
+    let link_not_found = || crate::ApiError::not_found("link_not_found", "No such resource link");
+    let link_id = path_param(&req, "link_id");
+    let (link, _) = ctx.store().lti_link(&link_id).await?.filter(|(l, _)| l.registration_id == found.id).ok_or_else(link_not_found)?;
+    let quest = crate::lti::links::quest_of(&ctx, &found.organization_id, &body.quest_id)
+        .await?
+        .ok_or_else(|| crate::ApiError::not_found("quest_not_found", "No such quest"))?;
+    if !ctx.store().assign_lti_link(&link.id, &quest.id).await? {
+        return Err(link_not_found());
+    }
+    tracing::info!(registration_id = found.id, link_id = link.id, quest_id = quest.id, user_id = principal.user_id, "LTI link assigned");
+    json(StatusCode::OK, &LinkView { link, quest_id: Some(quest.id) })
 }

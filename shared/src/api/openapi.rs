@@ -95,6 +95,11 @@ pub struct ErrorBody {
         lti::launch,
         lti::launch_token,
         lti::tool_jwks,
+        lti::deep_linking_response,
+        lti::list_links,
+        lti::assign_link,
+        lti::roster_sync,
+        learning::submit_task,
         oauth::my_authorizations,
         oauth::revoke_authorization,
     ),
@@ -109,7 +114,7 @@ pub struct ErrorBody {
         (name = "clever", description = "Clever roster sync: districts, syncs, history and health"),
         (name = "observers", description = "Parents and mentors: invitations, links, portfolios and comments"),
         (name = "oauth", description = "OAuth 2.0 authorization server for partner apps: metadata, authorize and consent, tokens, revocation, introspection, clients, the user's authorized apps"),
-        (name = "lti", description = "LTI 1.3 tool: platform registrations (launches, deep linking, grades and rosters build on them)"),
+        (name = "lti", description = "LTI 1.3 tool: platform registrations, login and launch, deep linking, resource links, roster sync (NRPS) and the tool's keys"),
         (name = "pages", description = "HTML pages the hub serves (email sign-in, invitations); forms are CSRF-protected"),
     )
 )]

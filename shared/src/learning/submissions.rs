@@ -31,6 +31,8 @@ pub struct Submission<'a> {
     pub key: &'a str,
     pub user_id: &'a str,
     pub quest: &'a Quest,
+    /// The task it is evidence for; `None`: the quest's assignment task (what an LMS submission completes).
+    pub task_id: Option<&'a str>,
     pub evidence: &'a [EvidenceBlock],
     /// A grade that came with the submission, and where it belongs in the LMS (for passback).
     pub grade: Option<&'a serde_json::Value>,
@@ -49,7 +51,15 @@ const ATTEMPTS: usize = 5;
 
 pub async fn record(ctx: &Context, sub: &Submission<'_>) -> Result<Recorded, ApiError> {
     let store = ctx.store();
-    let task = sub.quest.assignment_task();
+    let task = match sub.task_id {
+        None => sub.quest.assignment_task(),
+        Some(id) => sub
+            .quest
+            .tasks
+            .iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| ApiError::not_found("task_not_found", "The quest has no such task"))?,
+    };
     for _ in 0..ATTEMPTS {
         if let Some(completion_id) = store.submission_completion(sub.source, sub.key).await? {
             return Ok(Recorded { completion_id, duplicate: true });
@@ -85,7 +95,7 @@ pub async fn record(ctx: &Context, sub: &Submission<'_>) -> Result<Recorded, Api
         }
         if let Some(grade) = sub.grade.filter(|g| !g.is_null()) {
             events.push(DomainEvent::new(
-                crate::spark::passback::GRADE_UPDATED,
+                crate::passback::GRADE_UPDATED,
                 org.clone(),
                 json!({ "user_id": sub.user_id, "quest_id": sub.quest.id, "task_id": task.id, "completion_id": completion_id,
                         "grade": grade, "source": sub.source, "lms": sub.lms_ref }),
@@ -195,7 +205,7 @@ pub async fn grade(
     }
     let now = ctx.clock.now();
     let event = DomainEvent::new(
-        crate::spark::passback::GRADE_UPDATED,
+        crate::passback::GRADE_UPDATED,
         Some(completion.organization_id.clone()),
         json!({ "user_id": completion.user_id, "quest_id": completion.quest_id, "task_id": completion.task_id,
                 "completion_id": completion_id, "grade": grade, "source": "platform", "graded_by": principal.user_id,
@@ -210,4 +220,69 @@ pub async fn grade(
     tracing::info!(completion_id, user_id = principal.user_id, "completion graded");
     events::publish(ctx, &[event]).await;
     Ok(())
+}
+
+/// What a student sends as evidence of a task in the hub itself (texts and links; files come
+/// through an LMS).
+#[derive(Clone, Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct EvidenceInput {
+    #[serde(rename = "type")]
+    pub block_type: super::BlockType,
+    /// The text of a `text` block, the https URL of a `link` block.
+    pub content: String,
+}
+
+/// Evidence blocks the hub accepts from a student: 1 to 20, texts up to 10,000 characters, links
+/// to https URLs up to 2,048.
+pub fn evidence_blocks(input: &[EvidenceInput]) -> Result<Vec<EvidenceBlock>, ApiError> {
+    let bad = |m: &str| Err(ApiError::bad_request("invalid_evidence", m));
+    if input.is_empty() || input.len() > 20 {
+        return bad("send 1 to 20 evidence blocks");
+    }
+    let mut blocks = Vec::with_capacity(input.len());
+    for (i, block) in input.iter().enumerate() {
+        let content = block.content.trim();
+        match block.block_type {
+            super::BlockType::Text if !content.is_empty() && content.chars().count() <= 10_000 => {}
+            super::BlockType::Link
+                if content.len() <= 2048 && url::Url::parse(content).is_ok_and(|u| u.scheme() == "https") => {}
+            super::BlockType::Text | super::BlockType::Link => {
+                return bad("texts are 1 to 10,000 characters; links are https URLs of at most 2,048");
+            }
+            _ => return bad("only text and link blocks are accepted here; files come through an LMS"),
+        }
+        blocks.push(EvidenceBlock { order: i as u32 + 1, block_type: block.block_type, text: Some(content.into()), file: None });
+    }
+    Ok(blocks)
+}
+
+/// A student's own submission for a task of a quest of their organization (an LTI-launched quest,
+/// for example). `key` makes retries of the same submission record it once.
+pub async fn submit_own(
+    ctx: &Context,
+    principal: &crate::auth::guard::Principal,
+    quest_id: &str,
+    task_id: &str,
+    key: &str,
+    evidence: &[EvidenceInput],
+) -> Result<Recorded, ApiError> {
+    let not_found = || ApiError::not_found("quest_not_found", "No such quest");
+    let quest = ctx.store().get_quest(quest_id).await?.ok_or_else(not_found)?;
+    if principal.org_id.as_deref() != Some(quest.organization_id.as_str()) {
+        // Not theirs: answered as if it did not exist.
+        return Err(not_found());
+    }
+    let blocks = evidence_blocks(evidence)?;
+    let key = crypto::sha256_hex(format!("{}\0{key}", principal.user_id).as_bytes());
+    let submission = Submission {
+        source: "hub",
+        key: &key,
+        user_id: &principal.user_id,
+        quest: &quest,
+        task_id: Some(task_id),
+        evidence: &blocks,
+        grade: None,
+        lms_ref: None,
+    };
+    record(ctx, &submission).await
 }

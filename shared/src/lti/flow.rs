@@ -122,13 +122,19 @@ async fn find(ctx: &Context, issuer: &str, client_id: &str) -> Result<Registrati
         })
 }
 
-/// A launch that went through: who it signed in, what it was, and the one-time code for the frontend.
-#[derive(Debug)]
-pub struct Launched {
-    pub user: User,
-    pub launch: Launch,
-    pub registration: Registration,
-    pub code: String,
+/// What a launch that went through leads to.
+pub enum Launched {
+    /// A resource link launch: the one-time code for the frontend, and the quest the link leads to.
+    SignedIn { user: User, code: String, quest: Option<crate::learning::Quest> },
+    /// A deep linking request: the page where the instructor chooses quests.
+    ChooseContent(crate::pages::Page),
+}
+
+/// The provider name of a registration's identities: one identity per registration, so a platform's
+/// users are known through the registration a platform admin made for them, never through another
+/// registration naming the same issuer.
+pub fn provider(registration: &Registration) -> String {
+    format!("lti:{}", registration.id)
 }
 
 /// Step 2, from the launch form and the browser's cookie for its state.
@@ -156,32 +162,11 @@ pub async fn launch(
         return Err(invalid_state());
     }
     let launch = launch::verify_with_registration(ctx, unverified, &registration, &started.nonce).await?;
-    if launch.message_type != launch::RESOURCE_LINK_REQUEST {
-        return Err(ApiError::bad_request(
-            "deep_linking_unavailable",
-            "Choosing content from the LMS (deep linking) is not available yet",
-        ));
+    let user = provision(ctx, &registration, &launch).await?;
+    if launch.message_type == launch::DEEP_LINKING_REQUEST {
+        return Ok(Launched::ChooseContent(super::deep_linking::start(ctx, &registration, &launch, &user).await?));
     }
-    // One identity per registration: a platform's users are known through the registration a platform
-    // admin made for them, never through another registration naming the same issuer.
-    // Names as the platform sent them, without control or direction characters, 100 at most.
-    let name = |v: &Option<String>| {
-        v.as_deref()
-            .and_then(|s| crate::observers::clean_text(&s.chars().take(100).collect::<String>(), 100).ok().flatten())
-    };
-    let profile = ExternalProfile {
-        provider: format!("lti:{}", registration.id),
-        external_id: launch.subject.clone(),
-        email: launch.email.clone().filter(|e| e.len() <= 254),
-        // A platform admin registered this LMS for its organization: its emails are the school's records.
-        // They link only unprivileged accounts of that same organization (provisioning's rules).
-        email_verified: launch.email.is_some(),
-        given_name: name(&launch.given_name),
-        family_name: name(&launch.family_name),
-        role: launch.role.role,
-        org_id: Some(registration.organization_id.clone()),
-    };
-    let (user, provisioned) = provision_user(ctx, &profile).await?;
+    let quest = super::links::record_launch(ctx, &registration, &launch, &user).await?;
     let code = crypto::random_token(32);
     let grant = CodeGrant {
         user_id: user.id.clone(),
@@ -195,10 +180,34 @@ pub async fn launch(
         user_id = user.id,
         registration_id = registration.id,
         role = launch.role.role.as_str(),
-        ?provisioned,
+        quest_id = quest.as_ref().map(|q| q.id.as_str()),
         "LTI launch"
     );
-    Ok(Launched { user, launch, registration, code })
+    Ok(Launched::SignedIn { user, code, quest })
+}
+
+/// The launch's user, found or created in the registration's organization (the Spark path).
+async fn provision(ctx: &Context, registration: &Registration, launch: &Launch) -> Result<User, ApiError> {
+    // Names as the platform sent them, without control or direction characters, 100 at most.
+    let name = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(|s| crate::observers::clean_text(&s.chars().take(100).collect::<String>(), 100).ok().flatten())
+    };
+    let profile = ExternalProfile {
+        provider: provider(registration),
+        external_id: launch.subject.clone(),
+        email: launch.email.clone().filter(|e| e.len() <= 254),
+        // A platform admin registered this LMS for its organization: its emails are the school's records.
+        // They link only unprivileged accounts of that same organization (provisioning's rules).
+        email_verified: launch.email.is_some(),
+        given_name: name(&launch.given_name),
+        family_name: name(&launch.family_name),
+        role: launch.role.role,
+        org_id: Some(registration.organization_id.clone()),
+    };
+    let (user, provisioned) = provision_user(ctx, &profile).await?;
+    tracing::debug!(user_id = user.id, ?provisioned, "LTI user");
+    Ok(user)
 }
 
 /// The launch form's fields (`application/x-www-form-urlencoded`), refused above `max` bytes.

@@ -86,6 +86,8 @@ pub struct Launch {
     /// Names and Role Provisioning Services: the context's membership URL.
     pub memberships_url: Option<String>,
     pub deep_linking: Option<DeepLinkingSettings>,
+    /// The custom parameter `quest_id` (set by our deep linking content items).
+    pub custom_quest_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -307,6 +309,7 @@ fn claims_of(
         ags_scopes: strings(&ags["scope"]),
         memberships_url: text(&claims[super::NRPS]["context_memberships_url"]),
         deep_linking,
+        custom_quest_id: text(&claim("custom")[super::links::QUEST_PARAMETER]),
         message_type,
     })
 }

@@ -5,11 +5,15 @@
 //! and [`platform_keys`] (the platforms' JWKS, cached per instance, fetched through the SSRF guard).
 //! Registrations, the login and launch routes, deep linking, grades and rosters build on it.
 
+pub mod deep_linking;
 pub mod flow;
 pub mod launch;
+pub mod links;
 pub mod platform_keys;
 pub mod registration;
 pub mod roles;
+pub mod roster;
+pub mod services;
 pub mod tool_key;
 
 /// The claim prefix of LTI 1.3 core claims.
@@ -17,6 +21,11 @@ pub const CLAIM: &str = "https://purl.imsglobal.org/spec/lti/claim/";
 pub const DEEP_LINKING_SETTINGS: &str = "https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings";
 pub const AGS_ENDPOINT: &str = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint";
 pub const NRPS: &str = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice";
+
+/// Who may frame the tool's pages: any https LMS (any page on a developer's machine).
+pub fn frame_ancestors(ctx: &crate::Context) -> String {
+    if ctx.config.stage == crate::config::Stage::Local { "*" } else { "https:" }.to_string()
+}
 
 /// A refused launch: its error code (one per check, shown on the framed error page and in tests)
 /// and a message without anything the platform sent.

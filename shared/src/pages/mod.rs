@@ -32,15 +32,24 @@ button:focus,a:focus{outline:3px solid #f5a623;outline-offset:2px}\
 .error{color:#a40000;font-weight:600}.note{white-space:pre-wrap;border-left:3px solid #ccc;padding-left:1rem}\
 .muted{color:#555;font-size:.9rem}";
 
+/// The one script a page may run: it submits the page's form (a signed answer posted back to an LMS).
+const AUTO_SUBMIT: &str = "document.forms[0].submit();";
+
 /// `style-src` allows exactly our stylesheet, by its hash.
 static STYLE_HASH: LazyLock<String> =
     LazyLock::new(|| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes())));
 
 /// The page's policy: our stylesheet, no script, forms posted to us only (plus, for a form whose
 /// answer redirects elsewhere, that origin: browsers apply `form-action` to the redirect too).
-fn csp(form_action_extra: Option<&str>, frame_ancestors: Option<&str>) -> String {
+fn csp(form_action_extra: Option<&str>, frame_ancestors: Option<&str>, auto_submit: bool) -> String {
+    let script = if auto_submit {
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(AUTO_SUBMIT.as_bytes()));
+        format!("script-src 'sha256-{hash}'; ")
+    } else {
+        String::new()
+    };
     format!(
-        "default-src 'none'; style-src 'sha256-{}'; img-src 'self'; form-action 'self'{}; \
+        "default-src 'none'; {script}style-src 'sha256-{}'; img-src 'self'; form-action 'self'{}; \
          frame-ancestors {}; base-uri 'none'",
         STYLE_HASH.as_str(),
         form_action_extra.map(|o| format!(" {o}")).unwrap_or_default(),
@@ -74,11 +83,13 @@ pub struct Page {
     pub form_action: Option<String>,
     /// Who may frame the page (CSP `frame-ancestors`); none by default. LTI pages are framed by LMSs.
     pub frame_ancestors: Option<String>,
+    /// The page submits its form at once (the button stays for browsers without script).
+    pub auto_submit: bool,
 }
 
 impl Page {
     pub fn new(status: StatusCode, title: &str, body: String) -> Self {
-        Self { status, title: title.into(), body, cookies: Vec::new(), form_action: None, frame_ancestors: None }
+        Self { status, title: title.into(), body, cookies: Vec::new(), form_action: None, frame_ancestors: None, auto_submit: false }
     }
 
     /// A page saying why a request failed, with the error's status.
@@ -104,15 +115,16 @@ impl Page {
         let html = format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-             <title>{}</title><style>{STYLE}</style></head><body><main>{}</main></body></html>\n",
+             <title>{}</title><style>{STYLE}</style></head><body><main>{}</main>{}</body></html>\n",
             escape(&self.title),
-            self.body
+            self.body,
+            if self.auto_submit { format!("<script>{AUTO_SUBMIT}</script>") } else { String::new() }
         );
         let mut b = Response::builder()
             .status(self.status)
             .header(CONTENT_TYPE, "text/html; charset=utf-8")
             .header(CACHE_CONTROL, "no-store")
-            .header("content-security-policy", csp(self.form_action.as_deref(), self.frame_ancestors.as_deref()))
+            .header("content-security-policy", csp(self.form_action.as_deref(), self.frame_ancestors.as_deref(), self.auto_submit))
             .header("x-content-type-options", "nosniff")
             .header("referrer-policy", "no-referrer");
         if self.frame_ancestors.is_none() {
@@ -229,12 +241,14 @@ mod tests {
     #[test]
     fn the_policy_allows_our_stylesheet_and_no_script_or_framing() {
         let expected = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
-        let policy = csp(None, None);
+        let policy = csp(None, None, false);
         assert!(policy.contains(&format!("'sha256-{expected}'")));
         assert!(policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"));
         assert!(!policy.contains("script-src") && !policy.contains("unsafe"));
-        assert!(csp(Some("https://app.example"), None).contains("form-action 'self' https://app.example;"));
-        assert!(csp(None, Some("https:")).contains("frame-ancestors https:;"), "LTI pages are framed by LMSs");
+        assert!(csp(Some("https://app.example"), None, false).contains("form-action 'self' https://app.example;"));
+        assert!(csp(None, Some("https:"), false).contains("frame-ancestors https:;"), "LTI pages are framed by LMSs");
+        let submitting = csp(None, None, true);
+        assert!(submitting.contains("script-src 'sha256-") && !submitting.contains("unsafe"), "{submitting}");
     }
 
     fn form_request(cookie: Option<&str>, body: &str) -> Request {

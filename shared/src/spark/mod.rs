@@ -1,7 +1,6 @@
 //! Spark LMS: single sign-on (signed JWT → one-time code → token exchange), signed submission
-//! webhooks (inline, or queued for the submission worker when files come by URL) and grade passback.
+//! webhooks (inline, or queued for the submission worker when files come by URL) (grades go back through [`crate::passback`]).
 
-pub mod passback;
 pub mod sso;
 pub mod submission_jobs;
 pub mod webhook;

@@ -333,7 +333,7 @@ async fn record_with_files(
         let lms_ref = serde_json::json!({ "platform": SOURCE, "user_id": p.spark_user_id, "course_id": p.spark_course_id,
                                           "assignment_id": p.spark_assignment_id });
         let submission =
-            Submission { source: SOURCE, key, user_id, quest, evidence: &blocks, grade: p.grade.as_ref(), lms_ref: Some(lms_ref) };
+            Submission { source: SOURCE, key, user_id, quest, task_id: None, evidence: &blocks, grade: p.grade.as_ref(), lms_ref: Some(lms_ref) };
         submissions::record(ctx, &submission).await
     }
     .await;

@@ -1,7 +1,16 @@
-//! LTI platform registrations (one item each, keyed by the id derived from issuer + client id, listed
-//! per organization on `gsi1`).
+//! LTI items:
+//!
+//! | item | pk | sk | attributes |
+//! |---|---|---|---|
+//! | registration | `LTI#REGISTRATION#<ltr_id>` (a digest of issuer + client id) | `REGISTRATION` | doc, updated_at, gsi1pk `ORG#<org>#LTI_REGISTRATIONS` |
+//! | login state | `LTI#STATE#<sha256 of state>` | `STATE` | registration_id, nonce, expires_at |
+//! | course (context) | `LTI#CONTEXT#<ltc_id>` (a digest of registration + context id) | `CONTEXT` | doc |
+//! | resource link | `LTI#LINK#<ltl_id>` (a digest of registration + link id) | `LINK` | doc, quest_id, gsi1pk `LTI#<registration>#LINKS` |
+//! | grade target | `USER#<user_id>` | `LTI_GRADE#<quest_id>` | doc (registration, line item, the platform's user id) |
+//! | deep linking session | `LTI#DEEPLINK#<sha256 of token>` | `DEEPLINK` | doc, expires_at |
 
 use super::{Item, ItemExt, Store, StoreError, WriteError, condition_held, n, s};
+use crate::lti::links::{Course, DeepLinkingSession, GradeTarget, ResourceLinkRecord};
 use crate::lti::registration::Registration;
 
 fn registration_pk(id: &str) -> String {
@@ -73,29 +82,154 @@ impl Store<'_> {
     /// Takes a login's state: one conditional delete, so a state (and the nonce it carries) launches
     /// once. `None` when unknown or already used.
     pub async fn take_lti_state(&self, state: &str) -> Result<Option<LaunchState>, StoreError> {
+        Ok(take(self, state_pk(state), "STATE").await?.map(|item| LaunchState {
+            registration_id: item.str("registration_id").unwrap_or_default().to_string(),
+            nonce: item.str("nonce").unwrap_or_default().to_string(),
+            expires_at: item.num("expires_at").unwrap_or(0),
+        }))
+    }
+}
+
+/// Deletes an item if it exists and returns it: one conditional delete, so whatever it stood for
+/// (a login's state, a deep linking session) is used once.
+async fn take(store: &Store<'_>, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+    let result = store
+        .client
+        .delete_item()
+        .table_name(store.table)
+        .key("pk", s(pk))
+        .key("sk", s(sk))
+        .condition_expression("attribute_exists(pk)")
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+        .send()
+        .await;
+    match result {
+        Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
+        Err(e) => {
+            condition_held(Err::<(), _>(e))?;
+            Ok(None)
+        }
+    }
+}
+
+fn course_pk(id: &str) -> String {
+    format!("LTI#CONTEXT#{id}")
+}
+
+fn link_pk(id: &str) -> String {
+    format!("LTI#LINK#{id}")
+}
+
+fn grade_target_sk(quest_id: &str) -> String {
+    format!("LTI_GRADE#{quest_id}")
+}
+
+fn deep_linking_pk(token: &str) -> String {
+    format!("LTI#DEEPLINK#{}", crate::crypto::sha256_hex(token.as_bytes()))
+}
+
+impl Store<'_> {
+    /// Records a course as its latest launch described it.
+    pub async fn put_lti_course(&self, course: &Course) -> Result<(), StoreError> {
+        self.put(Item::from([
+            ("pk".into(), s(course_pk(&course.id))),
+            ("sk".into(), s("CONTEXT")),
+            ("doc".into(), s(serde_json::to_string(course).expect("courses serialize"))),
+        ]))
+        .await
+    }
+
+    pub async fn lti_course(&self, id: &str) -> Result<Option<Course>, StoreError> {
+        Ok(self.get(&course_pk(id), "CONTEXT").await?.and_then(|i| serde_json::from_str(i.str("doc")?).ok()))
+    }
+
+    /// Records a resource link as its latest launch described it. Its quest is kept once set (by an
+    /// admin or an earlier launch); `quest_id` only fills an empty one. Answers the link's quest.
+    pub async fn put_lti_link(&self, link: &ResourceLinkRecord, quest_id: Option<&str>) -> Result<Option<String>, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(link_pk(&link.id)))
+            .key("sk", s("LINK"))
+            .expression_attribute_values(":doc", s(serde_json::to_string(link).expect("links serialize")))
+            .expression_attribute_values(":g", s(format!("LTI#{}#LINKS", link.registration_id)))
+            .expression_attribute_values(":gs", s(format!("{:012}#{}", link.updated_at, link.id)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        let mut expression = "SET doc = :doc, gsi1pk = :g, gsi1sk = if_not_exists(gsi1sk, :gs)".to_string();
+        if let Some(quest_id) = quest_id {
+            expression.push_str(", quest_id = if_not_exists(quest_id, :q)");
+            update = update.expression_attribute_values(":q", s(quest_id));
+        }
+        let out = update.update_expression(expression).send().await.map_err(StoreError::from_sdk)?;
+        Ok(out.attributes.as_ref().and_then(|i| i.str("quest_id")).map(str::to_string))
+    }
+
+    /// Points a known resource link at a quest (an admin's choice). `false` when the link is unknown.
+    pub async fn assign_lti_link(&self, link_id: &str, quest_id: &str) -> Result<bool, StoreError> {
         let result = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(self.table)
-            .key("pk", s(state_pk(state)))
-            .key("sk", s("STATE"))
+            .key("pk", s(link_pk(link_id)))
+            .key("sk", s("LINK"))
+            .update_expression("SET quest_id = :q")
             .condition_expression("attribute_exists(pk)")
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .expression_attribute_values(":q", s(quest_id))
             .send()
             .await;
-        match result {
-            Ok(out) => {
-                let item = out.attributes.unwrap_or_default();
-                Ok(Some(LaunchState {
-                    registration_id: item.str("registration_id").unwrap_or_default().to_string(),
-                    nonce: item.str("nonce").unwrap_or_default().to_string(),
-                    expires_at: item.num("expires_at").unwrap_or(0),
-                }))
-            }
-            Err(e) => {
-                condition_held(Err::<(), _>(e))?;
-                Ok(None)
-            }
-        }
+        condition_held(result)
+    }
+
+    /// A registration's resource links (those launched at least once), oldest first, with their quests.
+    pub async fn lti_links_of(&self, registration_id: &str) -> Result<Vec<(ResourceLinkRecord, Option<String>)>, StoreError> {
+        let items = self.index_items(&format!("LTI#{registration_id}#LINKS"), false, Some(500)).await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| {
+                let link = serde_json::from_str(i.str("doc")?).ok()?;
+                Some((link, i.str("quest_id").map(str::to_string)))
+            })
+            .collect())
+    }
+
+    pub async fn lti_link(&self, link_id: &str) -> Result<Option<(ResourceLinkRecord, Option<String>)>, StoreError> {
+        Ok(self.get(&link_pk(link_id), "LINK").await?.and_then(|i| {
+            let link = serde_json::from_str(i.str("doc")?).ok()?;
+            Some((link, i.str("quest_id").map(str::to_string)))
+        }))
+    }
+
+    /// Where a student's scores for a quest go (their latest launch of it).
+    pub async fn put_lti_grade_target(&self, user_id: &str, quest_id: &str, target: &GradeTarget) -> Result<(), StoreError> {
+        self.put(Item::from([
+            ("pk".into(), s(format!("USER#{user_id}"))),
+            ("sk".into(), s(grade_target_sk(quest_id))),
+            ("doc".into(), s(serde_json::to_string(target).expect("targets serialize"))),
+        ]))
+        .await
+    }
+
+    pub async fn lti_grade_target(&self, user_id: &str, quest_id: &str) -> Result<Option<GradeTarget>, StoreError> {
+        Ok(self
+            .get(&format!("USER#{user_id}"), &grade_target_sk(quest_id))
+            .await?
+            .and_then(|i| serde_json::from_str(i.str("doc")?).ok()))
+    }
+
+    /// Records a deep linking request until an instructor chooses (or `expires_at`).
+    pub async fn put_lti_deep_linking(&self, token: &str, session: &DeepLinkingSession) -> Result<(), StoreError> {
+        self.put(Item::from([
+            ("pk".into(), s(deep_linking_pk(token))),
+            ("sk".into(), s("DEEPLINK")),
+            ("doc".into(), s(serde_json::to_string(session).expect("sessions serialize"))),
+            ("expires_at".into(), n(session.expires_at)),
+        ]))
+        .await
+    }
+
+    /// Takes a deep linking session (one answer per request). `None` when unknown or used.
+    pub async fn take_lti_deep_linking(&self, token: &str) -> Result<Option<DeepLinkingSession>, StoreError> {
+        Ok(take(self, deep_linking_pk(token), "DEEPLINK").await?.and_then(|i| serde_json::from_str(i.str("doc")?).ok()))
     }
 }

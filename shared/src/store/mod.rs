@@ -39,7 +39,7 @@
 //! | webhook delivery | `DELIVERY#<id>` | `DELIVERY` | subscription_id, organization_id, event_type, event_id, body, status, attempts (JSON each), automatic_attempts, next_attempt_at, lease + lease_until, gsi1pk `ORG#<org>#DELIVERIES`, gsi1sk `<created_at>#<id>`, expires_at |
 //! | observer items | invitations, invitation codes, invitees, links, comments | | see [`observers`] |
 //! | OAuth items | clients, authorization codes, grants, refresh tokens, consents | | see [`oauth`] |
-//! | LTI registration | `LTI#REGISTRATION#<ltr_id>` (the id is a digest of issuer + client id) | `REGISTRATION` | doc, updated_at, gsi1pk `ORG#<org>#LTI_REGISTRATIONS` |
+//! | LTI items | registrations, login states, courses, resource links, grade targets, deep linking sessions | | see [`lti`] |
 //!
 //! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only items listed per organization
 //! (quests, badges, webhook subscriptions and deliveries, a student's invitations, by creation time) and pending outbox events

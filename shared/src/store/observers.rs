@@ -211,9 +211,13 @@ impl Store<'_> {
         self.transact(items).await
     }
 
-    /// Writes an observer link (both sides), e.g. from an LMS mentor launch.
-    pub async fn put_link(&self, link: &Link, event: &DomainEvent) -> Result<(), WriteError> {
+    /// Writes a new observer link (both sides), e.g. from an LMS mentor launch; `Conflict` when the
+    /// student already has a link to this observer (whose permissions the student may have changed).
+    pub async fn put_new_link(&self, link: &Link, event: &DomainEvent) -> Result<(), WriteError> {
         let mut items = self.link_puts(link)?;
+        if let Some(TransactWriteItem { put: Some(put), .. }) = items.first_mut() {
+            put.condition_expression = Some("attribute_not_exists(pk)".into());
+        }
         items.push(self.outbox_put(event));
         self.transact(items).await
     }

@@ -390,10 +390,7 @@ fn delivery_queue(ctx: &Context) -> Result<&str, QueueError> {
         .ok_or_else(|| QueueError("WEBHOOK_DELIVERY_QUEUE_URL not configured".into()))
 }
 
-fn rfc3339(unix: i64) -> String {
-    let time = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
-    humantime::format_rfc3339_seconds(time).to_string()
-}
+use crate::events::rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::events::USER_REGISTERED;
 use crate::learning::submissions::{BADGE_EARNED, QUEST_COMPLETED, TASK_COMPLETED, TASK_SUBMITTED};
 use crate::observers::{OBSERVER_COMMENT_POSTED, OBSERVER_LINKED};
-use crate::spark::passback::GRADE_UPDATED;
+use crate::passback::GRADE_UPDATED;
 
 /// The event types a subscription may name (or `*` for all of them).
 pub const EVENT_TYPES: &[&str] = &[

@@ -24,7 +24,7 @@ async fn submit_text(
     text: &str,
 ) -> Result<hub::learning::submissions::Recorded, hub::ApiError> {
     let evidence = text_block(text);
-    record(ctx, &Submission { source: "spark", key, user_id, quest, evidence: &evidence, grade: None, lms_ref: None })
+    record(ctx, &Submission { source: "spark", key, user_id, quest, task_id: None, evidence: &evidence, grade: None, lms_ref: None })
         .await
 }
 

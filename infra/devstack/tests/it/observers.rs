@@ -86,6 +86,7 @@ impl Family {
             key: "sub-1",
             user_id: &student.id,
             quest: &quest,
+            task_id: None,
             evidence: &evidence,
             grade: None,
             lms_ref: None,

@@ -491,10 +491,10 @@ async fn grades_are_passed_back_with_retries_and_permanent_refusals_are_not_retr
     while s.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
 
     // First attempt: Spark answers 500; the job comes back after the 1 s backoff and succeeds.
-    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (1, 1));
-    assert_eq!(s.t.gateway.poll("spark-grade-passback", 0).await.unwrap(), (0, 0), "hidden during its backoff");
+    assert_eq!(s.t.gateway.poll("grade-passback", 1).await.unwrap(), (1, 1));
+    assert_eq!(s.t.gateway.poll("grade-passback", 0).await.unwrap(), (0, 0), "hidden during its backoff");
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (1, 0));
+    assert_eq!(s.t.gateway.poll("grade-passback", 1).await.unwrap(), (1, 0));
     {
         let requests = seen.lock().unwrap();
         assert_eq!(requests.len(), 2);
@@ -516,9 +516,9 @@ async fn grades_are_passed_back_with_retries_and_permanent_refusals_are_not_retr
     let body = regraded.to_string();
     assert_eq!(post(&s, &body, Some(&sign(&s.secret, &body))).await.status(), 200);
     while s.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
-    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (1, 0));
+    assert_eq!(s.t.gateway.poll("grade-passback", 1).await.unwrap(), (1, 0));
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (0, 0));
+    assert_eq!(s.t.gateway.poll("grade-passback", 1).await.unwrap(), (0, 0));
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
 
@@ -614,7 +614,7 @@ async fn a_grade_set_later_by_a_teacher_goes_back_to_spark() {
     let completion_id = r["completion_id"].as_str().unwrap().to_string();
     while s.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
     assert_eq!(
-        s.t.gateway.poll("spark-grade-passback", 0).await.unwrap(),
+        s.t.gateway.poll("grade-passback", 0).await.unwrap(),
         (0, 0),
         "no grade yet, nothing to pass back"
     );
@@ -645,9 +645,9 @@ async fn a_grade_set_later_by_a_teacher_goes_back_to_spark() {
     assert_eq!(r.status(), 200);
 
     while s.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
-    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (1, 1), "Spark answers 500 first");
+    assert_eq!(s.t.gateway.poll("grade-passback", 1).await.unwrap(), (1, 1), "Spark answers 500 first");
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    assert_eq!(s.t.gateway.poll("spark-grade-passback", 1).await.unwrap(), (1, 0));
+    assert_eq!(s.t.gateway.poll("grade-passback", 1).await.unwrap(), (1, 0));
     let requests = seen.lock().unwrap();
     assert_eq!(requests.last().unwrap().2["grade"], 88);
     assert_eq!(requests.last().unwrap().2["completion_id"], completion_id.as_str());

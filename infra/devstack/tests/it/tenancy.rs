@@ -227,7 +227,7 @@ async fn grades_go_back_to_spark_only_from_sparks_organization() {
     let dispatch = t.context_for("events-dispatch", &[]);
     let grade = |org: &str| {
         hub::events::DomainEvent::new(
-            hub::spark::passback::GRADE_UPDATED,
+            hub::passback::GRADE_UPDATED,
             Some(org.into()),
             json!({"completion_id": format!("cmp_{org}"), "grade": 90,
                    "lms": {"platform": "spark", "user_id": "kid", "course_id": "bio", "assignment_id": "lab"}}),
@@ -235,9 +235,9 @@ async fn grades_go_back_to_spark_only_from_sparks_organization() {
         )
     };
     // A completion of a quest in another organization (a mapping from before the rule): not queued.
-    hub::spark::passback::enqueue(&dispatch, &grade("rival")).await.unwrap();
-    assert_eq!(t.gateway.poll("spark-grade-passback", 0).await.unwrap().0, 0);
+    hub::passback::enqueue(&dispatch, &grade("rival")).await.unwrap();
+    assert_eq!(t.gateway.poll("grade-passback", 0).await.unwrap().0, 0);
     // Spark's own organization: queued.
-    hub::spark::passback::enqueue(&dispatch, &grade(SPARK_ORG)).await.unwrap();
-    assert_eq!(t.gateway.poll("spark-grade-passback", 1).await.unwrap().0, 1);
+    hub::passback::enqueue(&dispatch, &grade(SPARK_ORG)).await.unwrap();
+    assert_eq!(t.gateway.poll("grade-passback", 1).await.unwrap().0, 1);
 }

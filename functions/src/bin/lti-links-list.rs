@@ -1,4 +1,4 @@
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), hub::entry::Error> {
-    hub::entry::run(hub::functions::SPARK_GRADE_PASSBACK).await
+    hub::entry::run(hub::functions::LTI_LINKS_LIST).await
 }
