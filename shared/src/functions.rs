@@ -69,10 +69,8 @@ pub const SPARK_SUBMISSION_WORKER: Function = Function {
     name: "spark-submission-worker",
     handler: Handler::Queue(|c, m| Box::pin(crate::spark::submission_jobs::work(c, m))),
 };
-pub const GRADE_PASSBACK: Function = Function {
-    name: "grade-passback",
-    handler: Handler::Queue(|c, m| Box::pin(crate::passback::deliver(c, m))),
-};
+pub const GRADE_PASSBACK: Function =
+    Function { name: "grade-passback", handler: Handler::Queue(|c, m| Box::pin(crate::passback::deliver(c, m))) };
 pub const WEBHOOKS_SUBSCRIPTIONS_CREATE: Function = Function {
     name: "webhooks-subscriptions-create",
     handler: Handler::Http(|c, r| Box::pin(api::webhooks::create_subscription(c, r))),
@@ -255,8 +253,10 @@ pub const LTI_KEY_ROTATE: Function = Function {
     name: "lti-key-rotate",
     handler: Handler::Schedule(|c, e| Box::pin(crate::lti::tool_key::rotation_step(c, e))),
 };
-pub const LTI_DEEP_LINKING: Function =
-    Function { name: "lti-deep-linking", handler: Handler::Http(|c, r| Box::pin(api::lti::deep_linking_response(c, r))) };
+pub const LTI_DEEP_LINKING: Function = Function {
+    name: "lti-deep-linking",
+    handler: Handler::Http(|c, r| Box::pin(api::lti::deep_linking_response(c, r))),
+};
 pub const LTI_LINKS_LIST: Function =
     Function { name: "lti-links-list", handler: Handler::Http(|c, r| Box::pin(api::lti::list_links(c, r))) };
 pub const LTI_LINK_ASSIGN: Function =

@@ -468,7 +468,7 @@ pub async fn observers(
         created_at: 0,
     };
     let event = hub::events::DomainEvent::new("observer.linked", Some("bench".into()), json!({}), 0);
-    ctx.store().put_link(&link, &event).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    ctx.store().put_new_link(&link, &event).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
     println!(
         "student with {quests} quests x {tasks} tasks, {} evidence blocks ({} files): seeded in {:.1} s",
         quests * blocks,

@@ -292,7 +292,10 @@ pub async fn submit_task(ctx: Arc<Context>, req: Request) -> ApiResult {
         None => crate::crypto::random_token(16),
         Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => k.to_string(),
         Some(_) => {
-            return Err(crate::ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key is 1 to 128 characters"));
+            return Err(crate::ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key is 1 to 128 characters",
+            ));
         }
     };
     let recorded = crate::learning::submissions::submit_own(

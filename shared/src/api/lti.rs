@@ -220,19 +220,20 @@ pub async fn launch(ctx: Arc<Context>, req: Request) -> ApiResult {
     // The state's cookie has done its work either way.
     let clear = cookie.as_ref().map(|_| crate::lti::flow::clear_state_cookie(&state)).into_iter().collect::<Vec<_>>();
     match (crate::lti::flow::launch(&ctx, &form, cookie.as_deref()).await, &ctx.config.frontend_url) {
-        (Ok(Launched::SignedIn { code, quest, .. }), Some(frontend)) => {
+        (Ok(Launched::SignedIn { code, quest_id, .. }), Some(frontend)) => {
             // `source=lti`: the frontend exchanges the code at /api/lti/token (Spark's go to /spark/token),
             // then opens `next`: the quest the link leads to.
-            let mut location = url::Url::parse(&format!("{frontend}/auth/callback")).map_err(crate::ApiError::internal)?;
+            let mut location =
+                url::Url::parse(&format!("{frontend}/auth/callback")).map_err(crate::ApiError::internal)?;
             location.query_pairs_mut().append_pair("code", &code).append_pair("source", "lti");
-            if let Some(quest) = quest {
-                location.query_pairs_mut().append_pair("next", &format!("/quests/{}", quest.id));
+            if let Some(quest_id) = quest_id {
+                location.query_pairs_mut().append_pair("next", &format!("/quests/{quest_id}"));
             }
             crate::http::redirect_no_referrer(location.as_str(), &clear)
         }
-        (Ok(Launched::SignedIn { code, quest, .. }), None) => json(
+        (Ok(Launched::SignedIn { code, quest_id, .. }), None) => json(
             StatusCode::OK,
-            &LaunchCode { code, expires_in: crate::lti::flow::CODE_TTL_SECS, quest_id: quest.map(|q| q.id) },
+            &LaunchCode { code, expires_in: crate::lti::flow::CODE_TTL_SECS, quest_id },
         ),
         (Ok(Launched::ChooseContent(mut page)), _) => {
             page.cookies = clear;
@@ -398,13 +399,24 @@ pub async fn assign_link(ctx: Arc<Context>, req: Request) -> ApiResult {
     let found = registration::administered(&ctx, &principal, &path_param(&req, "registration_id")).await?;
     let link_not_found = || crate::ApiError::not_found("link_not_found", "No such resource link");
     let link_id = path_param(&req, "link_id");
-    let (link, _) = ctx.store().lti_link(&link_id).await?.filter(|(l, _)| l.registration_id == found.id).ok_or_else(link_not_found)?;
+    let (link, _) = ctx
+        .store()
+        .lti_link(&link_id)
+        .await?
+        .filter(|(l, _)| l.registration_id == found.id)
+        .ok_or_else(link_not_found)?;
     let quest = crate::lti::links::quest_of(&ctx, &found.organization_id, &body.quest_id)
         .await?
         .ok_or_else(|| crate::ApiError::not_found("quest_not_found", "No such quest"))?;
     if !ctx.store().assign_lti_link(&link.id, &quest.id).await? {
         return Err(link_not_found());
     }
-    tracing::info!(registration_id = found.id, link_id = link.id, quest_id = quest.id, user_id = principal.user_id, "LTI link assigned");
+    tracing::info!(
+        registration_id = found.id,
+        link_id = link.id,
+        quest_id = quest.id,
+        user_id = principal.user_id,
+        "LTI link assigned"
+    );
     json(StatusCode::OK, &LinkView { link, quest_id: Some(quest.id) })
 }

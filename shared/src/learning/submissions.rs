@@ -251,7 +251,12 @@ pub fn evidence_blocks(input: &[EvidenceInput]) -> Result<Vec<EvidenceBlock>, Ap
             }
             _ => return bad("only text and link blocks are accepted here; files come through an LMS"),
         }
-        blocks.push(EvidenceBlock { order: i as u32 + 1, block_type: block.block_type, text: Some(content.into()), file: None });
+        blocks.push(EvidenceBlock {
+            order: i as u32 + 1,
+            block_type: block.block_type,
+            text: Some(content.into()),
+            file: None,
+        });
     }
     Ok(blocks)
 }

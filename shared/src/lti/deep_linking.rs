@@ -26,16 +26,12 @@ const RESOURCE_LINK: &str = "ltiResourceLink";
 /// Quests one answer may carry.
 const MAX_ITEMS: usize = 20;
 
-/// The picker page a deep linking request answers, framed by the LMS.
-pub async fn start(
-    ctx: &Context,
-    registration: &Registration,
-    launch: &Launch,
-    user: &User,
-) -> Result<Page, ApiError> {
+/// What a deep linking request must be before anyone is provisioned from it: an instructor's, for
+/// links, with an https return URL.
+pub fn admissible(ctx: &Context, launch: &Launch) -> Result<(), ApiError> {
     let settings = launch.deep_linking.as_ref().ok_or_else(|| ApiError::internal("deep linking settings"))?;
-    if !matches!(user.role, Role::Teacher | Role::OrgAdmin | Role::Admin) {
-        return Err(ApiError::new(http::StatusCode::FORBIDDEN, "deep_linking_forbidden", "Only instructors add content to a course"));
+    if !instructor(launch.role.role) {
+        return Err(forbidden());
     }
     if !settings.accept_types.iter().any(|t| t == RESOURCE_LINK) {
         return Err(ApiError::bad_request(
@@ -43,10 +39,30 @@ pub async fn start(
             "The LMS does not accept links here; this tool offers quests as links",
         ));
     }
-    let return_url = url::Url::parse(&settings.return_url)
-        .ok()
-        .filter(|u| u.scheme() == "https" || ctx.config.stage == crate::config::Stage::Local)
-        .ok_or_else(|| ApiError::bad_request("invalid_return_url", "The deep linking return URL is not https"))?;
+    let https = url::Url::parse(&settings.return_url)
+        .is_ok_and(|u| u.scheme() == "https" || ctx.config.stage == crate::config::Stage::Local);
+    if !https {
+        return Err(ApiError::bad_request("invalid_return_url", "The deep linking return URL is not https"));
+    }
+    Ok(())
+}
+
+fn instructor(role: Role) -> bool {
+    matches!(role, Role::Teacher | Role::OrgAdmin | Role::Admin)
+}
+
+fn forbidden() -> ApiError {
+    ApiError::new(http::StatusCode::FORBIDDEN, "deep_linking_forbidden", "Only instructors add content to a course")
+}
+
+/// The picker page of an [`admissible`] request, framed by the LMS.
+pub async fn start(ctx: &Context, registration: &Registration, launch: &Launch, user: &User) -> Result<Page, ApiError> {
+    let settings = launch.deep_linking.as_ref().ok_or_else(|| ApiError::internal("deep linking settings"))?;
+    // The account's own role too: a provider launch never raises a role.
+    if !instructor(user.role) {
+        return Err(forbidden());
+    }
+    let return_url = url::Url::parse(&settings.return_url).map_err(ApiError::internal)?;
     let token = crypto::random_token(32);
     let session = DeepLinkingSession {
         registration_id: registration.id.clone(),
@@ -59,7 +75,8 @@ pub async fn start(
         expires_at: ctx.clock.now() + SESSION_TTL_SECS,
     };
     ctx.store().put_lti_deep_linking(&token, &session).await?;
-    let quests = ctx.store().organization_documents::<Quest>(&registration.organization_id, "QUESTS", true, 100).await?;
+    let quests =
+        ctx.store().organization_documents::<Quest>(&registration.organization_id, "QUESTS", true, 100).await?;
     tracing::info!(registration_id = registration.id, user_id = user.id, quests = quests.len(), "deep linking");
     let mut page = picker(&token, &quests, settings.accept_multiple);
     page.frame_ancestors = Some(super::frame_ancestors(ctx));
@@ -83,7 +100,9 @@ fn picker(token: &str, quests: &[Quest], multiple: bool) -> Page {
     let choices = if quests.is_empty() {
         "<p>Your organization has no quests yet.</p>".to_string()
     } else {
-        format!("<fieldset><legend>Quests</legend>{items}</fieldset><button name=\"action\" value=\"add\">Add to the course</button> ")
+        format!(
+            "<fieldset><legend>Quests</legend>{items}</fieldset><button name=\"action\" value=\"add\">Add to the course</button> "
+        )
     };
     Page::new(
         http::StatusCode::OK,
@@ -100,12 +119,20 @@ fn picker(token: &str, quests: &[Quest], multiple: bool) -> Page {
 /// The instructor's choice (the picker's form): the signed answer, in a page that posts it to the LMS.
 pub async fn respond(ctx: &Context, form: &[(String, String)]) -> Result<Page, ApiError> {
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let expired = || ApiError::bad_request("invalid_session", "This choice was already sent, or took too long; start again from the LMS");
+    let expired = || {
+        ApiError::bad_request(
+            "invalid_session",
+            "This choice was already sent, or took too long; start again from the LMS",
+        )
+    };
     let token = field("session").filter(|t| !t.is_empty() && t.len() <= 128).ok_or_else(expired)?;
     let chosen: Vec<&str> = form.iter().filter(|(k, _)| k == "quest_id").map(|(_, v)| v.as_str()).collect();
     let cancel = field("action") == Some("cancel");
     if !cancel && (chosen.is_empty() || chosen.len() > MAX_ITEMS) {
-        return Err(ApiError::bad_request("invalid_choice", "Choose one quest (or at most 20 where the LMS allows several)"));
+        return Err(ApiError::bad_request(
+            "invalid_choice",
+            "Choose one quest (or at most 20 where the LMS allows several)",
+        ));
     }
     let session = ctx.store().take_lti_deep_linking(token).await?.ok_or_else(expired)?;
     if session.expires_at <= ctx.clock.now() {
@@ -114,11 +141,9 @@ pub async fn respond(ctx: &Context, form: &[(String, String)]) -> Result<Page, A
     if !cancel && chosen.len() > 1 && !session.accept_multiple {
         return Err(ApiError::bad_request("invalid_choice", "The LMS accepts one quest here"));
     }
-    let registration = ctx
-        .store()
-        .lti_registration(&session.registration_id)
-        .await?
-        .ok_or_else(|| ApiError::new(http::StatusCode::FORBIDDEN, "unknown_registration", "The LMS is no longer registered"))?;
+    let registration = ctx.store().lti_registration(&session.registration_id).await?.ok_or_else(|| {
+        ApiError::new(http::StatusCode::FORBIDDEN, "unknown_registration", "The LMS is no longer registered")
+    })?;
     let mut items = Vec::new();
     if !cancel {
         for id in chosen {
@@ -128,7 +153,8 @@ pub async fn respond(ctx: &Context, form: &[(String, String)]) -> Result<Page, A
             items.push(content_item(ctx, &quest)?);
         }
     }
-    let jwt = super::tool_key::current(ctx).await?.sign(&response_claims(&registration, &session, items, ctx.clock.now()));
+    let jwt =
+        super::tool_key::current(ctx).await?.sign(&response_claims(&registration, &session, items, ctx.clock.now()));
     tracing::info!(registration_id = registration.id, user_id = session.user_id, cancel, "deep linking answered");
     let mut page = answer_page(&session.return_url, &jwt);
     page.frame_ancestors = Some(super::frame_ancestors(ctx));
@@ -150,7 +176,12 @@ fn content_item(ctx: &Context, quest: &Quest) -> Result<Value, ApiError> {
 
 /// The `LtiDeepLinkingResponse` claims: from the tool (`iss` = our client id) to the platform
 /// (`aud` = its issuer), for the deployment of the request, echoing its `data`.
-pub fn response_claims(registration: &Registration, session: &DeepLinkingSession, items: Vec<Value>, now: i64) -> Value {
+pub fn response_claims(
+    registration: &Registration,
+    session: &DeepLinkingSession,
+    items: Vec<Value>,
+    now: i64,
+) -> Value {
     let mut claims = json!({
         "iss": registration.client_id,
         "aud": [registration.issuer],

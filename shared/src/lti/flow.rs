@@ -125,7 +125,7 @@ async fn find(ctx: &Context, issuer: &str, client_id: &str) -> Result<Registrati
 /// What a launch that went through leads to.
 pub enum Launched {
     /// A resource link launch: the one-time code for the frontend, and the quest the link leads to.
-    SignedIn { user: User, code: String, quest: Option<crate::learning::Quest> },
+    SignedIn { user_id: String, code: String, quest_id: Option<String> },
     /// A deep linking request: the page where the instructor chooses quests.
     ChooseContent(crate::pages::Page),
 }
@@ -162,6 +162,9 @@ pub async fn launch(
         return Err(invalid_state());
     }
     let launch = launch::verify_with_registration(ctx, unverified, &registration, &started.nonce).await?;
+    if launch.message_type == launch::DEEP_LINKING_REQUEST {
+        super::deep_linking::admissible(ctx, &launch)?;
+    }
     let user = provision(ctx, &registration, &launch).await?;
     if launch.message_type == launch::DEEP_LINKING_REQUEST {
         return Ok(Launched::ChooseContent(super::deep_linking::start(ctx, &registration, &launch, &user).await?));
@@ -183,7 +186,7 @@ pub async fn launch(
         quest_id = quest.as_ref().map(|q| q.id.as_str()),
         "LTI launch"
     );
-    Ok(Launched::SignedIn { user, code, quest })
+    Ok(Launched::SignedIn { user_id: user.id, code, quest_id: quest.map(|q| q.id) })
 }
 
 /// The launch's user, found or created in the registration's organization (the Spark path).

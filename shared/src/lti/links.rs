@@ -167,7 +167,12 @@ pub async fn record_launch(
 
 /// The students a Mentor launch names, linked to the mentor when they are this registration's users
 /// of the same organization.
-async fn link_mentor(ctx: &Context, registration: &Registration, launch: &Launch, mentor: &User) -> Result<(), ApiError> {
+async fn link_mentor(
+    ctx: &Context,
+    registration: &Registration,
+    launch: &Launch,
+    mentor: &User,
+) -> Result<(), ApiError> {
     let store = ctx.store();
     let provider = super::flow::provider(registration);
     let mut linked = 0;

@@ -67,12 +67,17 @@ pub async fn sync(ctx: &Context, principal: &Principal, course_id: &str) -> Resu
         .await?
         .filter(|r| r.organization_id == course.organization_id)
         .ok_or_else(not_found)?;
-    let url = course.memberships_url.clone().ok_or_else(|| {
-        ApiError::conflict("roster_unavailable", "The LMS offers no roster service for this course")
-    })?;
+    let url = course
+        .memberships_url
+        .clone()
+        .ok_or_else(|| ApiError::conflict("roster_unavailable", "The LMS offers no roster service for this course"))?;
     let (members, pages) = read_members(ctx, &registration, &url).await.map_err(|e| {
         tracing::warn!(registration_id = registration.id, course_id, error = e.message, "roster read failed");
-        ApiError::new(http::StatusCode::BAD_GATEWAY, "roster_unavailable", format!("The LMS roster could not be read: {}", e.message))
+        ApiError::new(
+            http::StatusCode::BAD_GATEWAY,
+            "roster_unavailable",
+            format!("The LMS roster could not be read: {}", e.message),
+        )
     })?;
     let (registration_ref, course_ref) = (&registration, &course);
     let results: Vec<MemberResult> = futures_util::stream::iter(members)
@@ -104,7 +109,11 @@ pub async fn sync(ctx: &Context, principal: &Principal, course_id: &str) -> Resu
 }
 
 /// Every member, page after page.
-async fn read_members(ctx: &Context, registration: &Registration, first: &str) -> Result<(Vec<Value>, usize), ServiceError> {
+async fn read_members(
+    ctx: &Context,
+    registration: &Registration,
+    first: &str,
+) -> Result<(Vec<Value>, usize), ServiceError> {
     let mut members = Vec::new();
     let mut next = Some(first.to_string());
     let mut pages = 0;
@@ -123,7 +132,11 @@ async fn read_members(ctx: &Context, registration: &Registration, first: &str) -
     Ok((members, pages))
 }
 
-async fn read_page(ctx: &Context, registration: &Registration, url: &str) -> Result<(Value, Option<String>), ServiceError> {
+async fn read_page(
+    ctx: &Context,
+    registration: &Registration,
+    url: &str,
+) -> Result<(Value, Option<String>), ServiceError> {
     for attempt in 0..2 {
         let token = ctx.lti_service_tokens.get(ctx, registration, MEMBERSHIP_SCOPE).await?;
         let request = client_for(ctx, url)?
@@ -144,11 +157,13 @@ async fn read_page(ctx: &Context, registration: &Registration, url: &str) -> Res
         if !response.status().is_success() {
             return Err(ServiceError::of_status(status, "the roster service"));
         }
-        let link = response.headers().get_all("link").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ");
+        let link =
+            response.headers().get_all("link").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ");
         let body = crate::outbound::read_capped(response, MAX_PAGE_BYTES)
             .await
             .map_err(|_| ServiceError::refused("a roster page is too large"))?;
-        let page: Value = serde_json::from_slice(&body).map_err(|_| ServiceError::refused("a roster page is not JSON"))?;
+        let page: Value =
+            serde_json::from_slice(&body).map_err(|_| ServiceError::refused("a roster page is not JSON"))?;
         return Ok((page, Some(link).filter(|l| !l.is_empty())));
     }
     Err(ServiceError::retry("the roster service refused a fresh token"))
@@ -181,7 +196,8 @@ async fn provision_member(ctx: &Context, registration: &Registration, course: &C
     }
     let status = text("status").unwrap_or_else(|| "Active".into());
     if status != "Active" {
-        let user_id = ctx.store().user_id_by_identity(&super::flow::provider(registration), &member_id).await.ok().flatten();
+        let user_id =
+            ctx.store().user_id_by_identity(&super::flow::provider(registration), &member_id).await.ok().flatten();
         return MemberResult {
             member_id,
             user_id,
@@ -189,8 +205,11 @@ async fn provision_member(ctx: &Context, registration: &Registration, course: &C
             message: format!("inactive in the course ({status}): not provisioned, nothing deleted"),
         };
     }
-    let roles: Vec<String> = member["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string)).collect();
-    let name = |k: &str| text(k).and_then(|s| crate::observers::clean_text(&s.chars().take(100).collect::<String>(), 100).ok().flatten());
+    let roles: Vec<String> =
+        member["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string)).collect();
+    let name = |k: &str| {
+        text(k).and_then(|s| crate::observers::clean_text(&s.chars().take(100).collect::<String>(), 100).ok().flatten())
+    };
     let profile = ExternalProfile {
         provider: super::flow::provider(registration),
         external_id: member_id.clone(),

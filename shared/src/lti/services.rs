@@ -123,7 +123,8 @@ async fn request_token(
     let body = crate::outbound::read_capped(response, MAX_TOKEN_ANSWER)
         .await
         .map_err(|_| ServiceError::retry("the token answer was too large or cut"))?;
-    let answer: Value = serde_json::from_slice(&body).map_err(|_| ServiceError::retry("the token answer is not JSON"))?;
+    let answer: Value =
+        serde_json::from_slice(&body).map_err(|_| ServiceError::retry("the token answer is not JSON"))?;
     let token = answer["access_token"]
         .as_str()
         .filter(|t| !t.is_empty() && t.len() <= 4096)

@@ -89,7 +89,15 @@ pub struct Page {
 
 impl Page {
     pub fn new(status: StatusCode, title: &str, body: String) -> Self {
-        Self { status, title: title.into(), body, cookies: Vec::new(), form_action: None, frame_ancestors: None, auto_submit: false }
+        Self {
+            status,
+            title: title.into(),
+            body,
+            cookies: Vec::new(),
+            form_action: None,
+            frame_ancestors: None,
+            auto_submit: false,
+        }
     }
 
     /// A page saying why a request failed, with the error's status.
@@ -124,7 +132,10 @@ impl Page {
             .status(self.status)
             .header(CONTENT_TYPE, "text/html; charset=utf-8")
             .header(CACHE_CONTROL, "no-store")
-            .header("content-security-policy", csp(self.form_action.as_deref(), self.frame_ancestors.as_deref(), self.auto_submit))
+            .header(
+                "content-security-policy",
+                csp(self.form_action.as_deref(), self.frame_ancestors.as_deref(), self.auto_submit),
+            )
             .header("x-content-type-options", "nosniff")
             .header("referrer-policy", "no-referrer");
         if self.frame_ancestors.is_none() {

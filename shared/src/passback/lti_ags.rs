@@ -65,11 +65,9 @@ pub async fn job(ctx: &Context, event: &DomainEvent) -> Result<Option<LtiScore>,
     if event.event_type != TASK_COMPLETED && event.event_type != GRADE_UPDATED {
         return Ok(None);
     }
-    let (Some(user_id), Some(quest_id), Some(completion_id)) = (
-        event.data["user_id"].as_str(),
-        event.data["quest_id"].as_str(),
-        event.data["completion_id"].as_str(),
-    ) else {
+    let (Some(user_id), Some(quest_id), Some(completion_id)) =
+        (event.data["user_id"].as_str(), event.data["quest_id"].as_str(), event.data["completion_id"].as_str())
+    else {
         return Ok(None);
     };
     let store = ctx.store();
@@ -87,7 +85,8 @@ pub async fn job(ctx: &Context, event: &DomainEvent) -> Result<Option<LtiScore>,
         return Ok(None);
     }
     let state = store.learning_state(user_id, Some(quest_id)).await?.remove(quest_id).unwrap_or_default();
-    let earned: i64 = quest.tasks.iter().filter(|t| state.tasks.get(&t.id).is_some_and(|s| s.completed)).map(|t| t.xp).sum();
+    let earned: i64 =
+        quest.tasks.iter().filter(|t| state.tasks.get(&t.id).is_some_and(|s| s.completed)).map(|t| t.xp).sum();
     let total: i64 = quest.tasks.iter().map(|t| t.xp).sum();
     let done = quest.tasks.iter().all(|t| state.tasks.get(&t.id).is_some_and(|s| s.completed));
     let mut score = LtiScore {

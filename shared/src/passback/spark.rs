@@ -73,9 +73,11 @@ pub async fn post(ctx: &Context, grade: &SparkGrade) -> Delivery {
         Err(e) => return Delivery::Retry(e.to_string()),
     };
     let api_key = String::from_utf8_lossy(crate::secrets::key_bytes(&key.current)).into_owned();
-    let request = match ctx.outbound(Some(vec![host])).map_err(|e| e.to_string()).and_then(|client| {
-        client.post(&format!("{api}/api/grades")).map_err(|e| e.to_string())
-    }) {
+    let request = match ctx
+        .outbound(Some(vec![host]))
+        .map_err(|e| e.to_string())
+        .and_then(|client| client.post(&format!("{api}/api/grades")).map_err(|e| e.to_string()))
+    {
         Ok(request) => request,
         Err(e) => return Delivery::Retry(e),
     };

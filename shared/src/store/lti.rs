@@ -145,7 +145,11 @@ impl Store<'_> {
 
     /// Records a resource link as its latest launch described it. Its quest is kept once set (by an
     /// admin or an earlier launch); `quest_id` only fills an empty one. Answers the link's quest.
-    pub async fn put_lti_link(&self, link: &ResourceLinkRecord, quest_id: Option<&str>) -> Result<Option<String>, StoreError> {
+    pub async fn put_lti_link(
+        &self,
+        link: &ResourceLinkRecord,
+        quest_id: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
         let mut update = self
             .client
             .update_item()
@@ -182,7 +186,10 @@ impl Store<'_> {
     }
 
     /// A registration's resource links (those launched at least once), oldest first, with their quests.
-    pub async fn lti_links_of(&self, registration_id: &str) -> Result<Vec<(ResourceLinkRecord, Option<String>)>, StoreError> {
+    pub async fn lti_links_of(
+        &self,
+        registration_id: &str,
+    ) -> Result<Vec<(ResourceLinkRecord, Option<String>)>, StoreError> {
         let items = self.index_items(&format!("LTI#{registration_id}#LINKS"), false, Some(500)).await?;
         Ok(items
             .iter()
@@ -201,7 +208,12 @@ impl Store<'_> {
     }
 
     /// Where a student's scores for a quest go (their latest launch of it).
-    pub async fn put_lti_grade_target(&self, user_id: &str, quest_id: &str, target: &GradeTarget) -> Result<(), StoreError> {
+    pub async fn put_lti_grade_target(
+        &self,
+        user_id: &str,
+        quest_id: &str,
+        target: &GradeTarget,
+    ) -> Result<(), StoreError> {
         self.put(Item::from([
             ("pk".into(), s(format!("USER#{user_id}"))),
             ("sk".into(), s(grade_target_sk(quest_id))),

@@ -24,8 +24,20 @@ async fn submit_text(
     text: &str,
 ) -> Result<hub::learning::submissions::Recorded, hub::ApiError> {
     let evidence = text_block(text);
-    record(ctx, &Submission { source: "spark", key, user_id, quest, task_id: None, evidence: &evidence, grade: None, lms_ref: None })
-        .await
+    record(
+        ctx,
+        &Submission {
+            source: "spark",
+            key,
+            user_id,
+            quest,
+            task_id: None,
+            evidence: &evidence,
+            grade: None,
+            lms_ref: None,
+        },
+    )
+    .await
 }
 
 async fn quest(t: &TestStack, tasks: &[(&str, i64, &str)], assignment: &str) -> Quest {

@@ -1,7 +1,7 @@
 //! LTI launches end to end through the dev gateway, against the local LTI platform: login initiation →
 //! the platform's authorization endpoint → the launch form POST → a one-time code → a session; and the
-//! launches that must be refused (another browser's state, a replay, an unknown platform, a deep-linking
-//! request) with their code on a page the LMS may frame, creating nothing.
+//! launches that must be refused (another browser's state, a replay, an unknown platform, a student's
+//! deep-linking request) with their code on a page the LMS may frame, creating nothing.
 
 use hub::auth::Role;
 use lti_platform_sim::Platform;
@@ -10,23 +10,34 @@ use serde_json::{Value, json};
 use crate::common::TestStack;
 
 const ISSUER: &str = "https://lms.lincoln.example";
-const CLIENT_ID: &str = "hub-tool-1";
-const DEPLOYMENT: &str = "deployment-1";
-const CLAIM: &str = "https://purl.imsglobal.org/spec/lti/claim/";
+pub(crate) const CLIENT_ID: &str = "hub-tool-1";
+pub(crate) const DEPLOYMENT: &str = "deployment-1";
+pub(crate) const CLAIM: &str = "https://purl.imsglobal.org/spec/lti/claim/";
 
-struct Lms {
-    t: TestStack,
-    platform: Platform,
+pub(crate) struct Lms {
+    pub t: TestStack,
+    pub platform: Platform,
+    /// The platform's issuer, as registered.
+    pub issuer: String,
     /// A browser: no redirects followed, cookies kept by hand.
-    browser: reqwest::Client,
+    pub browser: reqwest::Client,
+    /// A platform admin's access token.
+    pub admin: String,
 }
 
 async fn setup(name: &str) -> Lms {
-    let t = TestStack::new(name).await;
+    setup_with(name, &[], |_| ISSUER.to_string()).await
+}
+
+/// A stack with these template parameters and a platform registered for organization `lincoln`
+/// under the issuer `issuer` gives it.
+pub(crate) async fn setup_with(name: &str, parameters: &[(&str, &str)], issuer: fn(&Platform) -> String) -> Lms {
+    let t = TestStack::with_parameters(name, parameters).await;
     let platform = Platform::start(0).await.unwrap();
+    let issuer = issuer(&platform);
     let (_, admin) = t.signed_in_as(&format!("root@{name}.example"), Role::Admin, "platform").await;
     let body = json!({
-        "organization_id": "lincoln", "name": "Lincoln LMS", "issuer": ISSUER, "client_id": CLIENT_ID, "deployment_ids": [DEPLOYMENT],
+        "organization_id": "lincoln", "name": "Lincoln LMS", "issuer": issuer, "client_id": CLIENT_ID, "deployment_ids": [DEPLOYMENT],
         "auth_url": format!("{}/authorize", platform.base_url), "token_url": format!("{}/token", platform.base_url),
         "jwks_url": platform.jwks_url(),
     });
@@ -34,7 +45,16 @@ async fn setup(name: &str) -> Lms {
         t.http.post(t.url("/api/lti/registrations")).bearer_auth(&admin.access_token).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 201);
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    Lms { t, platform, browser }
+    Lms { t, platform, issuer, browser, admin: admin.access_token }
+}
+
+impl Lms {
+    /// A launch's claims from this platform.
+    pub fn claims(&self, sub: &str, role: &str, message_type: &str) -> Value {
+        let mut claims = claims(sub, role, message_type);
+        claims["iss"] = json!(self.issuer);
+        claims
+    }
 }
 
 fn claims(sub: &str, role: &str, message_type: &str) -> Value {
@@ -53,32 +73,36 @@ fn claims(sub: &str, role: &str, message_type: &str) -> Value {
 }
 
 /// What the platform's form POSTs, and the state cookie the login set in this browser.
-struct Form {
-    action: String,
-    id_token: String,
-    state: String,
-    cookie: String,
+pub(crate) struct Form {
+    pub action: String,
+    pub id_token: String,
+    pub state: String,
+    pub cookie: String,
 }
 
 /// `url` with `pairs` as its query.
-fn with_query(url: String, pairs: &[(&str, &str)]) -> String {
+pub(crate) fn with_query(url: String, pairs: &[(&str, &str)]) -> String {
     format!("{url}?{}", url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish())
 }
 
-fn form_body(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn form_body(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
 
-fn value_of<'a>(html: &'a str, name: &str) -> &'a str {
+pub(crate) fn value_of<'a>(html: &'a str, name: &str) -> &'a str {
     let at = html.find(&format!("name=\"{name}\" value=\"")).unwrap() + name.len() + 15;
     &html[at..at + html[at..].find('"').unwrap()]
 }
 
 impl Lms {
     /// The LMS starts a login for `hint`; the browser follows it to the platform, which answers its form.
-    async fn login(&self, hint: &str) -> Form {
-        let query =
-            [("iss", ISSUER), ("login_hint", hint), ("client_id", CLIENT_ID), ("lti_deployment_id", DEPLOYMENT)];
+    pub async fn login(&self, hint: &str) -> Form {
+        let query = [
+            ("iss", self.issuer.as_str()),
+            ("login_hint", hint),
+            ("client_id", CLIENT_ID),
+            ("lti_deployment_id", DEPLOYMENT),
+        ];
         let r = self.browser.get(with_query(self.t.url("/api/lti/login"), &query)).send().await.unwrap();
         assert_eq!(r.status(), 302);
         let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
@@ -98,7 +122,7 @@ impl Lms {
         }
     }
 
-    async fn post(&self, form: &Form, cookie: Option<&str>) -> reqwest::Response {
+    pub async fn post(&self, form: &Form, cookie: Option<&str>) -> reqwest::Response {
         let body = form_body(&[("id_token", &form.id_token), ("state", &form.state)]);
         let mut r =
             self.browser.post(&form.action).header("content-type", "application/x-www-form-urlencoded").body(body);
@@ -109,7 +133,12 @@ impl Lms {
     }
 
     /// The launch's code, exchanged for a session: the signed-in user as `/api/auth/me` shows it.
-    async fn session(&self, launched: reqwest::Response) -> Value {
+    pub async fn session(&self, launched: reqwest::Response) -> Value {
+        self.signed_in(launched).await.1
+    }
+
+    /// The launch's code exchanged: the access token and the user.
+    pub async fn signed_in(&self, launched: reqwest::Response) -> (String, Value) {
         assert_eq!(launched.status(), 302);
         let cleared = launched.headers()["set-cookie"].to_str().unwrap();
         assert!(
@@ -118,19 +147,20 @@ impl Lms {
         );
         let location = launched.headers()["location"].to_str().unwrap().to_string();
         assert!(location.starts_with("http://localhost:5173/auth/callback?code="), "{location}");
-        assert!(location.ends_with("&source=lti"), "the frontend knows where to exchange it: {location}");
+        assert!(location.contains("&source=lti"), "the frontend knows where to exchange it: {location}");
         let code = location.split("code=").nth(1).unwrap().split('&').next().unwrap();
         let r = self.t.http.post(self.t.url("/api/lti/token")).json(&json!({"code": code})).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
         let again = self.t.http.post(self.t.url("/api/lti/token")).json(&json!({"code": code})).send().await.unwrap();
         assert_eq!(again.status(), 400, "a code is used once");
-        self.t.get_json("/api/auth/me", &token).await
+        let me = self.t.get_json("/api/auth/me", &token).await;
+        (token, me)
     }
 }
 
 /// A refused launch: its error code on a page the LMS may frame.
-async fn refused(r: reqwest::Response) -> (u16, String) {
+pub(crate) async fn refused(r: reqwest::Response) -> (u16, String) {
     let status = r.status().as_u16();
     let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
     assert!(!csp.contains("frame-ancestors 'none'") && r.headers().get("x-frame-options").is_none(), "{csp}");
@@ -215,11 +245,11 @@ async fn launches_from_another_browser_replayed_or_from_unknown_platforms_are_re
     assert_eq!((unchanged.org_id, unchanged.role), (None, Role::Observer));
     assert!(nobody("mallory-1").await);
 
-    // A deep-linking request is not served yet: said plainly, nothing created.
-    lms.platform.prepare("dl", claims("teacher-dl", "Instructor", "LtiDeepLinkingRequest"));
+    // A student cannot add content to a course: refused before anyone is provisioned.
+    lms.platform.prepare("dl", claims("student-dl", "Learner", "LtiDeepLinkingRequest"));
     let form = lms.login("dl").await;
-    assert_eq!(refused(lms.post(&form, Some(&form.cookie)).await).await, (400, "deep_linking_unavailable".into()));
-    assert!(nobody("teacher-dl").await);
+    assert_eq!(refused(lms.post(&form, Some(&form.cookie)).await).await, (403, "deep_linking_forbidden".into()));
+    assert!(nobody("student-dl").await);
 
     // Logins from a platform nobody registered, or without a client id.
     let r = lms

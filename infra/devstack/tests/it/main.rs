@@ -15,6 +15,7 @@ mod events;
 mod gateway;
 mod health;
 mod learning;
+mod lti_advantage;
 mod lti_flow;
 mod lti_keys;
 mod lti_launch;

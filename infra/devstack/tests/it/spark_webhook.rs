@@ -613,11 +613,7 @@ async fn a_grade_set_later_by_a_teacher_goes_back_to_spark() {
     let r: Value = post(&s, &body, Some(&sign(&s.secret, &body))).await.json().await.unwrap();
     let completion_id = r["completion_id"].as_str().unwrap().to_string();
     while s.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
-    assert_eq!(
-        s.t.gateway.poll("grade-passback", 0).await.unwrap(),
-        (0, 0),
-        "no grade yet, nothing to pass back"
-    );
+    assert_eq!(s.t.gateway.poll("grade-passback", 0).await.unwrap(), (0, 0), "no grade yet, nothing to pass back");
 
     let (_, teacher) = s.t.signed_in_as("teacher@school.example", Role::Teacher, "demo").await;
     let (_, stranger) = s.t.signed_in_as("teacher@other.example", Role::Teacher, "org-2").await;

@@ -1,0 +1,429 @@
+//! LTI Advantage end to end through the dev gateway, against the local LTI platform (which checks
+//! what we sign with our published JWKS, as an LMS does): deep linking puts a quest in a course; the
+//! link's launches land in the quest; a student's progress and a teacher's grade go back to the
+//! line item (Assignment and Grade Services, with retries); a course's roster is synced (Names and Role
+//! Provisioning Services, page by page); a Mentor launch links the mentor to their students; an admin
+//! points a link at a quest.
+
+use std::time::Duration;
+
+use hub::auth::Role;
+use lti_platform_sim::Platform;
+use serde_json::{Value, json};
+
+use crate::lti_flow::{CLAIM, CLIENT_ID, Lms, form_body, refused, setup_with, value_of};
+
+const SCORE: &str = "https://purl.imsglobal.org/spec/lti-ags/scope/score";
+const LINEITEM: &str = "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem";
+const AGS: &str = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint";
+const NRPS: &str = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice";
+
+/// A registered platform that trusts our JWKS (served by the gateway), as a real LMS is configured.
+async fn setup(name: &str) -> Lms {
+    let lms = setup_with(name, &[("PassbackRetryBaseSeconds", "1")], |p| p.base_url.clone()).await;
+    lms.platform.trust_tool(CLIENT_ID, &lms.t.url("/api/lti/jwks"));
+    lms
+}
+
+fn registration_id(lms: &Lms) -> String {
+    hub::lti::registration::registration_id(&lms.issuer, CLIENT_ID)
+}
+
+/// A quest of organization `lincoln`: two tasks, 30 and 70 XP.
+async fn quest(lms: &Lms, title: &str) -> Value {
+    let body = json!({"title": title, "pillar": "stem", "organization_id": "lincoln",
+                      "tasks": [{"title": "Observe", "xp": 30}, {"title": "Report", "xp": 70}]});
+    let r = lms.t.http.post(lms.t.url("/api/admin/quests")).bearer_auth(&lms.admin).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+/// Launches `claims` for `hint` through the browser: the launch's answer.
+async fn launch(lms: &Lms, hint: &str, claims: Value) -> reqwest::Response {
+    lms.platform.prepare(hint, claims);
+    let form = lms.login(hint).await;
+    lms.post(&form, Some(&form.cookie)).await
+}
+
+/// The page's form: its action and its hidden fields.
+fn form_of(html: &str) -> String {
+    html.split("<form method=\"post\" action=\"").nth(1).unwrap().split('"').next().unwrap().replace("&amp;", "&")
+}
+
+async fn post_form(lms: &Lms, url: &str, pairs: &[(&str, &str)]) -> reqwest::Response {
+    lms.browser
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(pairs))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Runs the events consumer until it is idle, then one grade passback batch: (received, failed).
+async fn pass_back(lms: &Lms) -> (usize, usize) {
+    while lms.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
+    lms.t.gateway.poll("grade-passback", 1).await.unwrap()
+}
+
+async fn submit(lms: &Lms, token: &str, quest: &Value, task: usize, key: &str) -> reqwest::Response {
+    let path = format!(
+        "/api/quests/{}/tasks/{}/submissions",
+        quest["id"].as_str().unwrap(),
+        quest["tasks"][task]["id"].as_str().unwrap()
+    );
+    lms.t
+        .http
+        .post(lms.t.url(&path))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&json!({"evidence": [{"type": "text", "content": "What I saw"}, {"type": "link", "content": "https://docs.example.org/report"}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn deep_linking_puts_a_quest_in_a_course_whose_launches_land_there_and_whose_scores_go_back() {
+    let lms = setup("ltiadv").await;
+    let cells = quest(&lms, "Cells under the microscope").await;
+    let quest_id = cells["id"].as_str().unwrap().to_string();
+
+    // The instructor's deep linking request: a page of the organization's quests, framed by the LMS.
+    let mut request = lms.claims("teacher-1", "Instructor", "LtiDeepLinkingRequest");
+    request["https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings"] = json!({
+        "deep_link_return_url": lms.platform.deep_link_return_url(), "accept_types": ["ltiResourceLink"],
+        "accept_multiple": false, "data": "opaque-platform-data"});
+    let page = launch(&lms, "teacher", request).await;
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(!csp.contains("frame-ancestors 'none'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Cells under the microscope") && html.contains(&format!("value=\"{quest_id}\"")), "{html}");
+    let session = value_of(&html, "session").to_string();
+    let action = lms.t.url(&form_of(&html));
+
+    // The choice: a page that posts the signed answer to the platform at once.
+    let chosen = [("session", session.as_str()), ("quest_id", quest_id.as_str()), ("action", "add")];
+    let answer = post_form(&lms, &action, &chosen).await;
+    assert_eq!(answer.status(), 200);
+    let csp = answer.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'sha256-") && csp.contains(&lms.platform.base_url), "{csp}");
+    let html = answer.text().await.unwrap();
+    assert_eq!(form_of(&html), lms.platform.deep_link_return_url());
+    let jwt = value_of(&html, "JWT").to_string();
+    let r = post_form(&lms, &lms.platform.deep_link_return_url(), &[("JWT", &jwt)]).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the platform verified our answer with our JWKS: {:?}",
+        lms.platform.deep_link_rejections.lock().unwrap()
+    );
+    let response = lms.platform.deep_link_responses.lock().unwrap()[0].clone();
+    let item = &response["https://purl.imsglobal.org/spec/lti-dl/claim/content_items"][0];
+    assert_eq!(
+        (item["type"].as_str(), item["custom"]["quest_id"].as_str()),
+        (Some("ltiResourceLink"), Some(quest_id.as_str()))
+    );
+    assert_eq!(item["lineItem"]["scoreMaximum"], 100, "{item}");
+    assert_eq!(item["url"], lms.t.url("/api/lti/launch"));
+    assert_eq!(response["https://purl.imsglobal.org/spec/lti-dl/claim/data"], "opaque-platform-data");
+    assert_eq!(response[format!("{CLAIM}deployment_id")], crate::lti_flow::DEPLOYMENT);
+
+    // One answer per request; a forged session answers nothing.
+    let again = post_form(&lms, &action, &chosen).await;
+    assert_eq!(refused(again).await, (400, "invalid_session".into()));
+    let forged = post_form(&lms, &action, &[("session", "forged"), ("quest_id", &quest_id)]).await;
+    assert_eq!(refused(forged).await, (400, "invalid_session".into()));
+
+    // The platform creates the link with its line item; a student launches it.
+    let lineitem = lms.platform.create_lineitem("Cells under the microscope", 100.0, Some("link-1"));
+    let mut student = lms.claims("student-1", "Learner", "LtiResourceLinkRequest");
+    student[format!("{CLAIM}custom")] = json!({"quest_id": quest_id});
+    student[AGS] = json!({"scope": [LINEITEM, SCORE], "lineitem": lineitem,
+                          "lineitems": format!("{}/lineitems", lms.platform.base_url)});
+    let launched = launch(&lms, "student", student.clone()).await;
+    let location = launched.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.ends_with(&format!("&next=%2Fquests%2F{quest_id}")), "the frontend opens the quest: {location}");
+    let (token, me) = lms.signed_in(launched).await;
+    assert_eq!(me["role"], "student");
+
+    // A task done: XP so far out of the quest's, in progress.
+    let r = submit(&lms, &token, &cells, 0, "observe-1").await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(submit(&lms, &token, &cells, 0, "observe-1").await.status(), 200, "the same submission again");
+    assert_eq!(pass_back(&lms).await, (1, 0));
+    let scores = lms.platform.scores(&lineitem);
+    assert_eq!(scores.len(), 1, "{scores:?}");
+    assert_eq!(
+        (scores[0]["userId"].as_str(), scores[0]["scoreGiven"].as_f64(), scores[0]["scoreMaximum"].as_f64()),
+        (Some("student-1"), Some(30.0), Some(100.0))
+    );
+    assert_eq!(
+        (scores[0]["activityProgress"].as_str(), scores[0]["gradingProgress"].as_str()),
+        (Some("InProgress"), Some("FullyGraded"))
+    );
+    assert_eq!(*lms.platform.token_requests.lock().unwrap(), 1);
+
+    // The last task, while the platform fails once: retried after its backoff, with the cached token.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    lms.platform.faults.lock().unwrap().score_failures = Some((503, 1));
+    let completed: Value = submit(&lms, &token, &cells, 1, "report-1").await.json().await.unwrap();
+    assert_eq!(pass_back(&lms).await, (1, 1));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(lms.t.gateway.poll("grade-passback", 1).await.unwrap(), (1, 0));
+    let scores = lms.platform.scores(&lineitem);
+    assert_eq!(
+        (scores[1]["scoreGiven"].as_f64(), scores[1]["activityProgress"].as_str()),
+        (Some(100.0), Some("Completed"))
+    );
+    assert_eq!(*lms.platform.token_requests.lock().unwrap(), 1, "the token is cached per scope");
+
+    // The teacher grades the report: the grade goes back as a percentage.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let teacher = launch(&lms, "teacher-launch", lms.claims("teacher-1", "Instructor", "LtiResourceLinkRequest")).await;
+    let (teacher, _) = lms.signed_in(teacher).await;
+    let path = format!("/api/completions/{}/grade", completed["completion_id"].as_str().unwrap());
+    let r = lms.t.http.put(lms.t.url(&path)).bearer_auth(&teacher).json(&json!({"grade": 95})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(pass_back(&lms).await, (1, 0));
+    let scores = lms.platform.scores(&lineitem);
+    assert_eq!(
+        (scores.len(), scores[2]["scoreGiven"].as_f64(), scores[2]["scoreMaximum"].as_f64()),
+        (3, Some(95.0), Some(100.0))
+    );
+
+    // Bad evidence and other organizations' quests are refused, and nothing is scored.
+    let path = format!("/api/quests/{quest_id}/tasks/{}/submissions", cells["tasks"][0]["id"].as_str().unwrap());
+    let r = lms
+        .t
+        .http
+        .post(lms.t.url(&path))
+        .bearer_auth(&token)
+        .json(&json!({"evidence": [{"type": "link", "content": "javascript:alert(1)"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crate::common::error_code(r).await, (400, "invalid_evidence".into()));
+    let (_, outsider) = lms.t.signed_in_as("kid@other.example", Role::Student, "other-school").await;
+    let r = submit(&lms, &outsider.access_token, &cells, 0, "x").await;
+    assert_eq!(crate::common::error_code(r).await, (404, "quest_not_found".into()));
+    while lms.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
+    assert_eq!(lms.t.gateway.poll("grade-passback", 0).await.unwrap(), (0, 0));
+}
+
+#[tokio::test]
+async fn a_course_roster_is_synced_page_by_page_and_inactive_members_are_reported_not_deleted() {
+    let lms = setup("ltinrps").await;
+    let mut members: Vec<Value> = (0..240)
+        .map(|i| json!({"user_id": format!("learner-{i}"), "status": "Active", "given_name": "Kid", "family_name": format!("N{i}"),
+                        "email": format!("learner-{i}@lincoln.example"), "roles": ["http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"]}))
+        .collect();
+    members.extend(
+        (0..5).map(|i| json!({"user_id": format!("teacher-{i}"), "status": "Active", "roles": ["Instructor"]})),
+    );
+    members.extend((0..5).map(|i| json!({"user_id": format!("gone-{i}"), "status": "Inactive", "roles": ["Learner"]})));
+    let url = lms.platform.set_members("course-7", members);
+    *lms.platform.page_size.lock().unwrap() = 100;
+
+    // The course is known from a launch that offers the roster service.
+    let mut teacher = lms.claims("teacher-0", "Instructor", "LtiResourceLinkRequest");
+    teacher[NRPS] = json!({"context_memberships_url": url, "service_versions": ["2.0"]});
+    let (token, _) = lms.signed_in(launch(&lms, "teacher", teacher).await).await;
+    let course = hub::lti::links::course_id(&registration_id(&lms), "course-7");
+    let sync = |token: String| {
+        let (http, url) = (lms.t.http.clone(), lms.t.url(&format!("/api/lti/contexts/{course}/roster-sync")));
+        async move { http.post(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let r = sync(token.clone()).await;
+    assert_eq!(r.status(), 200);
+    let summary: Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            summary["total"].as_u64(),
+            summary["successful"].as_u64(),
+            summary["failed"].as_u64(),
+            summary["inactive"].as_u64()
+        ),
+        (Some(250), Some(245), Some(5), Some(5)),
+        "{}",
+        summary["members"][0]
+    );
+    assert_eq!(summary["pages"], 3);
+    assert_eq!(*lms.platform.membership_requests.lock().unwrap(), 3, "Link rel=next followed to the end");
+    let gone = summary["members"].as_array().unwrap().iter().find(|m| m["member_id"] == "gone-1").unwrap();
+    assert_eq!(gone["success"], false);
+    assert!(gone["message"].as_str().unwrap().starts_with("inactive"));
+    let learner =
+        summary["members"].as_array().unwrap().iter().find(|m| m["member_id"] == "learner-7").unwrap().clone();
+    assert_eq!(learner["message"], "created");
+    let user = lms.t.ctx.store().get_user(learner["user_id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        (user.role, user.org_id.as_deref(), user.email.as_deref()),
+        (Role::Student, Some("lincoln"), Some("learner-7@lincoln.example"))
+    );
+    let teacher_3 = lms
+        .t
+        .ctx
+        .store()
+        .user_id_by_identity(&format!("lti:{}", registration_id(&lms)), "teacher-3")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lms.t.ctx.store().get_user(&teacher_3).await.unwrap().unwrap().role, Role::Teacher);
+
+    // Again: the same accounts, updated; a member who left stays (reported, not deleted).
+    let again: Value = sync(token.clone()).await.json().await.unwrap();
+    let learner_again =
+        again["members"].as_array().unwrap().iter().find(|m| m["member_id"] == "learner-7").unwrap().clone();
+    assert_eq!(
+        (learner_again["user_id"].clone(), learner_again["message"].as_str()),
+        (learner["user_id"].clone(), Some("updated"))
+    );
+
+    // Students do not sync; other organizations do not see the course; the platform failing is a 502.
+    let (_, student) = lms.t.signed_in_as("kid@lincoln.example", Role::Student, "lincoln").await;
+    assert_eq!(crate::common::error_code(sync(student.access_token).await).await.0, 403);
+    let (_, other) = lms.t.signed_in_as("t@other.example", Role::Teacher, "other-school").await;
+    assert_eq!(crate::common::error_code(sync(other.access_token).await).await, (404, "course_not_found".into()));
+    lms.platform.faults.lock().unwrap().memberships_status = Some(500);
+    assert_eq!(crate::common::error_code(sync(token).await).await, (502, "roster_unavailable".into()));
+}
+
+#[tokio::test]
+async fn mentors_are_linked_to_their_students_and_admins_point_links_at_quests() {
+    let lms = setup("ltimentor").await;
+    let (student_token, student) = lms
+        .signed_in(launch(&lms, "student", lms.claims("student-1", "Learner", "LtiResourceLinkRequest")).await)
+        .await;
+    let mut mentor = lms.claims("parent-1", "Mentor", "LtiResourceLinkRequest");
+    mentor[format!("{CLAIM}roles")] = json!(["http://purl.imsglobal.org/vocab/lis/v2/membership#Mentor"]);
+    mentor[format!("{CLAIM}role_scope_mentor")] = json!(["student-1", "unknown-student"]);
+    let (_, observer) = lms.signed_in(launch(&lms, "mentor", mentor.clone()).await).await;
+    let link = lms
+        .t
+        .ctx
+        .store()
+        .link(student["id"].as_str().unwrap(), observer["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (link.source.as_str(), link.relationship.as_str(), link.permissions.can_view_evidence),
+        ("lti", "mentor", false)
+    );
+    // The student lets the mentor see evidence; the next mentor launch keeps that choice.
+    let path = format!("/api/observers/{}", observer["id"].as_str().unwrap());
+    let r = lms
+        .t
+        .http
+        .put(lms.t.url(&path))
+        .bearer_auth(&student_token)
+        .json(&json!({"can_view_evidence": true, "can_comment": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    lms.signed_in(launch(&lms, "mentor", mentor).await).await;
+    let link = lms
+        .t
+        .ctx
+        .store()
+        .link(student["id"].as_str().unwrap(), observer["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(link.permissions.can_view_evidence);
+
+    // A link launched without a quest is listed for the admins, who point it at one.
+    let plain = launch(&lms, "student", lms.claims("student-1", "Learner", "LtiResourceLinkRequest")).await;
+    assert!(!plain.headers()["location"].to_str().unwrap().contains("next="));
+    let listed = lms.t.get_json(&format!("/api/lti/registrations/{}/links", registration_id(&lms)), &lms.admin).await;
+    let link = listed["links"][0].clone();
+    assert_eq!(
+        (link["resource_link_id"].as_str(), link["quest_id"].clone()),
+        (Some("link-1"), Value::Null),
+        "{listed}"
+    );
+    let cells = quest(&lms, "Cells").await;
+    let path = format!("/api/lti/registrations/{}/links/{}", registration_id(&lms), link["id"].as_str().unwrap());
+    let (_, other_admin) = lms.t.signed_in_as("admin@other.example", Role::OrgAdmin, "other-school").await;
+    let r = lms
+        .t
+        .http
+        .put(lms.t.url(&path))
+        .bearer_auth(&other_admin.access_token)
+        .json(&json!({"quest_id": cells["id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "another organization's registration");
+    let r = lms
+        .t
+        .http
+        .put(lms.t.url(&path))
+        .bearer_auth(&lms.admin)
+        .json(&json!({"quest_id": "qst_missing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crate::common::error_code(r).await, (404, "quest_not_found".into()));
+    let r = lms
+        .t
+        .http
+        .put(lms.t.url(&path))
+        .bearer_auth(&lms.admin)
+        .json(&json!({"quest_id": cells["id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let routed = launch(&lms, "student", lms.claims("student-1", "Learner", "LtiResourceLinkRequest")).await;
+    let location = routed.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.ends_with(&format!("next=%2Fquests%2F{}", cells["id"].as_str().unwrap())), "{location}");
+}
+
+#[tokio::test]
+async fn deep_linking_answers_go_only_to_the_requesting_platform_and_need_a_live_session() {
+    let lms = setup("ltidlbad").await;
+    let cells = quest(&lms, "Cells").await;
+    let mut request = lms.claims("teacher-1", "Instructor", "LtiDeepLinkingRequest");
+    request["https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings"] =
+        json!({"deep_link_return_url": lms.platform.deep_link_return_url(), "accept_types": ["ltiResourceLink"]});
+    let html = launch(&lms, "teacher", request.clone()).await.text().await.unwrap();
+    let session = value_of(&html, "session").to_string();
+    // Several quests where the LMS accepts one; a quest of another organization.
+    let action = lms.t.url("/api/lti/deep-linking");
+    let r = post_form(
+        &lms,
+        &action,
+        &[("session", &session), ("quest_id", cells["id"].as_str().unwrap()), ("quest_id", "qst_x")],
+    )
+    .await;
+    assert_eq!(refused(r).await, (400, "invalid_choice".into()));
+    // The answer of a cancelled choice: no content, still signed for this platform.
+    let html = launch(&lms, "teacher", request).await.text().await.unwrap();
+    let session = value_of(&html, "session").to_string();
+    let r = post_form(&lms, &action, &[("session", &session), ("action", "cancel")]).await;
+    let jwt = value_of(&r.text().await.unwrap(), "JWT").to_string();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, jwt.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], json!([lms.issuer]), "addressed to the platform that asked");
+    assert_eq!(claims["iss"], CLIENT_ID);
+    assert_eq!(claims["https://purl.imsglobal.org/spec/lti-dl/claim/content_items"], json!([]));
+    // Another platform (the same tool registered elsewhere) refuses it: it is not addressed to it.
+    let elsewhere = Platform::start(0).await.unwrap();
+    elsewhere.trust_tool(CLIENT_ID, &lms.t.url("/api/lti/jwks"));
+    let r = post_form(&lms, &elsewhere.deep_link_return_url(), &[("JWT", &jwt)]).await;
+    assert_eq!(r.status(), 400);
+    assert!(elsewhere.deep_link_responses.lock().unwrap().is_empty());
+    // A deep-linking *response* sent to us as a launch is not a launch.
+    let response_as_launch = lms.claims("teacher-1", "Instructor", "LtiDeepLinkingResponse");
+    assert_eq!(
+        refused(launch(&lms, "teacher", response_as_launch).await).await,
+        (400, "unsupported_message_type".into())
+    );
+}
