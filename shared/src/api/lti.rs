@@ -231,10 +231,9 @@ pub async fn launch(ctx: Arc<Context>, req: Request) -> ApiResult {
             }
             crate::http::redirect_no_referrer(location.as_str(), &clear)
         }
-        (Ok(Launched::SignedIn { code, quest_id, .. }), None) => json(
-            StatusCode::OK,
-            &LaunchCode { code, expires_in: crate::lti::flow::CODE_TTL_SECS, quest_id },
-        ),
+        (Ok(Launched::SignedIn { code, quest_id, .. }), None) => {
+            json(StatusCode::OK, &LaunchCode { code, expires_in: crate::lti::flow::CODE_TTL_SECS, quest_id })
+        }
         (Ok(Launched::ChooseContent(mut page)), _) => {
             page.cookies = clear;
             page.into_response()

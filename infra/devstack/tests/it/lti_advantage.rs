@@ -83,6 +83,36 @@ async fn submit(lms: &Lms, token: &str, quest: &Value, task: usize, key: &str) -
         .unwrap()
 }
 
+/// What PyPI's `lti1p3platform` (a platform library that is not ours) makes of a client assertion and a
+/// deep linking answer we signed: it fetches our JWKS itself.
+async fn independent_check(lms: &Lms, client_assertion: &str, deep_linking_jwt: &str) -> Value {
+    use tokio::io::AsyncWriteExt;
+    let python = devstack::repo_root().join(".venv/bin/python");
+    assert!(python.exists(), "the test virtualenv is missing: run `make test`, which installs requirements-dev.txt");
+    let mut child = tokio::process::Command::new(python)
+        .arg(devstack::repo_root().join("infra/lti-conformance/lti1p3platform_check.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let given = json!({"jwks_url": lms.t.url("/api/lti/jwks"), "issuer": lms.issuer, "client_id": CLIENT_ID,
+                       "client_assertion": client_assertion, "scope": SCORE, "deep_linking_jwt": deep_linking_jwt});
+    child.stdin.take().unwrap().write_all(given.to_string().as_bytes()).await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "lti1p3platform check failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A client assertion as the grade passback signs it.
+async fn client_assertion(lms: &Lms) -> String {
+    let registration = lms.t.ctx.store().lti_registration(&registration_id(lms)).await.unwrap().unwrap();
+    let claims = hub::lti::services::client_assertion_claims(&registration, crate::common::now());
+    // The context of the worker that signs them (it reads the tool key).
+    let worker = lms.t.context_for("grade-passback", &[]);
+    hub::lti::tool_key::current(&worker).await.unwrap().sign(&claims)
+}
+
 #[tokio::test]
 async fn deep_linking_puts_a_quest_in_a_course_whose_launches_land_there_and_whose_scores_go_back() {
     let lms = setup("ltiadv").await;
@@ -129,6 +159,19 @@ async fn deep_linking_puts_a_quest_in_a_course_whose_launches_land_there_and_who
     assert_eq!(item["url"], lms.t.url("/api/lti/launch"));
     assert_eq!(response["https://purl.imsglobal.org/spec/lti-dl/claim/data"], "opaque-platform-data");
     assert_eq!(response[format!("{CLAIM}deployment_id")], crate::lti_flow::DEPLOYMENT);
+
+    // A platform library that is not ours accepts the same answer and our client assertion, and refuses
+    // them once tampered with.
+    let assertion = client_assertion(&lms).await;
+    let seen = independent_check(&lms, &assertion, &jwt).await;
+    assert_eq!(seen["token"]["scope"], SCORE, "{seen}");
+    assert_eq!(seen["content_items"][0]["custom"]["quest_id"], quest_id.as_str(), "{seen}");
+    let tamper = |jwt: &str| {
+        let (signed, signature) = jwt.rsplit_once('.').unwrap();
+        format!("{signed}.{}{}", if signature.starts_with('A') { "B" } else { "A" }, &signature[1..])
+    };
+    let seen = independent_check(&lms, &tamper(&assertion), &tamper(&jwt)).await;
+    assert!(seen["token"]["error"].is_string() && seen["content_items"]["error"].is_string(), "{seen}");
 
     // One answer per request; a forged session answers nothing.
     let again = post_form(&lms, &action, &chosen).await;
