@@ -176,6 +176,19 @@ enum Command {
         #[arg(long, default_value = "target/release/clever-sync-worker")]
         worker: PathBuf,
     },
+    /// LTI launch validation (ours and, with --python, pylti1p3's on the same launches) and an NRPS
+    /// roster sync against the LTI platform simulator.
+    BenchLti {
+        #[arg(long, default_value_t = 2000)]
+        launches: usize,
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        #[arg(long, default_value_t = 100)]
+        page_size: usize,
+        /// A Python with pylti1p3 installed (bench/lti makes one).
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
     /// Run schemathesis against the dev gateway on a fresh stack, as each role; fails on any answer
     /// ≥ 500, any answer that does not conform to the OpenAPI document, or too few requests.
     Contract {
@@ -405,6 +418,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 concurrency: concurrency.max(1),
             };
             devstack::bench_clever::run(&template, &sdk, options).await?;
+        }
+        Command::BenchLti { launches, members, page_size, python } => {
+            let options = devstack::bench_lti::Options { launches, members, page_size, python };
+            devstack::bench_lti::run(&template, &sdk, options).await?;
         }
         Command::Fire { function } => {
             let gateway = devstack::gateway::Gateway::new(&template, &stack, &sdk)?;

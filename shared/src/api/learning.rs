@@ -268,7 +268,7 @@ pub struct SubmissionRecorded {
     pub duplicate: bool,
 }
 
-/// `POST /api/quests/{quest_id}/tasks/{task_id}/submissions`: the caller's evidence for a task of a
+/// `POST /api/quests/{quest_id}/tasks/{task_id}/submissions`: a student's evidence for a task of a
 /// quest of their organization; completes the task (XP, `task.completed`, the quest when it is the
 /// last; a score to the LMS the quest was launched from).
 #[utoipa::path(post, path = "/api/quests/{quest_id}/tasks/{task_id}/submissions", tag = "learning", security(("bearer" = []), ("cookie" = [])),
@@ -282,7 +282,9 @@ pub struct SubmissionRecorded {
         (status = 201, description = "Recorded", body = SubmissionRecorded),
         (status = 200, description = "Already recorded under this Idempotency-Key", body = SubmissionRecorded),
         (status = 400, description = "`invalid_evidence`, `invalid_json`, `invalid_idempotency_key`", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "`forbidden`: students submit work", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "`quest_not_found` (also another organization's), `task_not_found`", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "`task_already_graded`: the task's work came from an LMS or was graded", body = crate::api::openapi::ErrorBody),
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
     ))]
 pub async fn submit_task(ctx: Arc<Context>, req: Request) -> ApiResult {

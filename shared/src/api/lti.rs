@@ -368,7 +368,11 @@ pub async fn list_links(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let found = registration::administered(&ctx, &principal, &path_param(&req, "registration_id")).await?;
     let links = ctx.store().lti_links_of(&found.id).await?;
-    let links = links.into_iter().map(|(link, quest_id)| LinkView { link, quest_id }).collect();
+    let links = links
+        .into_iter()
+        .filter(|(link, _)| link.organization_id == found.organization_id)
+        .map(|(link, quest_id)| LinkView { link, quest_id })
+        .collect();
     json(StatusCode::OK, &LinkList { registration_id: found.id, links })
 }
 
@@ -402,7 +406,7 @@ pub async fn assign_link(ctx: Arc<Context>, req: Request) -> ApiResult {
         .store()
         .lti_link(&link_id)
         .await?
-        .filter(|(l, _)| l.registration_id == found.id)
+        .filter(|(l, _)| l.registration_id == found.id && l.organization_id == found.organization_id)
         .ok_or_else(link_not_found)?;
     let quest = crate::lti::links::quest_of(&ctx, &found.organization_id, &body.quest_id)
         .await?

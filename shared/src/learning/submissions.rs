@@ -262,7 +262,8 @@ pub fn evidence_blocks(input: &[EvidenceInput]) -> Result<Vec<EvidenceBlock>, Ap
 }
 
 /// A student's own submission for a task of a quest of their organization (an LTI-launched quest,
-/// for example). `key` makes retries of the same submission record it once.
+/// for example). `key` makes retries of the same submission record it once. Work that came from an
+/// LMS, or that a teacher graded, is not replaced from here (its evidence and files are what was graded).
 pub async fn submit_own(
     ctx: &Context,
     principal: &crate::auth::guard::Principal,
@@ -271,6 +272,7 @@ pub async fn submit_own(
     key: &str,
     evidence: &[EvidenceInput],
 ) -> Result<Recorded, ApiError> {
+    principal.require_role(&[crate::auth::Role::Student])?;
     let not_found = || ApiError::not_found("quest_not_found", "No such quest");
     let quest = ctx.store().get_quest(quest_id).await?.ok_or_else(not_found)?;
     if principal.org_id.as_deref() != Some(quest.organization_id.as_str()) {
@@ -278,6 +280,17 @@ pub async fn submit_own(
         return Err(not_found());
     }
     let blocks = evidence_blocks(evidence)?;
+    let state =
+        ctx.store().learning_state(&principal.user_id, Some(quest_id)).await?.remove(quest_id).unwrap_or_default();
+    if let Some(completion_id) = state.tasks.get(task_id).and_then(|t| t.completion_id.as_deref())
+        && let Some(done) = ctx.store().completion(completion_id).await?
+        && (done.lms_ref.is_some() || done.graded)
+    {
+        return Err(ApiError::conflict(
+            "task_already_graded",
+            "This task's work came from an LMS or was graded: it is not replaced from here",
+        ));
+    }
     let key = crypto::sha256_hex(format!("{}\0{key}", principal.user_id).as_bytes());
     let submission = Submission {
         source: "hub",

@@ -134,16 +134,22 @@ pub async fn respond(ctx: &Context, form: &[(String, String)]) -> Result<Page, A
             "Choose one quest (or at most 20 where the LMS allows several)",
         ));
     }
-    let session = ctx.store().take_lti_deep_linking(token).await?.ok_or_else(expired)?;
+    // Checked on a read first: a wrong choice does not use up the instructor's session.
+    let session = ctx.store().lti_deep_linking(token).await?.ok_or_else(expired)?;
     if session.expires_at <= ctx.clock.now() {
         return Err(expired());
     }
     if !cancel && chosen.len() > 1 && !session.accept_multiple {
         return Err(ApiError::bad_request("invalid_choice", "The LMS accepts one quest here"));
     }
-    let registration = ctx.store().lti_registration(&session.registration_id).await?.ok_or_else(|| {
-        ApiError::new(http::StatusCode::FORBIDDEN, "unknown_registration", "The LMS is no longer registered")
-    })?;
+    let registration = ctx
+        .store()
+        .lti_registration(&session.registration_id)
+        .await?
+        .filter(|r| r.organization_id == session.organization_id)
+        .ok_or_else(|| {
+            ApiError::new(http::StatusCode::FORBIDDEN, "unknown_registration", "The LMS is no longer registered")
+        })?;
     let mut items = Vec::new();
     if !cancel {
         for id in chosen {
@@ -153,6 +159,7 @@ pub async fn respond(ctx: &Context, form: &[(String, String)]) -> Result<Page, A
             items.push(content_item(ctx, &quest)?);
         }
     }
+    ctx.store().take_lti_deep_linking(token).await?.ok_or_else(expired)?;
     let jwt =
         super::tool_key::current(ctx).await?.sign(&response_claims(&registration, &session, items, ctx.clock.now()));
     tracing::info!(registration_id = registration.id, user_id = session.user_id, cancel, "deep linking answered");

@@ -2,7 +2,7 @@
 //! and the quest it leads to, where the student's scores go, and whom a Mentor follows.
 //!
 //! - A **course** is recorded per registration and context id (`ltc_...`), with its membership URL
-//!   for the roster sync.
+//!   for the roster sync and the teachers who launched into it as its instructors.
 //! - A **resource link** (`ltl_...`) leads to one quest of the registration's organization: the one an
 //!   instructor chose by deep linking (our content item carries it as the custom parameter
 //!   `quest_id`), or the one an admin assigned. Once set, a launch never changes it; a quest of another
@@ -53,6 +53,10 @@ pub struct ResourceLinkRecord {
     /// `ltl_...`: the registration and the resource link id.
     pub id: String,
     pub registration_id: String,
+    /// The registration's organization when the link was launched (a registration deleted and made
+    /// again for another organization does not show it the old one's links).
+    #[serde(default)]
+    pub organization_id: String,
     pub resource_link_id: String,
     pub course_id: Option<String>,
     pub title: Option<String>,
@@ -129,6 +133,9 @@ pub async fn record_launch(
     });
     if let Some(course) = &course {
         store.put_lti_course(course).await?;
+        if launch.role.role == Role::Teacher && user.role == Role::Teacher {
+            store.put_lti_instructor(&course.id, &user.id).await?;
+        }
     }
     if launch.role.mentor && !launch.mentor_of.is_empty() {
         link_mentor(ctx, registration, launch, user).await?;
@@ -137,6 +144,7 @@ pub async fn record_launch(
     let link = ResourceLinkRecord {
         id: link_id(&registration.id, &resource_link.id),
         registration_id: registration.id.clone(),
+        organization_id: registration.organization_id.clone(),
         resource_link_id: resource_link.id.clone(),
         course_id: course.as_ref().map(|c| c.id.clone()),
         title: resource_link.title.clone(),

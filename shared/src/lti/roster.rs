@@ -1,8 +1,9 @@
 //! Names and Role Provisioning Services: an instructor or admin syncs a course's members from the
 //! platform (`POST /api/lti/contexts/{course_id}/roster-sync`). The membership is read page by page
-//! (following `Link: <...>; rel="next"`, each URL through the SSRF guard); active members are created
-//! or updated through the launch's provisioning path, 8 at a time; inactive or deleted members are
-//! reported, never deleted. The answer is seed 004's summary: `total`, `successful`, `failed`, and one
+//! (following `Link: <...>; rel="next"` on the service's own origin, each URL through the SSRF guard);
+//! active members are created or updated through the launch's provisioning path, 8 at a time, as
+//! students or teachers (an existing account keeps its role: a roster speaks for one course); inactive or
+//! deleted members are reported, never deleted. Five syncs of a course a minute at most. The answer is seed 004's summary: `total`, `successful`, `failed`, and one
 //! result per member.
 
 use futures_util::StreamExt;
@@ -53,14 +54,28 @@ pub struct RosterSummary {
     pub members: Vec<MemberResult>,
 }
 
-/// Syncs a course's roster. Teachers and admins of the course's organization (platform admins too).
+/// Syncs of one course a minute: each reads the whole roster and writes every member.
+const SYNCS_PER_COURSE: crate::ratelimit::Rule =
+    crate::ratelimit::Rule { name: "lti-roster-sync", limit: 5, window_secs: 60 };
+
+/// Syncs a course's roster: its instructors (teachers who launched into it as such), the admins of its
+/// organization, platform admins.
 pub async fn sync(ctx: &Context, principal: &Principal, course_id: &str) -> Result<RosterSummary, ApiError> {
+    principal.require_role(&[Role::Teacher, Role::OrgAdmin, Role::Admin])?;
     let not_found = || ApiError::not_found("course_not_found", "No such course");
     let course = ctx.store().lti_course(course_id).await?.ok_or_else(not_found)?;
-    principal.require_role(&[Role::Teacher, Role::OrgAdmin, Role::Admin])?;
-    if principal.role != Role::Admin && principal.org_id.as_deref() != Some(course.organization_id.as_str()) {
+    let allowed = match principal.role {
+        Role::Admin => true,
+        Role::OrgAdmin => principal.org_id.as_deref() == Some(course.organization_id.as_str()),
+        _ => {
+            principal.org_id.as_deref() == Some(course.organization_id.as_str())
+                && ctx.store().is_lti_instructor(&course.id, &principal.user_id).await?
+        }
+    };
+    if !allowed {
         return Err(not_found());
     }
+    crate::ratelimit::check(ctx, SYNCS_PER_COURSE, &course.id).await?;
     let registration = ctx
         .store()
         .lti_registration(&course.registration_id)
@@ -127,7 +142,8 @@ async fn read_members(
         if members.len() > MAX_MEMBERS {
             return Err(ServiceError::refused("the course has more than 10,000 members"));
         }
-        next = link.and_then(|l| next_link(&l));
+        // The next page is on the roster service's own origin (the token goes with it).
+        next = link.and_then(|l| next_link(&l)).map(|n| same_origin(first, &n)).transpose()?;
     }
     Ok((members, pages))
 }
@@ -169,6 +185,14 @@ async fn read_page(
     Err(ServiceError::retry("the roster service refused a fresh token"))
 }
 
+fn same_origin(first: &str, next: &str) -> Result<String, ServiceError> {
+    let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+    match (origin(first), origin(next)) {
+        (Some(a), Some(b)) if a == b => Ok(next.to_string()),
+        _ => Err(ServiceError::refused("a roster page links to another origin")),
+    }
+}
+
 /// The `rel="next"` target of a `Link` header.
 pub fn next_link(header: &str) -> Option<String> {
     header.split(',').find_map(|part| {
@@ -207,17 +231,32 @@ async fn provision_member(ctx: &Context, registration: &Registration, course: &C
     }
     let roles: Vec<String> =
         member["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string)).collect();
+    let provider = super::flow::provider(registration);
+    // A roster says what someone is in one course: it creates students and teachers, and never changes
+    // the role of an existing account (their own launches do).
+    let role = match ctx.store().user_id_by_identity(&provider, &member_id).await {
+        Ok(Some(id)) => match ctx.store().get_user(&id).await {
+            Ok(Some(user)) => user.role,
+            Ok(None) => return failed("the member's account is missing"),
+            Err(e) => return failed(&e.to_string()),
+        },
+        Ok(None) => match map_roles(&roles).role {
+            Role::Teacher | Role::OrgAdmin | Role::Admin => Role::Teacher,
+            _ => Role::Student,
+        },
+        Err(e) => return failed(&e.to_string()),
+    };
     let name = |k: &str| {
         text(k).and_then(|s| crate::observers::clean_text(&s.chars().take(100).collect::<String>(), 100).ok().flatten())
     };
     let profile = ExternalProfile {
-        provider: super::flow::provider(registration),
+        provider,
         external_id: member_id.clone(),
         email: text("email").filter(|e| e.len() <= 254),
         email_verified: text("email").is_some(),
         given_name: name("given_name"),
         family_name: name("family_name"),
-        role: map_roles(&roles).role,
+        role,
         org_id: Some(course.organization_id.clone()),
     };
     match provision_user(ctx, &profile).await {

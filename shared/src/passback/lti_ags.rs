@@ -2,7 +2,8 @@
 //! from an LMS becomes a score on the line item of the resource link they launched.
 //!
 //! - `task.completed`: the XP earned in the quest out of its total, `InProgress` until every task is
-//!   done, then `Completed`; `FullyGraded` (XP is the grade).
+//!   done, then `Completed`; `PendingManual`: a partial score until a teacher grades the work (a student
+//!   completes tasks on their own say-so, which must not read as a final grade in the gradebook).
 //! - `grade.updated` (a teacher grades a completion): a numeric grade is sent as a percentage
 //!   (`scoreGiven` out of 100, which the platform scales to its line item); a text grade goes as the
 //!   score's comment beside the XP score.
@@ -97,11 +98,12 @@ pub async fn job(ctx: &Context, event: &DomainEvent) -> Result<Option<LtiScore>,
         score_given: Some(earned as f64),
         score_maximum: total.max(1) as f64,
         activity_progress: if done { "Completed" } else { "InProgress" }.into(),
-        grading_progress: "FullyGraded".into(),
+        grading_progress: "PendingManual".into(),
         comment: None,
         timestamp: crate::events::rfc3339(event.occurred_at),
     };
     if event.event_type == GRADE_UPDATED {
+        score.grading_progress = "FullyGraded".into();
         match &event.data["grade"] {
             Value::Number(n) => {
                 score.score_given = n.as_f64().map(|g| g.clamp(0.0, 1000.0));

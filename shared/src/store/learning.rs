@@ -98,6 +98,8 @@ pub struct Completion {
     pub task_id: String,
     pub organization_id: String,
     pub lms_ref: Option<serde_json::Value>,
+    /// A teacher (or the LMS) graded it.
+    pub graded: bool,
 }
 
 impl Store<'_> {
@@ -170,6 +172,7 @@ impl Store<'_> {
                 task_id: text("task_id")?,
                 organization_id: text("organization_id")?,
                 lms_ref: item.str("lms").and_then(|l| serde_json::from_str(l).ok()),
+                graded: item.contains_key("grade"),
             })
         })())
     }

@@ -5,6 +5,7 @@
 //! | registration | `LTI#REGISTRATION#<ltr_id>` (a digest of issuer + client id) | `REGISTRATION` | doc, updated_at, gsi1pk `ORG#<org>#LTI_REGISTRATIONS` |
 //! | login state | `LTI#STATE#<sha256 of state>` | `STATE` | registration_id, nonce, expires_at |
 //! | course (context) | `LTI#CONTEXT#<ltc_id>` (a digest of registration + context id) | `CONTEXT` | doc |
+//! | course instructor | `LTI#CONTEXT#<ltc_id>` | `INSTRUCTOR#<user_id>` | (launched into the course as its instructor) |
 //! | resource link | `LTI#LINK#<ltl_id>` (a digest of registration + link id) | `LINK` | doc, quest_id, gsi1pk `LTI#<registration>#LINKS` |
 //! | grade target | `USER#<user_id>` | `LTI_GRADE#<quest_id>` | doc (registration, line item, the platform's user id) |
 //! | deep linking session | `LTI#DEEPLINK#<sha256 of token>` | `DEEPLINK` | doc, expires_at |
@@ -139,6 +140,19 @@ impl Store<'_> {
         .await
     }
 
+    /// Remembers that a user launched into a course as its instructor (who may sync its roster).
+    pub async fn put_lti_instructor(&self, course_id: &str, user_id: &str) -> Result<(), StoreError> {
+        self.put(Item::from([
+            ("pk".into(), s(course_pk(course_id))),
+            ("sk".into(), s(format!("INSTRUCTOR#{user_id}"))),
+        ]))
+        .await
+    }
+
+    pub async fn is_lti_instructor(&self, course_id: &str, user_id: &str) -> Result<bool, StoreError> {
+        Ok(self.get(&course_pk(course_id), &format!("INSTRUCTOR#{user_id}")).await?.is_some())
+    }
+
     pub async fn lti_course(&self, id: &str) -> Result<Option<Course>, StoreError> {
         Ok(self.get(&course_pk(id), "CONTEXT").await?.and_then(|i| serde_json::from_str(i.str("doc")?).ok()))
     }
@@ -238,6 +252,11 @@ impl Store<'_> {
             ("expires_at".into(), n(session.expires_at)),
         ]))
         .await
+    }
+
+    /// A deep linking session, left in place.
+    pub async fn lti_deep_linking(&self, token: &str) -> Result<Option<DeepLinkingSession>, StoreError> {
+        Ok(self.get(&deep_linking_pk(token), "DEEPLINK").await?.and_then(|i| serde_json::from_str(i.str("doc")?).ok()))
     }
 
     /// Takes a deep linking session (one answer per request). `None` when unknown or used.

@@ -7,6 +7,7 @@
 //! | invitee | `INVITEE#<email key>` | `<invitation id>` | student_id, email, valid_until, expires_at (pending invitations of an address) |
 //! | link (student side) | `USER#<student>` | `OBSERVER#<observer>` | relationship, can_view_evidence, can_comment, source, observer_email, observer_name, created_at |
 //! | link (observer side) | `USER#<observer>` | `OBSERVES#<student>` | relationship, source, created_at |
+//! | removed link | `USER#<student>` | `REMOVED_OBSERVER#<observer>` | (an LMS's Mentor launches do not link them again; a new invitation does) |
 //! | comment | `COMMENTS#<student>` | `<comment id>` (time-ordered) | observer_id, author_name, relationship, quest_id, task_id, body, hidden, created_at |
 //!
 //! The student's side of a link is the authority: every observer read checks it with one strongly
@@ -47,6 +48,10 @@ fn user_pk(id: &str) -> String {
 }
 fn observer_sk(observer_id: &str) -> String {
     format!("OBSERVER#{observer_id}")
+}
+/// Left by a student's removal of an observer: automatic links (an LMS's Mentor launches) do not come back.
+fn removed_sk(observer_id: &str) -> String {
+    format!("REMOVED_OBSERVER#{observer_id}")
 }
 fn observes_sk(student_id: &str) -> String {
     format!("OBSERVES#{student_id}")
@@ -202,22 +207,41 @@ impl Store<'_> {
                 .expression_attribute_values(":code", s(sha256_hex(code.as_bytes())))
                 .build(),
         )?;
+        // The student invited them again: an earlier removal no longer stands.
+        let forget_removal = build(
+            Delete::builder()
+                .table_name(self.table)
+                .key("pk", s(user_pk(&link.student_id)))
+                .key("sk", s(removed_sk(&link.observer_id)))
+                .build(),
+        )?;
         let mut items = vec![
             TransactWriteItem::builder().update(accepted).build(),
             self.invitee_delete(inv)?,
             self.outbox_put(event),
+            TransactWriteItem::builder().delete(forget_removal).build(),
         ];
         items.extend(self.link_puts(link)?);
         self.transact(items).await
     }
 
     /// Writes a new observer link (both sides), e.g. from an LMS mentor launch; `Conflict` when the
-    /// student already has a link to this observer (whose permissions the student may have changed).
+    /// student already has a link to this observer (whose permissions the student may have changed), or
+    /// removed one.
     pub async fn put_new_link(&self, link: &Link, event: &DomainEvent) -> Result<(), WriteError> {
         let mut items = self.link_puts(link)?;
         if let Some(TransactWriteItem { put: Some(put), .. }) = items.first_mut() {
             put.condition_expression = Some("attribute_not_exists(pk)".into());
         }
+        let never_removed = build(
+            ConditionCheck::builder()
+                .table_name(self.table)
+                .key("pk", s(user_pk(&link.student_id)))
+                .key("sk", s(removed_sk(&link.observer_id)))
+                .condition_expression("attribute_not_exists(pk)")
+                .build(),
+        )?;
+        items.push(TransactWriteItem::builder().condition_check(never_removed).build());
         items.push(self.outbox_put(event));
         self.transact(items).await
     }
@@ -270,7 +294,7 @@ impl Store<'_> {
         }
     }
 
-    /// Removes a link, both sides at once. `Conflict`: there is no such link.
+    /// Removes a link, both sides at once, and remembers the removal. `Conflict`: there is no such link.
     pub async fn remove_link(&self, student_id: &str, observer_id: &str) -> Result<(), WriteError> {
         let student_side = build(
             Delete::builder()
@@ -287,9 +311,17 @@ impl Store<'_> {
                 .key("sk", s(observes_sk(student_id)))
                 .build(),
         )?;
+        let removed = build(
+            Put::builder()
+                .table_name(self.table)
+                .item("pk", s(user_pk(student_id)))
+                .item("sk", s(removed_sk(observer_id)))
+                .build(),
+        )?;
         self.transact(vec![
             TransactWriteItem::builder().delete(student_side).build(),
             TransactWriteItem::builder().delete(observer_side).build(),
+            TransactWriteItem::builder().put(removed).build(),
         ])
         .await
     }

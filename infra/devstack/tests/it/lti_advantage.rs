@@ -204,7 +204,8 @@ async fn deep_linking_puts_a_quest_in_a_course_whose_launches_land_there_and_who
     );
     assert_eq!(
         (scores[0]["activityProgress"].as_str(), scores[0]["gradingProgress"].as_str()),
-        (Some("InProgress"), Some("FullyGraded"))
+        (Some("InProgress"), Some("PendingManual")),
+        "a partial score until a teacher grades the work"
     );
     assert_eq!(*lms.platform.token_requests.lock().unwrap(), 1);
 
@@ -235,6 +236,11 @@ async fn deep_linking_puts_a_quest_in_a_course_whose_launches_land_there_and_who
         (scores.len(), scores[2]["scoreGiven"].as_f64(), scores[2]["scoreMaximum"].as_f64()),
         (3, Some(95.0), Some(100.0))
     );
+    assert_eq!(scores[2]["gradingProgress"], "FullyGraded");
+    // Graded work is not replaced from the hub; teachers do not earn XP by submitting.
+    let r = submit(&lms, &token, &cells, 1, "report-2").await;
+    assert_eq!(crate::common::error_code(r).await, (409, "task_already_graded".into()));
+    assert_eq!(crate::common::error_code(submit(&lms, &teacher, &cells, 0, "t").await).await.0, 403);
 
     // Bad evidence and other organizations' quests are refused, and nothing is scored.
     let path = format!("/api/quests/{quest_id}/tasks/{}/submissions", cells["tasks"][0]["id"].as_str().unwrap());
@@ -329,8 +335,20 @@ async fn a_course_roster_is_synced_page_by_page_and_inactive_members_are_reporte
     assert_eq!(crate::common::error_code(sync(student.access_token).await).await.0, 403);
     let (_, other) = lms.t.signed_in_as("t@other.example", Role::Teacher, "other-school").await;
     assert_eq!(crate::common::error_code(sync(other.access_token).await).await, (404, "course_not_found".into()));
+    let (_, colleague) = lms.t.signed_in_as("colleague@lincoln.example", Role::Teacher, "lincoln").await;
+    assert_eq!(
+        crate::common::error_code(sync(colleague.access_token).await).await,
+        (404, "course_not_found".into()),
+        "a teacher who never taught the course"
+    );
+    let (_, school_admin) = lms.t.signed_in_as("head@lincoln.example", Role::OrgAdmin, "lincoln").await;
+    assert_eq!(sync(school_admin.access_token).await.status(), 200, "the school's admins may");
     lms.platform.faults.lock().unwrap().memberships_status = Some(500);
-    assert_eq!(crate::common::error_code(sync(token).await).await, (502, "roster_unavailable".into()));
+    assert_eq!(crate::common::error_code(sync(token.clone()).await).await, (502, "roster_unavailable".into()));
+    // Five syncs of a course a minute.
+    lms.platform.faults.lock().unwrap().memberships_status = None;
+    assert_eq!(sync(token.clone()).await.status(), 200);
+    assert_eq!(crate::common::error_code(sync(token).await).await.0, 429);
 }
 
 #[tokio::test]

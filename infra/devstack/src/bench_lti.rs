@@ -1,0 +1,215 @@
+//! `devstack bench-lti`: what an LTI launch and a roster sync cost.
+//!
+//! 1. **Launch validation with a warm key cache**: the same signed launches (RS256, 2048-bit, from the
+//!    LTI platform simulator) checked by our handler's code (`lti::launch::parse` + `verify`: format,
+//!    signature, audience, times, nonce, deployment, version, message claims) and, in the same run, by
+//!    pylti1p3's `MessageLaunch.validate()` (`bench/lti/pylti1p3_validate.py`), time per launch.
+//! 2. **Names and Role Provisioning**: a course of `members` members in pages of `page_size`, synced
+//!    by `lti::roster::sync` against the simulator and DynamoDB Local, twice (accounts created, then
+//!    updated): time, platform requests, items written.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use aws_config::SdkConfig;
+use serde_json::{Value, json};
+
+use crate::bench::{bench_stack, function_context};
+use crate::template::Template;
+
+pub struct Options {
+    pub launches: usize,
+    pub members: usize,
+    pub page_size: usize,
+    /// The Python with pylti1p3 installed; none skips the comparison.
+    pub python: Option<PathBuf>,
+}
+
+const CLIENT_ID: &str = "bench-tool";
+const DEPLOYMENT: &str = "bench-deployment";
+const CLAIM: &str = "https://purl.imsglobal.org/spec/lti/claim/";
+
+pub async fn run(template: &Template, sdk: &SdkConfig, options: Options) -> anyhow::Result<()> {
+    launch_validation(options.launches, options.python.as_deref()).await?;
+    roster(template, sdk, options.members, options.page_size).await
+}
+
+fn launch_claims(issuer: &str, i: usize, now: i64) -> Value {
+    json!({
+        "iss": issuer, "aud": CLIENT_ID, "sub": format!("student-{i}"), "nonce": format!("nonce-{i}"),
+        "iat": now, "exp": now + 3600, "email": format!("student-{i}@school.example"), "given_name": "Ada",
+        format!("{CLAIM}deployment_id"): DEPLOYMENT,
+        format!("{CLAIM}message_type"): "LtiResourceLinkRequest",
+        format!("{CLAIM}version"): "1.3.0",
+        format!("{CLAIM}roles"): ["http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"],
+        format!("{CLAIM}context"): {"id": "course-1", "title": "Biology"},
+        format!("{CLAIM}resource_link"): {"id": "link-1"},
+        format!("{CLAIM}target_link_uri"): "https://hub.example/api/lti/launch",
+        format!("{CLAIM}custom"): {"quest_id": "qst_bench"},
+    })
+}
+
+/// Mean, p50 and p99 of microsecond samples (the first tenth, at most 20, dropped as warm-up).
+fn summary(mut samples: Vec<f64>) -> (f64, f64, f64) {
+    let warm = samples.split_off(samples.len().min(20).min(samples.len() / 10));
+    let mut sorted = warm;
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    (sorted.iter().sum::<f64>() / sorted.len() as f64, at(0.5), at(0.99))
+}
+
+async fn launch_validation(launches: usize, python: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let issuer = "https://lms.bench.example";
+    let key = lti_platform_sim::PlatformKey::generate("bench-key-1")?;
+    let jwks = json!({"keys": [key.jwk()]});
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let tokens: Vec<String> = (0..launches).map(|i| key.sign(&launch_claims(issuer, i, now))).collect();
+    let keys = hub::lti::platform_keys::rsa_keys(&jwks);
+    let decoding = keys.get("bench-key-1").context("the bench key")?;
+    let deployments = vec![DEPLOYMENT.to_string()];
+    let mut ours = Vec::with_capacity(launches);
+    for (i, token) in tokens.iter().enumerate() {
+        let nonce = format!("nonce-{i}");
+        let started = Instant::now();
+        let expected = hub::lti::launch::Expected {
+            issuer,
+            client_id: CLIENT_ID,
+            deployment_ids: &deployments,
+            nonce: &nonce,
+            now,
+        };
+        hub::lti::launch::parse(token)?.verify(decoding, &expected)?;
+        ours.push(started.elapsed().as_nanos() as f64 / 1000.0);
+    }
+    println!("== launch validation, warm key cache ({launches} launches, RS256 2048-bit, one thread)");
+    println!("{:<34} {:>10} {:>10} {:>10}", "", "mean µs", "p50 µs", "p99 µs");
+    let (mean, p50, p99) = summary(ours);
+    println!("{:<34} {mean:>10.1} {p50:>10.1} {p99:>10.1}", "hub (lti::launch parse + verify)");
+    let Some(python) = python else {
+        println!("(pylti1p3 skipped: no --python)");
+        return Ok(());
+    };
+    let file = std::env::temp_dir().join(format!("bench-lti-{}.json", std::process::id()));
+    let given = json!({"issuer": issuer, "client_id": CLIENT_ID, "deployment_id": DEPLOYMENT, "jwks": jwks,
+        "launches": tokens.iter().enumerate().map(|(i, t)| json!({"id_token": t, "nonce": format!("nonce-{i}"), "state": format!("state-{i}")})).collect::<Vec<_>>()});
+    std::fs::write(&file, given.to_string())?;
+    let out = tokio::process::Command::new(python)
+        .arg(crate::repo_root().join("bench/lti/pylti1p3_validate.py"))
+        .arg(&file)
+        .output()
+        .await?;
+    let _ = std::fs::remove_file(&file);
+    anyhow::ensure!(out.status.success(), "pylti1p3 failed: {}", String::from_utf8_lossy(&out.stderr));
+    let theirs: Value = serde_json::from_slice(&out.stdout)?;
+    anyhow::ensure!(theirs["validated"] == launches, "pylti1p3 validated {} of {launches}", theirs["validated"]);
+    println!(
+        "{:<34} {:>10.1} {:>10.1} {:>10.1}",
+        "pylti1p3 MessageLaunch.validate()",
+        theirs["mean_us"].as_f64().unwrap_or_default(),
+        theirs["p50_us"].as_f64().unwrap_or_default(),
+        theirs["p99_us"].as_f64().unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn item_count(ctx: &hub::Context) -> anyhow::Result<i64> {
+    let (mut count, mut start) = (0i64, None);
+    loop {
+        let out = ctx
+            .dynamodb()
+            .scan()
+            .table_name(&ctx.config.table_name)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        count += i64::from(out.count);
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return Ok(count);
+        }
+    }
+}
+
+async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size: usize) -> anyhow::Result<()> {
+    let bench = bench_stack(template, sdk, &[]).await?;
+    let ctx = function_context(template, &bench.stack, sdk, "lti-roster-sync")?;
+    let platform = lti_platform_sim::Platform::start(0).await?;
+    platform.trust_tool(CLIENT_ID, &format!("{}/api/lti/jwks", bench.base));
+    *platform.page_size.lock().unwrap() = page_size;
+    let now = ctx.clock.now();
+    let registration = hub::lti::registration::Registration {
+        id: hub::lti::registration::registration_id(&platform.base_url, CLIENT_ID),
+        organization_id: "bench".into(),
+        name: "Bench LMS".into(),
+        issuer: platform.base_url.clone(),
+        client_id: CLIENT_ID.into(),
+        deployment_ids: vec![DEPLOYMENT.into()],
+        auth_url: format!("{}/authorize", platform.base_url),
+        token_url: platform.token_url(),
+        jwks_url: platform.jwks_url(),
+        created_at: now,
+        updated_at: now,
+    };
+    ctx.store().put_lti_registration(&registration, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let roster: Vec<Value> = (0..members)
+        .map(|i| {
+            let role = if i % 50 == 0 { "Instructor" } else { "Learner" };
+            json!({"user_id": format!("member-{i}"), "status": "Active", "given_name": "Member", "family_name": format!("N{i}"),
+                   "email": format!("member-{i}@school.example"), "roles": [format!("http://purl.imsglobal.org/vocab/lis/v2/membership#{role}")]})
+        })
+        .collect();
+    let course = hub::lti::links::Course {
+        id: hub::lti::links::course_id(&registration.id, "course-1"),
+        registration_id: registration.id.clone(),
+        organization_id: "bench".into(),
+        context_id: "course-1".into(),
+        label: None,
+        title: Some("Biology".into()),
+        deployment_id: DEPLOYMENT.into(),
+        memberships_url: Some(platform.set_members("course-1", roster)),
+        updated_at: now,
+    };
+    ctx.store().put_lti_course(&course).await?;
+    let teacher = hub::auth::guard::Principal {
+        user_id: "bench-teacher".into(),
+        email: None,
+        role: hub::auth::Role::Teacher,
+        org_id: Some("bench".into()),
+        session_id: "bench".into(),
+    };
+    println!();
+    println!(
+        "== NRPS roster sync: {members} members in pages of {page_size} (simulator and DynamoDB Local on loopback)"
+    );
+    println!(
+        "{:<10} {:>9} {:>7} {:>14} {:>8} {:>10} {:>9} {:>9}",
+        "run", "seconds", "pages", "platform reqs", "tokens", "items +", "created", "updated"
+    );
+    for run in ["first", "again"] {
+        let before = item_count(&ctx).await?;
+        let (requests, tokens) =
+            (*platform.membership_requests.lock().unwrap(), *platform.token_requests.lock().unwrap());
+        let started = Instant::now();
+        let summary = hub::lti::roster::sync(&ctx, &teacher, &course.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            summary.failed == 0,
+            "{} members failed: {:?}",
+            summary.failed,
+            summary.members.iter().find(|m| !m.success)
+        );
+        let count = |m: &str| summary.members.iter().filter(|r| r.message == m).count();
+        println!(
+            "{run:<10} {seconds:>9.2} {:>7} {:>14} {:>8} {:>10} {:>9} {:>9}",
+            summary.pages,
+            *platform.membership_requests.lock().unwrap() - requests,
+            *platform.token_requests.lock().unwrap() - tokens,
+            item_count(&ctx).await? - before,
+            count("created"),
+            count("updated"),
+        );
+    }
+    Ok(())
+}
