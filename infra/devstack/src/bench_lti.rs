@@ -201,12 +201,12 @@ async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size:
             summary.members.iter().find(|m| !m.success)
         );
         let count = |m: &str| summary.members.iter().filter(|r| r.message == m).count();
+        let platform_requests = *platform.membership_requests.lock().unwrap() - requests;
+        let token_requests = *platform.token_requests.lock().unwrap() - tokens;
+        let written = item_count(&ctx).await? - before;
         println!(
-            "{run:<10} {seconds:>9.2} {:>7} {:>14} {:>8} {:>10} {:>9} {:>9}",
+            "{run:<10} {seconds:>9.2} {:>7} {platform_requests:>14} {token_requests:>8} {written:>10} {:>9} {:>9}",
             summary.pages,
-            *platform.membership_requests.lock().unwrap() - requests,
-            *platform.token_requests.lock().unwrap() - tokens,
-            item_count(&ctx).await? - before,
             count("created"),
             count("updated"),
         );
