@@ -57,6 +57,9 @@ class Nonces(SessionService):
     def save_launch_data(self, key, jwt_body):
         pass
 
+    def set_state_valid(self, state, id_token_hash):
+        pass
+
 
 class Cookies(CookieService):
     def __init__(self, state):

@@ -172,10 +172,10 @@ async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size:
         updated_at: now,
     };
     ctx.store().put_lti_course(&course).await?;
-    let teacher = hub::auth::guard::Principal {
-        user_id: "bench-teacher".into(),
+    let school_admin = hub::auth::guard::Principal {
+        user_id: "bench-admin".into(),
         email: None,
-        role: hub::auth::Role::Teacher,
+        role: hub::auth::Role::OrgAdmin,
         org_id: Some("bench".into()),
         session_id: "bench".into(),
     };
@@ -192,7 +192,7 @@ async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size:
         let (requests, tokens) =
             (*platform.membership_requests.lock().unwrap(), *platform.token_requests.lock().unwrap());
         let started = Instant::now();
-        let summary = hub::lti::roster::sync(&ctx, &teacher, &course.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let summary = hub::lti::roster::sync(&ctx, &school_admin, &course.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let seconds = started.elapsed().as_secs_f64();
         anyhow::ensure!(
             summary.failed == 0,
