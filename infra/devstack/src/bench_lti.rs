@@ -192,7 +192,8 @@ async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size:
         let (requests, tokens) =
             (*platform.membership_requests.lock().unwrap(), *platform.token_requests.lock().unwrap());
         let started = Instant::now();
-        let summary = hub::lti::roster::sync(&ctx, &school_admin, &course.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let summary =
+            hub::lti::roster::sync(&ctx, &school_admin, &course.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let seconds = started.elapsed().as_secs_f64();
         anyhow::ensure!(
             summary.failed == 0,

@@ -409,35 +409,15 @@ async fn mentors_are_linked_to_their_students_and_admins_point_links_at_quests()
     let cells = quest(&lms, "Cells").await;
     let path = format!("/api/lti/registrations/{}/links/{}", registration_id(&lms), link["id"].as_str().unwrap());
     let (_, other_admin) = lms.t.signed_in_as("admin@other.example", Role::OrgAdmin, "other-school").await;
-    let r = lms
-        .t
-        .http
-        .put(lms.t.url(&path))
-        .bearer_auth(&other_admin.access_token)
-        .json(&json!({"quest_id": cells["id"]}))
-        .send()
-        .await
-        .unwrap();
+    let assign = |token: String, quest_id: Value| {
+        let (http, url) = (lms.t.http.clone(), lms.t.url(&path));
+        async move { http.put(url).bearer_auth(token).json(&json!({"quest_id": quest_id})).send().await.unwrap() }
+    };
+    let r = assign(other_admin.access_token, cells["id"].clone()).await;
     assert_eq!(r.status(), 404, "another organization's registration");
-    let r = lms
-        .t
-        .http
-        .put(lms.t.url(&path))
-        .bearer_auth(&lms.admin)
-        .json(&json!({"quest_id": "qst_missing"}))
-        .send()
-        .await
-        .unwrap();
+    let r = assign(lms.admin.clone(), json!("qst_missing")).await;
     assert_eq!(crate::common::error_code(r).await, (404, "quest_not_found".into()));
-    let r = lms
-        .t
-        .http
-        .put(lms.t.url(&path))
-        .bearer_auth(&lms.admin)
-        .json(&json!({"quest_id": cells["id"]}))
-        .send()
-        .await
-        .unwrap();
+    let r = assign(lms.admin.clone(), cells["id"].clone()).await;
     assert_eq!(r.status(), 200);
     let routed = launch(&lms, "student", lms.claims("student-1", "Learner", "LtiResourceLinkRequest")).await;
     let location = routed.headers()["location"].to_str().unwrap().to_string();
