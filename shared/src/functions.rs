@@ -263,6 +263,8 @@ pub const LTI_LINK_ASSIGN: Function =
     Function { name: "lti-link-assign", handler: Handler::Http(|c, r| Box::pin(api::lti::assign_link(c, r))) };
 pub const LTI_ROSTER_SYNC: Function =
     Function { name: "lti-roster-sync", handler: Handler::Http(|c, r| Box::pin(api::lti::roster_sync(c, r))) };
+pub const QUEST_GET: Function =
+    Function { name: "quest-get", handler: Handler::Http(|c, r| Box::pin(api::learning::get_quest(c, r))) };
 pub const QUEST_TASK_SUBMIT: Function =
     Function { name: "quest-task-submit", handler: Handler::Http(|c, r| Box::pin(api::learning::submit_task(c, r))) };
 pub const ME_AUTHORIZATIONS: Function = Function {
@@ -354,6 +356,7 @@ pub const ALL: &[Function] = &[
     LTI_LINKS_LIST,
     LTI_LINK_ASSIGN,
     LTI_ROSTER_SYNC,
+    QUEST_GET,
     QUEST_TASK_SUBMIT,
     ME_AUTHORIZATIONS,
     ME_AUTHORIZATION_REVOKE,

@@ -114,13 +114,42 @@ pub struct MyTask {
     pub evidence: Vec<crate::learning::EvidenceBlock>,
 }
 
+impl MyQuest {
+    /// A quest as the learner sees it: its tasks with their own progress and evidence.
+    pub fn of(quest: &crate::learning::Quest, state: &crate::store::learning::QuestState) -> Self {
+        let tasks = quest
+            .tasks
+            .iter()
+            .map(|t| {
+                let mine = state.tasks.get(&t.id);
+                MyTask {
+                    progress: TaskProgress::of(t, mine),
+                    completion_id: mine.and_then(|m| m.completion_id.clone()),
+                    evidence: state.evidence.get(&t.id).cloned().unwrap_or_default(),
+                }
+            })
+            .collect();
+        let progress = match &state.enrollment {
+            Some(enrollment) => QuestProgress::of(quest, enrollment),
+            None => QuestProgress {
+                quest_id: quest.id.clone(),
+                title: quest.title.clone(),
+                pillar: quest.pillar.clone(),
+                status: "not_started".into(),
+                completed_at: None,
+            },
+        };
+        Self { progress, tasks }
+    }
+}
+
 /// Where a learner stands in a quest (the student's own view and their observers' share it).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct QuestProgress {
     pub quest_id: String,
     pub title: String,
     pub pillar: String,
-    /// `active` or `completed`.
+    /// `active` or `completed` (`not_started` before the first submission).
     pub status: String,
     pub completed_at: Option<i64>,
 }
@@ -180,20 +209,9 @@ pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     let mut quests = Vec::new();
     for quest in definitions {
         let Some(state) = states.get(&quest.id) else { continue };
-        let Some(enrollment) = &state.enrollment else { continue };
-        let tasks = quest
-            .tasks
-            .iter()
-            .map(|t| {
-                let mine = state.tasks.get(&t.id);
-                MyTask {
-                    progress: TaskProgress::of(t, mine),
-                    completion_id: mine.and_then(|m| m.completion_id.clone()),
-                    evidence: state.evidence.get(&t.id).cloned().unwrap_or_default(),
-                }
-            })
-            .collect();
-        quests.push(MyQuest { progress: QuestProgress::of(&quest, enrollment), tasks });
+        if state.enrollment.is_some() {
+            quests.push(MyQuest::of(&quest, state));
+        }
     }
     let earned = store.earned_badges(&principal.user_id).await?;
     let badges = match &principal.org_id {
@@ -217,6 +235,29 @@ pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
         quests_completed: xp.quests_completed,
     };
     json(StatusCode::OK, &MyLearning { xp, badges, quests })
+}
+
+/// One quest of the caller's organization with their own progress: where an LTI launch sends a student
+/// (`next=/quests/<id>`), before their first submission too.
+#[utoipa::path(get, path = "/api/quests/{quest_id}", tag = "learning", security(("bearer" = []), ("cookie" = [])),
+    params(("quest_id" = String, Path, description = "The quest")),
+    responses(
+        (status = 200, description = "The quest, its tasks and the caller's progress and evidence (`status` `not_started` before any submission)", body = MyQuest),
+        (status = 404, description = "`quest_not_found` (also another organization's)", body = crate::api::openapi::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    ))]
+pub async fn get_quest(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate_for(&ctx, &req, "progress:read").await?;
+    let quest_id = path_param(&req, "quest_id");
+    let not_found = || crate::ApiError::not_found("quest_not_found", "No such quest");
+    let quest = ctx.store().get_quest(&quest_id).await?.ok_or_else(not_found)?;
+    if principal.role != crate::auth::Role::Admin && principal.org_id.as_deref() != Some(quest.organization_id.as_str())
+    {
+        return Err(not_found());
+    }
+    let state =
+        ctx.store().learning_state(&principal.user_id, Some(&quest.id)).await?.remove(&quest.id).unwrap_or_default();
+    json(StatusCode::OK, &MyQuest::of(&quest, &state))
 }
 
 /// `{"grade": ...}`: a number or a short string, as the LMS takes it.

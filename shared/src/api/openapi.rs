@@ -99,6 +99,7 @@ pub struct ErrorBody {
         lti::list_links,
         lti::assign_link,
         lti::roster_sync,
+        learning::get_quest,
         learning::submit_task,
         oauth::my_authorizations,
         oauth::revoke_authorization,

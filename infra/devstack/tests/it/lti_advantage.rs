@@ -191,6 +191,14 @@ async fn deep_linking_puts_a_quest_in_a_course_whose_launches_land_there_and_who
     let (token, me) = lms.signed_in(launched).await;
     assert_eq!(me["role"], "student");
 
+    // The quest the launch leads to, before any work.
+    let opened = lms.t.get_json(&format!("/api/quests/{quest_id}"), &token).await;
+    assert_eq!(
+        (opened["title"].as_str(), opened["status"].as_str()),
+        (Some("Cells under the microscope"), Some("not_started"))
+    );
+    assert_eq!(opened["tasks"].as_array().unwrap().len(), 2);
+
     // A task done: XP so far out of the quest's, in progress.
     let r = submit(&lms, &token, &cells, 0, "observe-1").await;
     assert_eq!(r.status(), 201);
@@ -257,6 +265,17 @@ async fn deep_linking_puts_a_quest_in_a_course_whose_launches_land_there_and_who
     let (_, outsider) = lms.t.signed_in_as("kid@other.example", Role::Student, "other-school").await;
     let r = submit(&lms, &outsider.access_token, &cells, 0, "x").await;
     assert_eq!(crate::common::error_code(r).await, (404, "quest_not_found".into()));
+    let r = lms
+        .t
+        .http
+        .get(lms.t.url(&format!("/api/quests/{quest_id}")))
+        .bearer_auth(&outsider.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crate::common::error_code(r).await, (404, "quest_not_found".into()));
+    let done = lms.t.get_json(&format!("/api/quests/{quest_id}"), &token).await;
+    assert_eq!((done["status"].as_str(), done["tasks"][1]["status"].as_str()), (Some("completed"), Some("completed")));
     while lms.t.gateway.poll("events-dispatch", 1).await.unwrap().0 > 0 {}
     assert_eq!(lms.t.gateway.poll("grade-passback", 0).await.unwrap(), (0, 0));
 }
