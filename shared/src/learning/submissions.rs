@@ -68,6 +68,19 @@ pub async fn record(ctx: &Context, sub: &Submission<'_>) -> Result<Recorded, Api
             store.learning_state(sub.user_id, Some(&sub.quest.id)).await?.remove(&sub.quest.id).unwrap_or_default();
         let existing = state.tasks.get(&task.id);
         let completes_task = !existing.is_some_and(|t| t.completed);
+        // Work without an LMS reference (the hub's own) never replaces work from an LMS or graded work:
+        // that is what was graded (the write checks it again).
+        if sub.lms_ref.is_none()
+            && !completes_task
+            && let Some(done) = existing.and_then(|t| t.completion_id.as_deref())
+            && let Some(done) = store.completion(done).await?
+            && (done.lms_ref.is_some() || done.graded)
+        {
+            return Err(ApiError::conflict(
+                "task_already_graded",
+                "This task's work came from an LMS or was graded: it is not replaced from here",
+            ));
+        }
         let completion_id = existing
             .and_then(|t| t.completion_id.clone())
             .unwrap_or_else(|| format!("cmp_{}", crypto::random_token(16)));
@@ -280,17 +293,6 @@ pub async fn submit_own(
         return Err(not_found());
     }
     let blocks = evidence_blocks(evidence)?;
-    let state =
-        ctx.store().learning_state(&principal.user_id, Some(quest_id)).await?.remove(quest_id).unwrap_or_default();
-    if let Some(completion_id) = state.tasks.get(task_id).and_then(|t| t.completion_id.as_deref())
-        && let Some(done) = ctx.store().completion(completion_id).await?
-        && (done.lms_ref.is_some() || done.graded)
-    {
-        return Err(ApiError::conflict(
-            "task_already_graded",
-            "This task's work came from an LMS or was graded: it is not replaced from here",
-        ));
-    }
     let key = crypto::sha256_hex(format!("{}\0{key}", principal.user_id).as_bytes());
     let submission = Submission {
         source: "hub",

@@ -234,13 +234,31 @@ async fn provision_member(ctx: &Context, registration: &Registration, course: &C
     let provider = super::flow::provider(registration);
     // A roster says what someone is in one course: it creates students and teachers, and never changes
     // the role of an existing account (their own launches do).
-    let role = match ctx.store().user_id_by_identity(&provider, &member_id).await {
+    let mapped = map_roles(&roles);
+    if mapped.mentor {
+        return MemberResult {
+            member_id,
+            user_id: None,
+            success: true,
+            message: "skipped: mentors join through their own launch".into(),
+        };
+    }
+    // The account this member is, or will be linked to by email.
+    let existing = match ctx.store().user_id_by_identity(&provider, &member_id).await {
+        Ok(Some(id)) => Ok(Some(id)),
+        Ok(None) => match text("email") {
+            Some(email) => ctx.store().user_id_by_email(&email).await,
+            None => Ok(None),
+        },
+        Err(e) => Err(e),
+    };
+    let role = match existing {
         Ok(Some(id)) => match ctx.store().get_user(&id).await {
             Ok(Some(user)) => user.role,
             Ok(None) => return failed("the member's account is missing"),
             Err(e) => return failed(&e.to_string()),
         },
-        Ok(None) => match map_roles(&roles).role {
+        Ok(None) => match mapped.role {
             Role::Teacher | Role::OrgAdmin | Role::Admin => Role::Teacher,
             _ => Role::Student,
         },

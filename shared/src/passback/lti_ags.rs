@@ -5,8 +5,9 @@
 //!   done, then `Completed`; `PendingManual`: a partial score until a teacher grades the work (a student
 //!   completes tasks on their own say-so, which must not read as a final grade in the gradebook).
 //! - `grade.updated` (a teacher grades a completion): a numeric grade is sent as a percentage
-//!   (`scoreGiven` out of 100, which the platform scales to its line item); a text grade goes as the
-//!   score's comment beside the XP score.
+//!   (`scoreGiven` out of 100, which the platform scales to its line item), `FullyGraded`; a text grade
+//!   goes as the comment of the partial XP score. Once a teacher graded a task of the quest, the
+//!   student's later completions send nothing: the teacher's grade stands in the gradebook.
 //!
 //! A score is read from the student's state when the job is queued, and carries the event's time as
 //! its `timestamp`: a platform applies a given timestamp once and never lets an older score override
@@ -86,6 +87,15 @@ pub async fn job(ctx: &Context, event: &DomainEvent) -> Result<Option<LtiScore>,
         return Ok(None);
     }
     let state = store.learning_state(user_id, Some(quest_id)).await?.remove(quest_id).unwrap_or_default();
+    if event.event_type == TASK_COMPLETED {
+        // A teacher's grade of this quest stands: the student's own progress does not replace it.
+        for completion_id in state.tasks.values().filter_map(|t| t.completion_id.as_deref()) {
+            if store.completion(completion_id).await?.is_some_and(|c| c.graded) {
+                tracing::info!(completion_id, "score not passed back: a teacher graded this quest");
+                return Ok(None);
+            }
+        }
+    }
     let earned: i64 =
         quest.tasks.iter().filter(|t| state.tasks.get(&t.id).is_some_and(|s| s.completed)).map(|t| t.xp).sum();
     let total: i64 = quest.tasks.iter().map(|t| t.xp).sum();
@@ -103,12 +113,13 @@ pub async fn job(ctx: &Context, event: &DomainEvent) -> Result<Option<LtiScore>,
         timestamp: crate::events::rfc3339(event.occurred_at),
     };
     if event.event_type == GRADE_UPDATED {
-        score.grading_progress = "FullyGraded".into();
         match &event.data["grade"] {
             Value::Number(n) => {
+                score.grading_progress = "FullyGraded".into();
                 score.score_given = n.as_f64().map(|g| g.clamp(0.0, 1000.0));
                 score.score_maximum = 100.0;
             }
+            // Not a number the gradebook can hold: the teacher's words beside the partial XP score.
             Value::String(text) => score.comment = Some(text.chars().take(100).collect()),
             _ => {}
         }

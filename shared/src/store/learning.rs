@@ -322,6 +322,31 @@ impl Store<'_> {
                 completion.insert("lms".into(), s(lms.to_string()));
             }
             items.push(self.put_new_item(completion));
+        } else {
+            let completion_pk = format!("COMPLETION#{}", w.completion_id);
+            match w.lms_ref {
+                // Work from an LMS on a task done before: the completion now holds LMS work.
+                Some(lms) => {
+                    let mark = update(self.table, completion_pk, "COMPLETION")
+                        .update_expression("SET lms = if_not_exists(lms, :lms)")
+                        .expression_attribute_values(":lms", s(lms.to_string()))
+                        .build()
+                        .map_err(|e| StoreError(e.to_string()))?;
+                    items.push(TransactWriteItem::builder().update(mark).build());
+                }
+                // Work from the hub never replaces LMS or graded work (checked by the caller on its read;
+                // this holds against a grade or an LMS submission landing meanwhile).
+                None => {
+                    let ungraded = aws_sdk_dynamodb::types::ConditionCheck::builder()
+                        .table_name(self.table)
+                        .key("pk", s(completion_pk))
+                        .key("sk", s("COMPLETION"))
+                        .condition_expression("attribute_not_exists(grade) AND attribute_not_exists(lms)")
+                        .build()
+                        .map_err(|e| StoreError(e.to_string()))?;
+                    items.push(TransactWriteItem::builder().condition_check(ungraded).build());
+                }
+            }
         }
         let evidence = Put::builder()
             .table_name(self.table)

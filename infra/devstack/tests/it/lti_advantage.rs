@@ -29,10 +29,10 @@ fn registration_id(lms: &Lms) -> String {
     hub::lti::registration::registration_id(&lms.issuer, CLIENT_ID)
 }
 
-/// A quest of organization `lincoln`: two tasks, 30 and 70 XP.
+/// A quest of organization `lincoln`: three tasks, 30, 50 and 20 XP.
 async fn quest(lms: &Lms, title: &str) -> Value {
     let body = json!({"title": title, "pillar": "stem", "organization_id": "lincoln",
-                      "tasks": [{"title": "Observe", "xp": 30}, {"title": "Report", "xp": 70}]});
+                      "tasks": [{"title": "Observe", "xp": 30}, {"title": "Report", "xp": 50}, {"title": "Reflect", "xp": 20}]});
     let r = lms.t.http.post(lms.t.url("/api/admin/quests")).bearer_auth(&lms.admin).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 201);
     r.json().await.unwrap()
@@ -197,7 +197,7 @@ async fn deep_linking_puts_a_quest_in_a_course_whose_launches_land_there_and_who
         (opened["title"].as_str(), opened["status"].as_str()),
         (Some("Cells under the microscope"), Some("not_started"))
     );
-    assert_eq!(opened["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(opened["tasks"].as_array().unwrap().len(), 3);
 
     // A task done: XP so far out of the quest's, in progress.
     let r = submit(&lms, &token, &cells, 0, "observe-1").await;
@@ -227,7 +227,7 @@ async fn deep_linking_puts_a_quest_in_a_course_whose_launches_land_there_and_who
     let scores = lms.platform.scores(&lineitem);
     assert_eq!(
         (scores[1]["scoreGiven"].as_f64(), scores[1]["activityProgress"].as_str()),
-        (Some(100.0), Some("Completed"))
+        (Some(80.0), Some("InProgress"))
     );
     assert_eq!(*lms.platform.token_requests.lock().unwrap(), 1, "the token is cached per scope");
 
@@ -249,6 +249,11 @@ async fn deep_linking_puts_a_quest_in_a_course_whose_launches_land_there_and_who
     let r = submit(&lms, &token, &cells, 1, "report-2").await;
     assert_eq!(crate::common::error_code(r).await, (409, "task_already_graded".into()));
     assert_eq!(crate::common::error_code(submit(&lms, &teacher, &cells, 0, "t").await).await.0, 403);
+    // The last task after the teacher's grade: the grade stands in the gradebook, nothing is sent.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(submit(&lms, &token, &cells, 2, "reflect-1").await.status(), 201);
+    assert_eq!(pass_back(&lms).await, (0, 0));
+    assert_eq!(lms.platform.scores(&lineitem).len(), 3);
 
     // Bad evidence and other organizations' quests are refused, and nothing is scored.
     let path = format!("/api/quests/{quest_id}/tasks/{}/submissions", cells["tasks"][0]["id"].as_str().unwrap());
@@ -291,6 +296,11 @@ async fn a_course_roster_is_synced_page_by_page_and_inactive_members_are_reporte
         (0..5).map(|i| json!({"user_id": format!("teacher-{i}"), "status": "Active", "roles": ["Instructor"]})),
     );
     members.extend((0..5).map(|i| json!({"user_id": format!("gone-{i}"), "status": "Inactive", "roles": ["Learner"]})));
+    // A parent listed as the course's Mentor; a student of the school listed as Instructor of this course.
+    members.push(json!({"user_id": "mentor-1", "status": "Active", "roles": ["http://purl.imsglobal.org/vocab/lis/v2/membership#Mentor"]}));
+    members
+        .push(json!({"user_id": "ta-1", "status": "Active", "email": "kid2@lincoln.example", "roles": ["Instructor"]}));
+    let (kid2, _) = lms.t.signed_in_as("kid2@lincoln.example", Role::Student, "lincoln").await;
     let url = lms.platform.set_members("course-7", members);
     *lms.platform.page_size.lock().unwrap() = 100;
 
@@ -313,12 +323,21 @@ async fn a_course_roster_is_synced_page_by_page_and_inactive_members_are_reporte
             summary["failed"].as_u64(),
             summary["inactive"].as_u64()
         ),
-        (Some(250), Some(245), Some(5), Some(5)),
+        (Some(252), Some(247), Some(5), Some(5)),
         "{}",
         summary["members"][0]
     );
     assert_eq!(summary["pages"], 3);
     assert_eq!(*lms.platform.membership_requests.lock().unwrap(), 3, "Link rel=next followed to the end");
+    let member =
+        |id: &str| summary["members"].as_array().unwrap().iter().find(|m| m["member_id"] == id).unwrap().clone();
+    assert_eq!(
+        (member("mentor-1")["user_id"].clone(), member("mentor-1")["success"].clone()),
+        (Value::Null, json!(true))
+    );
+    assert_eq!(member("ta-1")["user_id"], kid2.id.as_str(), "linked by the school's email");
+    let kid2 = lms.t.ctx.store().get_user(&kid2.id).await.unwrap().unwrap();
+    assert_eq!(kid2.role, Role::Student, "a roster never changes an existing account's role");
     let gone = summary["members"].as_array().unwrap().iter().find(|m| m["member_id"] == "gone-1").unwrap();
     assert_eq!(gone["success"], false);
     assert!(gone["message"].as_str().unwrap().starts_with("inactive"));
