@@ -253,6 +253,11 @@ fn forbidden_v6(ip: Ipv6Addr, allow_loopback: bool) -> bool {
 }
 
 /// Reads a response body up to `max` bytes, failing as soon as it grows past that.
+/// Whether an HTTP answer is worth another attempt later: a timeout, a rate limit, a server error.
+pub fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
+}
+
 pub async fn read_capped(response: reqwest::Response, max: usize) -> Result<Vec<u8>, OutboundError> {
     if response.content_length().is_some_and(|len| len > max as u64) {
         return Err(OutboundError::TooLarge(max));

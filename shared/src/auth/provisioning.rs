@@ -39,7 +39,34 @@ pub enum Provisioned {
 /// Concurrent writers can each cost one retry; more than this means something is wrong.
 const ATTEMPTS: usize = 5;
 
+/// What the asserted role does to an account that exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExistingRole {
+    /// A sign-in: the account follows it between unprivileged roles.
+    Follow,
+    /// A roster of one course: the role is for new accounts only.
+    Keep,
+}
+
+/// A person signing in through a provider: found, linked or created, and updated.
 pub async fn provision_user(ctx: &Context, profile: &ExternalProfile) -> Result<(User, Provisioned), ApiError> {
+    provision(ctx, profile, ExistingRole::Follow).await
+}
+
+/// A person listed in a course's roster: as [`provision_user`], but an existing account keeps its role
+/// (a roster speaks for one course; the person's own sign-ins decide their role).
+pub async fn provision_roster_member(
+    ctx: &Context,
+    profile: &ExternalProfile,
+) -> Result<(User, Provisioned), ApiError> {
+    provision(ctx, profile, ExistingRole::Keep).await
+}
+
+async fn provision(
+    ctx: &Context,
+    profile: &ExternalProfile,
+    existing_role: ExistingRole,
+) -> Result<(User, Provisioned), ApiError> {
     validate(profile)?;
     let store = ctx.store();
     for _ in 0..ATTEMPTS {
@@ -48,7 +75,7 @@ pub async fn provision_user(ctx: &Context, profile: &ExternalProfile) -> Result<
                 return Err(ApiError::internal(format!("identity points at missing user {user_id}")));
             };
             may_sign_in(&user, profile)?;
-            match apply_profile(ctx, user, profile).await? {
+            match apply_profile(ctx, user, profile, existing_role).await? {
                 Some(user) => return Ok((user, Provisioned::Existing)),
                 None => continue,
             }
@@ -64,7 +91,7 @@ pub async fn provision_user(ctx: &Context, profile: &ExternalProfile) -> Result<
             match store.link_identity(&existing, &profile.provider, &profile.external_id).await {
                 Ok(()) => {
                     tracing::info!(user_id, provider = profile.provider, "external identity linked by verified email");
-                    match apply_profile(ctx, existing, profile).await? {
+                    match apply_profile(ctx, existing, profile, existing_role).await? {
                         Some(user) => return Ok((user, Provisioned::Linked)),
                         None => continue,
                     }
@@ -171,7 +198,12 @@ fn link_refused(existing: &User, profile: &ExternalProfile, why: &str) -> ApiErr
 
 /// Writes what the provider now says (names, email, role) when it differs. `None` asks the caller
 /// to start over because the user changed concurrently.
-async fn apply_profile(ctx: &Context, user: User, profile: &ExternalProfile) -> Result<Option<User>, ApiError> {
+async fn apply_profile(
+    ctx: &Context,
+    user: User,
+    profile: &ExternalProfile,
+    existing_role: ExistingRole,
+) -> Result<Option<User>, ApiError> {
     let mut wanted = user.clone();
     if profile.given_name.is_some() {
         wanted.given_name = profile.given_name.clone();
@@ -191,7 +223,9 @@ async fn apply_profile(ctx: &Context, user: User, profile: &ExternalProfile) -> 
     // A provider moves people between unprivileged roles only; it never grants or takes away an
     // administrator's role, and never moves an account to another organization.
     let asserted = provider_role(profile.role);
-    if !user.role.is_privileged() && !asserted.is_privileged() {
+    if existing_role == ExistingRole::Keep {
+        // The account's role stands.
+    } else if !user.role.is_privileged() && !asserted.is_privileged() {
         wanted.role = asserted;
     } else if asserted != user.role {
         tracing::warn!(user_id = user.id, provider = profile.provider, "role change from a provider ignored");

@@ -191,11 +191,6 @@ pub async fn launch(
 
 /// The launch's user, found or created in the registration's organization (the Spark path).
 async fn provision(ctx: &Context, registration: &Registration, launch: &Launch) -> Result<User, ApiError> {
-    // Names as the platform sent them, without control or direction characters, 100 at most.
-    let name = |v: &Option<String>| {
-        v.as_deref()
-            .and_then(|s| crate::observers::clean_text(&s.chars().take(100).collect::<String>(), 100).ok().flatten())
-    };
     let profile = ExternalProfile {
         provider: provider(registration),
         external_id: launch.subject.clone(),
@@ -203,8 +198,8 @@ async fn provision(ctx: &Context, registration: &Registration, launch: &Launch) 
         // A platform admin registered this LMS for its organization: its emails are the school's records.
         // They link only unprivileged accounts of that same organization (provisioning's rules).
         email_verified: launch.email.is_some(),
-        given_name: name(&launch.given_name),
-        family_name: name(&launch.family_name),
+        given_name: super::clean_name(launch.given_name.as_deref()),
+        family_name: super::clean_name(launch.family_name.as_deref()),
         role: launch.role.role,
         org_id: Some(registration.organization_id.clone()),
     };

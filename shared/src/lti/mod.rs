@@ -22,6 +22,11 @@ pub const DEEP_LINKING_SETTINGS: &str = "https://purl.imsglobal.org/spec/lti-dl/
 pub const AGS_ENDPOINT: &str = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint";
 pub const NRPS: &str = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice";
 
+/// A name as a platform sent it, without control or direction characters, 100 characters at most.
+pub fn clean_name(name: Option<&str>) -> Option<String> {
+    name.and_then(|s| crate::observers::clean_text(&s.chars().take(100).collect::<String>(), 100).ok().flatten())
+}
+
 /// Who may frame the tool's pages: any https LMS (any page on a developer's machine).
 pub fn frame_ancestors(ctx: &crate::Context) -> String {
     if ctx.config.stage == crate::config::Stage::Local { "*" } else { "https:" }.to_string()

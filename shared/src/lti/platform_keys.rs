@@ -72,8 +72,7 @@ impl PlatformKeys {
 }
 
 async fn fetch(ctx: &Context, jwks_url: &str) -> Result<HashMap<String, DecodingKey>, LtiError> {
-    let host = url::Url::parse(jwks_url).ok().and_then(|u| u.host_str().map(str::to_string)).ok_or(UNAVAILABLE)?;
-    let client = ctx.outbound(Some(vec![host])).map_err(|_| UNAVAILABLE)?;
+    let client = super::services::client_for(ctx, jwks_url).map_err(|_| UNAVAILABLE)?;
     // Logged without the URL or the address (DESIGN.md §6: no outside URL in logs and errors).
     let request = client.get(jwks_url).map_err(|_| {
         tracing::warn!("LTI platform JWKS URL refused by the outbound guard");

@@ -13,10 +13,10 @@ use serde_json::Value;
 use super::links::Course;
 use super::registration::Registration;
 use super::roles::map_roles;
-use super::services::{ServiceError, TIMEOUT, client_for};
+use super::services::ServiceError;
 use crate::auth::Role;
 use crate::auth::guard::Principal;
-use crate::auth::provisioning::{ExternalProfile, provision_user};
+use crate::auth::provisioning::{ExternalProfile, provision_roster_member};
 use crate::{ApiError, Context};
 
 pub const MEMBERSHIP_SCOPE: &str = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly";
@@ -153,36 +153,23 @@ async fn read_page(
     registration: &Registration,
     url: &str,
 ) -> Result<(Value, Option<String>), ServiceError> {
-    for attempt in 0..2 {
-        let token = ctx.lti_service_tokens.get(ctx, registration, MEMBERSHIP_SCOPE).await?;
-        let request = client_for(ctx, url)?
-            .get(url)
-            .map_err(|_| ServiceError::refused("a roster URL is refused by the outbound guard"))?;
-        let response = request
-            .bearer_auth(token)
-            .header("accept", MEMBERSHIP_MEDIA_TYPE)
-            .timeout(TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| ServiceError::retry(format!("roster request failed: {}", e.without_url())))?;
-        let status = response.status().as_u16();
-        if status == 401 && attempt == 0 {
-            ctx.lti_service_tokens.forget(registration, MEMBERSHIP_SCOPE).await;
-            continue;
-        }
-        if !response.status().is_success() {
-            return Err(ServiceError::of_status(status, "the roster service"));
-        }
-        let link =
-            response.headers().get_all("link").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ");
-        let body = crate::outbound::read_capped(response, MAX_PAGE_BYTES)
-            .await
-            .map_err(|_| ServiceError::refused("a roster page is too large"))?;
-        let page: Value =
-            serde_json::from_slice(&body).map_err(|_| ServiceError::refused("a roster page is not JSON"))?;
-        return Ok((page, Some(link).filter(|l| !l.is_empty())));
+    let response = super::services::call(ctx, registration, MEMBERSHIP_SCOPE, url, |client| {
+        Ok(client.get(url)?.header("accept", MEMBERSHIP_MEDIA_TYPE))
+    })
+    .await?;
+    let status = response.status().as_u16();
+    if status == 401 {
+        return Err(ServiceError::retry("the roster service refused a fresh token"));
     }
-    Err(ServiceError::retry("the roster service refused a fresh token"))
+    if !response.status().is_success() {
+        return Err(ServiceError::of_status(status, "the roster service"));
+    }
+    let link = response.headers().get_all("link").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ");
+    let body = crate::outbound::read_capped(response, MAX_PAGE_BYTES)
+        .await
+        .map_err(|_| ServiceError::refused("a roster page is too large"))?;
+    let page: Value = serde_json::from_slice(&body).map_err(|_| ServiceError::refused("a roster page is not JSON"))?;
+    Ok((page, Some(link).filter(|l| !l.is_empty())))
 }
 
 fn same_origin(first: &str, next: &str) -> Result<String, ServiceError> {
@@ -231,9 +218,6 @@ async fn provision_member(ctx: &Context, registration: &Registration, course: &C
     }
     let roles: Vec<String> =
         member["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string)).collect();
-    let provider = super::flow::provider(registration);
-    // A roster says what someone is in one course: it creates students and teachers, and never changes
-    // the role of an existing account (their own launches do).
     let mapped = map_roles(&roles);
     if mapped.mentor {
         return MemberResult {
@@ -243,41 +227,23 @@ async fn provision_member(ctx: &Context, registration: &Registration, course: &C
             message: "skipped: mentors join through their own launch".into(),
         };
     }
-    // The account this member is, or will be linked to by email.
-    let existing = match ctx.store().user_id_by_identity(&provider, &member_id).await {
-        Ok(Some(id)) => Ok(Some(id)),
-        Ok(None) => match text("email") {
-            Some(email) => ctx.store().user_id_by_email(&email).await,
-            None => Ok(None),
-        },
-        Err(e) => Err(e),
-    };
-    let role = match existing {
-        Ok(Some(id)) => match ctx.store().get_user(&id).await {
-            Ok(Some(user)) => user.role,
-            Ok(None) => return failed("the member's account is missing"),
-            Err(e) => return failed(&e.to_string()),
-        },
-        Ok(None) => match mapped.role {
-            Role::Teacher | Role::OrgAdmin | Role::Admin => Role::Teacher,
-            _ => Role::Student,
-        },
-        Err(e) => return failed(&e.to_string()),
-    };
-    let name = |k: &str| {
-        text(k).and_then(|s| crate::observers::clean_text(&s.chars().take(100).collect::<String>(), 100).ok().flatten())
+    // A roster says what someone is in one course: it creates students and teachers, and an existing
+    // account keeps its role (provisioning's roster rule).
+    let role = match mapped.role {
+        Role::Teacher | Role::OrgAdmin | Role::Admin => Role::Teacher,
+        _ => Role::Student,
     };
     let profile = ExternalProfile {
-        provider,
+        provider: super::flow::provider(registration),
         external_id: member_id.clone(),
         email: text("email").filter(|e| e.len() <= 254),
         email_verified: text("email").is_some(),
-        given_name: name("given_name"),
-        family_name: name("family_name"),
+        given_name: super::clean_name(text("given_name").as_deref()),
+        family_name: super::clean_name(text("family_name").as_deref()),
         role,
         org_id: Some(course.organization_id.clone()),
     };
-    match provision_user(ctx, &profile).await {
+    match provision_roster_member(ctx, &profile).await {
         Ok((user, provisioned)) => MemberResult {
             member_id,
             user_id: Some(user.id),

@@ -1,8 +1,8 @@
 //! Calling a platform's LTI Advantage services (AGS, NRPS): an access token from the platform's
 //! token endpoint by the OAuth 2.0 client credentials grant with a signed client assertion (RFC 7523,
 //! a JWT from our client id to the token URL, signed by the tool key), cached per instance per
-//! registration and scope until a minute before it expires. A service that answers 401 makes the
-//! caller [`ServiceTokens::forget`] the token and ask again once.
+//! registration and scope until a minute before it expires. A service that answers 401 gets the call
+//! again once with a new token ([`call`]).
 //!
 //! Every URL (token endpoint, line items, memberships) goes through the SSRF guard, and none is logged.
 
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use super::registration::Registration;
+use crate::outbound::OutboundClient;
 use crate::{Context, crypto};
 
 /// Outbound calls to a platform wait this long at most.
@@ -38,7 +39,7 @@ impl ServiceError {
     /// The outcome an HTTP status means (408, 429 and 5xx are worth retrying).
     pub fn of_status(status: u16, what: &str) -> Self {
         let message = format!("{what} answered {status}");
-        if matches!(status, 408 | 429 | 500..=599) { Self::retry(message) } else { Self::refused(message) }
+        if crate::outbound::retryable_status(status) { Self::retry(message) } else { Self::refused(message) }
     }
 }
 
@@ -82,12 +83,43 @@ pub fn client_assertion_claims(registration: &Registration, now: i64) -> Value {
 }
 
 /// An SSRF-guarded client for one URL that came from a registration or a launch.
-pub fn client_for(ctx: &Context, url: &str) -> Result<crate::outbound::OutboundClient, ServiceError> {
+pub fn client_for(ctx: &Context, url: &str) -> Result<OutboundClient, ServiceError> {
     let host = url::Url::parse(url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .ok_or_else(|| ServiceError::refused("a service URL is not a URL"))?;
     ctx.outbound(Some(vec![host])).map_err(|e| ServiceError::retry(e.to_string()))
+}
+
+/// Calls a platform service at `url` with a token for `scope`; `build` makes the request from the
+/// SSRF-guarded client. A 401 makes the cached token be forgotten and the call made once more with a new
+/// one; the answer of that second call is the caller's (a 401 again included).
+pub async fn call(
+    ctx: &Context,
+    registration: &Registration,
+    scope: &str,
+    url: &str,
+    build: impl Fn(&OutboundClient) -> Result<reqwest::RequestBuilder, crate::outbound::OutboundError>,
+) -> Result<reqwest::Response, ServiceError> {
+    let client = client_for(ctx, url)?;
+    let send = |token: String| {
+        let request = build(&client);
+        async move {
+            request
+                .map_err(|_| ServiceError::refused("a service URL is refused by the outbound guard"))?
+                .bearer_auth(token)
+                .timeout(TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| ServiceError::retry(format!("service request failed: {}", e.without_url())))
+        }
+    };
+    let response = send(ctx.lti_service_tokens.get(ctx, registration, scope).await?).await?;
+    if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+        return Ok(response);
+    }
+    ctx.lti_service_tokens.forget(registration, scope).await;
+    send(ctx.lti_service_tokens.get(ctx, registration, scope).await?).await
 }
 
 async fn request_token(

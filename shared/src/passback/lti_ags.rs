@@ -20,7 +20,6 @@ use serde_json::{Value, json};
 use super::{Delivery, GRADE_UPDATED};
 use crate::events::DomainEvent;
 use crate::learning::submissions::TASK_COMPLETED;
-use crate::lti::services::{ServiceError, TIMEOUT, client_for};
 use crate::store::StoreError;
 use crate::{Context, lti};
 
@@ -145,38 +144,16 @@ pub async fn post(ctx: &Context, score: &LtiScore) -> Delivery {
     let Some(url) = scores_url(&score.lineitem_url) else {
         return Delivery::Refused("the line item is not a URL".into());
     };
-    for attempt in 0..2 {
-        match post_once(ctx, &registration, &url, score).await {
-            Ok(status) if status == 401 && attempt == 0 => {
-                ctx.lti_service_tokens.forget(&registration, lti::links::SCORE_SCOPE).await;
-            }
-            // Already applied, or a newer score is there: either way the gradebook is as it should be.
-            Ok(409) => return Delivery::Done,
-            Ok(status) => return Delivery::of_status(status, "the LMS"),
-            Err(e) if e.retryable => return Delivery::Retry(e.message),
-            Err(e) => return Delivery::Refused(e.message),
-        }
+    let body = score.body().to_string();
+    let posted = lti::services::call(ctx, &registration, lti::links::SCORE_SCOPE, &url, |client| {
+        Ok(client.post(&url)?.header("content-type", SCORE_CONTENT_TYPE).body(body.clone()))
+    })
+    .await;
+    match posted.map(|r| r.status().as_u16()) {
+        // Already applied, or a newer score is there: either way the gradebook is as it should be.
+        Ok(409) => Delivery::Done,
+        Ok(401) => Delivery::Retry("the LMS refused a fresh token".into()),
+        Ok(status) => Delivery::of_status(status, "the LMS"),
+        Err(e) => e.into(),
     }
-    Delivery::Retry("the LMS refused a fresh token".into())
-}
-
-async fn post_once(
-    ctx: &Context,
-    registration: &lti::registration::Registration,
-    url: &str,
-    score: &LtiScore,
-) -> Result<u16, ServiceError> {
-    let token = ctx.lti_service_tokens.get(ctx, registration, lti::links::SCORE_SCOPE).await?;
-    let request = client_for(ctx, url)?
-        .post(url)
-        .map_err(|_| ServiceError::refused("the line item URL is refused by the outbound guard"))?;
-    let response = request
-        .bearer_auth(token)
-        .header("content-type", SCORE_CONTENT_TYPE)
-        .timeout(TIMEOUT)
-        .body(score.body().to_string())
-        .send()
-        .await
-        .map_err(|e| ServiceError::retry(format!("score request failed: {}", e.without_url())))?;
-    Ok(response.status().as_u16())
 }

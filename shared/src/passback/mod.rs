@@ -54,9 +54,15 @@ impl Delivery {
     pub fn of_status(status: u16, lms: &str) -> Self {
         match status {
             200..=299 => Self::Done,
-            408 | 429 | 500..=599 => Self::Retry(format!("{lms} answered {status}")),
+            s if crate::outbound::retryable_status(s) => Self::Retry(format!("{lms} answered {status}")),
             _ => Self::Refused(format!("{lms} answered {status}")),
         }
+    }
+}
+
+impl From<crate::lti::services::ServiceError> for Delivery {
+    fn from(e: crate::lti::services::ServiceError) -> Self {
+        if e.retryable { Self::Retry(e.message) } else { Self::Refused(e.message) }
     }
 }
 

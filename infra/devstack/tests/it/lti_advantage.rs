@@ -399,14 +399,15 @@ async fn mentors_are_linked_to_their_students_and_admins_point_links_at_quests()
     mentor[format!("{CLAIM}roles")] = json!(["http://purl.imsglobal.org/vocab/lis/v2/membership#Mentor"]);
     mentor[format!("{CLAIM}role_scope_mentor")] = json!(["student-1", "unknown-student"]);
     let (_, observer) = lms.signed_in(launch(&lms, "mentor", mentor.clone()).await).await;
-    let link = lms
-        .t
-        .ctx
-        .store()
-        .link(student["id"].as_str().unwrap(), observer["id"].as_str().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let mentor_link = || {
+        let (store, student, observer) = (
+            lms.t.ctx.store(),
+            student["id"].as_str().unwrap().to_string(),
+            observer["id"].as_str().unwrap().to_string(),
+        );
+        async move { store.link(&student, &observer).await.unwrap() }
+    };
+    let link = mentor_link().await.unwrap();
     assert_eq!(
         (link.source.as_str(), link.relationship.as_str(), link.permissions.can_view_evidence),
         ("lti", "mentor", false)
@@ -423,16 +424,14 @@ async fn mentors_are_linked_to_their_students_and_admins_point_links_at_quests()
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    lms.signed_in(launch(&lms, "mentor", mentor).await).await;
-    let link = lms
-        .t
-        .ctx
-        .store()
-        .link(student["id"].as_str().unwrap(), observer["id"].as_str().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    lms.signed_in(launch(&lms, "mentor", mentor.clone()).await).await;
+    let link = mentor_link().await.unwrap();
     assert!(link.permissions.can_view_evidence);
+    // The student removes the mentor: the mentor's next launch does not bring the link back.
+    let r = lms.t.http.delete(lms.t.url(&path)).bearer_auth(&student_token).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    lms.signed_in(launch(&lms, "mentor", mentor.clone()).await).await;
+    assert!(mentor_link().await.is_none(), "a removed mentor stays removed");
 
     // A link launched without a quest is listed for the admins, who point it at one.
     let plain = launch(&lms, "student", lms.claims("student-1", "Learner", "LtiResourceLinkRequest")).await;
