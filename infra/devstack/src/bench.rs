@@ -111,15 +111,25 @@ pub async fn spark(template: &Template, sdk: &SdkConfig, requests: usize, concur
         async move {
             let r = client(i).get(url).send().await?;
             anyhow::ensure!(r.status() == 200, "SSO answered {}", r.status());
-            Ok(r.json::<Value>().await?["code"].as_str().unwrap_or_default().to_string())
+            // The code works only with the cookie that binds it to this browser.
+            let binding = r
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|c| c.starts_with("__Host-hub_login="))
+                .and_then(|c| c.split(';').next())
+                .unwrap_or_default()
+                .to_string();
+            Ok((r.json::<Value>().await?["code"].as_str().unwrap_or_default().to_string(), binding))
         }
     })
     .await?;
     let codes = Arc::new(codes);
     run("POST /spark/token", requests, concurrency, |i| {
-        let (url, code) = (format!("{base}/spark/token"), codes[i].clone());
+        let (url, (code, binding)) = (format!("{base}/spark/token"), codes[i].clone());
         async move {
-            let r = client(i).post(url).json(&json!({ "code": code })).send().await?;
+            let r = client(i).post(url).header("cookie", binding).json(&json!({ "code": code })).send().await?;
             anyhow::ensure!(r.status() == 200, "token answered {}", r.status());
             Ok(())
         }
@@ -404,7 +414,7 @@ pub async fn observers(
             provider: "bench".into(),
             external_id: "student".into(),
             email: Some("student@bench.example".into()),
-            email_verified: true,
+            email_proven: false,
             given_name: Some("Ada".into()),
             family_name: None,
             role: hub::auth::Role::Student,

@@ -285,21 +285,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 provider: "dev".into(),
                 external_id: email.to_lowercase(),
                 email: Some(email.clone()),
-                email_verified: true,
+                email_proven: true,
                 given_name: None,
                 family_name: None,
                 role,
                 org_id: org,
             };
-            let (mut user, _) = hub::auth::provisioning::provision_user(&ctx, &profile)
+            // The operator of the local stack vouches for the address and grants the role (even `admin`).
+            let user = hub::auth::provisioning::provision_as_operator(&ctx, &profile)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            if user.role != role {
-                // Providers never grant `admin`; the operator of the local stack may.
-                let promoted = hub::auth::User { role, updated_at: user.updated_at + 1, ..user.clone() };
-                ctx.store().update_user(&user, &promoted).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
-                user = promoted;
-            }
             let pair =
                 hub::auth::sessions::start_session(&ctx, &user).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
             // Shell assignments, for `eval "$(make -s token ...)"`; the user as a comment.

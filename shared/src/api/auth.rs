@@ -7,10 +7,10 @@ use http::StatusCode;
 use lambda_http::Request;
 use serde::Deserialize;
 
-use crate::auth::email_sign_in;
 use crate::auth::guard::{ACCESS_COOKIE, REFRESH_COOKIE, REFRESH_COOKIE_PATH, authenticate, authenticate_for};
 use crate::auth::sessions::{self, TokenPair};
 use crate::auth::tokens;
+use crate::auth::{email_sign_in, login_binding};
 use crate::http::{
     ApiResult, MAX_JSON_BODY, client_ip, cookie, json, json_body, optional_json_body, secure_cookie, with_cookies,
 };
@@ -109,7 +109,8 @@ pub async fn logout(ctx: Arc<Context>, req: Request) -> ApiResult {
 #[serde(deny_unknown_fields)]
 pub struct EmailStartRequest {
     pub email: String,
-    /// A path of this site the link's confirm page goes to once signed in.
+    /// The page the link's confirm page goes to once signed in: the invitation page
+    /// (`/observers/accept?code=…`). An app's authorization page is only for the sign-in page.
     pub next: Option<String>,
 }
 
@@ -132,7 +133,7 @@ pub struct EmailStartAnswer {
     ))]
 pub async fn email_start(ctx: Arc<Context>, req: Request) -> ApiResult {
     let body: EmailStartRequest = json_body(&req, MAX_JSON_BODY)?;
-    email_sign_in::start(&ctx, &body.email, body.next.as_deref(), &client_ip(&req)).await?;
+    email_sign_in::start(&ctx, &body.email, body.next.as_deref(), None, &client_ip(&req)).await?;
     json(
         StatusCode::ACCEPTED,
         &EmailStartAnswer {
@@ -161,7 +162,7 @@ pub struct EmailVerifyRequest {
     ))]
 pub async fn email_verify(ctx: Arc<Context>, req: Request) -> ApiResult {
     let body: EmailVerifyRequest = json_body(&req, MAX_JSON_BODY)?;
-    let signed_in = email_sign_in::verify(&ctx, &body.code, &client_ip(&req)).await?;
+    let signed_in = email_sign_in::verify(&ctx, &body.code, &client_ip(&req), None).await?;
     token_response(&signed_in.tokens)
 }
 
@@ -173,7 +174,9 @@ pub struct CodeExchange {
 }
 
 /// Exchanges a one-time code issued by `purpose`'s flow (Spark SSO, LTI launches) for a token pair:
-/// single use (a conditional delete), 60 s; unknown codes are counted per address under `invalid_rule`.
+/// single use (a conditional delete), 60 s, and only in the browser that made the login (its
+/// `__Host-hub_login` cookie, see [`login_binding`]). Refusals are counted per address under
+/// `invalid_rule`, and an address that has spent it is refused before any code is touched.
 pub async fn exchange_code(
     ctx: &Context,
     req: &Request,
@@ -181,15 +184,19 @@ pub async fn exchange_code(
     invalid_rule: crate::ratelimit::Rule,
     again: &str,
 ) -> ApiResult {
-    let body: CodeExchange = crate::http::json_body(req, crate::http::MAX_JSON_BODY)?;
-    let invalid = || ApiError::bad_request("invalid_code", "The code is invalid or was already used");
-    let grant = match body.code.len() {
-        1..=128 => ctx.store().consume_code(&body.code, purpose).await?,
+    let address = client_ip(req);
+    ratelimit::refuse_if_spent(ctx, invalid_rule, &address).await?;
+    let body: CodeExchange = json_body(req, MAX_JSON_BODY)?;
+    let invalid = || {
+        ApiError::bad_request("invalid_code", "The code is invalid, was already used, or belongs to another browser")
+    };
+    let browser = cookie(req, login_binding::COOKIE).map(|secret| login_binding::digest(&secret));
+    let grant = match (body.code.len(), &browser) {
+        (1..=128, Some(browser)) => ctx.store().consume_code(&body.code, purpose, Some(browser)).await?,
         _ => None,
     };
     let Some(grant) = grant else {
-        let address = crate::http::client_ip(req);
-        return Err(crate::ratelimit::count_failure(ctx, invalid_rule, &address, invalid()).await);
+        return Err(ratelimit::count_failure(ctx, invalid_rule, &address, invalid()).await);
     };
     if grant.expires_at <= ctx.clock.now() {
         return Err(ApiError::bad_request("code_expired", format!("The code has expired; {again}")));
@@ -197,5 +204,6 @@ pub async fn exchange_code(
     let user = ctx.store().get_user(&grant.user_id).await?.ok_or_else(invalid)?;
     let pair = crate::auth::sessions::start_session(ctx, &user).await?;
     tracing::info!(user_id = user.id, purpose, "one-time code exchanged");
-    token_response(&pair)
+    let cookies = session_cookies(&pair);
+    with_cookies(json(StatusCode::OK, &pair)?, &[cookies[0].clone(), cookies[1].clone(), login_binding::clear()])
 }

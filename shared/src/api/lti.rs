@@ -220,7 +220,7 @@ pub async fn launch(ctx: Arc<Context>, req: Request) -> ApiResult {
     // The state's cookie has done its work either way.
     let clear = cookie.as_ref().map(|_| crate::lti::flow::clear_state_cookie(&state)).into_iter().collect::<Vec<_>>();
     match (crate::lti::flow::launch(&ctx, &form, cookie.as_deref()).await, &ctx.config.frontend_url) {
-        (Ok(Launched::SignedIn { code, quest_id, .. }), Some(frontend)) => {
+        (Ok(Launched::SignedIn { code, quest_id, binding_cookie, .. }), Some(frontend)) => {
             // `source=lti`: the frontend exchanges the code at /api/lti/token (Spark's go to /spark/token),
             // then opens `next`: the quest the link leads to.
             let mut location =
@@ -229,10 +229,11 @@ pub async fn launch(ctx: Arc<Context>, req: Request) -> ApiResult {
             if let Some(quest_id) = quest_id {
                 location.query_pairs_mut().append_pair("next", &format!("/quests/{quest_id}"));
             }
-            crate::http::redirect_no_referrer(location.as_str(), &clear)
+            crate::http::redirect_no_referrer(location.as_str(), &[clear, vec![binding_cookie]].concat())
         }
-        (Ok(Launched::SignedIn { code, quest_id, .. }), None) => {
-            json(StatusCode::OK, &LaunchCode { code, expires_in: crate::lti::flow::CODE_TTL_SECS, quest_id })
+        (Ok(Launched::SignedIn { code, quest_id, binding_cookie, .. }), None) => {
+            let answer = LaunchCode { code, expires_in: crate::lti::flow::CODE_TTL_SECS, quest_id };
+            crate::http::with_cookies(json(StatusCode::OK, &answer)?, &[clear, vec![binding_cookie]].concat())
         }
         (Ok(Launched::ChooseContent(mut page)), _) => {
             page.cookies = clear;
@@ -293,7 +294,7 @@ pub struct DeepLinkingChoice {
     request_body = crate::api::auth::CodeExchange,
     responses(
         (status = 200, description = "A token pair, as `/api/auth/refresh` (also set as cookies)", body = crate::auth::sessions::TokenPair),
-        (status = 400, description = "`invalid_code` (unknown or used), `code_expired`, `invalid_json`", body = ErrorBody),
+        (status = 400, description = "`invalid_code` (unknown, used, or without the `__Host-hub_login` cookie of the browser that made the login), `code_expired`, `invalid_json`", body = ErrorBody),
         (status = 429, description = "Too many invalid codes from this address", body = ErrorBody),
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
     ))]

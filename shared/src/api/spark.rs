@@ -9,8 +9,9 @@ use std::sync::Arc;
 use http::StatusCode;
 use lambda_http::Request;
 
+use crate::auth::login_binding;
 use crate::auth::provisioning::provision_user;
-use crate::http::{ApiResult, client_ip, json};
+use crate::http::{ApiResult, client_ip, json, with_cookies};
 use crate::ratelimit::{self, Rule};
 use crate::spark::sso;
 use crate::store::codes::CodeGrant;
@@ -53,18 +54,22 @@ pub async fn sso(ctx: Arc<Context>, req: Request) -> ApiResult {
     if token.is_empty() {
         return Err(ApiError::bad_request("missing_token", "The token query parameter is required"));
     }
-    let outcome = login(&ctx, &req, &token).await;
+    let binding = login_binding::new();
+    let outcome = login(&ctx, &req, &token, &binding.digest).await;
     match (&ctx.config.frontend_url, outcome) {
-        (Some(frontend), Ok(code)) => redirect(&format!("{frontend}/auth/callback?code={code}")),
-        (None, Ok(code)) => json(StatusCode::OK, &SsoCode { code, expires_in: CODE_TTL_SECS }),
+        (Some(frontend), Ok(code)) => redirect(&format!("{frontend}/auth/callback?code={code}"), &binding.set_cookie),
+        (None, Ok(code)) => {
+            with_cookies(json(StatusCode::OK, &SsoCode { code, expires_in: CODE_TTL_SECS })?, &[binding.set_cookie])
+        }
         (Some(frontend), Err(e)) if e.status != StatusCode::INTERNAL_SERVER_ERROR => {
-            redirect(&format!("{frontend}/auth/callback?error={}", e.code))
+            crate::http::redirect_no_referrer(&format!("{frontend}/auth/callback?error={}", e.code), &[])
         }
         (_, Err(e)) => Err(e),
     }
 }
 
-async fn login(ctx: &Context, req: &Request, token: &str) -> Result<String, ApiError> {
+/// Verifies the token and provisions its user; the code it answers is bound to this browser (`browser`).
+async fn login(ctx: &Context, req: &Request, token: &str, browser: &str) -> Result<String, ApiError> {
     let address = client_ip(req);
     let refused = |e: ApiError| ratelimit::count_failure(ctx, SSO_INVALID_PER_ADDRESS, &address, e);
     let login = match sso::verify(ctx, token).await {
@@ -86,6 +91,7 @@ async fn login(ctx: &Context, req: &Request, token: &str) -> Result<String, ApiE
         expires_at: now + CODE_TTL_SECS,
         email: None,
         next: None,
+        browser: Some(browser.to_string()),
     };
     let lms_session = Item::from([
         ("pk".into(), s(format!("LMS_SESSION#{}", crypto::new_id()))),
@@ -117,7 +123,7 @@ fn replayed() -> ApiError {
     request_body = crate::api::auth::CodeExchange,
     responses(
         (status = 200, description = "A token pair, as `/api/auth/refresh` (also set as cookies)", body = crate::auth::sessions::TokenPair),
-        (status = 400, description = "`invalid_code` (unknown or used), `code_expired`, `invalid_json`", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "`invalid_code` (unknown, used, or without the `__Host-hub_login` cookie of the browser that made the login), `code_expired`, `invalid_json`", body = crate::api::openapi::ErrorBody),
         (status = 429, description = "Too many invalid codes from this address", body = crate::api::openapi::ErrorBody),
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
     ))]
@@ -125,14 +131,16 @@ pub async fn token(ctx: Arc<Context>, req: Request) -> ApiResult {
     crate::api::auth::exchange_code(&ctx, &req, PURPOSE, TOKEN_INVALID_PER_ADDRESS, "sign in from Spark again").await
 }
 
-/// A 302 that keeps the SSO token out of the `Referer` the frontend would receive.
-fn redirect(location: &str) -> ApiResult {
-    crate::http::redirect_no_referrer(location, &[])
+/// A 302 that keeps the SSO token out of the `Referer` the frontend would receive, and binds the
+/// code to this browser.
+fn redirect(location: &str, binding_cookie: &str) -> ApiResult {
+    crate::http::redirect_no_referrer(location, &[binding_cookie.to_string()])
 }
 
 /// `POST /spark/webhook/submission`: a signed Spark submission becomes evidence, completion and XP.
-/// Requests whose signature does not verify are limited per source address; verified ones count
-/// against Spark's own limit, so a flood of forgeries never starves genuine submissions.
+/// The signature is verified first (an HMAC costs less than the limit's read): requests whose
+/// signature does not verify are then counted and limited per source address, verified ones count
+/// against Spark's own limit only, so forgeries from Spark's own egress address never refuse Spark.
 #[utoipa::path(post, path = "/spark/webhook/submission", tag = "spark",
     security(("spark_signature" = [])),
     request_body(description = "The submission (JSON, files by URL), or multipart/form-data with a signed `metadata` field and one part per file",
@@ -155,8 +163,6 @@ fn redirect(location: &str) -> ApiResult {
 pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
     use crate::spark::webhook::{self, Outcome, SubmissionPayload};
     let address = client_ip(&req);
-    // An address whose requests keep failing verification is refused before any work.
-    ratelimit::refuse_if_spent(&ctx, WEBHOOK_UNVERIFIED_PER_ADDRESS, &address).await?;
     let raw = crate::http::body_bytes(&req);
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let content_type = header("content-type").unwrap_or("").to_string();

@@ -5,6 +5,13 @@
 //! request against its limits and queues the email; the worker decides whether there is anything
 //! to send. The link opens a page whose button POSTs the code, so mail scanners that follow links
 //! do not use it up.
+//!
+//! The link is our own proof of the mailbox: it opens only an account whose address is *proven*
+//! (DESIGN.md §3a), or creates one for a pending invitation; never one whose address a provider
+//! merely asserted. Where it leads afterwards (`next`) is limited to pages that show what they do
+//! before they act, and a page that acts for a third party (an app's authorization request) only in
+//! the browser that asked for the link: otherwise anyone could have the hub mail a genuine link that
+//! ends on the consent page of an app they registered.
 
 use serde_json::json;
 
@@ -49,31 +56,54 @@ pub fn valid_email(email: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b',' | b'(' | b')' | b';' | b'"' | b'\\'))
 }
 
-/// A path of ours to go to after signing in: absolute path, not `//host` (an open redirect), short.
+/// Pages a sign-in link may lead to: each shows what it does before it acts.
+const NEXT_PAGES: [&str; 2] = ["/observers/accept", OAUTH_AUTHORIZE];
+/// The one that acts for a third party (an app asking for access): only in the browser that asked.
+const OAUTH_AUTHORIZE: &str = "/api/oauth/authorize";
+
+/// A page of ours a sign-in link may go to: one of [`NEXT_PAGES`] (with its query), no `//host`
+/// (an open redirect), short, no control characters.
 pub fn valid_next(next: &str) -> bool {
-    next.starts_with('/')
-        && !next.starts_with("//")
-        && !next.starts_with("/\\")
-        && next.len() <= 2048
-        && !next.chars().any(|c| c.is_control() || c == '\\')
+    let path = next.split(['?', '#']).next().unwrap_or_default();
+    NEXT_PAGES.contains(&path) && next.len() <= 2048 && !next.chars().any(|c| c.is_control() || c == '\\')
 }
 
-/// `POST /api/auth/email/start` and the sign-in page: counts and queues; answers nothing about the address.
-pub async fn start(ctx: &Context, email: &str, next: Option<&str>, client_ip: &str) -> Result<(), ApiError> {
+/// Whether `next` leads where only the browser that asked for the link may go.
+fn browser_bound(next: &str) -> bool {
+    next.split(['?', '#']).next() == Some(OAUTH_AUTHORIZE)
+}
+
+/// `POST /api/auth/email/start` and the sign-in page: counts and queues; answers nothing about the
+/// address. `browser`: the digest of the asking browser's secret (the sign-in page's CSRF cookie).
+pub async fn start(
+    ctx: &Context,
+    email: &str,
+    next: Option<&str>,
+    browser: Option<&str>,
+    client_ip: &str,
+) -> Result<(), ApiError> {
     if !valid_email(email) {
         return Err(ApiError::bad_request("invalid_email", "Enter a valid email address"));
     }
-    if next.is_some_and(|n| !valid_next(n)) {
-        return Err(ApiError::bad_request("invalid_next", "next must be a path of this site"));
+    if next.is_some_and(|n| !valid_next(n) || (browser_bound(n) && browser.is_none())) {
+        return Err(ApiError::bad_request(
+            "invalid_next",
+            "next must be the invitation page, or an app's authorization page when asked from the sign-in page",
+        ));
     }
     ratelimit::check(ctx, START_PER_IP, client_ip).await?;
     ratelimit::check(ctx, START_PER_ADDRESS, &crypto::sha256_hex(email_key(email).as_bytes())).await?;
-    jobs::enqueue(ctx, &EmailJob::SignIn { email: email.trim().to_string(), next: next.map(str::to_string) }).await
+    let job = EmailJob::SignIn {
+        email: email.trim().to_string(),
+        next: next.map(str::to_string),
+        browser: browser.map(str::to_string),
+    };
+    jobs::enqueue(ctx, &job).await
 }
 
-/// Worker: sends a sign-in link when the address has an account or a pending invitation, to the
-/// address as the account (or the invitation) has it.
-pub async fn send_link(ctx: &Context, email: &str, next: Option<&str>) -> Result<(), ApiError> {
+/// Worker: sends a sign-in link when the address is an account's proven address or has a pending
+/// invitation, to the address as the account (or the invitation) has it.
+pub async fn send_link(ctx: &Context, email: &str, next: Option<&str>, browser: Option<&str>) -> Result<(), ApiError> {
     let store = ctx.store();
     let now = ctx.clock.now();
     let (user_id, to) = match account_of(ctx, email).await?.and_then(|u| Some((u.id, u.email?))) {
@@ -93,6 +123,7 @@ pub async fn send_link(ctx: &Context, email: &str, next: Option<&str>) -> Result
         expires_at: now + CODE_TTL_SECS,
         email: Some(to.clone()),
         next: next.map(str::to_string),
+        browser: browser.map(str::to_string),
     };
     store.put_code(&code, &grant).await?;
     let link = format!("{}/auth/sign-in/confirm?code={code}", public_base_url(ctx)?);
@@ -109,11 +140,12 @@ pub struct SignedIn {
 }
 
 /// `POST /api/auth/email/verify` and the confirm page: uses the code up and opens a session.
-pub async fn verify(ctx: &Context, code: &str, client_ip: &str) -> Result<SignedIn, ApiError> {
+/// `browser`: the confirming browser's secret (its CSRF cookie), which a browser-bound `next` needs.
+pub async fn verify(ctx: &Context, code: &str, client_ip: &str, browser: Option<&str>) -> Result<SignedIn, ApiError> {
     ratelimit::refuse_if_spent(ctx, CODE_FAILURES, client_ip).await?;
     let invalid = || ApiError::bad_request("invalid_code", "This sign-in link is invalid, expired or already used");
     let grant = match code.len() {
-        1..=128 => ctx.store().consume_code(code, PURPOSE).await?,
+        1..=128 => ctx.store().consume_code(code, PURPOSE, None).await?,
         _ => None,
     };
     let now = ctx.clock.now();
@@ -132,16 +164,19 @@ pub async fn verify(ctx: &Context, code: &str, client_ip: &str) -> Result<Signed
         id => ctx.store().get_user(id).await?.ok_or_else(invalid)?,
     };
     // The account's address changed since the link was sent: the link proves nothing about it.
-    if user.email.as_deref().map(email_key) != Some(email_key(&email)) {
+    if !user.has_proven(&email) {
         return Err(invalid());
     }
     let tokens = start_session(ctx, &user).await?;
     tracing::info!(user_id = user.id, "signed in by email");
-    Ok(SignedIn { user, tokens, next: grant.next })
+    let next = grant.next.filter(|n| {
+        valid_next(n) && (!browser_bound(n) || super::login_binding::same_browser(browser, grant.browser.as_deref()))
+    });
+    Ok(SignedIn { user, tokens, next })
 }
 
-/// Creates the account of someone who proved they own `email` and has none: an observer of no
-/// organization. It has no external identity to look it up by (the address is the only key, and it
+/// Creates the account of someone who proved they own `email` (the address is proven) and has
+/// none: an observer of no organization. It has no external identity to look it up by (the address is the only key, and it
 /// moves with the account), so nobody who later receives this address inherits the account.
 /// `None`: the address belongs to an account already.
 pub async fn create_observer(ctx: &Context, email: &str) -> Result<Option<User>, ApiError> {
@@ -149,6 +184,8 @@ pub async fn create_observer(ctx: &Context, email: &str) -> Result<Option<User>,
     let user = User {
         id: crypto::new_id(),
         email: Some(email.trim().to_string()),
+        email_proven: true,
+        email_indexed: true,
         given_name: None,
         family_name: None,
         role: Role::Observer,
@@ -173,13 +210,12 @@ pub async fn create_observer(ctx: &Context, email: &str) -> Result<Option<User>,
     }
 }
 
-/// The account that owns an address, if any.
+/// The account whose proven address this is, if any (never one whose address was only asserted).
 pub async fn account_of(ctx: &Context, email: &str) -> Result<Option<User>, ApiError> {
     let store = ctx.store();
-    match store.user_id_by_email(email).await? {
-        Some(id) => Ok(store.get_user(&id).await?),
-        None => Ok(None),
-    }
+    let Some(id) = store.user_id_by_proven_email(email).await? else { return Ok(None) };
+    // Reading it migrates an account of before the rules: it may lose the key on the way.
+    Ok(store.get_user(&id).await?.filter(|u| u.has_proven(email)))
 }
 
 /// The address, as the student typed it, of a pending invitation to `email` (if there is one).
@@ -217,9 +253,20 @@ mod tests {
     }
 
     #[test]
-    fn next_is_a_path_of_this_site() {
+    fn next_is_a_page_that_shows_before_it_acts() {
         assert!(valid_next("/api/oauth/authorize?client_id=x"));
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "evil", "/a\nb"] {
+        assert!(valid_next("/observers/accept?code=abc"));
+        assert!(browser_bound("/api/oauth/authorize?client_id=x") && !browser_bound("/observers/accept?code=a"));
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "evil",
+            "/observers/accept?\nb",
+            "/api/observers/invitations",
+            "/auth/sign-in/confirm?code=x",
+            "/api/oauth/authorize/../token",
+        ] {
             assert!(!valid_next(bad), "{bad:?}");
         }
     }

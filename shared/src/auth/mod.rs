@@ -1,7 +1,16 @@
 //! Identity: users, roles, external identities, internal tokens and sessions.
+//!
+//! **Proven and asserted addresses** (DESIGN.md §3a). An address is *proven* only by our own
+//! single-use email link (or vouched for by an operator's tool); what a provider (Spark, an LMS, an
+//! NRPS roster, Clever) says is *asserted*: a claim of that provider's organization, used only inside
+//! it. A proven address holds the global email key (email sign-in and observer invitations use it); an
+//! asserted one at most its organization's key (a provider login of that organization may link by
+//! it), and none when it changes under Unicode folding (see [`matchable`]). No login changes an
+//! account's role or organization: those come from the door that created the account.
 
 pub mod email_sign_in;
 pub mod guard;
+pub mod login_binding;
 pub mod provisioning;
 pub mod sessions;
 pub mod tokens;
@@ -43,15 +52,32 @@ impl Role {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
-    /// As given; uniqueness is on the lower-cased form. Absent for identities that share no email
+    /// As given; uniqueness is on its [`email_key`]. Absent for identities that share no email
     /// (for example an LTI launch without personal data).
     pub email: Option<String>,
+    /// Whether `email` was proven with our own emailed link; otherwise a provider asserted it, and it
+    /// decides nothing outside the account's organization.
+    #[serde(default)]
+    pub email_proven: bool,
+    /// Whether the account holds its address's key: the global one when proven, its organization's
+    /// when asserted. An asserted address that folds to another form, or that another account of the
+    /// organization holds, is kept for display only and never matched.
+    #[serde(skip)]
+    pub email_indexed: bool,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
     pub role: Role,
     pub org_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl User {
+    /// Whether `email` is this account's proven address (compared by [`email_key`]): what email
+    /// sign-in and observer invitations require.
+    pub fn has_proven(&self, email: &str) -> bool {
+        self.email_proven && self.email.as_deref().map(email_key) == Some(email_key(email))
+    }
 }
 
 /// The key under which an email is unique: trimmed, then Unicode `NFKC_Casefold`-like (compatibility
@@ -65,9 +91,25 @@ pub fn email_key(email: &str) -> String {
     key.trim().to_string()
 }
 
+/// Whether an asserted address may be matched at all: folding changes nothing in it but ASCII case,
+/// which holds exactly for ASCII addresses. A full-width, compatibility or otherwise non-ASCII form
+/// (`ｐａｒｅｎｔ@…`, a Kelvin sign) may fold onto another address's key, so a provider asserting it
+/// is taken at its word for display only.
+pub fn matchable(email: &str) -> bool {
+    email.trim().is_ascii()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_addresses_that_fold_to_themselves_are_matchable() {
+        assert!(matchable("Ada.Lovelace@Example.com"));
+        assert!(!matchable("\u{FF50}arent@example.com"), "full-width");
+        assert!(!matchable("\u{212A}id@example.com"), "Kelvin sign");
+        assert!(!matchable("stra\u{DF}e@example.com"), "sharp s folds to ss");
+    }
 
     #[test]
     fn roles_round_trip_through_their_wire_names() {

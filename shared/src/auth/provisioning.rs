@@ -1,29 +1,41 @@
-//! Find-or-create-or-update of a user from a trusted external identity (Spark SSO, Clever, LTI).
+//! Find-or-create of a user from an external identity (Spark SSO, LTI launches and rosters, Clever).
 //!
-//! Order: the external identity decides first; then a verified email links the identity to an
-//! existing account; otherwise a new user is created. Uniqueness items make concurrent first
-//! logins of one person safe: exactly one transaction creates the user, the others lose on a
-//! condition and retry, finding the winner's user.
+//! The rules (DESIGN.md §3a), in one place:
+//! - The external identity decides first. An identity that points at a platform admin or at an
+//!   account of another organization is refused.
+//! - What a provider says about an address is *asserted*: it is used only inside the provider's
+//!   organization. A login may link by it only to an account of that organization that holds that
+//!   organization's key for the address, is not privileged, has the role the provider asserts (a
+//!   learner's claim never opens a teacher's or a parent's account), and has no identity of this
+//!   provider yet. Otherwise a new account is made, which keeps the address for display only: the
+//!   answer is the same whether or not the address is known anywhere.
+//! - No login changes an account's role or organization; names, and an asserted address that was
+//!   never proven, follow the provider.
+//!
+//! Uniqueness items make concurrent first logins of one person safe: exactly one transaction creates
+//! the user, the others lose on a condition and retry, finding the winner's user.
 
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Role, User, email_key};
+use super::{Role, User, email_key, matchable};
 use crate::events::{self, DomainEvent};
 use crate::store::WriteError;
 use crate::{ApiError, Context, crypto};
 
-/// What a trusted provider asserts about a person.
+/// What a provider asserts about a person, or what an operator's tool vouches for.
 #[derive(Clone, Debug)]
 pub struct ExternalProfile {
-    /// `spark`, `clever`, `lti:<issuer>`...
+    /// `spark`, `clever`, `lti:<registration>`...
     pub provider: String,
     pub external_id: String,
     pub email: Option<String>,
-    /// Only a verified email may attach this identity to an account that already exists.
-    pub email_verified: bool,
+    /// True only where the address is proven: an operator's tool (`devstack token`) vouching for it.
+    /// A provider's claim (an id_token's `email`, Spark's, a roster's) is never proven.
+    pub email_proven: bool,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    /// The role of a new account; an existing account keeps its own.
     pub role: Role,
     pub org_id: Option<String>,
 }
@@ -39,34 +51,8 @@ pub enum Provisioned {
 /// Concurrent writers can each cost one retry; more than this means something is wrong.
 const ATTEMPTS: usize = 5;
 
-/// What the asserted role does to an account that exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ExistingRole {
-    /// A sign-in: the account follows it between unprivileged roles.
-    Follow,
-    /// A roster of one course: the role is for new accounts only.
-    Keep,
-}
-
-/// A person signing in through a provider: found, linked or created, and updated.
+/// A person signing in through a provider, or listed in a course roster: found, linked or created.
 pub async fn provision_user(ctx: &Context, profile: &ExternalProfile) -> Result<(User, Provisioned), ApiError> {
-    provision(ctx, profile, ExistingRole::Follow).await
-}
-
-/// A person listed in a course's roster: as [`provision_user`], but an existing account keeps its role
-/// (a roster speaks for one course; the person's own sign-ins decide their role).
-pub async fn provision_roster_member(
-    ctx: &Context,
-    profile: &ExternalProfile,
-) -> Result<(User, Provisioned), ApiError> {
-    provision(ctx, profile, ExistingRole::Keep).await
-}
-
-async fn provision(
-    ctx: &Context,
-    profile: &ExternalProfile,
-    existing_role: ExistingRole,
-) -> Result<(User, Provisioned), ApiError> {
     validate(profile)?;
     let store = ctx.store();
     for _ in 0..ATTEMPTS {
@@ -75,46 +61,67 @@ async fn provision(
                 return Err(ApiError::internal(format!("identity points at missing user {user_id}")));
             };
             may_sign_in(&user, profile)?;
-            match apply_profile(ctx, user, profile, existing_role).await? {
+            match apply_profile(ctx, user, profile).await? {
                 Some(user) => return Ok((user, Provisioned::Existing)),
                 None => continue,
             }
         }
-        if profile.email_verified
-            && let Some(email) = &profile.email
-            && let Some(user_id) = store.user_id_by_email(email).await?
-        {
-            let Some(existing) = store.get_user(&user_id).await? else { continue };
-            may_link_by_email(&existing, profile)?;
-            // Conditional on the account being as checked, and on it having no other identity of this
-            // provider (one Spark account per person: a look-alike address cannot add a second).
-            match store.link_identity(&existing, &profile.provider, &profile.external_id).await {
-                Ok(()) => {
-                    tracing::info!(user_id, provider = profile.provider, "external identity linked by verified email");
-                    match apply_profile(ctx, existing, profile, existing_role).await? {
-                        Some(user) => return Ok((user, Provisioned::Linked)),
-                        None => continue,
+        let holder = match key_of(profile) {
+            Some(EmailKey::Proven(email)) => store.user_id_by_proven_email(email).await?,
+            Some(EmailKey::Org(org, email)) => match store.user_id_by_org_email(org, email).await? {
+                Some(holder) => Some(holder),
+                // An account of this organization whose address is proven (made by an administrator) is
+                // one this organization's provider may link to; one of anywhere else is not even looked
+                // at, so the answer tells nothing about other organizations.
+                None => proven_account_of(ctx, org, email).await?,
+            },
+            None => None,
+        };
+        let claim_key = match holder {
+            None => key_of(profile).is_some(),
+            Some(holder_id) => {
+                let Some(existing) = store.get_user(&holder_id).await? else { continue };
+                if let Err(why) = may_link(&existing, profile) {
+                    if profile.email_proven {
+                        return Err(ApiError::conflict("email_in_use", "This address belongs to another account"));
+                    }
+                    link_refused(&existing, profile, why);
+                    false
+                } else {
+                    // Conditional on the account being as checked, and on it having no identity of
+                    // this provider (one account per provider and person).
+                    match store.link_identity(&existing, &profile.provider, &profile.external_id).await {
+                        Ok(()) => {
+                            tracing::info!(
+                                user_id = existing.id,
+                                provider = profile.provider,
+                                "identity linked by email"
+                            );
+                            match apply_profile(ctx, existing, profile).await? {
+                                Some(user) => return Ok((user, Provisioned::Linked)),
+                                None => continue,
+                            }
+                        }
+                        Err(WriteError::Conflict) => {
+                            if store.user_id_by_identity(&profile.provider, &profile.external_id).await?.is_some()
+                                || !store.user_has_identity_of(&existing.id, &profile.provider).await?
+                            {
+                                continue;
+                            }
+                            link_refused(&existing, profile, "the account has another identity of this provider");
+                            false
+                        }
+                        Err(WriteError::Store(e)) => return Err(e.into()),
                     }
                 }
-                Err(WriteError::Conflict) => {
-                    if store.user_id_by_identity(&profile.provider, &profile.external_id).await?.is_none()
-                        && store.user_has_identity_of(&user_id, &profile.provider).await?
-                    {
-                        return Err(link_refused(
-                            &existing,
-                            profile,
-                            "the account has another identity of this provider",
-                        ));
-                    }
-                    continue;
-                }
-                Err(WriteError::Store(e)) => return Err(e.into()),
             }
-        }
+        };
         let now = ctx.clock.now();
         let user = User {
             id: crypto::new_id(),
             email: profile.email.as_deref().map(|e| e.trim().to_string()),
+            email_proven: profile.email_proven,
+            email_indexed: claim_key,
             given_name: profile.given_name.clone(),
             family_name: profile.family_name.clone(),
             role: provider_role(profile.role),
@@ -134,51 +141,88 @@ async fn provision(
                 events::publish(ctx, &[registered]).await;
                 return Ok((user, Provisioned::Created));
             }
-            Err(WriteError::Conflict) => {
-                // Either a concurrent login created this identity (the next round finds it), or the
-                // email belongs to another account and was not verified: that one cannot be merged.
-                if !profile.email_verified
-                    && let Some(email) = &profile.email
-                    && store.user_id_by_identity(&profile.provider, &profile.external_id).await?.is_none()
-                    && store.user_id_by_email(email).await?.is_some()
-                {
-                    return Err(ApiError::conflict(
-                        "email_in_use",
-                        "This email belongs to another account; verify it with the provider to link them",
-                    ));
-                }
-            }
+            // A concurrent login created this identity, or took the address's key: the next round
+            // finds either.
+            Err(WriteError::Conflict) => continue,
             Err(WriteError::Store(e)) => return Err(e.into()),
         }
     }
     Err(ApiError::unavailable("user provisioning kept conflicting"))
 }
 
-/// A provider login may take over an existing account by email only within the provider's own
-/// organization, and never a privileged one: otherwise a partner asserting an administrator's address
-/// would sign in as that administrator (DESIGN.md §3a). Accounts of no organization (parents and mentors
-/// invited by email) are never linked: an LMS asserting a parent's address would otherwise take over the
-/// parent's account and, through it, the portfolios of children in other organizations.
-fn may_link_by_email(existing: &User, profile: &ExternalProfile) -> Result<(), ApiError> {
-    let same_tenant = existing.org_id.is_some() && existing.org_id == profile.org_id;
-    if same_tenant && !existing.role.is_privileged() {
-        return Ok(());
+/// An operator's tool (the local stack's `token`, the contract run, test set-ups) vouching for a
+/// person: the address is proven, and the role is set as asked, as an administrator would.
+pub async fn provision_as_operator(ctx: &Context, profile: &ExternalProfile) -> Result<User, ApiError> {
+    let profile = ExternalProfile { email_proven: true, ..profile.clone() };
+    let (user, _) = provision_user(ctx, &profile).await?;
+    if user.role == profile.role {
+        return Ok(user);
     }
-    Err(link_refused(existing, profile, "its email belongs to an account it may not link to"))
+    let promoted = User { role: profile.role, updated_at: user.updated_at + 1, ..user.clone() };
+    match ctx.store().update_user(&user, &promoted).await {
+        Ok(()) => Ok(promoted),
+        Err(WriteError::Conflict) => Err(ApiError::conflict("conflict", "The account changed meanwhile; retry")),
+        Err(WriteError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// The account of `org_id` whose proven address this is.
+async fn proven_account_of(ctx: &Context, org_id: &str, email: &str) -> Result<Option<String>, ApiError> {
+    let store = ctx.store();
+    let Some(id) = store.user_id_by_proven_email(email).await? else { return Ok(None) };
+    Ok(store.get_user(&id).await?.filter(|u| u.org_id.as_deref() == Some(org_id)).map(|u| u.id))
+}
+
+/// The key a profile's address may be matched by: the global one for a proven address, the
+/// organization's for an asserted one that folds to itself, none otherwise.
+enum EmailKey<'a> {
+    Proven(&'a str),
+    Org(&'a str, &'a str),
+}
+
+fn key_of(profile: &ExternalProfile) -> Option<EmailKey<'_>> {
+    let email = profile.email.as_deref()?;
+    match (profile.email_proven, profile.org_id.as_deref()) {
+        (true, _) => Some(EmailKey::Proven(email)),
+        (false, Some(org)) if matchable(email) => Some(EmailKey::Org(org, email)),
+        _ => None,
+    }
+}
+
+/// Whether a login may take over the account that holds its address's key (DESIGN.md §3a): only an
+/// unprivileged account of the provider's own organization with the role the provider asserts.
+/// Otherwise a Moodle learner who typed a teacher's address into their profile would open the
+/// teacher's account, or a parent's, and through it the portfolios the parent follows.
+fn may_link(existing: &User, profile: &ExternalProfile) -> Result<(), &'static str> {
+    if existing.org_id != profile.org_id {
+        return Err("the account belongs to another organization");
+    }
+    if existing.role.is_privileged() {
+        return Err("the account is an administrator's");
+    }
+    if existing.role != provider_role(profile.role) {
+        return Err("the account has another role than the provider asserts");
+    }
+    Ok(())
 }
 
 /// A login through an identity already linked: refused when it points at a platform admin (providers
 /// never create one: such a link predates the rules) or at an account of another organization.
 fn may_sign_in(user: &User, profile: &ExternalProfile) -> Result<(), ApiError> {
-    let foreign = user.org_id.is_some() && user.org_id != profile.org_id;
-    if user.role == Role::Admin || foreign {
-        return Err(link_refused(user, profile, "its identity points at an account it may not sign into"));
+    if user.role == Role::Admin || user.org_id != profile.org_id {
+        link_refused(user, profile, "its identity points at an account it may not sign into");
+        return Err(ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "account_link_refused",
+            "This sign-in cannot open its account; ask an administrator",
+        ));
     }
     Ok(())
 }
 
-/// Refuses a provider login, with an alert line for the administrators.
-fn link_refused(existing: &User, profile: &ExternalProfile, why: &str) -> ApiError {
+/// An alert line for the administrators: a provider's login was kept out of an account. The person
+/// gets an account of their own (or, for an identity linked before the rules, a refusal).
+fn link_refused(existing: &User, profile: &ExternalProfile, why: &str) {
     tracing::warn!(
         alert = "account_link_refused",
         user_id = existing.id,
@@ -187,23 +231,14 @@ fn link_refused(existing: &User, profile: &ExternalProfile, why: &str) -> ApiErr
         provider_org = profile.org_id.as_deref().unwrap_or("-"),
         existing_role = existing.role.as_str(),
         why,
-        "provider login refused"
+        "provider login kept out of an existing account"
     );
-    ApiError::new(
-        http::StatusCode::FORBIDDEN,
-        "account_link_refused",
-        "This email belongs to an account that cannot be signed into this way; ask an administrator",
-    )
 }
 
-/// Writes what the provider now says (names, email, role) when it differs. `None` asks the caller
-/// to start over because the user changed concurrently.
-async fn apply_profile(
-    ctx: &Context,
-    user: User,
-    profile: &ExternalProfile,
-    existing_role: ExistingRole,
-) -> Result<Option<User>, ApiError> {
+/// Writes what the provider now says (names; the address while it is not proven) when it differs.
+/// Never the role or the organization. `None` asks the caller to start over because the user
+/// changed concurrently.
+async fn apply_profile(ctx: &Context, user: User, profile: &ExternalProfile) -> Result<Option<User>, ApiError> {
     let mut wanted = user.clone();
     if profile.given_name.is_some() {
         wanted.given_name = profile.given_name.clone();
@@ -211,29 +246,22 @@ async fn apply_profile(
     if profile.family_name.is_some() {
         wanted.family_name = profile.family_name.clone();
     }
-    // Only a verified address may replace the account's (and take its uniqueness key), never an
-    // administrator's: an unverified one would squat someone else's address.
+    // A proven address stands (an assertion never replaces it); an asserted one follows its provider
+    // and claims the organization's key when it can be matched.
     if let Some(email) = &profile.email
-        && profile.email_verified
+        && !user.email_proven
         && !user.role.is_privileged()
-        && user.email.as_deref().map(email_key) != Some(email_key(email))
     {
-        wanted.email = Some(email.trim().to_string());
+        let email = email.trim();
+        let changed = user.email.as_deref().map(email_key) != Some(email_key(email));
+        if changed || !user.email_indexed {
+            wanted.email = Some(email.to_string());
+            wanted.email_indexed = user.org_id.is_some() && matchable(email);
+        }
     }
-    // A provider moves people between unprivileged roles only; it never grants or takes away an
-    // administrator's role, and never moves an account to another organization.
     let asserted = provider_role(profile.role);
-    if existing_role == ExistingRole::Keep {
-        // The account's role stands.
-    } else if !user.role.is_privileged() && !asserted.is_privileged() {
-        wanted.role = asserted;
-    } else if asserted != user.role {
-        tracing::warn!(user_id = user.id, provider = profile.provider, "role change from a provider ignored");
-    }
-    if user.org_id.is_none() {
-        wanted.org_id = profile.org_id.clone();
-    } else if profile.org_id.is_some() && profile.org_id != user.org_id {
-        tracing::warn!(user_id = user.id, provider = profile.provider, "organization change from a provider ignored");
+    if asserted != user.role {
+        tracing::info!(user_id = user.id, provider = profile.provider, "role asserted by a login ignored");
     }
     if wanted == user {
         return Ok(Some(user));
@@ -244,18 +272,13 @@ async fn apply_profile(
         Ok(()) => Ok(Some(wanted)),
         Err(WriteError::Store(e)) => Err(e.into()),
         Err(WriteError::Conflict) => {
-            // The new email may belong to someone else: keep the old one, apply the rest.
             let fresh = store.get_user(&user.id).await?;
             if fresh.as_ref() != Some(&user) {
                 return Ok(None);
             }
-            tracing::warn!(user_id = user.id, "email change refused: the address belongs to another account");
-            wanted.email = user.email.clone();
-            if wanted.given_name == user.given_name
-                && wanted.family_name == user.family_name
-                && wanted.role == user.role
-                && wanted.org_id == user.org_id
-            {
+            // Another account of the organization holds the address: keep it for display only.
+            wanted.email_indexed = false;
+            if wanted == user {
                 return Ok(Some(user));
             }
             match store.update_user(&user, &wanted).await {

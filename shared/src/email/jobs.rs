@@ -13,8 +13,14 @@ use crate::{ApiError, Context};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EmailJob {
-    /// A sign-in link, if the address has an account or a pending invitation.
-    SignIn { email: String, next: Option<String> },
+    /// A sign-in link, if the address has an account or a pending invitation. `browser`: the digest of
+    /// the asking browser's secret, without which the link does not lead to a browser-bound `next`.
+    SignIn {
+        email: String,
+        next: Option<String>,
+        #[serde(default)]
+        browser: Option<String>,
+    },
     /// A student's invitation, if it is still pending.
     Invitation { invitation_id: String },
 }
@@ -30,7 +36,9 @@ pub async fn enqueue(ctx: &Context, job: &EmailJob) -> Result<(), ApiError> {
 pub async fn work(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueError> {
     let job: EmailJob = crate::jobs::parse(&message)?;
     let sent = match &job {
-        EmailJob::SignIn { email, next } => crate::auth::email_sign_in::send_link(&ctx, email, next.as_deref()).await,
+        EmailJob::SignIn { email, next, browser } => {
+            crate::auth::email_sign_in::send_link(&ctx, email, next.as_deref(), browser.as_deref()).await
+        }
         EmailJob::Invitation { invitation_id } => {
             crate::observers::invitations::send_invitation(&ctx, invitation_id).await
         }

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use super::launch::Launch;
 use super::links::{DeepLinkingSession, QUEST_PARAMETER, quest_of};
 use super::registration::Registration;
-use crate::auth::{Role, User};
+use super::roles::CourseRole;
+use crate::auth::User;
 use crate::learning::Quest;
 use crate::pages::{Page, escape};
 use crate::{ApiError, Context, crypto};
@@ -30,7 +31,8 @@ const MAX_ITEMS: usize = 20;
 /// links, with an https return URL.
 pub fn admissible(ctx: &Context, launch: &Launch) -> Result<(), ApiError> {
     let settings = launch.deep_linking.as_ref().ok_or_else(|| ApiError::internal("deep linking settings"))?;
-    if !instructor(launch.role.role) {
+    // The course role decides: an Instructor of this course, whatever their account's role.
+    if launch.role.course_role() != CourseRole::Instructor {
         return Err(forbidden());
     }
     if !settings.accept_types.iter().any(|t| t == RESOURCE_LINK) {
@@ -47,10 +49,6 @@ pub fn admissible(ctx: &Context, launch: &Launch) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn instructor(role: Role) -> bool {
-    matches!(role, Role::Teacher | Role::OrgAdmin | Role::Admin)
-}
-
 fn forbidden() -> ApiError {
     ApiError::new(http::StatusCode::FORBIDDEN, "deep_linking_forbidden", "Only instructors add content to a course")
 }
@@ -58,10 +56,6 @@ fn forbidden() -> ApiError {
 /// The picker page of an [`admissible`] request, framed by the LMS.
 pub async fn start(ctx: &Context, registration: &Registration, launch: &Launch, user: &User) -> Result<Page, ApiError> {
     let settings = launch.deep_linking.as_ref().ok_or_else(|| ApiError::internal("deep linking settings"))?;
-    // The account's own role too: a provider launch never raises a role.
-    if !instructor(user.role) {
-        return Err(forbidden());
-    }
     let return_url = url::Url::parse(&settings.return_url).map_err(ApiError::internal)?;
     let token = crypto::random_token(32);
     let session = DeepLinkingSession {

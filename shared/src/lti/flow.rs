@@ -9,16 +9,16 @@
 //! 2. **Launch** (`/api/lti/launch`, the platform's form POST of `id_token` and `state`): the state must
 //!    be this browser's (its cookie) and is taken with one conditional delete (so it, and the nonce it
 //!    carries, launch once); then the `id_token` checks of [`super::launch`] with that nonce; then the
-//!    user is provisioned through the same path as Spark (identity `lti:<issuer>` + `sub` first, then a
-//!    verified email under the hardening rules), in the registration's organization; the launch ends
-//!    like Spark SSO, with a one-time code (60 s) and a redirect to the frontend, so the session never
-//!    travels in a URL.
+//!    user is provisioned through the same path as Spark (identity `lti:<registration>` + `sub` first,
+//!    then the asserted email inside the registration's organization only, under provisioning's rules); the launch ends
+//!    like Spark SSO, with a one-time code (60 s, bound to this browser by a cookie) and a redirect to
+//!    the frontend, so the session never travels in a URL.
 
 use super::LtiError;
 use super::launch::{self, Launch};
 use super::registration::{Registration, registration_id};
-use crate::auth::User;
 use crate::auth::provisioning::{ExternalProfile, provision_user};
+use crate::auth::{User, login_binding};
 use crate::store::codes::CodeGrant;
 use crate::store::lti::LaunchState;
 use crate::{ApiError, Context, crypto};
@@ -124,8 +124,9 @@ async fn find(ctx: &Context, issuer: &str, client_id: &str) -> Result<Registrati
 
 /// What a launch that went through leads to.
 pub enum Launched {
-    /// A resource link launch: the one-time code for the frontend, and the quest the link leads to.
-    SignedIn { user_id: String, code: String, quest_id: Option<String> },
+    /// A resource link launch: the one-time code for the frontend, the quest the link leads to, and
+    /// the cookie that binds the code to this browser ([`login_binding`]).
+    SignedIn { user_id: String, code: String, quest_id: Option<String>, binding_cookie: String },
     /// A deep linking request: the page where the instructor chooses quests.
     ChooseContent(crate::pages::Page),
 }
@@ -171,12 +172,14 @@ pub async fn launch(
     }
     let quest = super::links::record_launch(ctx, &registration, &launch, &user).await?;
     let code = crypto::random_token(32);
+    let binding = login_binding::new();
     let grant = CodeGrant {
         user_id: user.id.clone(),
         purpose: PURPOSE.into(),
         expires_at: ctx.clock.now() + CODE_TTL_SECS,
         email: None,
         next: None,
+        browser: Some(binding.digest),
     };
     ctx.store().put_code(&code, &grant).await?;
     tracing::info!(
@@ -186,7 +189,7 @@ pub async fn launch(
         quest_id = quest.as_ref().map(|q| q.id.as_str()),
         "LTI launch"
     );
-    Ok(Launched::SignedIn { user_id: user.id, code, quest_id: quest.map(|q| q.id) })
+    Ok(Launched::SignedIn { user_id: user.id, code, quest_id: quest.map(|q| q.id), binding_cookie: binding.set_cookie })
 }
 
 /// The launch's user, found or created in the registration's organization (the Spark path).
@@ -194,10 +197,10 @@ async fn provision(ctx: &Context, registration: &Registration, launch: &Launch) 
     let profile = ExternalProfile {
         provider: provider(registration),
         external_id: launch.subject.clone(),
+        // Asserted: the LMS's word (a learner may have typed it into their profile), used only inside
+        // the registration's organization under provisioning's rules.
         email: launch.email.clone().filter(|e| e.len() <= 254),
-        // A platform admin registered this LMS for its organization: its emails are the school's records.
-        // They link only unprivileged accounts of that same organization (provisioning's rules).
-        email_verified: launch.email.is_some(),
+        email_proven: false,
         given_name: super::clean_name(launch.given_name.as_deref()),
         family_name: super::clean_name(launch.family_name.as_deref()),
         role: launch.role.role,

@@ -2,12 +2,13 @@
 //! and the quest it leads to, where the student's scores go, and whom a Mentor follows.
 //!
 //! - A **course** is recorded per registration and context id (`ltc_...`), with its membership URL
-//!   for the roster sync and the teachers who launched into it as its instructors.
+//!   for the roster sync, and each person's role in it (Instructor, Learner, Mentor) as their latest
+//!   launch into it said: it decides their rights in that course, not their account's role.
 //! - A **resource link** (`ltl_...`) leads to one quest of the registration's organization: the one an
 //!   instructor chose by deep linking (our content item carries it as the custom parameter
 //!   `quest_id`), or the one an admin assigned. Once set, a launch never changes it; a quest of another
 //!   organization is ignored.
-//! - A student's launch of a linked quest whose link has a line item (and the score scope) records a
+//! - A Learner's launch of a linked quest whose link has a line item (and the score scope) records a
 //!   **grade target**: where their scores for that quest go ([`crate::passback`]).
 //! - A **Mentor** launch with `role_scope_mentor` links the mentor as an observer of those students
 //!   (source `lti`, progress only) when they already have accounts through this registration; an
@@ -18,6 +19,7 @@ use serde_json::json;
 
 use super::launch::Launch;
 use super::registration::Registration;
+use super::roles::CourseRole;
 use crate::auth::{Role, User};
 use crate::events::{self, DomainEvent};
 use crate::learning::Quest;
@@ -131,11 +133,10 @@ pub async fn record_launch(
         memberships_url: launch.memberships_url.clone(),
         updated_at: now,
     });
+    let course_role = launch.role.course_role();
     if let Some(course) = &course {
         store.put_lti_course(course).await?;
-        if launch.role.role == Role::Teacher && user.role == Role::Teacher {
-            store.put_lti_instructor(&course.id, &user.id).await?;
-        }
+        store.put_lti_course_role(&course.id, &user.id, course_role, now).await?;
     }
     if launch.role.mentor && !launch.mentor_of.is_empty() {
         link_mentor(ctx, registration, launch, user).await?;
@@ -158,7 +159,7 @@ pub async fn record_launch(
     };
     let Some(quest_id) = store.put_lti_link(&link, chosen.as_deref()).await? else { return Ok(None) };
     let Some(quest) = quest_of(ctx, &registration.organization_id, &quest_id).await? else { return Ok(None) };
-    if user.role == Role::Student
+    if course_role == CourseRole::Learner
         && link.scores_allowed
         && let Some(lineitem_url) = &link.lineitem_url
     {

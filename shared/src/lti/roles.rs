@@ -15,9 +15,45 @@ use crate::auth::Role;
 /// What a launch's roles make of the user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MappedRole {
+    /// The role of an account this launch creates (an existing account keeps its own).
     pub role: Role,
     /// The user is a Mentor: `role_scope_mentor` names the students they follow.
     pub mentor: bool,
+}
+
+/// What a person is in one course. It decides what they may do there (deep linking and roster sync
+/// for instructors, scores to the gradebook for learners), never their account's role: a teaching
+/// assistant is an Instructor in one course and a Learner in another with one account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CourseRole {
+    Instructor,
+    Learner,
+    Mentor,
+}
+
+impl CourseRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CourseRole::Instructor => "instructor",
+            CourseRole::Learner => "learner",
+            CourseRole::Mentor => "mentor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CourseRole> {
+        [CourseRole::Instructor, CourseRole::Learner, CourseRole::Mentor].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl MappedRole {
+    /// The person's role in the launch's course.
+    pub fn course_role(self) -> CourseRole {
+        match self.role {
+            Role::Teacher | Role::OrgAdmin | Role::Admin => CourseRole::Instructor,
+            _ if self.mentor || self.role == Role::Observer => CourseRole::Mentor,
+            _ => CourseRole::Learner,
+        }
+    }
 }
 
 const MEMBERSHIP: &str = "http://purl.imsglobal.org/vocab/lis/v2/membership";

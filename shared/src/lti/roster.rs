@@ -2,9 +2,10 @@
 //! platform (`POST /api/lti/contexts/{course_id}/roster-sync`). The membership is read page by page
 //! (following `Link: <...>; rel="next"` on the service's own origin, each URL through the SSRF guard);
 //! active members are created or updated through the launch's provisioning path, 8 at a time, as
-//! students or teachers (an existing account keeps its role: a roster speaks for one course); inactive or
-//! deleted members are reported, never deleted. Five syncs of a course a minute at most. The answer is seed 004's summary: `total`, `successful`, `failed`, and one
-//! result per member.
+//! students or teachers (no login or roster changes an existing account's role, and an asserted
+//! address links only under provisioning's rules); inactive or deleted members are reported, never
+//! deleted. Five syncs of a course a minute at most. The answer is seed 004's summary: `total`,
+//! `successful`, `failed`, and one result per member.
 
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -16,7 +17,7 @@ use super::roles::map_roles;
 use super::services::ServiceError;
 use crate::auth::Role;
 use crate::auth::guard::Principal;
-use crate::auth::provisioning::{ExternalProfile, provision_roster_member};
+use crate::auth::provisioning::{ExternalProfile, provision_user};
 use crate::{ApiError, Context};
 
 pub const MEMBERSHIP_SCOPE: &str = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly";
@@ -58,18 +59,19 @@ pub struct RosterSummary {
 const SYNCS_PER_COURSE: crate::ratelimit::Rule =
     crate::ratelimit::Rule { name: "lti-roster-sync", limit: 5, window_secs: 60 };
 
-/// Syncs a course's roster: its instructors (teachers who launched into it as such), the admins of its
-/// organization, platform admins.
+/// Syncs a course's roster: its instructors (whose latest launch into it was as Instructor, whatever
+/// their account's role), the admins of its organization, platform admins.
 pub async fn sync(ctx: &Context, principal: &Principal, course_id: &str) -> Result<RosterSummary, ApiError> {
-    principal.require_role(&[Role::Teacher, Role::OrgAdmin, Role::Admin])?;
     let not_found = || ApiError::not_found("course_not_found", "No such course");
     let course = ctx.store().lti_course(course_id).await?.ok_or_else(not_found)?;
+    let same_org = principal.org_id.as_deref() == Some(course.organization_id.as_str());
     let allowed = match principal.role {
         Role::Admin => true,
-        Role::OrgAdmin => principal.org_id.as_deref() == Some(course.organization_id.as_str()),
+        Role::OrgAdmin => same_org,
         _ => {
-            principal.org_id.as_deref() == Some(course.organization_id.as_str())
-                && ctx.store().is_lti_instructor(&course.id, &principal.user_id).await?
+            same_org
+                && ctx.store().lti_course_role(&course.id, &principal.user_id).await?
+                    == Some(super::roles::CourseRole::Instructor)
         }
     };
     if !allowed {
@@ -227,8 +229,8 @@ async fn provision_member(ctx: &Context, registration: &Registration, course: &C
             message: "skipped: mentors join through their own launch".into(),
         };
     }
-    // A roster says what someone is in one course: it creates students and teachers, and an existing
-    // account keeps its role (provisioning's roster rule).
+    // A roster says what someone is in one course: it creates students and teachers; an existing
+    // account keeps its role (provisioning's rule for every door).
     let role = match mapped.role {
         Role::Teacher | Role::OrgAdmin | Role::Admin => Role::Teacher,
         _ => Role::Student,
@@ -237,13 +239,13 @@ async fn provision_member(ctx: &Context, registration: &Registration, course: &C
         provider: super::flow::provider(registration),
         external_id: member_id.clone(),
         email: text("email").filter(|e| e.len() <= 254),
-        email_verified: text("email").is_some(),
+        email_proven: false,
         given_name: super::clean_name(text("given_name").as_deref()),
         family_name: super::clean_name(text("family_name").as_deref()),
         role,
         org_id: Some(course.organization_id.clone()),
     };
-    match provision_roster_member(ctx, &profile).await {
+    match provision_user(ctx, &profile).await {
         Ok((user, provisioned)) => MemberResult {
             member_id,
             user_id: Some(user.id),

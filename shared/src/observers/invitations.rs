@@ -118,7 +118,7 @@ pub async fn invite(ctx: &Context, principal: &Principal, new: NewInvitation) ->
             format!("At most {MAX_PENDING} invitations may be pending; cancel some first"),
         ));
     }
-    if let Some(existing) = store.user_id_by_email(&new.email).await?
+    if let Some(existing) = store.user_id_by_proven_email(&new.email).await?
         && store.link(&student.id, &existing).await?.is_some()
     {
         return Err(ApiError::conflict(
@@ -263,7 +263,7 @@ pub struct Accepted {
     pub tokens: TokenPair,
 }
 
-/// Accepts an invitation: as the signed-in account (whose address must be the invitation's), or,
+/// Accepts an invitation: as the signed-in account (whose *proven* address must be the invitation's), or,
 /// signed out, as a new observer account of the invited address (the code came by email); an
 /// address that has an account must sign in first. Opens a session for the observer.
 pub async fn accept(ctx: &Context, code: &str, signed_in: Option<&Principal>) -> Result<(Accepted, User), ApiError> {
@@ -272,11 +272,12 @@ pub async fn accept(ctx: &Context, code: &str, signed_in: Option<&Principal>) ->
     let observer = match signed_in {
         Some(principal) => {
             let user = store.get_user(&principal.user_id).await?.ok_or_else(account_gone)?;
-            if user.email.as_deref().map(email_key) != Some(email_key(&inv.email)) {
+            // An address a provider asserted proves nothing: another school's LMS could assert it.
+            if !user.has_proven(&inv.email) {
                 return Err(ApiError::new(
                     http::StatusCode::FORBIDDEN,
                     "invitation_email_mismatch",
-                    "This invitation was sent to another address; sign out, or sign in with that address",
+                    "This invitation was sent to an address this account has not proven; sign out, or sign in with that address's emailed link",
                 ));
             }
             user

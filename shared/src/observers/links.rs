@@ -138,13 +138,14 @@ pub struct PendingView {
 }
 
 /// Invitations still pending for the signed-in account's email (accepted with the emailed link).
+/// Only a proven address lists them: one a provider asserted says nothing about whose mailbox it is.
 pub async fn pending(ctx: &Context, principal: &Principal) -> Result<Vec<PendingView>, ApiError> {
     let store = ctx.store();
     let user: User = store
         .get_user(&principal.user_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid_token", "The account no longer exists"))?;
-    let Some(email) = user.email else { return Ok(Vec::new()) };
+    let Some(email) = user.email.filter(|_| user.email_proven) else { return Ok(Vec::new()) };
     let now = ctx.clock.now();
     let waiting: Vec<String> = store
         .invitations_for_email(&email)

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use http::StatusCode;
 use lambda_http::Request;
 
-use super::{Form, Page, csrf_field, csrf_token, escape, respond, see_other};
+use super::{CSRF_COOKIE, Form, Page, csrf_field, csrf_token, escape, respond, see_other};
 use crate::api::auth::session_cookies;
 use crate::auth::email_sign_in::{self, CODE_TTL_SECS, valid_next};
-use crate::http::{ApiResult, client_ip, query_param};
+use crate::auth::login_binding;
+use crate::http::{ApiResult, client_ip, cookie, query_param};
 use crate::{ApiError, Context};
 
 /// `GET|POST /auth/sign-in`.
@@ -61,7 +62,9 @@ pub async fn sign_in_submit(ctx: Arc<Context>, req: Request) -> ApiResult {
     };
     let email = form.get("email").unwrap_or_default().trim().to_string();
     let next = form.get("next").filter(|n| valid_next(n));
-    match email_sign_in::start(&ctx, &email, next, &client_ip(&req)).await {
+    // The link leads to an app's authorization page only in this browser (its CSRF cookie).
+    let browser = cookie(&req, CSRF_COOKIE).map(|secret| login_binding::digest(&secret));
+    match email_sign_in::start(&ctx, &email, next, browser.as_deref(), &client_ip(&req)).await {
         Ok(()) => {
             let body = format!(
                 "<h1>Check your email</h1><p role=\"status\">If <strong>{}</strong> has an account or an invitation, \
@@ -160,7 +163,8 @@ pub async fn confirm_form(ctx: Arc<Context>, req: Request) -> ApiResult {
 pub async fn confirm_submit(ctx: Arc<Context>, req: Request) -> ApiResult {
     let outcome = async {
         let form = Form::parse(&req)?;
-        email_sign_in::verify(&ctx, form.get("code").unwrap_or_default(), &client_ip(&req)).await
+        let browser = cookie(&req, CSRF_COOKIE);
+        email_sign_in::verify(&ctx, form.get("code").unwrap_or_default(), &client_ip(&req), browser.as_deref()).await
     }
     .await;
     let signed_in = match outcome {

@@ -77,9 +77,9 @@ pub async fn verify(ctx: &Context, token: &str) -> Result<SsoLogin, ApiError> {
         profile: ExternalProfile {
             provider: PROVIDER.into(),
             external_id: sub,
+            // Asserted: Spark's word, used only inside its organization (DESIGN.md §3a).
             email: Some(email),
-            // Spark is a trusted LMS that owns its users' addresses: it may link to an existing account.
-            email_verified: true,
+            email_proven: false,
             given_name: text("given_name"),
             family_name: text("family_name"),
             role: role(text("role").as_deref()),

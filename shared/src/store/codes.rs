@@ -19,6 +19,8 @@ pub struct CodeGrant {
     pub email: Option<String>,
     /// Where a browser goes once signed in (a path of ours).
     pub next: Option<String>,
+    /// SHA-256 of a secret of the browser that started the flow (`auth::login_binding`).
+    pub browser: Option<String>,
 }
 
 fn code_pk(code: &str) -> String {
@@ -61,20 +63,30 @@ impl Store<'_> {
         Ok(item.filter(|i| i.str("purpose") == Some(purpose)).as_ref().and_then(grant_from_item))
     }
 
-    /// Takes a code of one flow (`purpose`) out of the store. `None`: unknown, of another flow (which
-    /// keeps it), or already used. The caller checks expiry (TTL deletion is lazy).
-    pub async fn consume_code(&self, code: &str, purpose: &str) -> Result<Option<CodeGrant>, StoreError> {
-        let result = self
+    /// Takes a code of one flow (`purpose`) out of the store; with `browser`, only when it was bound
+    /// to that browser's digest. `None`: unknown, of another flow or browser (which keep it), or
+    /// already used. The caller checks expiry (TTL deletion is lazy).
+    pub async fn consume_code(
+        &self,
+        code: &str,
+        purpose: &str,
+        browser: Option<&str>,
+    ) -> Result<Option<CodeGrant>, StoreError> {
+        let mut delete = self
             .client
             .delete_item()
             .table_name(self.table)
             .key("pk", s(code_pk(code)))
             .key("sk", s("CODE"))
-            .condition_expression("purpose = :purpose")
             .expression_attribute_values(":purpose", s(purpose))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
+            .return_values(ReturnValue::AllOld);
+        delete = match browser {
+            Some(digest) => delete
+                .condition_expression("purpose = :purpose AND browser = :browser")
+                .expression_attribute_values(":browser", s(digest)),
+            None => delete.condition_expression("purpose = :purpose"),
+        };
+        let result = delete.send().await;
         let old = match result {
             Ok(out) => out.attributes,
             Err(e) => {
@@ -93,6 +105,7 @@ fn grant_from_item(item: &Item) -> Option<CodeGrant> {
         expires_at: item.num("expires_at")?,
         email: item.str("email").map(str::to_string),
         next: item.str("next").map(str::to_string),
+        browser: item.str("browser").map(str::to_string),
     })
 }
 
@@ -104,7 +117,7 @@ fn code_item(code: &str, grant: &CodeGrant) -> Item {
         ("purpose".into(), s(&grant.purpose)),
         ("expires_at".into(), n(grant.expires_at)),
     ]);
-    for (k, v) in [("email", &grant.email), ("next", &grant.next)] {
+    for (k, v) in [("email", &grant.email), ("next", &grant.next), ("browser", &grant.browser)] {
         if let Some(v) = v {
             item.insert(k.into(), s(v));
         }

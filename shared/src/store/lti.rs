@@ -5,7 +5,7 @@
 //! | registration | `LTI#REGISTRATION#<ltr_id>` (a digest of issuer + client id) | `REGISTRATION` | doc, updated_at, gsi1pk `ORG#<org>#LTI_REGISTRATIONS` |
 //! | login state | `LTI#STATE#<sha256 of state>` | `STATE` | registration_id, nonce, expires_at |
 //! | course (context) | `LTI#CONTEXT#<ltc_id>` (a digest of registration + context id) | `CONTEXT` | doc |
-//! | course instructor | `LTI#CONTEXT#<ltc_id>` | `INSTRUCTOR#<user_id>` | (launched into the course as its instructor) |
+//! | course member | `LTI#CONTEXT#<ltc_id>` | `MEMBER#<user_id>` | course_role (`instructor`, `learner`, `mentor`: as the latest launch into the course said), updated_at |
 //! | resource link | `LTI#LINK#<ltl_id>` (a digest of registration + link id) | `LINK` | doc, quest_id, gsi1pk `LTI#<registration>#LINKS` |
 //! | grade target | `USER#<user_id>` | `LTI_GRADE#<quest_id>` | doc (registration, line item, the platform's user id) |
 //! | deep linking session | `LTI#DEEPLINK#<sha256 of token>` | `DEEPLINK` | doc, expires_at |
@@ -13,6 +13,7 @@
 use super::{Item, ItemExt, Store, StoreError, WriteError, condition_held, n, s};
 use crate::lti::links::{Course, DeepLinkingSession, GradeTarget, ResourceLinkRecord};
 use crate::lti::registration::Registration;
+use crate::lti::roles::CourseRole;
 
 fn registration_pk(id: &str) -> String {
     format!("LTI#REGISTRATION#{id}")
@@ -140,17 +141,27 @@ impl Store<'_> {
         .await
     }
 
-    /// Remembers that a user launched into a course as its instructor (who may sync its roster).
-    pub async fn put_lti_instructor(&self, course_id: &str, user_id: &str) -> Result<(), StoreError> {
+    /// Records a user's role in a course, as their latest launch into it said.
+    pub async fn put_lti_course_role(
+        &self,
+        course_id: &str,
+        user_id: &str,
+        role: CourseRole,
+        now: i64,
+    ) -> Result<(), StoreError> {
         self.put(Item::from([
             ("pk".into(), s(course_pk(course_id))),
-            ("sk".into(), s(format!("INSTRUCTOR#{user_id}"))),
+            ("sk".into(), s(format!("MEMBER#{user_id}"))),
+            ("course_role".into(), s(role.as_str())),
+            ("updated_at".into(), n(now)),
         ]))
         .await
     }
 
-    pub async fn is_lti_instructor(&self, course_id: &str, user_id: &str) -> Result<bool, StoreError> {
-        Ok(self.get(&course_pk(course_id), &format!("INSTRUCTOR#{user_id}")).await?.is_some())
+    /// A user's role in a course, if they ever launched into it.
+    pub async fn lti_course_role(&self, course_id: &str, user_id: &str) -> Result<Option<CourseRole>, StoreError> {
+        let item = self.get(&course_pk(course_id), &format!("MEMBER#{user_id}")).await?;
+        Ok(item.and_then(|i| CourseRole::parse(i.str("course_role")?)))
     }
 
     pub async fn lti_course(&self, id: &str) -> Result<Option<Course>, StoreError> {

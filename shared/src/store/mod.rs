@@ -7,15 +7,16 @@
 //!
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
-//! | user | `USER#<user_id>` | `PROFILE` | id, email, given_name, family_name, role, org_id, created_at, updated_at |
-//! | email uniqueness | `EMAIL#<lower-cased email>` | `EMAIL` | user_id |
+//! | user | `USER#<user_id>` | `PROFILE` | id, email, email_proven (proven by our emailed link, else asserted by a provider; absent: written before the rule, migrated on first read), email_indexed (the address holds its key), given_name, family_name, role, org_id, created_at, updated_at |
+//! | proven email | `EMAIL#<email_key>` | `EMAIL` | user_id (the one account that proved the address; email sign-in and invitations use it) |
+//! | asserted email | `ORG_EMAIL#<org_id>#<email_key>` | `EMAIL` | user_id (an address a provider of the organization asserted, held by one account of it; provider logins of that organization link by it) |
 //! | external identity | `IDENTITY#<provider>#<external_id>` | `IDENTITY` | user_id, provider, external_id |
 //! | user's provider | `USER#<user_id>` | `IDENTITY#<provider>` | external_id (at most one identity per provider and user) |
 //! | session (refresh family) | `SESSION#<session_id>` | `SESSION` | user_id, revoked, created_at, expires_at |
 //! | refresh token | `REFRESH#<jti>` | `REFRESH` | session_id, user_id, used, expires_at |
 //! | rate-limit window | `RATE#<rule>#<key>` | `W#<window start>` | hits, expires_at |
 //! | outbox event | `EVENT#<event_id>` | `OUTBOX` | event (JSON), gsi1pk/gsi1sk while pending, published_at, expires_at |
-//! | one-time code | `CODE#<sha256 of code>` | `CODE` | user_id, purpose, expires_at, email and next (email sign-in) |
+//! | one-time code | `CODE#<sha256 of code>` | `CODE` | user_id, purpose, expires_at, email and next (email sign-in), browser (SHA-256 of the browser's `__Host-hub_login` cookie, or of the sign-in page's CSRF cookie for a browser-bound `next`) |
 //! | used token | `USED#<sha256 of token>` | `USED` | expires_at (a single-use token seen before) |
 //! | LMS session | `LMS_SESSION#<id>` | `LMS_SESSION` | user_id, provider, external_id, created_at, expires_at |
 //! | quest | `QUEST#<quest_id>` | `QUEST` | doc (JSON: title, pillar, lms, tasks), gsi1pk `ORG#<org>#QUESTS`, gsi1sk `<created_at>#<id>` |
@@ -46,10 +47,13 @@
 //! (`OUTBOX#PENDING`, `<occurred_at>#<event_id>`) carry its keys, so the relay reads exactly what is
 //! left to publish.
 //!
-//! Access patterns: user by id (get), user by email or external identity (get the uniqueness item,
-//! then the user), refresh token by jti, session by id, window counter by rule+key+window.
-//! Uniqueness of email and external identity is enforced by the database: the uniqueness item is
-//! written with `attribute_not_exists(pk)` in the same transaction as the user.
+//! Access patterns: user by id (get), user by proven email, by an organization's asserted email or by
+//! external identity (get the uniqueness item, then the user), refresh token by jti, session by id,
+//! window counter by rule+key+window. An account holds at most one email key (`EMAIL#` when proven,
+//! `ORG_EMAIL#` when asserted and matchable, none when kept for display only). Uniqueness of email keys
+//! and external identities is enforced by the database: the uniqueness item is written with
+//! `attribute_not_exists(pk)` in the same transaction as the user, and moved in the same transaction as
+//! a change of the user's key.
 
 pub mod badges;
 pub mod clever;

@@ -1,4 +1,8 @@
 //! Users and their uniqueness items (email, external identity).
+//!
+//! An account's address holds at most one key (DESIGN.md §3a): `EMAIL#<key>` when it is proven (email
+//! sign-in and invitations find it there), `ORG_EMAIL#<org>#<key>` when its organization's provider
+//! asserted it (provider logins of that organization link by it), none when it is kept for display.
 
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 
@@ -6,11 +10,18 @@ use super::{Item, ItemExt, Store, StoreError, WriteError, n, s};
 use crate::auth::{Role, User, email_key};
 use crate::events::DomainEvent;
 
+/// The provider of accounts made by the email door (`auth::email_sign_in::PROVIDER`): before
+/// addresses were told apart, only these had proven theirs.
+const EMAIL_DOOR: &str = "email";
+
 fn user_pk(id: &str) -> String {
     format!("USER#{id}")
 }
-fn email_pk(email: &str) -> String {
+fn proven_email_pk(email: &str) -> String {
     format!("EMAIL#{}", email_key(email))
+}
+fn org_email_pk(org_id: &str, email: &str) -> String {
+    format!("ORG_EMAIL#{org_id}#{}", email_key(email))
 }
 fn identity_pk(provider: &str, external_id: &str) -> String {
     format!("IDENTITY#{provider}#{external_id}")
@@ -20,9 +31,73 @@ fn provider_sk(provider: &str) -> String {
     format!("IDENTITY#{provider}")
 }
 
+/// The key an account's address holds, if any.
+fn held_key(u: &User) -> Option<String> {
+    let email = u.email.as_deref().filter(|_| u.email_indexed)?;
+    match (u.email_proven, &u.org_id) {
+        (true, _) => Some(proven_email_pk(email)),
+        (false, Some(org)) => Some(org_email_pk(org, email)),
+        (false, None) => None,
+    }
+}
+
 impl Store<'_> {
+    /// A user by id. An account written before addresses were proven or asserted is migrated on
+    /// this first read ([`Store::migrate_legacy_email`]).
     pub async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
-        Ok(self.get(&user_pk(id), "PROFILE").await?.as_ref().and_then(user_from_item))
+        for _ in 0..3 {
+            let Some(item) = self.get(&user_pk(id), "PROFILE").await? else { return Ok(None) };
+            let Some(user) = user_from_item(&item) else { return Ok(None) };
+            if item.flag("email_proven").is_some() || user.email.is_none() {
+                return Ok(Some(user));
+            }
+            if let Some(migrated) = self.migrate_legacy_email(user).await? {
+                return Ok(Some(migrated));
+            }
+        }
+        Err(StoreError(format!("user {id} kept changing during its email migration")))
+    }
+
+    /// Accounts written before DESIGN.md §3a held the global email key for whatever address they had.
+    /// An account the email door made proved its address and keeps the key; any other loses it, and
+    /// its address becomes asserted and unmatched (its provider's next login may claim the
+    /// organization's key). `None`: the account changed meanwhile; read it again.
+    async fn migrate_legacy_email(&self, user: User) -> Result<Option<User>, StoreError> {
+        let proven = self.user_has_identity_of(&user.id, EMAIL_DOOR).await?;
+        let migrated =
+            User { email_proven: proven, email_indexed: proven, updated_at: user.updated_at + 1, ..user.clone() };
+        let put = Put::builder()
+            .table_name(self.table)
+            .set_item(Some(user_item(&migrated)))
+            .condition_expression("updated_at = :seen AND attribute_not_exists(email_proven)")
+            .expression_attribute_values(":seen", n(user.updated_at))
+            .build()
+            .map_err(|e| StoreError(e.to_string()))?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        let email = user.email.as_deref().unwrap_or_default();
+        if !proven && self.user_id_by_proven_email(email).await?.as_deref() == Some(user.id.as_str()) {
+            items.push(self.delete_key_of(&proven_email_pk(email), &user.id)?);
+        }
+        match self.transact(items).await {
+            Ok(()) => {
+                tracing::info!(user_id = user.id, proven, "account's address migrated to proven/asserted");
+                Ok(Some(migrated))
+            }
+            Err(WriteError::Conflict) => Ok(None),
+            Err(WriteError::Store(e)) => Err(e),
+        }
+    }
+
+    fn delete_key_of(&self, key_pk: &str, user_id: &str) -> Result<TransactWriteItem, StoreError> {
+        let delete = Delete::builder()
+            .table_name(self.table)
+            .key("pk", s(key_pk))
+            .key("sk", s("EMAIL"))
+            .condition_expression("user_id = :uid")
+            .expression_attribute_values(":uid", s(user_id))
+            .build()
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
     }
 
     /// The user an external identity belongs to.
@@ -31,13 +106,23 @@ impl Store<'_> {
         Ok(item.and_then(|i| i.str("user_id").map(str::to_string)))
     }
 
-    /// The user owning an email (case-insensitive).
-    pub async fn user_id_by_email(&self, email: &str) -> Result<Option<String>, StoreError> {
-        let item = self.get(&email_pk(email), "EMAIL").await?;
+    /// The account whose proven address this is (compared by [`email_key`]).
+    pub async fn user_id_by_proven_email(&self, email: &str) -> Result<Option<String>, StoreError> {
+        self.key_holder(&proven_email_pk(email)).await
+    }
+
+    /// The account of `org_id` whose asserted address this is (and that holds it).
+    pub async fn user_id_by_org_email(&self, org_id: &str, email: &str) -> Result<Option<String>, StoreError> {
+        self.key_holder(&org_email_pk(org_id, email)).await
+    }
+
+    async fn key_holder(&self, key_pk: &str) -> Result<Option<String>, StoreError> {
+        let item = self.get(key_pk, "EMAIL").await?;
         Ok(item.and_then(|i| i.str("user_id").map(str::to_string)))
     }
 
-    /// Creates a user with its email, first identity and `user.registered` event: all or none.
+    /// Creates a user with its address's key (if it holds one), first identity and `user.registered`
+    /// event: all or none. `Conflict`: the identity or the key is taken.
     pub async fn create_user(
         &self,
         user: &User,
@@ -51,8 +136,8 @@ impl Store<'_> {
             self.put_new_item(identity_item(&user.id, provider, external_id)),
             self.put_new_item(provider_item(&user.id, provider, external_id)),
         ];
-        if let Some(email) = &user.email {
-            items.push(self.put_new_item(email_item(&user.id, email)));
+        if let Some(key) = held_key(user) {
+            items.push(self.put_new_item(key_item(&key, &user.id)));
         }
         self.transact(items).await
     }
@@ -85,8 +170,8 @@ impl Store<'_> {
         .await
     }
 
-    /// Writes a changed profile. An email change moves the uniqueness item in the same transaction;
-    /// `Conflict` means the new email belongs to someone else (or the user changed meanwhile).
+    /// Writes a changed profile. A change of the address's key moves it in the same transaction;
+    /// `Conflict` means the new key belongs to someone else (or the user changed meanwhile).
     pub async fn update_user(&self, old: &User, new: &User) -> Result<(), WriteError> {
         let guard_unchanged = Put::builder()
             .table_name(self.table)
@@ -96,22 +181,13 @@ impl Store<'_> {
             .build()
             .map_err(|e| StoreError(e.to_string()))?;
         let mut items = vec![TransactWriteItem::builder().put(guard_unchanged).build()];
-        let old_key = old.email.as_deref().map(email_key);
-        let new_key = new.email.as_deref().map(email_key);
+        let (old_key, new_key) = (held_key(old), held_key(new));
         if old_key != new_key {
-            if let Some(old_email) = &old.email {
-                let delete = Delete::builder()
-                    .table_name(self.table)
-                    .key("pk", s(email_pk(old_email)))
-                    .key("sk", s("EMAIL"))
-                    .condition_expression("user_id = :uid")
-                    .expression_attribute_values(":uid", s(&old.id))
-                    .build()
-                    .map_err(|e| StoreError(e.to_string()))?;
-                items.push(TransactWriteItem::builder().delete(delete).build());
+            if let Some(old_key) = &old_key {
+                items.push(self.delete_key_of(old_key, &old.id)?);
             }
-            if let Some(new_email) = &new.email {
-                items.push(self.put_new_item(email_item(&new.id, new_email)));
+            if let Some(new_key) = new_key {
+                items.push(self.put_new_item(key_item(&new_key, &new.id)));
             }
         }
         self.transact(items).await
@@ -124,6 +200,8 @@ fn user_item(u: &User) -> Item {
         ("sk".into(), s("PROFILE")),
         ("id".into(), s(&u.id)),
         ("role".into(), s(u.role.as_str())),
+        ("email_proven".into(), aws_sdk_dynamodb::types::AttributeValue::Bool(u.email_proven)),
+        ("email_indexed".into(), aws_sdk_dynamodb::types::AttributeValue::Bool(u.email_indexed)),
         ("created_at".into(), n(u.created_at)),
         ("updated_at".into(), n(u.updated_at)),
     ]);
@@ -142,6 +220,8 @@ fn user_from_item(item: &Item) -> Option<User> {
     Some(User {
         id: text("id")?,
         email: text("email"),
+        email_proven: item.flag("email_proven").unwrap_or(false),
+        email_indexed: item.flag("email_indexed").unwrap_or(false),
         given_name: text("given_name"),
         family_name: text("family_name"),
         role: Role::parse(item.str("role")?)?,
@@ -151,8 +231,8 @@ fn user_from_item(item: &Item) -> Option<User> {
     })
 }
 
-fn email_item(user_id: &str, email: &str) -> Item {
-    Item::from([("pk".into(), s(email_pk(email))), ("sk".into(), s("EMAIL")), ("user_id".into(), s(user_id))])
+fn key_item(key_pk: &str, user_id: &str) -> Item {
+    Item::from([("pk".into(), s(key_pk)), ("sk".into(), s("EMAIL")), ("user_id".into(), s(user_id))])
 }
 
 fn provider_item(user_id: &str, provider: &str, external_id: &str) -> Item {

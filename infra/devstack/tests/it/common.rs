@@ -11,7 +11,7 @@ use devstack::gateway::Gateway;
 use devstack::provision::{LocalStack, provision};
 use devstack::template::Template;
 use http_body_util::Full;
-use hub::auth::provisioning::{ExternalProfile, provision_user};
+use hub::auth::provisioning::{ExternalProfile, provision_as_operator};
 use hub::auth::sessions::{TokenPair, start_session};
 use hub::auth::{Role, User};
 use hyper::body::Bytes;
@@ -100,24 +100,18 @@ impl TestStack {
         hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned()).unwrap(), self.sdk.clone())
     }
 
-    /// A user signed in through a trusted provider, with a token pair.
+    /// A user made as an operator would (a proven address, any role), signed in with a token pair.
     pub async fn signed_in(&self, email: &str, role: Role) -> (User, TokenPair) {
-        let (user, _) = provision_user(&self.ctx, &profile("test", email, Some(email), role)).await.unwrap();
+        let user = provision_as_operator(&self.ctx, &profile("test", email, Some(email), role)).await.unwrap();
         let pair = start_session(&self.ctx, &user).await.unwrap();
         (user, pair)
     }
 
-    /// A signed-in user of an organization with any role (platform admins are promoted by hand, as
-    /// no provider may grant that role).
+    /// As [`TestStack::signed_in`], in an organization.
     pub async fn signed_in_as(&self, email: &str, role: Role, org: &str) -> (User, TokenPair) {
         let mut p = profile("test", email, Some(email), role);
         p.org_id = Some(org.into());
-        let (mut user, _) = provision_user(&self.ctx, &p).await.unwrap();
-        if user.role != role {
-            let promoted = User { role, updated_at: user.updated_at + 1, ..user.clone() };
-            self.ctx.store().update_user(&user, &promoted).await.unwrap();
-            user = promoted;
-        }
+        let user = provision_as_operator(&self.ctx, &p).await.unwrap();
         let pair = start_session(&self.ctx, &user).await.unwrap();
         (user, pair)
     }
@@ -225,7 +219,7 @@ pub fn profile(provider: &str, external_id: &str, email: Option<&str>, role: Rol
         provider: provider.into(),
         external_id: external_id.into(),
         email: email.map(str::to_string),
-        email_verified: true,
+        email_proven: false,
         given_name: Some("Ada".into()),
         family_name: Some("Lovelace".into()),
         role,

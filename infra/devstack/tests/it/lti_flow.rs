@@ -139,24 +139,42 @@ impl Lms {
 
     /// The launch's code exchanged: the access token and the user.
     pub async fn signed_in(&self, launched: reqwest::Response) -> (String, Value) {
-        assert_eq!(launched.status(), 302);
-        let cleared = launched.headers()["set-cookie"].to_str().unwrap();
-        assert!(
-            cleared.starts_with("__Host-lti_state_") && cleared.contains("Max-Age=0"),
-            "the state's cookie is removed"
-        );
-        let location = launched.headers()["location"].to_str().unwrap().to_string();
-        assert!(location.starts_with("http://localhost:5173/auth/callback?code="), "{location}");
-        assert!(location.contains("&source=lti"), "the frontend knows where to exchange it: {location}");
-        let code = location.split("code=").nth(1).unwrap().split('&').next().unwrap();
-        let r = self.t.http.post(self.t.url("/api/lti/token")).json(&json!({"code": code})).send().await.unwrap();
+        let (code, binding) = launch_code(&launched);
+        let r = self.exchange(&code, Some(&binding)).await;
         assert_eq!(r.status(), 200);
         let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
-        let again = self.t.http.post(self.t.url("/api/lti/token")).json(&json!({"code": code})).send().await.unwrap();
-        assert_eq!(again.status(), 400, "a code is used once");
+        assert_eq!(self.exchange(&code, Some(&binding)).await.status(), 400, "a code is used once");
         let me = self.t.get_json("/api/auth/me", &token).await;
         (token, me)
     }
+}
+
+impl Lms {
+    /// `POST /api/lti/token` from a browser holding `binding` (its `__Host-hub_login` cookie), or none.
+    pub async fn exchange(&self, code: &str, binding: Option<&str>) -> reqwest::Response {
+        let mut r = self.t.http.post(self.t.url("/api/lti/token")).json(&json!({"code": code}));
+        if let Some(binding) = binding {
+            r = r.header("cookie", binding);
+        }
+        r.send().await.unwrap()
+    }
+}
+
+/// A signed-in launch's one-time code, and the cookie (`name=value`) that binds it to the browser.
+pub(crate) fn launch_code(launched: &reqwest::Response) -> (String, String) {
+    assert_eq!(launched.status(), 302);
+    let cookies: Vec<&str> = launched.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("__Host-lti_state_") && c.contains("Max-Age=0")),
+        "the state's cookie is removed: {cookies:?}"
+    );
+    let binding = cookies.iter().find(|c| c.starts_with("__Host-hub_login=")).expect("the code's browser binding");
+    assert!(binding.contains("HttpOnly") && binding.contains("Secure") && binding.contains("Partitioned"), "{binding}");
+    let location = launched.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("http://localhost:5173/auth/callback?code="), "{location}");
+    assert!(location.contains("&source=lti"), "the frontend knows where to exchange it: {location}");
+    let code = location.split("code=").nth(1).unwrap().split('&').next().unwrap().to_string();
+    (code, binding.split(';').next().unwrap().to_string())
 }
 
 /// A refused launch: its error code on a page the LMS may frame.
@@ -224,26 +242,17 @@ async fn launches_from_another_browser_replayed_or_from_unknown_platforms_are_re
     let swapped = Form { id_token: b.id_token.clone(), ..a };
     assert_eq!(refused(lms.post(&swapped, Some(&swapped.cookie)).await).await, (400, "invalid_nonce".into()));
 
-    // A launch asserting the address of a parent's account (no organization) does not take it over.
-    let parent = hub::auth::provisioning::ExternalProfile {
-        provider: "email".into(),
-        external_id: "parent@family.example".into(),
-        email: Some("parent@family.example".into()),
-        email_verified: true,
-        given_name: None,
-        family_name: None,
-        role: Role::Observer,
-        org_id: None,
-    };
-    let (parent, _) = hub::auth::provisioning::provision_user(&lms.t.ctx, &parent).await.unwrap();
+    // A launch asserting the address of a parent's account (proven, no organization) does not take it
+    // over: the learner gets an account of their own, as for any unknown address.
+    let parent = hub::auth::email_sign_in::create_observer(&lms.t.ctx, "parent@family.example").await.unwrap().unwrap();
     let mut claims_parent = claims("mallory-1", "Learner", "LtiResourceLinkRequest");
     claims_parent["email"] = json!("parent@family.example");
     lms.platform.prepare("parent", claims_parent);
     let form = lms.login("parent").await;
-    assert_eq!(refused(lms.post(&form, Some(&form.cookie)).await).await, (403, "account_link_refused".into()));
-    let unchanged = lms.t.ctx.store().get_user(&parent.id).await.unwrap().unwrap();
-    assert_eq!((unchanged.org_id, unchanged.role), (None, Role::Observer));
-    assert!(nobody("mallory-1").await);
+    let own = lms.session(lms.post(&form, Some(&form.cookie)).await).await;
+    assert_ne!(own["id"], parent.id.as_str());
+    assert_eq!((own["org_id"].as_str(), own["email_proven"].as_bool()), (Some("lincoln"), Some(false)));
+    assert_eq!(lms.t.ctx.store().get_user(&parent.id).await.unwrap().unwrap(), parent, "untouched");
 
     // A student cannot add content to a course: refused before anyone is provisioned.
     lms.platform.prepare("dl", claims("student-dl", "Learner", "LtiDeepLinkingRequest"));

@@ -14,6 +14,7 @@ mod consistency;
 mod events;
 mod gateway;
 mod health;
+mod identity;
 mod learning;
 mod lti_advantage;
 mod lti_flow;

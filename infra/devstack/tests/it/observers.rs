@@ -532,10 +532,11 @@ async fn email_sign_in_answers_alike_for_every_address_and_links_work_once() {
         expires_at: crate::common::now() + 60,
         email: None,
         next: None,
+        browser: None,
     };
     f.t.ctx.store().put_code("a-code-of-another-flow", &other).await.unwrap();
     assert_eq!(error_code(verify("a-code-of-another-flow".into()).await).await, (400, "invalid_code".into()));
-    assert!(f.t.ctx.store().consume_code("a-code-of-another-flow", "spark_sso").await.unwrap().is_some());
+    assert!(f.t.ctx.store().consume_code("a-code-of-another-flow", "spark_sso", None).await.unwrap().is_some());
     assert_eq!(error_code(verify("x".repeat(129)).await).await, (400, "invalid_code".into()));
 
     // Expired after 15 minutes.
@@ -543,7 +544,7 @@ async fn email_sign_in_answers_alike_for_every_address_and_links_work_once() {
     let code = f.t.deliver_emails_to(&f.address("ada")).await.pop().unwrap().code(&f.t.base, "/auth/sign-in/confirm");
     let later = f.t.context_for("auth-email-verify", &[]);
     later.clock.advance(15 * 60 + 1);
-    let err = hub::auth::email_sign_in::verify(&later, &code, "203.0.113.9").await.err().unwrap();
+    let err = hub::auth::email_sign_in::verify(&later, &code, "203.0.113.9", None).await.err().unwrap();
     assert_eq!(err.code, "invalid_code");
 
     // Malformed requests, and look-alikes that would fold onto someone's address.

@@ -1,48 +1,58 @@
-//! Find-or-create-or-update from external identities, with the database enforcing uniqueness.
+//! Find-or-create from external identities, with the database enforcing uniqueness, and the rules of
+//! proven and asserted addresses (DESIGN.md §3a).
 
 use std::sync::Arc;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use hub::auth::Role;
-use hub::auth::provisioning::{Provisioned, provision_user};
+use hub::auth::provisioning::{Provisioned, provision_as_operator, provision_user};
 
 use crate::common::{TestStack, profile};
 
 #[tokio::test]
-async fn identity_first_then_verified_email_then_create() {
+async fn identity_first_then_the_asserted_address_inside_the_organization_then_create() {
     let t = TestStack::new("prov").await;
+    let store = t.ctx.store();
     let (created, how) =
         provision_user(&t.ctx, &profile("spark", "s-1", Some("Ann@Example.com"), Role::Student)).await.unwrap();
     assert_eq!(how, Provisioned::Created);
+    assert!(!created.email_proven, "a provider's address is asserted");
 
     // The same identity again: the same user.
     let (again, how) =
         provision_user(&t.ctx, &profile("spark", "s-1", Some("ann@example.com"), Role::Student)).await.unwrap();
     assert_eq!((again.id.as_str(), how), (created.id.as_str(), Provisioned::Existing));
 
-    // Another provider, same verified email (any case): linked to the same account.
+    // Another provider of the same organization, same address (any case), same role: linked.
     let (linked, how) =
         provision_user(&t.ctx, &profile("clever", "c-9", Some("ANN@example.COM"), Role::Student)).await.unwrap();
     assert_eq!((linked.id.as_str(), how), (created.id.as_str(), Provisioned::Linked));
     let (via_clever, how) = provision_user(&t.ctx, &profile("clever", "c-9", None, Role::Student)).await.unwrap();
     assert_eq!((via_clever.id.as_str(), how), (created.id.as_str(), Provisioned::Existing));
 
-    // An unverified email that belongs to someone else is not merged, and not duplicated.
-    let mut unverified = profile("lti:https://lms.example", "sub-1", Some("ann@example.com"), Role::Student);
-    unverified.email_verified = false;
-    let err = provision_user(&t.ctx, &unverified).await.unwrap_err();
-    assert_eq!((err.status.as_u16(), err.code), (409, "email_in_use"));
+    // The asserted address holds only its organization's key, never the global one.
+    assert_eq!(store.user_id_by_org_email("org-1", "ann@example.com").await.unwrap().as_deref(), Some(&*created.id));
+    assert_eq!(store.user_id_by_proven_email("ann@example.com").await.unwrap(), None);
+
+    // The same address asserted in another organization: an account of that organization.
+    let mut elsewhere = profile("lti:reg-b", "sub-b", Some("ann@example.com"), Role::Student);
+    elsewhere.org_id = Some("org-2".into());
+    let (other, how) = provision_user(&t.ctx, &elsewhere).await.unwrap();
+    assert_eq!(how, Provisioned::Created);
+    assert_ne!(other.id, created.id);
+    assert_eq!(other.org_id.as_deref(), Some("org-2"));
 
     // No email at all (LTI without personal data): a user of its own.
-    let (anon, how) =
-        provision_user(&t.ctx, &profile("lti:https://lms.example", "sub-2", None, Role::Student)).await.unwrap();
+    let (anon, how) = provision_user(&t.ctx, &profile("lti:reg-a", "sub-2", None, Role::Student)).await.unwrap();
     assert_eq!(how, Provisioned::Created);
     assert_ne!(anon.id, created.id);
     assert_eq!(anon.email, None);
 }
 
 #[tokio::test]
-async fn changed_names_email_and_role_are_written_back() {
+async fn names_and_asserted_addresses_follow_the_provider_roles_never_do() {
     let t = TestStack::new("provupdate").await;
+    let store = t.ctx.store();
     let (user, _) =
         provision_user(&t.ctx, &profile("spark", "s-2", Some("old@example.com"), Role::Student)).await.unwrap();
     let mut changed = profile("spark", "s-2", Some("new@example.com"), Role::Teacher);
@@ -51,26 +61,187 @@ async fn changed_names_email_and_role_are_written_back() {
     assert_eq!(how, Provisioned::Existing);
     assert_eq!(updated.id, user.id);
     assert_eq!(updated.email.as_deref(), Some("new@example.com"));
-    assert_eq!(updated.role, Role::Teacher);
+    assert_eq!(updated.role, Role::Student, "no login changes an account's role");
     assert_eq!(updated.given_name.as_deref(), Some("Grace"));
-    let stored = t.ctx.store().get_user(&user.id).await.unwrap().unwrap();
-    assert_eq!(stored, updated);
-    // The email moved: the new address finds the user, the old one is free again.
-    let store = t.ctx.store();
-    assert_eq!(store.user_id_by_email("NEW@example.com").await.unwrap().as_deref(), Some(user.id.as_str()));
-    assert_eq!(store.user_id_by_email("old@example.com").await.unwrap(), None);
+    assert_eq!(store.get_user(&user.id).await.unwrap().unwrap(), updated);
+    // The organization's key moved: the new address finds the user, the old one is free again.
+    assert_eq!(store.user_id_by_org_email("org-1", "NEW@example.com").await.unwrap().as_deref(), Some(&*user.id));
+    assert_eq!(store.user_id_by_org_email("org-1", "old@example.com").await.unwrap(), None);
 
     // A provider may not make anyone an administrator of any kind.
     let (promoted, _) = provision_user(&t.ctx, &profile("spark", "s-2", None, Role::Admin)).await.unwrap();
-    assert_eq!(promoted.role, Role::Teacher);
+    assert_eq!(promoted.role, Role::Student);
+    // A new account's role is the one its door asserts (capped below platform admin).
+    let (head, _) = provision_user(&t.ctx, &profile("spark", "s-4", None, Role::Admin)).await.unwrap();
+    assert_eq!(head.role, Role::OrgAdmin);
 
-    // Taking over another account's email is refused; the rest of the update applies.
-    provision_user(&t.ctx, &profile("spark", "s-3", Some("taken@example.com"), Role::Student)).await.unwrap();
+    // Another account's address: shown, but the key stays with the account that holds it.
+    let (owner, _) =
+        provision_user(&t.ctx, &profile("spark", "s-3", Some("taken@example.com"), Role::Student)).await.unwrap();
     let mut grab = profile("spark", "s-2", Some("taken@example.com"), Role::Student);
     grab.family_name = Some("Hopper".into());
     let (kept, _) = provision_user(&t.ctx, &grab).await.unwrap();
-    assert_eq!(kept.email.as_deref(), Some("new@example.com"));
+    assert_eq!((kept.email.as_deref(), kept.email_indexed), (Some("taken@example.com"), false));
     assert_eq!(kept.family_name.as_deref(), Some("Hopper"));
+    assert_eq!(store.user_id_by_org_email("org-1", "taken@example.com").await.unwrap().as_deref(), Some(&*owner.id));
+}
+
+#[tokio::test]
+async fn a_login_links_only_into_an_unprivileged_account_of_its_organization_with_its_role() {
+    let t = TestStack::new("provlink").await;
+    let store = t.ctx.store();
+    // A teacher made by Spark, and a parent (observer) made by Spark, in organization org-1.
+    let (teacher, _) =
+        provision_user(&t.ctx, &profile("spark", "t-1", Some("teach@school.example"), Role::Teacher)).await.unwrap();
+    let (parent, _) =
+        provision_user(&t.ctx, &profile("spark", "p-1", Some("mum@family.example"), Role::Observer)).await.unwrap();
+    // An LMS learner asserting either address gets an account of their own; the others are untouched.
+    for (victim, email) in [(&teacher, "teach@school.example"), (&parent, "mum@family.example")] {
+        let learner = profile("lti:reg-1", &format!("learner-{}", victim.id), Some(email), Role::Student);
+        let (own, how) = provision_user(&t.ctx, &learner).await.unwrap();
+        assert_eq!(how, Provisioned::Created, "the same answer as for an unknown address");
+        assert_ne!(own.id, victim.id);
+        assert_eq!((own.role, own.email_indexed), (Role::Student, false));
+        assert_eq!(&store.get_user(&victim.id).await.unwrap().unwrap(), victim, "untouched");
+        assert!(!store.user_has_identity_of(&victim.id, "lti:reg-1").await.unwrap());
+    }
+    // The teacher's own LMS identity (Instructor) links.
+    let (same, how) =
+        provision_user(&t.ctx, &profile("lti:reg-1", "teacher-sub", Some("teach@school.example"), Role::Teacher))
+            .await
+            .unwrap();
+    assert_eq!((same.id.as_str(), how), (teacher.id.as_str(), Provisioned::Linked));
+
+    // Never into a privileged account, even of the same organization and role.
+    let (head, _) =
+        provision_user(&t.ctx, &profile("spark", "h-1", Some("head@school.example"), Role::OrgAdmin)).await.unwrap();
+    let (own, how) =
+        provision_user(&t.ctx, &profile("lti:reg-1", "h-sub", Some("head@school.example"), Role::OrgAdmin))
+            .await
+            .unwrap();
+    assert_eq!(how, Provisioned::Created);
+    assert_ne!(own.id, head.id);
+
+    // An account made by an operator (a proven address) of the same organization links by it.
+    let made = provision_as_operator(&t.ctx, &profile("console", "kim", Some("kim@school.example"), Role::Student))
+        .await
+        .unwrap();
+    assert!(made.email_proven);
+    let (linked, how) =
+        provision_user(&t.ctx, &profile("spark", "kim-spark", Some("kim@school.example"), Role::Student))
+            .await
+            .unwrap();
+    assert_eq!((linked.id.as_str(), how), (made.id.as_str(), Provisioned::Linked));
+    assert!(linked.email_proven, "an assertion never replaces a proven address");
+    // ...but a provider of another organization never even sees it.
+    let mut rival = profile("spark-rival", "kim-r", Some("kim@school.example"), Role::Student);
+    rival.org_id = Some("rival".into());
+    let (theirs, how) = provision_user(&t.ctx, &rival).await.unwrap();
+    assert_eq!(how, Provisioned::Created);
+    assert_ne!(theirs.id, made.id);
+
+    // An identity that points at an account of another organization (linked before the rules).
+    store.link_identity(&made, "spark-rival", "kim-old").await.unwrap();
+    let mut old = profile("spark-rival", "kim-old", Some("kim@school.example"), Role::Student);
+    old.org_id = Some("rival".into());
+    let err = provision_user(&t.ctx, &old).await.unwrap_err();
+    assert_eq!((err.status.as_u16(), err.code), (403, "account_link_refused"));
+}
+
+#[tokio::test]
+async fn addresses_that_change_under_folding_are_kept_for_display_and_never_matched() {
+    let t = TestStack::new("provfold").await;
+    let store = t.ctx.store();
+    let (kid, _) =
+        provision_user(&t.ctx, &profile("spark", "s-1", Some("kid@school.example"), Role::Student)).await.unwrap();
+    // A Kelvin sign (U+212A) and full-width letters fold onto kid@school.example.
+    for (i, look_alike) in ["\u{212A}ID@school.example", "\u{FF4B}id@school.example"].into_iter().enumerate() {
+        let (own, how) =
+            provision_user(&t.ctx, &profile("lti:reg-1", &format!("sub-{i}"), Some(look_alike), Role::Student))
+                .await
+                .unwrap();
+        assert_eq!(how, Provisioned::Created);
+        assert_ne!(own.id, kid.id);
+        assert_eq!((own.email.as_deref(), own.email_indexed), (Some(look_alike), false));
+    }
+    assert_eq!(store.user_id_by_org_email("org-1", "kid@school.example").await.unwrap().as_deref(), Some(&*kid.id));
+}
+
+#[tokio::test]
+async fn accounts_of_before_the_rules_lose_the_global_key_on_first_use_unless_email_made_them() {
+    let t = TestStack::new("provmigrate").await;
+    let ddb = aws_sdk_dynamodb::Client::new(&t.sdk);
+    let table = &t.ctx.config.table_name;
+    let s = |v: &str| AttributeValue::S(v.into());
+    // Items as the previous version wrote them: a profile without the proof attributes, the global key.
+    let legacy = |id: &str, email: &str, role: &str| {
+        let ddb = ddb.clone();
+        let (id, email, role) = (id.to_string(), email.to_string(), role.to_string());
+        async move {
+            ddb.put_item()
+                .table_name(table)
+                .item("pk", s(&format!("USER#{id}")))
+                .item("sk", s("PROFILE"))
+                .item("id", s(&id))
+                .item("email", s(&email))
+                .item("role", s(&role))
+                .item("org_id", s("org-1"))
+                .item("created_at", AttributeValue::N("1".into()))
+                .item("updated_at", AttributeValue::N("1".into()))
+                .send()
+                .await
+                .unwrap();
+            ddb.put_item()
+                .table_name(table)
+                .item("pk", s(&format!("EMAIL#{email}")))
+                .item("sk", s("EMAIL"))
+                .item("user_id", s(&id))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    // One local SES serves every run: addresses unique to this one.
+    let domain = format!("migrate-{:08x}.example", rand::random::<u32>());
+    let (squat, gran) = (format!("squat@{domain}"), format!("gran@{domain}"));
+    legacy("old-lms", &squat, "student").await;
+    legacy("old-parent", &gran, "observer").await;
+    ddb.put_item()
+        .table_name(table)
+        .item("pk", s("USER#old-parent"))
+        .item("sk", s("IDENTITY#email"))
+        .item("external_id", s("old-parent"))
+        .send()
+        .await
+        .unwrap();
+    let store = t.ctx.store();
+
+    // Before any use the old key is there; the first read migrates the account.
+    assert_eq!(store.user_id_by_proven_email(&squat).await.unwrap().as_deref(), Some("old-lms"));
+    let migrated = store.get_user("old-lms").await.unwrap().unwrap();
+    assert_eq!((migrated.email_proven, migrated.email_indexed), (false, false));
+    assert_eq!(migrated.email.as_deref(), Some(squat.as_str()), "kept for display");
+    assert_eq!(store.user_id_by_proven_email(&squat).await.unwrap(), None, "the key is gone");
+    assert_eq!(store.get_user("old-lms").await.unwrap().unwrap(), migrated, "once");
+
+    // An account the email door made had proven its address: it keeps the key.
+    let parent = store.get_user("old-parent").await.unwrap().unwrap();
+    assert!(parent.email_proven && parent.email_indexed);
+    assert_eq!(store.user_id_by_proven_email(&gran).await.unwrap().as_deref(), Some("old-parent"));
+
+    // The sign-in link is no longer sent to the address an LMS asserted; it is to the proven one.
+    for email in [&squat, &gran] {
+        let r = t
+            .http
+            .post(t.url("/api/auth/email/start"))
+            .json(&serde_json::json!({ "email": email }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    assert!(t.deliver_emails_to(&squat).await.is_empty());
+    assert_eq!(t.deliver_emails_to(&gran).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -96,23 +267,25 @@ async fn concurrent_first_logins_create_exactly_one_user() {
     ids.dedup();
     assert_eq!(ids.len(), 1, "every login resolved to the same user");
 
-    // Two different identities racing for one unverified email: one account, one refusal.
+    // Two identities of one provider racing for one address: two accounts (one per identity), and
+    // exactly one of them holds the organization's key.
     let racers: Vec<_> = (0..2)
         .map(|i| {
             let ctx = Arc::clone(&ctx);
             tokio::spawn(async move {
-                let mut p = profile("lti:https://x", &format!("sub-{i}"), Some("shared@example.com"), Role::Student);
-                p.email_verified = false;
+                let p = profile("lti:reg-x", &format!("sub-{i}"), Some("shared@example.com"), Role::Student);
                 provision_user(&ctx, &p).await
             })
         })
         .collect();
-    let mut outcomes = Vec::new();
+    let mut users = Vec::new();
     for r in racers {
-        outcomes.push(r.await.unwrap().map(|(_, how)| how).map_err(|e| e.code));
+        users.push(r.await.unwrap().unwrap().0);
     }
-    assert!(outcomes.contains(&Ok(Provisioned::Created)), "{outcomes:?}");
-    assert!(outcomes.contains(&Err("email_in_use")), "{outcomes:?}");
+    assert_ne!(users[0].id, users[1].id);
+    assert_eq!(users.iter().filter(|u| u.email_indexed).count(), 1, "{users:?}");
+    let holder = t.ctx.store().user_id_by_org_email("org-1", "shared@example.com").await.unwrap().unwrap();
+    assert!(users.iter().any(|u| u.id == holder && u.email_indexed));
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ fn no_redirects() -> reqwest::Client {
 }
 
 /// A browser at another loopback address: its own client IP, so its own rate-limit budget.
-fn no_redirects_from(ip: std::net::Ipv4Addr) -> reqwest::Client {
+pub(crate) fn no_redirects_from(ip: std::net::Ipv4Addr) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .local_address(std::net::IpAddr::V4(ip))
@@ -29,7 +29,7 @@ fn no_redirects_from(ip: std::net::Ipv4Addr) -> reqwest::Client {
 }
 
 /// A token signed by Spark's own integration code (Node, `jsonwebtoken`), unchanged.
-fn node_token(secret: &str, user: &str, email: &str) -> String {
+pub(crate) fn node_token(secret: &str, user: &str, email: &str) -> String {
     let script = devstack::repo_root().join("infra/partner-node/sso-token.js");
     let out = std::process::Command::new("node")
         .arg(script)
@@ -42,25 +42,39 @@ fn node_token(secret: &str, user: &str, email: &str) -> String {
 }
 
 /// Follows `/spark/sso?token=` once and returns where it sends the browser.
-async fn sso(t: &TestStack, token: &str) -> reqwest::Response {
+pub(crate) async fn sso(t: &TestStack, token: &str) -> reqwest::Response {
     sso_from(t, token, &no_redirects()).await
 }
 
-async fn sso_from(t: &TestStack, token: &str, browser: &reqwest::Client) -> reqwest::Response {
+pub(crate) async fn sso_from(t: &TestStack, token: &str, browser: &reqwest::Client) -> reqwest::Response {
     let mut url = url::Url::parse(&t.url("/spark/sso")).unwrap();
     url.query_pairs_mut().append_pair("token", token);
     browser.get(url).send().await.unwrap()
 }
 
-fn callback_param(r: &reqwest::Response, name: &str) -> Option<String> {
+pub(crate) fn callback_param(r: &reqwest::Response, name: &str) -> Option<String> {
     assert_eq!(r.status(), 302, "SSO answers with a redirect");
     let location = r.headers()["location"].to_str().unwrap();
     assert!(location.starts_with(CALLBACK), "{location}");
     url::Url::parse(location).unwrap().query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
-async fn exchange(t: &TestStack, code: &str) -> reqwest::Response {
-    t.http.post(t.url("/spark/token")).json(&json!({ "code": code })).send().await.unwrap()
+/// The code of a signed-in SSO redirect, and the cookie (`name=value`) that binds it to the browser.
+pub(crate) fn signed_in_code(r: &reqwest::Response) -> (String, String) {
+    let code = callback_param(r, "code").expect("a code");
+    let binding = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("__Host-hub_login="))
+        .expect("the code's browser binding");
+    (code, binding.split(';').next().unwrap().to_string())
+}
+
+/// `POST /spark/token` from the browser holding `binding`.
+async fn exchange(t: &TestStack, code: &str, binding: &str) -> reqwest::Response {
+    t.http.post(t.url("/spark/token")).header("cookie", binding).json(&json!({ "code": code })).send().await.unwrap()
 }
 
 fn claims(sub: &str, email: &str, iat: i64, exp: i64) -> Value {
@@ -78,9 +92,9 @@ async fn sparks_own_token_becomes_a_code_then_tokens_then_a_session() {
     let r = sso(&t, &node_token(&secret, "spark-1001", "ada@school.example")).await;
     assert_eq!(r.headers()["referrer-policy"], "no-referrer");
     assert_eq!(r.headers()["cache-control"], "no-store");
-    let code = callback_param(&r, "code").expect("a code");
+    let (code, binding) = signed_in_code(&r);
 
-    let r = exchange(&t, &code).await;
+    let r = exchange(&t, &code, &binding).await;
     assert_eq!(r.status(), 200);
     let cookies: Vec<String> =
         r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
@@ -113,8 +127,8 @@ async fn an_existing_account_is_merged_by_email() {
     clever.org_id = Some("demo".into());
     let (existing, _) = provision_user(&t.ctx, &clever).await.unwrap();
     let (_, secret) = t.key("SparkSsoSecret").await;
-    let code = callback_param(&sso(&t, &node_token(&secret, "spark-77", "bea@school.example")).await, "code").unwrap();
-    let tokens: Value = exchange(&t, &code).await.json().await.unwrap();
+    let (code, binding) = signed_in_code(&sso(&t, &node_token(&secret, "spark-77", "bea@school.example")).await);
+    let tokens: Value = exchange(&t, &code, &binding).await.json().await.unwrap();
     let claims = hub::auth::tokens::verify_access(&t.ctx, tokens["access_token"].as_str().unwrap()).await.unwrap();
     assert_eq!(claims.sub, existing.id, "the Spark login lands in the existing account");
 }
@@ -123,10 +137,10 @@ async fn an_existing_account_is_merged_by_email() {
 async fn a_code_works_once_and_not_after_a_minute() {
     let t = TestStack::new("sparkcode").await;
     let (_, secret) = t.key("SparkSsoSecret").await;
-    let code = callback_param(&sso(&t, &node_token(&secret, "spark-5", "cy@school.example")).await, "code").unwrap();
-    let first: Value = exchange(&t, &code).await.json().await.unwrap();
+    let (code, binding) = signed_in_code(&sso(&t, &node_token(&secret, "spark-5", "cy@school.example")).await);
+    let first: Value = exchange(&t, &code, &binding).await.json().await.unwrap();
     // Used again: refused, and the session the first use opened is untouched.
-    assert_eq!(error_code(exchange(&t, &code).await).await, (400, "invalid_code".into()));
+    assert_eq!(error_code(exchange(&t, &code, &binding).await).await, (400, "invalid_code".into()));
     let r = t
         .http
         .post(t.url("/api/auth/refresh"))
@@ -139,21 +153,22 @@ async fn a_code_works_once_and_not_after_a_minute() {
     // A fresh code, exchanged 61 seconds later (by an instance whose clock has moved on). The new
     // token must differ from the first (Spark signs a new one per click; `iat` moves each second).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let code = callback_param(&sso(&t, &node_token(&secret, "spark-5", "cy@school.example")).await, "code").unwrap();
+    let (code, binding) = signed_in_code(&sso(&t, &node_token(&secret, "spark-5", "cy@school.example")).await);
     let later = t.context_for("spark-token", &[]);
     later.clock.advance(61);
     let req = http::Request::builder()
         .method("POST")
         .header("content-type", "application/json")
+        .header("cookie", &binding)
         .body(lambda_http::Body::from(json!({ "code": code }).to_string()))
         .unwrap();
     let err = hub::api::spark::token(Arc::new(later), req).await.unwrap_err();
     assert_eq!((err.status.as_u16(), err.code), (400, "code_expired"));
     // And it is gone: not usable even in time.
-    assert_eq!(error_code(exchange(&t, &code).await).await, (400, "invalid_code".into()));
+    assert_eq!(error_code(exchange(&t, &code, &binding).await).await, (400, "invalid_code".into()));
 
     // Garbage codes and bodies.
-    assert_eq!(error_code(exchange(&t, "made-up").await).await, (400, "invalid_code".into()));
+    assert_eq!(error_code(exchange(&t, "made-up", &binding).await).await, (400, "invalid_code".into()));
     let r =
         t.http.post(t.url("/spark/token")).header("content-type", "application/json").body("{").send().await.unwrap();
     assert_eq!(error_code(r).await, (400, "invalid_json".into()));
@@ -245,9 +260,14 @@ async fn a_class_behind_one_address_signs_in_while_garbage_from_another_is_slowe
             Algorithm::HS256,
             &claims(&format!("kid-{i}"), &format!("kid{i}@school.example"), n, n + 300),
         );
-        let code =
-            callback_param(&sso_from(&t, &token, &school).await, "code").unwrap_or_else(|| panic!("student {i}"));
-        let r = school.post(t.url("/spark/token")).json(&json!({ "code": code })).send().await.unwrap();
+        let (code, binding) = signed_in_code(&sso_from(&t, &token, &school).await);
+        let r = school
+            .post(t.url("/spark/token"))
+            .header("cookie", binding)
+            .json(&json!({ "code": code }))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "student {i}");
     }
     // A genuine student behind the noisy address is not locked out by its garbage.
@@ -338,8 +358,8 @@ async fn the_partner_cli_makes_links_that_log_in() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let link = String::from_utf8(out.stdout).unwrap();
     let r = no_redirects().get(link.trim()).send().await.unwrap();
-    let code = callback_param(&r, "code").unwrap();
-    let tokens: Value = exchange(&t, &code).await.json().await.unwrap();
+    let (code, binding) = signed_in_code(&r);
+    let tokens: Value = exchange(&t, &code, &binding).await.json().await.unwrap();
     let claims = hub::auth::tokens::verify_access(&t.ctx, tokens["access_token"].as_str().unwrap()).await.unwrap();
     assert_eq!(claims.role, Role::Teacher);
 }
