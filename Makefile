@@ -24,7 +24,7 @@ export PARAMS
 
 ## Run it: local AWS stack (DynamoDB Local + moto, persistent) + dev gateway on http://127.0.0.1:3000
 dev: $(TOOLS)
-	cargo build -p devstack
+	infra/scripts/build.sh
 	infra/scripts/dev.sh
 
 ## Test it: template lint, unit, integration and end-to-end tests on a private local stack
@@ -37,7 +37,8 @@ test-persistence: $(TOOLS)
 
 ## The API's OpenAPI 3.1 document, derived from the handlers (a test fails when docs/openapi.json is stale)
 openapi:
-	cargo run -q -p devstack -- openapi > docs/openapi.json
+	infra/scripts/build.sh -q
+	target/debug/devstack openapi > docs/openapi.json
 
 ## Formatting and lints (CI runs these too)
 check:
@@ -48,11 +49,13 @@ LOCAL_AWS := AWS_ENDPOINT_URL=http://127.0.0.1:$${MOTO_PORT:-4566} AWS_ENDPOINT_
 
 ## A signed-in session on the running `make dev` stack: make token EMAIL=ada@example.com ROLE=org_admin ORG=demo
 token:
-	$(LOCAL_AWS) cargo run -q -p devstack -- token --email "$(EMAIL)" --role "$(or $(ROLE),student)" $(if $(ORG),--org "$(ORG)")
+	infra/scripts/build.sh -q
+	$(LOCAL_AWS) target/debug/devstack token --email "$(EMAIL)" --role "$(or $(ROLE),student)" $(if $(ORG),--org "$(ORG)")
 
 ## A secret of the running `make dev` stack, e.g. make -s secret NAME=SparkSsoSecret
 secret:
-	$(LOCAL_AWS) cargo run -q -p devstack -- secret "$(NAME)"
+	infra/scripts/build.sh -q
+	$(LOCAL_AWS) target/debug/devstack secret "$(NAME)"
 
 ## The emails the `make dev` stack sent (sign-in links, invitations), e.g. make -s mail TO=gran@example.com
 mail:

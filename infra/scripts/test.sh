@@ -32,8 +32,8 @@ npm ci --prefix infra/oidc-provider --silent --no-audit --no-fund
 echo "== headless browser for the page tests (Debian's chromium and chromium-driver)"
 need_browser
 
-echo "== build (functions, devstack, tests)"
-cargo build --workspace --bins --tests --locked
+echo "== build (functions, devstack, tests: the one build make dev and the tools share)"
+infra/scripts/build.sh
 
 read -r moto_port ddb_port < <(infra/scripts/local-aws.sh free-ports 2)
 moto_port=${TEST_MOTO_PORT:-$moto_port}

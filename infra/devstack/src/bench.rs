@@ -117,7 +117,7 @@ pub async fn spark(template: &Template, sdk: &SdkConfig, requests: usize, concur
                 .get_all("set-cookie")
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .find(|c| c.starts_with("__Host-hub_login="))
+                .find(|c| c.starts_with("__Host-hub_login_"))
                 .and_then(|c| c.split(';').next())
                 .unwrap_or_default()
                 .to_string();
@@ -415,6 +415,7 @@ pub async fn observers(
             external_id: "student".into(),
             email: Some("student@bench.example".into()),
             email_proven: false,
+            email_is_school_record: true,
             given_name: Some("Ada".into()),
             family_name: None,
             role: hub::auth::Role::Student,

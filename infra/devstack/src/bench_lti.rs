@@ -149,6 +149,7 @@ async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size:
         auth_url: format!("{}/authorize", platform.base_url),
         token_url: platform.token_url(),
         jwks_url: platform.jwks_url(),
+        emails_are_school_records: false,
         created_at: now,
         updated_at: now,
     };

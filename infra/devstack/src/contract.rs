@@ -100,6 +100,7 @@ async fn session(ctx: &hub::Context, role: Role, org: &str) -> anyhow::Result<St
         external_id: email.clone(),
         email: Some(email),
         email_proven: true,
+        email_is_school_record: true,
         given_name: Some("Schema".into()),
         family_name: Some("Thesis".into()),
         role,

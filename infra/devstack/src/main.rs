@@ -286,6 +286,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 external_id: email.to_lowercase(),
                 email: Some(email.clone()),
                 email_proven: true,
+                email_is_school_record: true,
                 given_name: None,
                 family_name: None,
                 role,

@@ -174,9 +174,11 @@ pub struct CodeExchange {
 }
 
 /// Exchanges a one-time code issued by `purpose`'s flow (Spark SSO, LTI launches) for a token pair:
-/// single use (a conditional delete), 60 s, and only in the browser that made the login (its
-/// `__Host-hub_login` cookie, see [`login_binding`]). Refusals are counted per address under
-/// `invalid_rule`, and an address that has spent it is refused before any code is touched.
+/// single use (a conditional delete), 60 s, and only in the browser that made the login (the cookie
+/// [`login_binding`] set for this code). Refusals are counted under `invalid_rule` per browser (its
+/// binding), or per source address for requests without one, and a spent budget is refused before
+/// any code is touched: unbound guesses from a school's shared address never lock out its students'
+/// bound exchanges.
 pub async fn exchange_code(
     ctx: &Context,
     req: &Request,
@@ -184,19 +186,23 @@ pub async fn exchange_code(
     invalid_rule: crate::ratelimit::Rule,
     again: &str,
 ) -> ApiResult {
-    let address = client_ip(req);
-    ratelimit::refuse_if_spent(ctx, invalid_rule, &address).await?;
     let body: CodeExchange = json_body(req, MAX_JSON_BODY)?;
+    let secret = cookie(req, &login_binding::login_cookie_name(&body.code));
+    let browser = secret.as_deref().map(login_binding::digest);
+    let budget = match &browser {
+        Some(digest) => format!("browser-{digest}"),
+        None => client_ip(req),
+    };
+    ratelimit::refuse_if_spent(ctx, invalid_rule, &budget).await?;
     let invalid = || {
         ApiError::bad_request("invalid_code", "The code is invalid, was already used, or belongs to another browser")
     };
-    let browser = cookie(req, login_binding::COOKIE).map(|secret| login_binding::digest(&secret));
     let grant = match (body.code.len(), &browser) {
         (1..=128, Some(browser)) => ctx.store().consume_code(&body.code, purpose, Some(browser)).await?,
         _ => None,
     };
     let Some(grant) = grant else {
-        return Err(ratelimit::count_failure(ctx, invalid_rule, &address, invalid()).await);
+        return Err(ratelimit::count_failure(ctx, invalid_rule, &budget, invalid()).await);
     };
     if grant.expires_at <= ctx.clock.now() {
         return Err(ApiError::bad_request("code_expired", format!("The code has expired; {again}")));
@@ -204,6 +210,6 @@ pub async fn exchange_code(
     let user = ctx.store().get_user(&grant.user_id).await?.ok_or_else(invalid)?;
     let pair = crate::auth::sessions::start_session(ctx, &user).await?;
     tracing::info!(user_id = user.id, purpose, "one-time code exchanged");
-    let cookies = session_cookies(&pair);
-    with_cookies(json(StatusCode::OK, &pair)?, &[cookies[0].clone(), cookies[1].clone(), login_binding::clear()])
+    let [access, refresh] = session_cookies(&pair);
+    with_cookies(json(StatusCode::OK, &pair)?, &[access, refresh, login_binding::clear_login(&body.code)])
 }

@@ -283,7 +283,7 @@ pub struct Graded {
     responses(
         (status = 200, description = "Stored and announced (`grade.updated`)", body = Graded),
         (status = 400, description = "`invalid_grade`, `invalid_json`", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "Students do not grade", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "Students do not grade; `cannot_grade_own_work`: nobody grades their own completion", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "`completion_not_found` (also another organization's)", body = crate::api::openapi::ErrorBody),
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
     ))]

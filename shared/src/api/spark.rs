@@ -54,11 +54,11 @@ pub async fn sso(ctx: Arc<Context>, req: Request) -> ApiResult {
     if token.is_empty() {
         return Err(ApiError::bad_request("missing_token", "The token query parameter is required"));
     }
-    let binding = login_binding::new();
-    let outcome = login(&ctx, &req, &token, &binding.digest).await;
-    match (&ctx.config.frontend_url, outcome) {
-        (Some(frontend), Ok(code)) => redirect(&format!("{frontend}/auth/callback?code={code}"), &binding.set_cookie),
-        (None, Ok(code)) => {
+    match (&ctx.config.frontend_url, login(&ctx, &req, &token).await) {
+        (Some(frontend), Ok((code, binding))) => {
+            redirect(&format!("{frontend}/auth/callback?code={code}"), &binding.set_cookie)
+        }
+        (None, Ok((code, binding))) => {
             with_cookies(json(StatusCode::OK, &SsoCode { code, expires_in: CODE_TTL_SECS })?, &[binding.set_cookie])
         }
         (Some(frontend), Err(e)) if e.status != StatusCode::INTERNAL_SERVER_ERROR => {
@@ -68,8 +68,9 @@ pub async fn sso(ctx: Arc<Context>, req: Request) -> ApiResult {
     }
 }
 
-/// Verifies the token and provisions its user; the code it answers is bound to this browser (`browser`).
-async fn login(ctx: &Context, req: &Request, token: &str, browser: &str) -> Result<String, ApiError> {
+/// Verifies the token and provisions its user: a one-time code, and the binding that ties it to this
+/// browser.
+async fn login(ctx: &Context, req: &Request, token: &str) -> Result<(String, login_binding::Binding), ApiError> {
     let address = client_ip(req);
     let refused = |e: ApiError| ratelimit::count_failure(ctx, SSO_INVALID_PER_ADDRESS, &address, e);
     let login = match sso::verify(ctx, token).await {
@@ -85,13 +86,14 @@ async fn login(ctx: &Context, req: &Request, token: &str, browser: &str) -> Resu
     let (user, provisioned) = provision_user(ctx, &login.profile).await?;
     let now = ctx.clock.now();
     let code = crypto::random_token(32);
+    let binding = login_binding::for_login(&code);
     let grant = CodeGrant {
         user_id: user.id.clone(),
         purpose: PURPOSE.into(),
         expires_at: now + CODE_TTL_SECS,
         email: None,
         next: None,
-        browser: Some(browser.to_string()),
+        browser: Some(binding.digest.clone()),
     };
     let lms_session = Item::from([
         ("pk".into(), s(format!("LMS_SESSION#{}", crypto::new_id()))),
@@ -111,7 +113,7 @@ async fn login(ctx: &Context, req: &Request, token: &str, browser: &str) -> Resu
         Err(WriteError::Store(e)) => return Err(e.into()),
     }
     tracing::info!(user_id = user.id, ?provisioned, "Spark SSO login");
-    Ok(code)
+    Ok((code, binding))
 }
 
 fn replayed() -> ApiError {
@@ -180,7 +182,10 @@ pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
             if raw.len() > webhook::MAX_MULTIPART_BYTES {
                 return Err(ApiError::payload_too_large(webhook::MAX_MULTIPART_BYTES));
             }
-            webhook::parse_multipart(&content_type, raw).await?
+            match webhook::parse_multipart(&content_type, raw).await {
+                Ok(parsed) => parsed,
+                Err(e) => return Err(unverified(&ctx, &address, e).await),
+            }
         }
         _ => {
             return Err(ApiError::new(
@@ -194,7 +199,7 @@ pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
         if e.status != StatusCode::UNAUTHORIZED {
             return Err(e);
         }
-        return Err(ratelimit::count_failure(&ctx, WEBHOOK_UNVERIFIED_PER_ADDRESS, &address, e).await);
+        return Err(unverified(&ctx, &address, e).await);
     }
     if signed.trim_ascii_start().first() != Some(&b'{') {
         return Err(ApiError::bad_request("invalid_json", "The submission must be a JSON object"));
@@ -246,6 +251,15 @@ pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
             },
         ),
     }
+}
+
+/// A request that could not be verified, counted against its source address: a spent address is
+/// answered 429 with one read, others are counted and answered `refusal`.
+async fn unverified(ctx: &Context, address: &str, refusal: ApiError) -> ApiError {
+    if let Err(limited) = ratelimit::refuse_if_spent(ctx, WEBHOOK_UNVERIFIED_PER_ADDRESS, address).await {
+        return limited;
+    }
+    ratelimit::count_failure(ctx, WEBHOOK_UNVERIFIED_PER_ADDRESS, address, refusal).await
 }
 
 /// What became of a submission: `ok` with its completion, `processing` with its id, or `pending`.

@@ -74,7 +74,7 @@ fn browser_bound(next: &str) -> bool {
 }
 
 /// `POST /api/auth/email/start` and the sign-in page: counts and queues; answers nothing about the
-/// address. `browser`: the digest of the asking browser's secret (the sign-in page's CSRF cookie).
+/// address. `browser`: the digest of the asking browser's sign-in binding (the sign-in form sets it).
 pub async fn start(
     ctx: &Context,
     email: &str,
@@ -140,7 +140,7 @@ pub struct SignedIn {
 }
 
 /// `POST /api/auth/email/verify` and the confirm page: uses the code up and opens a session.
-/// `browser`: the confirming browser's secret (its CSRF cookie), which a browser-bound `next` needs.
+/// `browser`: the confirming browser's sign-in binding secret, which a browser-bound `next` needs.
 pub async fn verify(ctx: &Context, code: &str, client_ip: &str, browser: Option<&str>) -> Result<SignedIn, ApiError> {
     ratelimit::refuse_if_spent(ctx, CODE_FAILURES, client_ip).await?;
     let invalid = || ApiError::bad_request("invalid_code", "This sign-in link is invalid, expired or already used");

@@ -4,11 +4,13 @@
 //! - The external identity decides first. An identity that points at a platform admin or at an
 //!   account of another organization is refused.
 //! - What a provider says about an address is *asserted*: it is used only inside the provider's
-//!   organization. A login may link by it only to an account of that organization that holds that
-//!   organization's key for the address, is not privileged, has the role the provider asserts (a
-//!   learner's claim never opens a teacher's or a parent's account), and has no identity of this
-//!   provider yet. Otherwise a new account is made, which keeps the address for display only: the
-//!   answer is the same whether or not the address is known anywhere.
+//!   organization, and only when it is the organization's record of the person (Spark's; an LMS
+//!   registered as one whose users cannot change their address). A login may link by it only to an
+//!   account of that organization that holds that organization's key for the address (never one
+//!   whose address is proven), is not privileged, has the role the provider asserts (a learner's
+//!   claim never opens a teacher's or a parent's account), and has no identity of this provider yet.
+//!   Otherwise a new account is made, which keeps the address for display only: the answer is the
+//!   same whether or not the address is known anywhere.
 //! - No login changes an account's role or organization; names, and an asserted address that was
 //!   never proven, follow the provider.
 //!
@@ -33,6 +35,10 @@ pub struct ExternalProfile {
     /// True only where the address is proven: an operator's tool (`devstack token`) vouching for it.
     /// A provider's claim (an id_token's `email`, Spark's, a roster's) is never proven.
     pub email_proven: bool,
+    /// Whether the provider's address is its organization's record of the person (its users cannot
+    /// change it: Spark's, an LMS registered so): only then may it match, or hold, the organization's
+    /// key. An LMS whose learners type their own address asserts it for display only.
+    pub email_is_school_record: bool,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
     /// The role of a new account; an existing account keeps its own.
@@ -68,13 +74,9 @@ pub async fn provision_user(ctx: &Context, profile: &ExternalProfile) -> Result<
         }
         let holder = match key_of(profile) {
             Some(EmailKey::Proven(email)) => store.user_id_by_proven_email(email).await?,
-            Some(EmailKey::Org(org, email)) => match store.user_id_by_org_email(org, email).await? {
-                Some(holder) => Some(holder),
-                // An account of this organization whose address is proven (made by an administrator) is
-                // one this organization's provider may link to; one of anywhere else is not even looked
-                // at, so the answer tells nothing about other organizations.
-                None => proven_account_of(ctx, org, email).await?,
-            },
+            // Only the organization's own key is looked at: an account of anywhere else, or one whose
+            // address is proven, is never reached (the answer, and its timing, tell nothing of them).
+            Some(EmailKey::Org(org, email)) => store.user_id_by_org_email(org, email).await?,
             None => None,
         };
         let claim_key = match holder {
@@ -150,27 +152,34 @@ pub async fn provision_user(ctx: &Context, profile: &ExternalProfile) -> Result<
     Err(ApiError::unavailable("user provisioning kept conflicting"))
 }
 
-/// An operator's tool (the local stack's `token`, the contract run, test set-ups) vouching for a
-/// person: the address is proven, and the role is set as asked, as an administrator would.
+/// The local stack's operator door (`make token`, the contract run, test set-ups): vouches for the
+/// address (proven), sets the role as asked, and re-opens the account of an identity it made before,
+/// whatever its role. Only on the local stage: a deployed stack has no such door.
 pub async fn provision_as_operator(ctx: &Context, profile: &ExternalProfile) -> Result<User, ApiError> {
+    if ctx.config.stage != crate::config::Stage::Local {
+        return Err(ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "operator_door_closed",
+            "Only the local stack makes accounts for an operator",
+        ));
+    }
     let profile = ExternalProfile { email_proven: true, ..profile.clone() };
-    let (user, _) = provision_user(ctx, &profile).await?;
+    let store = ctx.store();
+    let user = match store.user_id_by_identity(&profile.provider, &profile.external_id).await? {
+        Some(id) => {
+            store.get_user(&id).await?.ok_or_else(|| ApiError::internal("identity points at a missing user"))?
+        }
+        None => provision_user(ctx, &profile).await?.0,
+    };
     if user.role == profile.role {
         return Ok(user);
     }
     let promoted = User { role: profile.role, updated_at: user.updated_at + 1, ..user.clone() };
-    match ctx.store().update_user(&user, &promoted).await {
+    match store.update_user(&user, &promoted).await {
         Ok(()) => Ok(promoted),
         Err(WriteError::Conflict) => Err(ApiError::conflict("conflict", "The account changed meanwhile; retry")),
         Err(WriteError::Store(e)) => Err(e.into()),
     }
-}
-
-/// The account of `org_id` whose proven address this is.
-async fn proven_account_of(ctx: &Context, org_id: &str, email: &str) -> Result<Option<String>, ApiError> {
-    let store = ctx.store();
-    let Some(id) = store.user_id_by_proven_email(email).await? else { return Ok(None) };
-    Ok(store.get_user(&id).await?.filter(|u| u.org_id.as_deref() == Some(org_id)).map(|u| u.id))
 }
 
 /// The key a profile's address may be matched by: the global one for a proven address, the
@@ -184,7 +193,7 @@ fn key_of(profile: &ExternalProfile) -> Option<EmailKey<'_>> {
     let email = profile.email.as_deref()?;
     match (profile.email_proven, profile.org_id.as_deref()) {
         (true, _) => Some(EmailKey::Proven(email)),
-        (false, Some(org)) if matchable(email) => Some(EmailKey::Org(org, email)),
+        (false, Some(org)) if profile.email_is_school_record && matchable(email) => Some(EmailKey::Org(org, email)),
         _ => None,
     }
 }
@@ -199,6 +208,9 @@ fn may_link(existing: &User, profile: &ExternalProfile) -> Result<(), &'static s
     }
     if existing.role.is_privileged() {
         return Err("the account is an administrator's");
+    }
+    if existing.email_proven && !profile.email_proven {
+        return Err("the account's address is proven: an assertion never reaches it");
     }
     if existing.role != provider_role(profile.role) {
         return Err("the account has another role than the provider asserts");
@@ -256,7 +268,7 @@ async fn apply_profile(ctx: &Context, user: User, profile: &ExternalProfile) -> 
         let changed = user.email.as_deref().map(email_key) != Some(email_key(email));
         if changed || !user.email_indexed {
             wanted.email = Some(email.to_string());
-            wanted.email_indexed = user.org_id.is_some() && matchable(email);
+            wanted.email_indexed = user.org_id.is_some() && profile.email_is_school_record && matchable(email);
         }
     }
     let asserted = provider_role(profile.role);

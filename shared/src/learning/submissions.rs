@@ -216,6 +216,13 @@ pub async fn grade(
         // Not theirs: answered as if it did not exist.
         return Err(ApiError::not_found("completion_not_found", "No such completion"));
     }
+    if completion.user_id == principal.user_id {
+        return Err(ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "cannot_grade_own_work",
+            "Nobody grades their own work",
+        ));
+    }
     let now = ctx.clock.now();
     let event = DomainEvent::new(
         crate::passback::GRADE_UPDATED,

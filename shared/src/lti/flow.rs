@@ -172,7 +172,7 @@ pub async fn launch(
     }
     let quest = super::links::record_launch(ctx, &registration, &launch, &user).await?;
     let code = crypto::random_token(32);
-    let binding = login_binding::new();
+    let binding = login_binding::for_login(&code);
     let grant = CodeGrant {
         user_id: user.id.clone(),
         purpose: PURPOSE.into(),
@@ -201,6 +201,7 @@ async fn provision(ctx: &Context, registration: &Registration, launch: &Launch) 
         // the registration's organization under provisioning's rules.
         email: launch.email.clone().filter(|e| e.len() <= 254),
         email_proven: false,
+        email_is_school_record: registration.emails_are_school_records,
         given_name: super::clean_name(launch.given_name.as_deref()),
         family_name: super::clean_name(launch.family_name.as_deref()),
         role: launch.role.role,

@@ -38,6 +38,11 @@ pub struct Registration {
     pub token_url: String,
     /// The platform's public keys.
     pub jwks_url: String,
+    /// Whether this LMS's addresses are the school's records (its users cannot change them): only then
+    /// may its launches and rosters match an account by address ([`crate::auth::provisioning`]). Off by
+    /// default: in many LMSs (Moodle, for one) a learner may type any address into their profile.
+    #[serde(default)]
+    pub emails_are_school_records: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -55,6 +60,9 @@ pub struct RegistrationInput {
     pub auth_url: String,
     pub token_url: String,
     pub jwks_url: String,
+    /// Whether users of this LMS cannot change their own address (see [`Registration`]); default false.
+    #[serde(default)]
+    pub emails_are_school_records: bool,
 }
 
 /// A change: everything but the platform's issuer and client id (they identify the registration). The
@@ -67,6 +75,8 @@ pub struct RegistrationUpdate {
     pub auth_url: Option<String>,
     pub token_url: Option<String>,
     pub jwks_url: Option<String>,
+    /// Platform admins only, like the URLs: it decides which accounts this LMS's logins may reach.
+    pub emails_are_school_records: Option<bool>,
 }
 
 /// What a school pastes into its LMS's tool configuration.
@@ -212,6 +222,7 @@ pub async fn create(ctx: &Context, principal: &Principal, input: RegistrationInp
         auth_url: named_url(ctx, "auth_url", &input.auth_url)?,
         token_url: platform_url(ctx, "token_url", &input.token_url).await?,
         jwks_url: platform_url(ctx, "jwks_url", &input.jwks_url).await?,
+        emails_are_school_records: input.emails_are_school_records,
         issuer,
         client_id,
         created_at: now,
@@ -241,7 +252,7 @@ pub async fn update(
     u: RegistrationUpdate,
 ) -> Result<Registration, ApiError> {
     let mut r = administered(ctx, principal, id).await?;
-    if u.auth_url.is_some() || u.token_url.is_some() || u.jwks_url.is_some() {
+    if u.auth_url.is_some() || u.token_url.is_some() || u.jwks_url.is_some() || u.emails_are_school_records.is_some() {
         require_platform_admin(principal)?;
     }
     let seen = r.updated_at;
@@ -259,6 +270,9 @@ pub async fn update(
     }
     if let Some(v) = &u.jwks_url {
         r.jwks_url = platform_url(ctx, "jwks_url", v).await?;
+    }
+    if let Some(v) = u.emails_are_school_records {
+        r.emails_are_school_records = v;
     }
     r.updated_at = ctx.clock.now().max(seen + 1);
     ctx.store().put_lti_registration(&r, Some(seen)).await.map_err(|e| match e {

@@ -240,6 +240,7 @@ async fn provision_member(ctx: &Context, registration: &Registration, course: &C
         external_id: member_id.clone(),
         email: text("email").filter(|e| e.len() <= 254),
         email_proven: false,
+        email_is_school_record: registration.emails_are_school_records,
         given_name: super::clean_name(text("given_name").as_deref()),
         family_name: super::clean_name(text("family_name").as_deref()),
         role,

@@ -142,8 +142,16 @@ pub async fn invite(ctx: &Context, principal: &Principal, new: NewInvitation) ->
     };
     store.create_invitation(&invitation).await.map_err(write_error)?;
     if let Err(e) = jobs::enqueue(ctx, &EmailJob::Invitation { invitation_id: invitation.id.clone() }).await {
-        // Nothing half-done: without its email the invitation would only wait for nothing.
-        let _ = store.cancel_invitation(&invitation, now).await;
+        // Nothing half-done: without its email the invitation would only wait for nothing, and keep
+        // the address blocked (`invitation_pending`) for a week. Said loudly when even that fails.
+        if let Err(cancel) = store.cancel_invitation(&invitation, now).await {
+            tracing::error!(
+                alert = "invitation_left_pending",
+                invitation_id = invitation.id,
+                error = ?cancel,
+                "an invitation whose email could not be queued is still pending; the student may cancel it"
+            );
+        }
         return Err(e);
     }
     tracing::info!(user_id = student.id, invitation_id = invitation.id, "observer invited");

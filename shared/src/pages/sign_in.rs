@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use lambda_http::Request;
 
-use super::{CSRF_COOKIE, Form, Page, csrf_field, csrf_token, escape, respond, see_other};
+use super::{Form, Page, csrf_field, csrf_token, escape, respond, see_other};
 use crate::api::auth::session_cookies;
 use crate::auth::email_sign_in::{self, CODE_TTL_SECS, valid_next};
 use crate::auth::login_binding;
@@ -62,9 +62,9 @@ pub async fn sign_in_submit(ctx: Arc<Context>, req: Request) -> ApiResult {
     };
     let email = form.get("email").unwrap_or_default().trim().to_string();
     let next = form.get("next").filter(|n| valid_next(n));
-    // The link leads to an app's authorization page only in this browser (its CSRF cookie).
-    let browser = cookie(&req, CSRF_COOKIE).map(|secret| login_binding::digest(&secret));
-    match email_sign_in::start(&ctx, &email, next, browser.as_deref(), &client_ip(&req)).await {
+    // The link leads to an app's authorization page only in this browser.
+    let binding = login_binding::for_sign_in(cookie(&req, login_binding::SIGN_IN_COOKIE).as_deref());
+    match email_sign_in::start(&ctx, &email, next, Some(&binding.digest), &client_ip(&req)).await {
         Ok(()) => {
             let body = format!(
                 "<h1>Check your email</h1><p role=\"status\">If <strong>{}</strong> has an account or an invitation, \
@@ -73,7 +73,9 @@ pub async fn sign_in_submit(ctx: Arc<Context>, req: Request) -> ApiResult {
                 escape(&email),
                 CODE_TTL_SECS / 60
             );
-            Page::new(StatusCode::OK, "Check your email", body).into_response()
+            let mut page = Page::new(StatusCode::OK, "Check your email", body);
+            page.cookies.push(binding.set_cookie);
+            page.into_response()
         }
         Err(e) if e.code == "invalid_email" => {
             let (token, _) = csrf_token(&req);
@@ -163,7 +165,7 @@ pub async fn confirm_form(ctx: Arc<Context>, req: Request) -> ApiResult {
 pub async fn confirm_submit(ctx: Arc<Context>, req: Request) -> ApiResult {
     let outcome = async {
         let form = Form::parse(&req)?;
-        let browser = cookie(&req, CSRF_COOKIE);
+        let browser = cookie(&req, login_binding::SIGN_IN_COOKIE);
         email_sign_in::verify(&ctx, form.get("code").unwrap_or_default(), &client_ip(&req), browser.as_deref()).await
     }
     .await;

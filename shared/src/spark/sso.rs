@@ -80,6 +80,8 @@ pub async fn verify(ctx: &Context, token: &str) -> Result<SsoLogin, ApiError> {
             // Asserted: Spark's word, used only inside its organization (DESIGN.md §3a).
             email: Some(email),
             email_proven: false,
+            // Spark keeps its users' addresses (they cannot change them): its organization's records.
+            email_is_school_record: true,
             given_name: text("given_name"),
             family_name: text("family_name"),
             role: role(text("role").as_deref()),

@@ -220,6 +220,7 @@ pub fn profile(provider: &str, external_id: &str, email: Option<&str>, role: Rol
         external_id: external_id.into(),
         email: email.map(str::to_string),
         email_proven: false,
+        email_is_school_record: true,
         given_name: Some("Ada".into()),
         family_name: Some("Lovelace".into()),
         role,

@@ -16,11 +16,23 @@ const NRPS: &str = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleserv
 const AGS: &str = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint";
 const SCORE: &str = "https://purl.imsglobal.org/spec/lti-ags/scope/score";
 
-/// One school, `lincoln`, with an LMS registered for it (which trusts our JWKS, for its services) and
-/// Spark's organization set to it too.
+/// One school, `lincoln`, with an LMS registered for it (which trusts our JWKS, for its services; its
+/// addresses registered as the school's records, so that the rules beyond that one are what is tested)
+/// and Spark's organization set to it too.
 async fn school(name: &str) -> Lms {
     let lms = setup_with(name, &[("SparkOrganizationId", "lincoln")], |p| p.base_url.clone()).await;
     lms.platform.trust_tool(crate::lti_flow::CLIENT_ID, &lms.t.url("/api/lti/jwks"));
+    let registration = hub::lti::registration::registration_id(&lms.issuer, crate::lti_flow::CLIENT_ID);
+    let r = lms
+        .t
+        .http
+        .put(lms.t.url(&format!("/api/lti/registrations/{registration}")))
+        .bearer_auth(&lms.admin)
+        .json(&json!({"emails_are_school_records": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     lms
 }
 
@@ -280,7 +292,10 @@ async fn a_login_code_works_only_in_the_browser_that_made_the_login() {
     let r = lms.exchange(&code, Some(&binding)).await;
     assert_eq!(r.status(), 200);
     let cleared: Vec<&str> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
-    assert!(cleared.iter().any(|c| c.starts_with("__Host-hub_login=;") && c.contains("Max-Age=0")), "{cleared:?}");
+    assert!(
+        cleared.iter().any(|c| c.starts_with("__Host-hub_login_") && c.contains("=; ") && c.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
 
     // Spark's codes the same (the Node signer's token, the code exchanged elsewhere).
     let (_, secret) = t.key("SparkSsoSecret").await;
@@ -300,21 +315,42 @@ async fn a_login_code_works_only_in_the_browser_that_made_the_login() {
 }
 
 #[tokio::test]
-async fn an_address_that_spent_its_invalid_code_budget_exchanges_no_code() {
+async fn a_spent_invalid_code_budget_refuses_before_any_code_is_touched_and_locks_out_no_one_else() {
     let lms = school("idlimit").await;
-    let guesser = no_redirects_from(std::net::Ipv4Addr::new(127, 0, 0, 23));
-    let launched = launch(&lms, "kid", claims(&lms, "kid", "Learner", "kid@lincoln.example")).await;
-    let (code, binding) = launch_code(&launched);
-    let exchange = |code: String| {
-        let (guesser, url, binding) = (guesser.clone(), lms.t.url("/api/lti/token"), binding.clone());
-        async move { guesser.post(url).header("cookie", binding).json(&json!({ "code": code })).send().await.unwrap() }
+    // Everyone behind one school address.
+    let school_nat = no_redirects_from(std::net::Ipv4Addr::new(127, 0, 0, 23));
+    let exchange = |code: String, binding: Option<String>| {
+        let (client, url) = (school_nat.clone(), lms.t.url("/api/lti/token"));
+        async move {
+            let mut r = client.post(url).json(&json!({ "code": code }));
+            if let Some(binding) = binding {
+                r = r.header("cookie", binding);
+            }
+            r.send().await.unwrap()
+        }
     };
+    // Unbound guesses from the school's address spend the address's budget...
     for i in 0..20 {
-        assert_eq!(error_code(exchange(format!("guess-{i}")).await).await, (400, "invalid_code".into()));
+        assert_eq!(error_code(exchange(format!("guess-{i}"), None).await).await, (400, "invalid_code".into()));
     }
-    // Spent: even a valid code is refused from this address, and is not used up by the refusal.
-    assert_eq!(error_code(exchange(code.clone()).await).await, (429, "rate_limited".into()));
-    assert_eq!(lms.exchange(&code, Some(&binding)).await.status(), 200, "still valid from elsewhere");
+    assert_eq!(error_code(exchange("guess".into(), None).await).await, (429, "rate_limited".into()));
+    // ...but lock out no student: a launch's exchange is counted by its own browser binding.
+    let (code, binding) =
+        launch_code(&launch(&lms, "kid", claims(&lms, "kid", "Learner", "kid@lincoln.example")).await);
+    assert_eq!(exchange(code, Some(binding)).await.status(), 200);
+    // A browser that spent its own budget guessing is refused before its valid code is touched.
+    let (code, binding) =
+        launch_code(&launch(&lms, "eve", claims(&lms, "eve", "Learner", "eve@lincoln.example")).await);
+    let cookie = binding.split('=').next().unwrap().to_string();
+    for i in 0..20 {
+        // The cookie named after each guess, with this browser's secret.
+        let guess = format!("guess-{i}");
+        let named = binding.replacen(&cookie, &hub::auth::login_binding::login_cookie_name(&guess), 1);
+        assert_eq!(error_code(exchange(guess, Some(named)).await).await, (400, "invalid_code".into()));
+    }
+    assert_eq!(error_code(exchange(code.clone(), Some(binding)).await).await, (429, "rate_limited".into()));
+    let kept = lms.t.ctx.store().peek_code(&code, hub::lti::flow::PURPOSE).await.unwrap();
+    assert!(kept.is_some(), "the refused exchange did not use the code up");
 }
 
 #[tokio::test]
@@ -330,7 +366,7 @@ async fn a_sign_in_link_leads_to_an_apps_consent_only_in_the_browser_that_asked(
         assert_eq!(error_code(r).await, (400, "invalid_next".into()), "{next}");
     }
 
-    // The sign-in page, asked from a browser (its CSRF cookie), with the authorization page as next.
+    // The sign-in page, asked from a browser, with the authorization page as next.
     let browser = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let page = browser.get(t.url(&format!("/auth/sign-in?next={}", urlencode(authorize)))).send().await.unwrap();
     let csrf = page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
@@ -348,6 +384,15 @@ async fn a_sign_in_link_leads_to_an_apps_consent_only_in_the_browser_that_asked(
     let r =
         post("/auth/sign-in", &csrf, form(&[("email", &email), ("next", authorize), ("csrf", &token)])).await.unwrap();
     assert_eq!(r.status(), 200);
+    let signin = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("__Host-hub_signin="))
+        .expect("the sign-in form binds its link to this browser");
+    assert!(signin.contains("SameSite=Lax"), "a link opened from a webmail still carries it: {signin}");
+    let asker = format!("{csrf}; {}", signin.split(';').next().unwrap());
     let code = t.deliver_emails_to(&email).await.pop().expect("a sign-in link").code(&t.base, "/auth/sign-in/confirm");
     // Opened in another browser (the mail forwarded, or sent by someone else): signed in, but no further.
     let elsewhere = browser.get(t.url(&format!("/auth/sign-in/confirm?code={code}"))).send().await.unwrap();
@@ -359,10 +404,10 @@ async fn a_sign_in_link_leads_to_an_apps_consent_only_in_the_browser_that_asked(
 
     // Asked again, and opened in the browser that asked: on to the app's authorization page.
     let r =
-        post("/auth/sign-in", &csrf, form(&[("email", &email), ("next", authorize), ("csrf", &token)])).await.unwrap();
+        post("/auth/sign-in", &asker, form(&[("email", &email), ("next", authorize), ("csrf", &token)])).await.unwrap();
     assert_eq!(r.status(), 200);
     let code = t.deliver_emails_to(&email).await.pop().expect("a sign-in link").code(&t.base, "/auth/sign-in/confirm");
-    let r = post("/auth/sign-in/confirm", &csrf, form(&[("code", &code), ("csrf", &token)])).await.unwrap();
+    let r = post("/auth/sign-in/confirm", &asker, form(&[("code", &code), ("csrf", &token)])).await.unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], authorize);
 }

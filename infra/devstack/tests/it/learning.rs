@@ -263,3 +263,20 @@ async fn badges_are_earned_once_when_their_requirements_are_met() {
     let kinds: Vec<String> = t.ctx.store().activity("demo", 50).await.unwrap().into_iter().map(|(_, k)| k).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "badge.earned").count(), 2, "each badge announced once: {kinds:?}");
 }
+
+#[tokio::test]
+async fn nobody_grades_their_own_work() {
+    let t = TestStack::new("owngrade").await;
+    let quest = quest(&t, &[("Report", 10, "stem")], "own").await;
+    // A teacher's account with work of its own (a course where they were a learner, say).
+    let (teacher, session) = t.signed_in_as("ta@example.com", Role::Teacher, "demo").await;
+    let recorded = submit_text(&t.ctx, &teacher.id, &quest, "own-1", "my report").await.unwrap();
+    let grade = |token: String| {
+        let url = t.url(&format!("/api/completions/{}/grade", recorded.completion_id));
+        let http = t.http.clone();
+        async move { http.put(url).bearer_auth(token).json(&json!({"grade": 100})).send().await.unwrap() }
+    };
+    assert_eq!(error_code(grade(session.access_token).await).await, (403, "cannot_grade_own_work".into()));
+    let (_, colleague) = t.signed_in_as("colleague@example.com", Role::Teacher, "demo").await;
+    assert_eq!(grade(colleague.access_token).await.status(), 200);
+}

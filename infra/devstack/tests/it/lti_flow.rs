@@ -168,7 +168,7 @@ pub(crate) fn launch_code(launched: &reqwest::Response) -> (String, String) {
         cookies.iter().any(|c| c.starts_with("__Host-lti_state_") && c.contains("Max-Age=0")),
         "the state's cookie is removed: {cookies:?}"
     );
-    let binding = cookies.iter().find(|c| c.starts_with("__Host-hub_login=")).expect("the code's browser binding");
+    let binding = cookies.iter().find(|c| c.starts_with("__Host-hub_login_")).expect("the code's browser binding");
     assert!(binding.contains("HttpOnly") && binding.contains("Secure") && binding.contains("Partitioned"), "{binding}");
     let location = launched.headers()["location"].to_str().unwrap().to_string();
     assert!(location.starts_with("http://localhost:5173/auth/callback?code="), "{location}");

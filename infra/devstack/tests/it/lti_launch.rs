@@ -36,6 +36,7 @@ fn registration(platform: &Platform) -> Registration {
         auth_url: format!("{}/authorize", platform.base_url),
         token_url: format!("{}/token", platform.base_url),
         jwks_url: platform.jwks_url(),
+        emails_are_school_records: false,
         created_at: 0,
         updated_at: 0,
     }

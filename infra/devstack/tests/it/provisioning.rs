@@ -122,26 +122,45 @@ async fn a_login_links_only_into_an_unprivileged_account_of_its_organization_wit
     assert_eq!(how, Provisioned::Created);
     assert_ne!(own.id, head.id);
 
-    // An account made by an operator (a proven address) of the same organization links by it.
+    // An account whose address is proven (made by an operator) is never reached by an assertion.
     let made = provision_as_operator(&t.ctx, &profile("console", "kim", Some("kim@school.example"), Role::Student))
         .await
         .unwrap();
     assert!(made.email_proven);
-    let (linked, how) =
-        provision_user(&t.ctx, &profile("spark", "kim-spark", Some("kim@school.example"), Role::Student))
-            .await
-            .unwrap();
-    assert_eq!((linked.id.as_str(), how), (made.id.as_str(), Provisioned::Linked));
-    assert!(linked.email_proven, "an assertion never replaces a proven address");
-    // ...but a provider of another organization never even sees it.
+    let (own, how) = provision_user(&t.ctx, &profile("spark", "kim-spark", Some("kim@school.example"), Role::Student))
+        .await
+        .unwrap();
+    assert_eq!(how, Provisioned::Created);
+    assert_ne!(own.id, made.id);
+    assert_eq!(store.get_user(&made.id).await.unwrap().unwrap(), made, "untouched");
+
+    // A provider whose users type their own address (an LMS not registered as keeping the school's
+    // records) neither links by it nor holds its key: a learner typing a classmate's address in Moodle
+    // gets an account of their own, and the classmate's later logins never land in it.
+    let (classmate, _) =
+        provision_user(&t.ctx, &profile("spark", "c-1", Some("cam@school.example"), Role::Student)).await.unwrap();
+    let mut typed = profile("lti:moodle", "m-1", Some("cam@school.example"), Role::Student);
+    typed.email_is_school_record = false;
+    let (own, how) = provision_user(&t.ctx, &typed).await.unwrap();
+    assert_eq!(how, Provisioned::Created);
+    assert_ne!(own.id, classmate.id);
+    let mut first = profile("lti:moodle", "m-2", Some("new@school.example"), Role::Student);
+    first.email_is_school_record = false;
+    let (squatter, _) = provision_user(&t.ctx, &first).await.unwrap();
+    assert!(!squatter.email_indexed);
+    assert_eq!(store.user_id_by_org_email("org-1", "new@school.example").await.unwrap(), None);
+    let (real, how) =
+        provision_user(&t.ctx, &profile("spark", "n-1", Some("new@school.example"), Role::Student)).await.unwrap();
+    assert_eq!(how, Provisioned::Created);
+    assert_ne!(real.id, squatter.id);
+
+    // An identity that points at an account of another organization (linked before the rules).
+    store.link_identity(&made, "spark-rival", "kim-old").await.unwrap();
     let mut rival = profile("spark-rival", "kim-r", Some("kim@school.example"), Role::Student);
     rival.org_id = Some("rival".into());
     let (theirs, how) = provision_user(&t.ctx, &rival).await.unwrap();
     assert_eq!(how, Provisioned::Created);
     assert_ne!(theirs.id, made.id);
-
-    // An identity that points at an account of another organization (linked before the rules).
-    store.link_identity(&made, "spark-rival", "kim-old").await.unwrap();
     let mut old = profile("spark-rival", "kim-old", Some("kim@school.example"), Role::Student);
     old.org_id = Some("rival".into());
     let err = provision_user(&t.ctx, &old).await.unwrap_err();
@@ -286,6 +305,24 @@ async fn concurrent_first_logins_create_exactly_one_user() {
     assert_eq!(users.iter().filter(|u| u.email_indexed).count(), 1, "{users:?}");
     let holder = t.ctx.store().user_id_by_org_email("org-1", "shared@example.com").await.unwrap().unwrap();
     assert!(users.iter().any(|u| u.id == holder && u.email_indexed));
+}
+
+#[tokio::test]
+async fn the_operator_door_reopens_any_account_it_made_and_exists_only_on_the_local_stack() {
+    let t = TestStack::new("provoperator").await;
+    let root = profile("dev", "root@hub.example", Some("root@hub.example"), Role::Admin);
+    let first = provision_as_operator(&t.ctx, &root).await.unwrap();
+    assert_eq!((first.role, first.email_proven), (Role::Admin, true));
+    // Again (the tour's next session): the same account, though providers may never open an admin's.
+    let again = provision_as_operator(&t.ctx, &root).await.unwrap();
+    assert_eq!(again, first);
+    let err = provision_user(&t.ctx, &root).await.unwrap_err();
+    assert_eq!(err.code, "account_link_refused", "a provider's identity pointing at an admin stays refused");
+    // A deployed stack has no operator door.
+    let deployed = t.context_with("STAGE", "prod");
+    let err = provision_as_operator(&deployed, &profile("dev", "x@hub.example", None, Role::Admin)).await.unwrap_err();
+    assert_eq!((err.status.as_u16(), err.code), (403, "operator_door_closed"));
+    assert_eq!(t.ctx.store().user_id_by_identity("dev", "x@hub.example").await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -67,7 +67,7 @@ pub(crate) fn signed_in_code(r: &reqwest::Response) -> (String, String) {
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap())
-        .find(|c| c.starts_with("__Host-hub_login="))
+        .find(|c| c.starts_with("__Host-hub_login_"))
         .expect("the code's browser binding");
     (code, binding.split(';').next().unwrap().to_string())
 }
