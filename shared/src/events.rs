@@ -93,7 +93,7 @@ pub fn rfc3339(unix: i64) -> String {
 pub struct QueueError(pub String);
 
 /// Consumer of the events queue: hands each event to what follows from it (grade passback, webhook
-/// deliveries) and records it once in its organization's activity log (a duplicate delivery changes
+/// deliveries, Spark's submissions kept for a newly mapped assignment) and records it once in its organization's activity log (a duplicate delivery changes
 /// nothing).
 pub async fn dispatch(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueError> {
     let body = message.body.as_deref().unwrap_or_default();
@@ -101,6 +101,7 @@ pub async fn dispatch(ctx: Arc<Context>, message: SqsMessage) -> Result<(), Queu
     // Fan-out first, record last: a failure retries the whole event, and every step is idempotent.
     crate::passback::enqueue(&ctx, &event).await?;
     crate::webhooks::delivery::fan_out(&ctx, &event).await?;
+    crate::spark::webhook::release_pending(&ctx, &event).await?;
     let recorded = ctx.store().record_activity(&event).await.map_err(|e| QueueError(e.to_string()))?;
     tracing::info!(event_id = event.id, event_type = event.event_type, duplicate = !recorded, "event dispatched");
     Ok(())

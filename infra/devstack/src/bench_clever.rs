@@ -187,9 +187,9 @@ async fn one_school(bench: &Bench, options: &Options) -> anyhow::Result<()> {
         let (status, writes) =
             bench.runs(&school, since).await?.last().map(|(_, s, w)| (s.clone(), *w)).unwrap_or_default();
         println!(
-            "{label:<34} {status:>9} {:>8.2} {events:>9} {requests:>14} {writes:>10} {:>6.1} MiB",
+            "{label:<34} {status:>9} {:>8.2} {events:>9} {requests:>14} {writes:>10} {:>12}",
             took.as_secs_f64(),
-            process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0
+            mib(process.peak_rss_kib())
         );
     }
     health_latency(&bench.stack.base).await
@@ -270,7 +270,7 @@ async fn many_schools(bench: &Bench, options: &Options) -> anyhow::Result<()> {
                 let outcome = process.api.invoke(&job, Duration::from_secs(900)).await?;
                 anyhow::ensure!(matches!(outcome, Outcome::Response(_)), "worker failed: {outcome:?}");
             }
-            Ok::<_, anyhow::Error>(process.peak_rss_kib().unwrap_or(0))
+            Ok::<_, anyhow::Error>(process.peak_rss_kib())
         }));
     }
     let mut peaks = Vec::new();
@@ -297,7 +297,12 @@ async fn many_schools(bench: &Bench, options: &Options) -> anyhow::Result<()> {
         job_count - runs,
         bench.sim.count("/v3."),
         bench.sim.answered(429),
-        peaks.iter().map(|kib| format!("{:.1} MiB", *kib as f64 / 1024.0)).collect::<Vec<_>>().join(", "),
+        peaks.iter().map(|kib| mib(*kib)).collect::<Vec<_>>().join(", "),
     );
     Ok(())
+}
+
+/// A peak memory figure, or that there is none (the process was gone before it was read).
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or_else(|| "not measured".to_string(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0))
 }

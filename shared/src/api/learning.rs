@@ -29,12 +29,9 @@ use crate::learning::quests::{self, NewQuest};
 pub async fn create_quest(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let new: NewQuest = json_body(&req, MAX_JSON_BODY)?;
+    // Submissions that arrived before their assignment was mapped follow from the quest's
+    // `quest.mapped` event, on the events queue (retried, then dead-lettered), not in this request.
     let quest = quests::create_quest(&ctx, &principal, new).await?;
-    // Submissions that arrived before their assignment was mapped are taken now.
-    let processed = crate::spark::webhook::process_pending(&ctx, &quest).await;
-    if processed > 0 {
-        tracing::info!(quest_id = quest.id, processed, "pending submissions processed");
-    }
     json(StatusCode::CREATED, &quest)
 }
 

@@ -1,14 +1,19 @@
 //! Creating and listing quests (organization admins, platform admins).
 
 use serde::Deserialize;
+use serde_json::json;
 
 use super::{LmsMapping, Quest, QuestTask, valid_slug};
 use crate::auth::guard::Principal;
+use crate::events::{self, DomainEvent};
 use crate::store::WriteError;
 use crate::{ApiError, Context, crypto};
 
 /// The most tasks one quest may have (keeps a first submission within one transaction).
 pub const MAX_TASKS: usize = 50;
+/// An internal event (never delivered to webhook subscribers): a quest now maps an LMS assignment,
+/// so the integration may release what it kept for it (Spark's pending submissions).
+pub const QUEST_MAPPED: &str = "quest.mapped";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -77,7 +82,16 @@ pub async fn create_quest(ctx: &Context, principal: &Principal, new: NewQuest) -
         tasks,
         created_at: ctx.clock.now(),
     };
-    match ctx.store().create_quest(&quest).await {
+    let mapped = quest.lms.as_ref().map(|lms| {
+        DomainEvent::new(
+            QUEST_MAPPED,
+            Some(quest.organization_id.clone()),
+            json!({ "quest_id": quest.id, "platform": lms.platform, "course_id": lms.course_id,
+                    "assignment_id": lms.assignment_id }),
+            quest.created_at,
+        )
+    });
+    match ctx.store().create_quest(&quest, mapped.as_ref()).await {
         Ok(()) => {}
         Err(WriteError::Conflict) => {
             return Err(ApiError::conflict("lms_mapping_taken", "Another quest already maps this LMS assignment"));
@@ -85,5 +99,6 @@ pub async fn create_quest(ctx: &Context, principal: &Principal, new: NewQuest) -
         Err(WriteError::Store(e)) => return Err(e.into()),
     }
     tracing::info!(quest_id = quest.id, organization_id = quest.organization_id, "quest created");
+    events::publish(ctx, mapped.as_slice()).await;
     Ok(quest)
 }

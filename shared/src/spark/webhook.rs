@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::crypto::{constant_time_eq, hmac_sha256, random_token, sha256_hex};
+use crate::events::{DomainEvent, QueueError};
+use crate::learning::quests::QUEST_MAPPED;
 use crate::learning::submissions::{self, Recorded, Submission};
 use crate::learning::{EvidenceBlock, LmsMapping, Quest, StoredFile};
 use crate::outbound::OutboundError;
@@ -277,33 +279,52 @@ async fn mapped_quest(ctx: &Context, p: &SubmissionPayload) -> Result<Option<Que
 }
 
 /// Takes the submissions kept for an assignment that a new quest now maps (files by URL are queued).
-pub async fn process_pending(ctx: &Context, quest: &Quest) -> usize {
-    let Some(mapping) = quest.lms.as_ref().filter(|m| m.platform == SOURCE) else { return 0 };
-    let pending = match ctx.store().pending_submissions(mapping).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "pending submissions could not be read");
-            return 0;
-        }
+/// The part of `events-dispatch`'s 30 s one event's release may take; the rest follows on a retry.
+const RELEASE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Consumer of `quest.mapped`: a quest now maps a Spark assignment, so the submissions kept for it
+/// are taken. Idempotent (each one is removed once recorded; recording is idempotent); an error,
+/// when any is still failing, has the event retried and then dead-lettered (its alarm), never dropped.
+pub async fn release_pending(ctx: &Context, event: &DomainEvent) -> Result<(), QueueError> {
+    if event.event_type != QUEST_MAPPED || event.data["platform"] != SOURCE {
+        return Ok(());
+    }
+    let quest_id = event.data["quest_id"].as_str().unwrap_or_default();
+    let Some(quest) = ctx.store().get_quest(quest_id).await.map_err(|e| QueueError(e.to_string()))? else {
+        return Ok(());
     };
-    let mut processed = 0;
-    for (sk, payload) in pending {
+    let Some(mapping) = quest.lms.as_ref().filter(|m| m.platform == SOURCE) else { return Ok(()) };
+    let pending = ctx.store().pending_submissions(mapping).await.map_err(|e| QueueError(e.to_string()))?;
+    let (mut processed, mut failing) = (0, 0);
+    let deadline = std::time::Instant::now() + RELEASE_BUDGET;
+    let total = pending.len();
+    for (i, (sk, payload)) in pending.into_iter().enumerate() {
+        if std::time::Instant::now() > deadline {
+            // Within the function's timeout: what is left waits for the event's next delivery.
+            failing += total - i;
+            break;
+        }
         let outcome = match serde_json::from_str::<SubmissionPayload>(&payload) {
             Ok(p) => accept(ctx, &p, &[]).await,
             Err(e) => Err(ApiError::internal(e)),
         };
         match outcome {
-            Ok(Outcome::Pending) => {}
+            Ok(Outcome::Pending) => failing += 1,
             Ok(_) => {
                 processed += 1;
-                if let Err(e) = ctx.store().delete_pending_submission(mapping, &sk).await {
-                    tracing::warn!(error = %e, "processed pending submission not removed");
-                }
+                ctx.store().delete_pending_submission(mapping, &sk).await.map_err(|e| QueueError(e.to_string()))?;
             }
-            Err(e) => tracing::warn!(quest_id = quest.id, error = %e, "pending submission still failing; kept"),
+            Err(e) => {
+                failing += 1;
+                tracing::warn!(quest_id = quest.id, error = %e, "pending submission still failing; kept");
+            }
         }
     }
-    processed
+    tracing::info!(quest_id = quest.id, processed, failing, "pending submissions released");
+    if failing > 0 {
+        return Err(QueueError(format!("{failing} pending submission(s) of quest {} still failing", quest.id)));
+    }
+    Ok(())
 }
 
 async fn record_with_files(

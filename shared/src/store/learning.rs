@@ -104,7 +104,9 @@ pub struct Completion {
 
 impl Store<'_> {
     /// Creates a quest and, if it has one, claims its LMS mapping (unique).
-    pub async fn create_quest(&self, quest: &Quest) -> Result<(), WriteError> {
+    /// Creates a quest, its LMS mapping (unique per assignment) and the event that announces the
+    /// mapping: all or none.
+    pub async fn create_quest(&self, quest: &Quest, mapped: Option<&DomainEvent>) -> Result<(), WriteError> {
         let mut items = vec![self.put_new_item(Item::from([
             ("pk".into(), s(quest_pk(&quest.id))),
             ("sk".into(), s("QUEST")),
@@ -119,6 +121,7 @@ impl Store<'_> {
                 ("quest_id".into(), s(&quest.id)),
             ])));
         }
+        items.extend(mapped.map(|event| self.outbox_put(event)));
         self.transact(items).await
     }
 

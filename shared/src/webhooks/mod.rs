@@ -58,8 +58,10 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Whether an event goes to this subscription: `*` means every event of [`EVENT_TYPES`], never an
+    /// internal one (`quest.mapped`).
     pub fn wants(&self, event_type: &str) -> bool {
-        self.event_types.iter().any(|t| t == ALL_EVENTS || t == event_type)
+        EVENT_TYPES.contains(&event_type) && self.event_types.iter().any(|t| t == ALL_EVENTS || t == event_type)
     }
 }
 

@@ -158,7 +158,11 @@ async fn refused_credentials_unauthorized_callers_and_bad_requests() {
     assert!(s.t.get_json("/api/clever/districts", &s.admin).await["districts"].as_array().unwrap().is_empty());
     let sm = aws_sdk_secretsmanager::Client::new(&s.t.sdk);
     let secret_id = format!("{}/clever/districts/{}", s.t.stack.name, s.district);
-    assert!(sm.get_secret_value().secret_id(&secret_id).send().await.is_err(), "nothing stored");
+    let stored = sm.get_secret_value().secret_id(&secret_id).send().await;
+    assert!(
+        stored.as_ref().is_err_and(|e| e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception())),
+        "nothing stored: {stored:?}"
+    );
 
     let (_, org_admin) = s.t.signed_in_as("orgadmin@clbad.example.com", Role::OrgAdmin, "org-1").await;
     let http = &s.t.http;

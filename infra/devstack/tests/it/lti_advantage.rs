@@ -455,6 +455,8 @@ async fn mentors_are_linked_to_their_students_and_admins_point_links_at_quests()
     };
     let r = assign(other_admin.access_token, cells["id"].clone()).await;
     assert_eq!(r.status(), 404, "another organization's registration");
+    let after = lms.t.get_json(&format!("/api/lti/registrations/{}/links", registration_id(&lms)), &lms.admin).await;
+    assert_eq!(after["links"][0]["quest_id"], Value::Null, "the link still leads nowhere: {after}");
     let r = assign(lms.admin.clone(), json!("qst_missing")).await;
     assert_eq!(crate::common::error_code(r).await, (404, "quest_not_found".into()));
     let r = assign(lms.admin.clone(), cells["id"].clone()).await;

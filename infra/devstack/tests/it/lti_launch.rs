@@ -127,7 +127,7 @@ async fn every_valid_certification_launch_is_accepted_with_its_roles_mapped() {
 }
 
 #[tokio::test]
-async fn every_invalid_certification_launch_is_refused_with_its_own_code() {
+async fn the_invalid_certification_launches_are_refused_with_their_own_code_but_one_accepted_by_decision() {
     let t = TestStack::new("lticertno").await;
     let ctx = lti_context(&t);
     let platform = Platform::start(0).await.unwrap();

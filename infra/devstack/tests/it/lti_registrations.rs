@@ -78,6 +78,8 @@ async fn a_platform_admin_registers_an_lms_for_a_school_whose_admins_manage_it()
     let own_keys = json!({"jwks_url": format!("{}/jwks", platform.base_url)});
     let r = send(&t, http::Method::PUT, &path, &admin.access_token, Some(own_keys.clone())).await;
     assert_eq!(r.status(), 403, "pointing the platform at other keys is a platform admin's decision");
+    let unchanged = t.ctx.store().lti_registration(&id).await.unwrap().unwrap();
+    assert_eq!(unchanged.jwks_url, format!("{}/api/lti/security/jwks", platform.base_url), "the keys stand");
     assert_eq!(send(&t, http::Method::PUT, &path, &root.access_token, Some(own_keys)).await.status(), 200);
     let stored = t.ctx.store().lti_registration(&id).await.unwrap().unwrap();
     assert_eq!(stored.deployment_ids.len(), 2);

@@ -295,7 +295,10 @@ async fn a_partner_app_gets_tokens_by_code_with_pkce_and_uses_them_within_their_
     );
     let after =
         p.app().exchange_refresh_token(narrowed.refresh_token().unwrap()).request_async(&http_client(&p.t.http)).await;
-    assert!(after.is_err(), "the family is revoked");
+    assert!(
+        matches!(after, Err(oauth2::RequestTokenError::ServerResponse(ref e)) if e.error().as_ref() == "invalid_grant"),
+        "the family is revoked: {after:?}"
+    );
     let intro = p.app().introspect(narrowed.access_token()).request_async(&http_client(&p.t.http)).await.unwrap();
     assert!(!intro.active());
 
@@ -312,7 +315,10 @@ async fn a_partner_app_gets_tokens_by_code_with_pkce_and_uses_them_within_their_
     );
     let refresh =
         p.app().exchange_refresh_token(again.refresh_token().unwrap()).request_async(&http_client(&p.t.http)).await;
-    assert!(refresh.is_err());
+    assert!(
+        matches!(refresh, Err(oauth2::RequestTokenError::ServerResponse(ref e)) if e.error().as_ref() == "invalid_grant"),
+        "the revoked grant's refresh token is refused: {refresh:?}"
+    );
 
     // The user's side: the app is listed; withdrawing it revokes every token and forgets the consent.
     let live = p.tokens(&session, &["profile"]).await;
@@ -769,6 +775,7 @@ async fn organization_admins_register_and_manage_their_apps_only() {
     assert_eq!(error_code(r).await, (404, "client_not_found".into()));
     let r = p.t.http.delete(p.t.url(&path)).bearer_auth(&stranger).send().await.unwrap();
     assert_eq!(r.status(), 404);
+    assert!(p.t.ctx.store().oauth_client(&p.client_id).await.unwrap().is_some(), "the client stands");
     let (_, teacher) = p.user("t@oauth-clients.example", Role::Teacher, None).await;
     assert_eq!(p.t.http.get(p.t.url("/api/oauth/clients")).bearer_auth(&teacher).send().await.unwrap().status(), 403);
     // Metadata (RFC 8414) names every endpoint.

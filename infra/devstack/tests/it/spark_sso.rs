@@ -225,6 +225,8 @@ async fn bad_tokens_are_sent_back_with_an_error_and_create_nothing() {
     }
     for sub in ["b1", "b2", "b3", "b4", "b5", "b6", "b9", "b10"] {
         assert_eq!(t.ctx.store().user_id_by_identity("spark", sub).await.unwrap(), None, "{sub} was created");
+        let email = format!("{sub}@x.example");
+        assert_eq!(t.ctx.store().user_id_by_org_email("demo", &email).await.unwrap(), None, "{email} was taken");
     }
     // No token at all is a plain JSON 400.
     let r = no_redirects().get(t.url("/spark/sso")).send().await.unwrap();

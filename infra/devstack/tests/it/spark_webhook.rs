@@ -249,6 +249,17 @@ async fn unknown_students_and_unmapped_assignments() {
     let r =
         s.t.http.post(s.t.url("/api/admin/quests")).bearer_auth(&admin.access_token).json(&quest).send().await.unwrap();
     assert_eq!(r.status(), 201);
+    // Taken by the new quest through its `quest.mapped` event, off the request.
+    assert_eq!(s.t.ctx.store().pending_submissions(&mapping).await.unwrap().len(), 1, "not in the request");
+    let mut failed = 0;
+    for _ in 0..20 {
+        let (received, f) = s.t.gateway.poll("events-dispatch", 10).await.unwrap();
+        failed += f;
+        if received == 0 {
+            break;
+        }
+    }
+    assert_eq!(failed, 0, "every event, quest.mapped among them, was handled");
     assert!(s.t.ctx.store().pending_submissions(&mapping).await.unwrap().is_empty(), "taken by the new quest");
     assert_eq!(run_worker(&s).await, (1, 0), "its file is fetched by the worker");
     let me = my_quests(&s).await;

@@ -75,7 +75,7 @@ async fn a_mapping_left_in_another_organization_receives_no_submission() {
         }],
         created_at: 1,
     };
-    t.ctx.store().create_quest(&quest).await.unwrap();
+    t.ctx.store().create_quest(&quest, None).await.unwrap();
     let mut p = profile("spark", "kid-1", Some("kid1@school.example"), Role::Student);
     p.org_id = Some(SPARK_ORG.into());
     let (student, _) = provision_user(&t.ctx, &p).await.unwrap();
