@@ -102,8 +102,14 @@ const configuration = {
     },
     revocation: {
       enabled: true,
-      // Only the client a token was issued to may revoke it.
-      allowedPolicy: async (ctx, client, token) => token.clientId === client.clientId,
+      // As ours (RFC 7009 §2.1): only the client a token was issued to may revoke it; another's request
+      // is refused with invalid_request (the library's default for confidential clients, for all here).
+      allowedPolicy: async (ctx, client, token) => {
+        if (token.clientId !== client.clientId) {
+          throw new Provider.errors.InvalidRequest('client is not authorized to revoke the presented token');
+        }
+        return true;
+      },
     },
     resourceIndicators: {
       enabled: true,

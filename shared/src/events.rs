@@ -53,6 +53,13 @@ pub async fn publish(ctx: &Context, events: &[DomainEvent]) -> usize {
 }
 
 async fn send(ctx: &Context, event: &DomainEvent) -> Result<(), String> {
+    enqueue(ctx, event).await?;
+    ctx.store().mark_event_published(&event.id, ctx.clock.now()).await.map_err(|e| e.to_string())?;
+    tracing::info!(event_id = event.id, event_type = event.event_type, "event published");
+    Ok(())
+}
+
+async fn enqueue(ctx: &Context, event: &DomainEvent) -> Result<(), String> {
     let body = serde_json::to_string(event).map_err(|e| e.to_string())?;
     ctx.sqs()
         .send_message()
@@ -61,9 +68,13 @@ async fn send(ctx: &Context, event: &DomainEvent) -> Result<(), String> {
         .send()
         .await
         .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
-    ctx.store().mark_event_published(&event.id, ctx.clock.now()).await.map_err(|e| e.to_string())?;
-    tracing::info!(event_id = event.id, event_type = event.event_type, "event published");
     Ok(())
+}
+
+/// Queues an event again for its consumers (one that ran out of time leaves the rest to this
+/// delivery); the outbox, which recorded it once, is not involved.
+pub async fn requeue(ctx: &Context, event: &DomainEvent) -> Result<(), QueueError> {
+    enqueue(ctx, event).await.map_err(QueueError)
 }
 
 /// Events pending longer than this are the relay's; younger ones are still being published inline.

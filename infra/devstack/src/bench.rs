@@ -617,6 +617,7 @@ pub async fn oauth(
         let request = hub::oauth::authorize::AuthorizationRequest {
             client: refresher.client.clone(),
             redirect_uri: "https://bench.example/callback".into(),
+            redirect_uri_given: true,
             scope: vec!["profile".into()],
             state: None,
             code_challenge: challenge,

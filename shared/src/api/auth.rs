@@ -175,10 +175,10 @@ pub struct CodeExchange {
 
 /// Exchanges a one-time code issued by `purpose`'s flow (Spark SSO, LTI launches) for a token pair:
 /// single use (a conditional delete), 60 s, and only in the browser that made the login (the cookie
-/// [`login_binding`] set for this code). Refusals are counted under `invalid_rule` per browser (its
-/// binding), or per source address for requests without one, and a spent budget is refused before
-/// any code is touched: unbound guesses from a school's shared address never lock out its students'
-/// bound exchanges.
+/// [`login_binding`] set for this code). Refusals are counted under `invalid_rule` per browser (a
+/// binding the hub issued), or per source address for any other request, and a spent budget is
+/// refused before any code is touched: guesses from a school's shared address never lock out its
+/// students' bound exchanges, and made-up bindings buy no extra tries.
 pub async fn exchange_code(
     ctx: &Context,
     req: &Request,
@@ -189,9 +189,11 @@ pub async fn exchange_code(
     let body: CodeExchange = json_body(req, MAX_JSON_BODY)?;
     let secret = cookie(req, &login_binding::login_cookie_name(&body.code));
     let browser = secret.as_deref().map(login_binding::digest);
+    // A binding the hub issued has a budget of its own; any other request (none, or a made-up one)
+    // is counted by its address.
     let budget = match &browser {
-        Some(digest) => format!("browser-{digest}"),
-        None => client_ip(req),
+        Some(digest) if ctx.store().binding_issued(digest, ctx.clock.now()).await? => format!("browser-{digest}"),
+        _ => client_ip(req),
     };
     ratelimit::refuse_if_spent(ctx, invalid_rule, &budget).await?;
     let invalid = || {

@@ -160,8 +160,8 @@ pub struct TokenParam {
 #[utoipa::path(post, path = "/api/oauth/revoke", tag = "oauth", security((), ("client_basic" = [])),
     request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "Revoked, or nothing to revoke"),
-        (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
+        (status = 200, description = "Revoked, or nothing to revoke (an unknown token)"),
+        (status = 400, description = "`invalid_request`: no token, or a token issued to another client (RFC 7009 §2.1)", body = OAuthErrorBody),
         (status = 401, description = "`invalid_client`", body = OAuthErrorBody),
         (status = "default", description = "Error (RFC 6749 §5.2)", body = OAuthErrorBody)
     ))]

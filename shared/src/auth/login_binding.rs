@@ -5,8 +5,8 @@
 //!   (`/auth/callback?code=…`), which exchanges it for a session. Without a binding, a code from an
 //!   attacker's own login, sent to a victim within its 60 s, would sign the victim into the attacker's
 //!   account (login CSRF) and the victim's work would land there. The redirect that carries the code
-//!   also sets `__Host-hub_login_<x>` (`x` from the code's digest: two tool frames on one page rarely
-//!   share a name, and at most 16 pile up), and the exchange consumes the code only with it (one
+//!   also sets `__Host-hub_login_<xx>` (`xx` from the code's digest: two tool frames on one page
+//!   rarely share a name), and the exchange consumes the code only with it (one
 //!   conditional delete). The cookie is `SameSite=None; Partitioned`: the frontend's exchange is a
 //!   credentialed `fetch` from a page on the hub's *site* (`app.school.org` beside `hub.school.org`),
 //!   and inside an LMS frame the cookie lives in that LMS's partition, where the frame's request finds
@@ -30,9 +30,10 @@ pub struct Binding {
     pub digest: String,
 }
 
-/// The cookie that binds the login code `code` to its browser.
+/// The cookie that binds the login code `code` to its browser: one of 256 names (two tool frames on
+/// one page rarely share one; the 120 s lifetime bounds how many pile up).
 pub fn login_cookie_name(code: &str) -> String {
-    format!("__Host-hub_login_{}", &crypto::sha256_hex(code.as_bytes())[..1])
+    format!("__Host-hub_login_{}", &crypto::sha256_hex(code.as_bytes())[..2])
 }
 
 /// A new binding for the one-time login code `code`.

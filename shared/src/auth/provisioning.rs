@@ -258,17 +258,20 @@ async fn apply_profile(ctx: &Context, user: User, profile: &ExternalProfile) -> 
     if profile.family_name.is_some() {
         wanted.family_name = profile.family_name.clone();
     }
-    // A proven address stands (an assertion never replaces it); an asserted one follows its provider
-    // and claims the organization's key when it can be matched.
+    // A proven address stands (an assertion never replaces it). An asserted one follows its provider;
+    // it holds the organization's key only as its provider vouches for it when it is set: a key is
+    // claimed by a new address, never later for one written while the provider did not vouch (an LMS
+    // whose registration changed), and dropped once the provider no longer vouches for it.
     if let Some(email) = &profile.email
         && !user.email_proven
         && !user.role.is_privileged()
     {
         let email = email.trim();
-        let changed = user.email.as_deref().map(email_key) != Some(email_key(email));
-        if changed || !user.email_indexed {
+        if user.email.as_deref().map(email_key) != Some(email_key(email)) {
             wanted.email = Some(email.to_string());
             wanted.email_indexed = user.org_id.is_some() && profile.email_is_school_record && matchable(email);
+        } else if user.email_indexed && !profile.email_is_school_record {
+            wanted.email_indexed = false;
         }
     }
     let asserted = provider_role(profile.role);

@@ -25,6 +25,9 @@ const ORGANIZATION_SCOPES: &[&str] = &["quests:read", "webhooks:manage"];
 pub struct AuthorizationRequest {
     pub client: Client,
     pub redirect_uri: String,
+    /// Whether the request named its `redirect_uri` (RFC 6749 §4.1.3: then the token request must
+    /// repeat it), rather than leaving the client's only one implied.
+    pub redirect_uri_given: bool,
     pub scope: Vec<String>,
     pub state: Option<String>,
     pub code_challenge: String,
@@ -55,7 +58,9 @@ pub async fn check(ctx: &Context, params: &[(String, String)]) -> Result<Authori
         _ => None,
     };
     let client = stored.ok_or_else(|| page("invalid_client", "This app is not registered"))?.client;
-    let redirect_uri = match one("redirect_uri")? {
+    let named = one("redirect_uri")?;
+    let redirect_uri_given = named.is_some();
+    let redirect_uri = match named {
         Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => uri.to_string(),
         None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
         _ => return Err(page("invalid_redirect_uri", "The redirect URI is not one this app registered")),
@@ -90,7 +95,14 @@ pub async fn check(ctx: &Context, params: &[(String, String)]) -> Result<Authori
         Ok(s) if s.iter().all(|x| client.allowed_scopes.contains(x)) => s,
         _ => return Err(back("invalid_scope", "The app asked for a scope it may not have")),
     };
-    Ok(AuthorizationRequest { client, redirect_uri, scope, state, code_challenge: challenge.to_string() })
+    Ok(AuthorizationRequest {
+        client,
+        redirect_uri,
+        redirect_uri_given,
+        scope,
+        state,
+        code_challenge: challenge.to_string(),
+    })
 }
 
 /// Whether the user may grant these scopes at all: organization scopes only within the client's
@@ -121,6 +133,7 @@ pub async fn approve(ctx: &Context, user: &User, request: &AuthorizationRequest)
         client_id: request.client.client_id.clone(),
         user_id: user.id.clone(),
         redirect_uri: request.redirect_uri.clone(),
+        redirect_uri_given: request.redirect_uri_given,
         scope: request.scope.clone(),
         challenge: request.code_challenge.clone(),
         grant_id: format!("grt_{}", random_token(12)),

@@ -151,10 +151,11 @@ async fn authorization_code(
         Some("The code was issued to another client")
     } else if record.expires_at <= now {
         Some("The code has expired")
-    } else if redirect_uri.unwrap_or(&record.redirect_uri) != record.redirect_uri
-        || (redirect_uri.is_none() && client.redirect_uris.len() > 1)
+    } else if redirect_uri.is_some_and(|uri| uri != record.redirect_uri)
+        || (redirect_uri.is_none() && record.redirect_uri_given)
     {
-        Some("redirect_uri differs from the authorization request")
+        // RFC 6749 §4.1.3: named in the authorization request, it must be repeated, identically.
+        Some("redirect_uri differs from the authorization request, or is missing")
     } else if !pkce_matches(verifier, &record.challenge) {
         Some("code_verifier does not match the code_challenge")
     } else {
@@ -380,10 +381,12 @@ pub async fn revoke(
         Found::Refresh(r) => (r.grant_id, r.client_id),
         Found::Nothing => return Ok(()),
     };
-    if owner == auth.client.client_id {
-        ctx.store().revoke_grant(&grant_id, ctx.clock.now()).await?;
-        tracing::info!(client_id = owner, grant_id, "grant revoked by its client");
+    // RFC 7009 §2.1: only the client a token was issued to may revoke it; another's request is refused.
+    if owner != auth.client.client_id {
+        return Err(OAuthError::invalid_request("The token was not issued to this client"));
     }
+    ctx.store().revoke_grant(&grant_id, ctx.clock.now()).await?;
+    tracing::info!(client_id = owner, grant_id, "grant revoked by its client");
     Ok(())
 }
 

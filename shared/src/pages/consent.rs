@@ -184,7 +184,8 @@ fn consent_page(req: &Request, user: &User, request: &AuthorizationRequest) -> A
     let values = [
         ("response_type", Some("code".to_string())),
         ("client_id", Some(request.client.client_id.clone())),
-        ("redirect_uri", Some(request.redirect_uri.clone())),
+        // Only as the app sent it: the consent's POST is the same request (RFC 6749 §4.1.3).
+        ("redirect_uri", request.redirect_uri_given.then(|| request.redirect_uri.clone())),
         ("scope", Some(request.scope.join(" "))),
         ("state", request.state.clone()),
         ("code_challenge", Some(request.code_challenge.clone())),

@@ -278,53 +278,59 @@ async fn mapped_quest(ctx: &Context, p: &SubmissionPayload) -> Result<Option<Que
     }
 }
 
-/// Takes the submissions kept for an assignment that a new quest now maps (files by URL are queued).
-/// The part of `events-dispatch`'s 30 s one event's release may take; the rest follows on a retry.
+/// The part of `events-dispatch`'s 30 s one event's release may take; the rest follows in a
+/// continuation of the event.
 const RELEASE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+/// Pending submissions read at a time (each up to a JSON body of 1 MB: a 128 MB function reads pages).
+const RELEASE_PAGE: i32 = 25;
 
 /// Consumer of `quest.mapped`: a quest now maps a Spark assignment, so the submissions kept for it
-/// are taken. Idempotent (each one is removed once recorded; recording is idempotent); an error,
-/// when any is still failing, has the event retried and then dead-lettered (its alarm), never dropped.
+/// are taken, a page at a time. Idempotent (each one is removed once recorded; recording is
+/// idempotent). Out of time, it queues the event again and returns: a backlog continues, it is not a
+/// failure. A submission that still fails is an error: the event is retried, then dead-lettered (its
+/// alarm), and the submission stays kept.
 pub async fn release_pending(ctx: &Context, event: &DomainEvent) -> Result<(), QueueError> {
     if event.event_type != QUEST_MAPPED || event.data["platform"] != SOURCE {
         return Ok(());
     }
+    let store_error = |e: crate::store::StoreError| QueueError(e.to_string());
     let quest_id = event.data["quest_id"].as_str().unwrap_or_default();
-    let Some(quest) = ctx.store().get_quest(quest_id).await.map_err(|e| QueueError(e.to_string()))? else {
-        return Ok(());
-    };
+    let Some(quest) = ctx.store().get_quest(quest_id).await.map_err(store_error)? else { return Ok(()) };
     let Some(mapping) = quest.lms.as_ref().filter(|m| m.platform == SOURCE) else { return Ok(()) };
-    let pending = ctx.store().pending_submissions(mapping).await.map_err(|e| QueueError(e.to_string()))?;
-    let (mut processed, mut failing) = (0, 0);
     let deadline = std::time::Instant::now() + RELEASE_BUDGET;
-    let total = pending.len();
-    for (i, (sk, payload)) in pending.into_iter().enumerate() {
-        if std::time::Instant::now() > deadline {
-            // Within the function's timeout: what is left waits for the event's next delivery.
-            failing += total - i;
-            break;
+    let mut processed = 0;
+    loop {
+        let (page, more) = ctx.store().pending_submissions(mapping, RELEASE_PAGE).await.map_err(store_error)?;
+        let mut failing = 0;
+        for (sk, payload) in page {
+            if std::time::Instant::now() > deadline {
+                tracing::info!(quest_id = quest.id, processed, "pending submissions: more than one run takes");
+                return crate::events::requeue(ctx, event).await;
+            }
+            let outcome = match serde_json::from_str::<SubmissionPayload>(&payload) {
+                Ok(p) => accept(ctx, &p, &[]).await,
+                Err(e) => Err(ApiError::internal(e)),
+            };
+            match outcome {
+                Ok(Outcome::Pending) => failing += 1,
+                Ok(_) => {
+                    processed += 1;
+                    ctx.store().delete_pending_submission(mapping, &sk).await.map_err(store_error)?;
+                }
+                Err(e) => {
+                    failing += 1;
+                    tracing::warn!(quest_id = quest.id, error = %e, "pending submission still failing; kept");
+                }
+            }
         }
-        let outcome = match serde_json::from_str::<SubmissionPayload>(&payload) {
-            Ok(p) => accept(ctx, &p, &[]).await,
-            Err(e) => Err(ApiError::internal(e)),
-        };
-        match outcome {
-            Ok(Outcome::Pending) => failing += 1,
-            Ok(_) => {
-                processed += 1;
-                ctx.store().delete_pending_submission(mapping, &sk).await.map_err(|e| QueueError(e.to_string()))?;
-            }
-            Err(e) => {
-                failing += 1;
-                tracing::warn!(quest_id = quest.id, error = %e, "pending submission still failing; kept");
-            }
+        if failing > 0 {
+            return Err(QueueError(format!("{failing} pending submission(s) of quest {} still failing", quest.id)));
+        }
+        if !more {
+            tracing::info!(quest_id = quest.id, processed, "pending submissions released");
+            return Ok(());
         }
     }
-    tracing::info!(quest_id = quest.id, processed, failing, "pending submissions released");
-    if failing > 0 {
-        return Err(QueueError(format!("{failing} pending submission(s) of quest {} still failing", quest.id)));
-    }
-    Ok(())
 }
 
 async fn record_with_files(

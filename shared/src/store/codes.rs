@@ -23,18 +23,23 @@ pub struct CodeGrant {
     pub browser: Option<String>,
 }
 
+fn binding_pk(browser: &str) -> String {
+    format!("BINDING#{browser}")
+}
+
 fn code_pk(code: &str) -> String {
     format!("CODE#{}", sha256_hex(code.as_bytes()))
 }
 
 impl Store<'_> {
-    /// Records a successful SSO: marks the incoming token used (until it expires), opens the LMS
-    /// session and stores the one-time code, all or nothing. `Conflict`: the token was used before.
     /// Whether a single-use token was used before (the write in [`Store::record_sso`] still decides).
     pub async fn token_used(&self, token_fingerprint: &str) -> Result<bool, StoreError> {
         Ok(self.get(&format!("USED#{token_fingerprint}"), "USED").await?.is_some())
     }
 
+    /// Records a successful SSO: marks the incoming token used (until it expires), opens the LMS
+    /// session and stores the one-time code (and its browser binding), all or nothing. `Conflict`: the
+    /// token was used before.
     pub async fn record_sso(
         &self,
         token_fingerprint: &str,
@@ -48,13 +53,40 @@ impl Store<'_> {
             ("sk".into(), s("USED")),
             ("expires_at".into(), n(token_expires_at + 3600)),
         ]);
-        let code_item = code_item(code, grant);
-        self.transact(vec![self.put_new_item(used), self.put_new_item(code_item), self.put_new_item(lms_session)]).await
+        let mut items = vec![self.put_new_item(used), self.put_new_item(lms_session)];
+        items.extend(self.code_items(code, grant));
+        self.transact(items).await
     }
 
-    /// Stores a new one-time code.
+    /// Stores a new one-time code (and its browser binding).
     pub async fn put_code(&self, code: &str, grant: &CodeGrant) -> Result<(), StoreError> {
-        self.put_if_new(code_item(code, grant)).await.map(|_| ())
+        match self.transact(self.code_items(code, grant)).await {
+            Ok(()) | Err(WriteError::Conflict) => Ok(()),
+            Err(WriteError::Store(e)) => Err(e),
+        }
+    }
+
+    /// The code's item, and the record that its browser binding was issued here (so that a request
+    /// carrying a binding the hub never issued is counted by its address, not by that binding).
+    fn code_items(&self, code: &str, grant: &CodeGrant) -> Vec<aws_sdk_dynamodb::types::TransactWriteItem> {
+        let mut items = vec![self.put_new_item(code_item(code, grant))];
+        if let Some(browser) = &grant.browser {
+            // One browser may hold several codes (an email sign-in asked twice): the latest sets the expiry.
+            let binding = Item::from([
+                ("pk".into(), s(binding_pk(browser))),
+                ("sk".into(), s("BINDING")),
+                ("expires_at".into(), n(grant.expires_at + 3600)),
+            ]);
+            let put = aws_sdk_dynamodb::types::Put::builder().table_name(self.table).set_item(Some(binding)).build();
+            items.extend(put.ok().map(|put| aws_sdk_dynamodb::types::TransactWriteItem::builder().put(put).build()));
+        }
+        items
+    }
+
+    /// Whether the hub issued this browser binding (its digest) and it has not expired.
+    pub async fn binding_issued(&self, browser: &str, now: i64) -> Result<bool, StoreError> {
+        let item = self.get(&binding_pk(browser), "BINDING").await?;
+        Ok(item.and_then(|i| i.num("expires_at")).is_some_and(|at| at > now))
     }
 
     /// Reads a code of one flow without using it (to show what a link is for before it is used).

@@ -3,7 +3,7 @@
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
 //! | client | `OAUTH_CLIENT#<client_id>` | `CLIENT` | doc (JSON: name, organization, redirect URIs, scopes, grant types, public), secret_hash, previous_secret_hash + previous_until (rotation), gsi1pk `ORG#<org>#OAUTH_CLIENTS`, gsi1sk `<created_at>#<id>` |
-//! | authorization code | `OAUTH_CODE#<sha256 of code>` | `CODE` | client_id, user_id, redirect_uri, scope, challenge, grant_id, expires_at (code), used_at; kept a day past expiry so a reuse is recognised |
+//! | authorization code | `OAUTH_CODE#<sha256 of code>` | `CODE` | client_id, user_id, redirect_uri, redirect_uri_given, scope, challenge, grant_id, expires_at (code), used_at; kept a day past expiry so a reuse is recognised |
 //! | grant | `OAUTH_GRANT#<grant_id>` | `GRANT` | client_id, user_id (absent for client credentials), scope, revoked, created_at, last_used_at, expires_at, gsi1pk `USER#<user>#OAUTH#<client>` (user grants) |
 //! | refresh token | `OAUTH_REFRESH#<sha256 of token>` | `REFRESH` | grant_id, client_id, scope, used, expires_at |
 //! | consent | `USER#<user_id>` | `OAUTH_CONSENT#<client_id>` | scope (JSON list; empty once withdrawn), granted_at, withdrawn_at (grants older than this are dead) |
@@ -49,6 +49,8 @@ pub struct CodeRecord {
     pub client_id: String,
     pub user_id: String,
     pub redirect_uri: String,
+    /// The authorization request named `redirect_uri`: the token request must repeat it.
+    pub redirect_uri_given: bool,
     pub scope: Vec<String>,
     pub challenge: String,
     pub grant_id: String,
@@ -159,6 +161,7 @@ impl Store<'_> {
             ("client_id".into(), s(&c.client_id)),
             ("user_id".into(), s(&c.user_id)),
             ("redirect_uri".into(), s(&c.redirect_uri)),
+            ("redirect_uri_given".into(), aws_sdk_dynamodb::types::AttributeValue::Bool(c.redirect_uri_given)),
             ("scope".into(), scopes_attr(&c.scope)),
             ("challenge".into(), s(&c.challenge)),
             ("grant_id".into(), s(&c.grant_id)),
@@ -439,6 +442,8 @@ fn code_record(i: &Item) -> Option<CodeRecord> {
         client_id: i.str("client_id")?.to_string(),
         user_id: i.str("user_id")?.to_string(),
         redirect_uri: i.str("redirect_uri")?.to_string(),
+        // Codes of before the attribute (60 s at most) keep their old, implied reading.
+        redirect_uri_given: i.flag("redirect_uri_given").unwrap_or(false),
         scope: scopes_of(i),
         challenge: i.str("challenge")?.to_string(),
         grant_id: i.str("grant_id")?.to_string(),

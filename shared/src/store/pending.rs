@@ -35,10 +35,30 @@ impl Store<'_> {
         Ok(())
     }
 
-    /// (sort key, payload) of the submissions waiting for an assignment.
-    pub async fn pending_submissions(&self, m: &LmsMapping) -> Result<Vec<(String, String)>, StoreError> {
-        let items = self.query_all(&pending_pk(m), None).await?;
-        Ok(items.iter().filter_map(|i| Some((i.str("sk")?.to_string(), i.str("payload")?.to_string()))).collect())
+    /// (sort key, payload) of the first `limit` submissions waiting for an assignment, and whether more
+    /// wait (a consumer removes what it took, then asks again).
+    pub async fn pending_submissions(
+        &self,
+        m: &LmsMapping,
+        limit: i32,
+    ) -> Result<(Vec<(String, String)>, bool), StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(pending_pk(m)))
+            .consistent_read(true)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let page = out
+            .items()
+            .iter()
+            .filter_map(|i| Some((i.str("sk")?.to_string(), i.str("payload")?.to_string())))
+            .collect();
+        Ok((page, out.last_evaluated_key.is_some()))
     }
 
     pub async fn delete_pending_submission(&self, m: &LmsMapping, sk: &str) -> Result<(), StoreError> {

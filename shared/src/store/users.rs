@@ -60,8 +60,9 @@ impl Store<'_> {
 
     /// Accounts written before DESIGN.md §3a held the global email key for whatever address they had.
     /// An account the email door made proved its address and keeps the key; any other loses it, and
-    /// its address becomes asserted and unmatched (its provider's next login may claim the
-    /// organization's key). `None`: the account changed meanwhile; read it again.
+    /// its address becomes asserted and unmatched (nobody can tell whether its provider vouched for
+    /// it; a later address that one does claims the organization's key). `None`: the account changed
+    /// meanwhile; read it again.
     async fn migrate_legacy_email(&self, user: User) -> Result<Option<User>, StoreError> {
         let proven = self.user_has_identity_of(&user.id, EMAIL_DOOR).await?;
         let migrated =

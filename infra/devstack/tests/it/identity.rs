@@ -334,6 +334,9 @@ async fn a_spent_invalid_code_budget_refuses_before_any_code_is_touched_and_lock
         assert_eq!(error_code(exchange(format!("guess-{i}"), None).await).await, (400, "invalid_code".into()));
     }
     assert_eq!(error_code(exchange("guess".into(), None).await).await, (429, "rate_limited".into()));
+    // A made-up binding buys no tries of its own: counted by the address, already spent.
+    let made_up = format!("{}={}", hub::auth::login_binding::login_cookie_name("guess"), "x".repeat(43));
+    assert_eq!(error_code(exchange("guess".into(), Some(made_up)).await).await, (429, "rate_limited".into()));
     // ...but lock out no student: a launch's exchange is counted by its own browser binding.
     let (code, binding) =
         launch_code(&launch(&lms, "kid", claims(&lms, "kid", "Learner", "kid@lincoln.example")).await);

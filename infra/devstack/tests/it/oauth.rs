@@ -548,6 +548,49 @@ async fn the_attacks_of_rfc_9700_are_refused_and_nothing_is_issued() {
         "code reuse revokes"
     );
 
+    // RFC 6749 §4.1.3: a redirect_uri named in the authorization request must be repeated at the token
+    // endpoint, though the client registered only one; left implied there, it may be left out here.
+    let exchange_without_redirect = |code: String| {
+        let fields = [
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code),
+            ("code_verifier", verifier.secret().clone()),
+        ];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>();
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        let request =
+            p.t.http
+                .post(p.t.url("/api/oauth/token"))
+                .basic_auth(&p.client_id, Some(&p.secret))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let code = code_of(p.authorize(&authorize(&[]), &session, "allow").await);
+    let (status, body) = exchange_without_redirect(code).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "named, so repeated: {body}");
+    let code = code_of(p.authorize(&authorize(&[("redirect_uri", "")]), &session, "allow").await);
+    let (status, implied) = exchange_without_redirect(code).await;
+    assert_eq!(status, 200, "implied, so it may be left out: {implied}");
+
+    // RFC 7009 §2.1: another client may not revoke this client's token: refused, and the token stands.
+    let live = implied["access_token"].as_str().unwrap();
+    let r =
+        p.t.http
+            .post(p.t.url("/api/oauth/revoke"))
+            .basic_auth(other["client_id"].as_str().unwrap(), other["client_secret"].as_str())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(url::form_urlencoded::Serializer::new(String::new()).append_pair("token", live).finish())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    assert_eq!(p.api("/api/auth/me", live).await.status(), 200, "not revoked");
+
     // Expired code (an instance whose clock is 10 minutes later).
     let code = code_of(p.authorize(&authorize(&[]), &session, "allow").await);
     let later = p.t.context_for("oauth-token", &[]);

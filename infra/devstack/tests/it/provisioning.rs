@@ -168,6 +168,36 @@ async fn a_login_links_only_into_an_unprivileged_account_of_its_organization_wit
 }
 
 #[tokio::test]
+async fn an_address_holds_the_organizations_key_only_while_its_provider_vouches_for_it() {
+    let t = TestStack::new("provvouch").await;
+    let store = t.ctx.store();
+    // An LMS registered as keeping the school's records: its address holds the key.
+    let (user, _) =
+        provision_user(&t.ctx, &profile("lti:reg-1", "s-1", Some("ida@school.example"), Role::Student)).await.unwrap();
+    assert!(user.email_indexed);
+    // Its registration no longer vouches (a platform admin turned the setting off): the key goes.
+    let mut unvouched = profile("lti:reg-1", "s-1", Some("ida@school.example"), Role::Student);
+    unvouched.email_is_school_record = false;
+    let (after, _) = provision_user(&t.ctx, &unvouched).await.unwrap();
+    assert_eq!((after.id.as_str(), after.email_indexed), (user.id.as_str(), false));
+    assert_eq!(store.user_id_by_org_email("org-1", "ida@school.example").await.unwrap(), None);
+    // Turned on again, the same address, written while it did not vouch, is not claimed after the fact.
+    let (again, _) =
+        provision_user(&t.ctx, &profile("lti:reg-1", "s-1", Some("ida@school.example"), Role::Student)).await.unwrap();
+    assert!(!again.email_indexed);
+    // A new address it vouches for is.
+    let (moved, _) =
+        provision_user(&t.ctx, &profile("lti:reg-1", "s-1", Some("ida.new@school.example"), Role::Student))
+            .await
+            .unwrap();
+    assert!(moved.email_indexed);
+    assert_eq!(
+        store.user_id_by_org_email("org-1", "ida.new@school.example").await.unwrap().as_deref(),
+        Some(&*user.id)
+    );
+}
+
+#[tokio::test]
 async fn addresses_that_change_under_folding_are_kept_for_display_and_never_matched() {
     let t = TestStack::new("provfold").await;
     let store = t.ctx.store();

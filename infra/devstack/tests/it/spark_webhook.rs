@@ -241,7 +241,7 @@ async fn unknown_students_and_unmapped_assignments() {
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "pending");
     assert_eq!(my_quests(&s).await["quests"], json!([]));
     let mapping = LmsMapping { platform: "spark".into(), course_id: "bio".into(), assignment_id: "essay".into() };
-    assert_eq!(s.t.ctx.store().pending_submissions(&mapping).await.unwrap().len(), 1);
+    assert_eq!(s.t.ctx.store().pending_submissions(&mapping, 10).await.unwrap().0.len(), 1);
 
     let (_, admin) = s.t.signed_in_as("admin2@school.example", Role::OrgAdmin, "demo").await;
     let quest = json!({"title": "Essay", "pillar": "art", "lms": {"platform": "spark", "course_id": "bio", "assignment_id": "essay"},
@@ -250,7 +250,7 @@ async fn unknown_students_and_unmapped_assignments() {
         s.t.http.post(s.t.url("/api/admin/quests")).bearer_auth(&admin.access_token).json(&quest).send().await.unwrap();
     assert_eq!(r.status(), 201);
     // Taken by the new quest through its `quest.mapped` event, off the request.
-    assert_eq!(s.t.ctx.store().pending_submissions(&mapping).await.unwrap().len(), 1, "not in the request");
+    assert_eq!(s.t.ctx.store().pending_submissions(&mapping, 10).await.unwrap().0.len(), 1, "not in the request");
     let mut failed = 0;
     for _ in 0..20 {
         let (received, f) = s.t.gateway.poll("events-dispatch", 10).await.unwrap();
@@ -260,12 +260,53 @@ async fn unknown_students_and_unmapped_assignments() {
         }
     }
     assert_eq!(failed, 0, "every event, quest.mapped among them, was handled");
-    assert!(s.t.ctx.store().pending_submissions(&mapping).await.unwrap().is_empty(), "taken by the new quest");
+    assert!(s.t.ctx.store().pending_submissions(&mapping, 10).await.unwrap().0.is_empty(), "taken by the new quest");
     assert_eq!(run_worker(&s).await, (1, 0), "its file is fetched by the worker");
     let me = my_quests(&s).await;
     assert_eq!(me["xp"]["by_pillar"]["art"], 30, "{me}");
     assert_eq!(me["quests"][0]["tasks"][0]["evidence"][1]["file"]["content_type"], "application/pdf");
-    assert!(s.t.ctx.store().pending_submissions(&mapping).await.unwrap().is_empty());
+    assert!(s.t.ctx.store().pending_submissions(&mapping, 10).await.unwrap().0.is_empty());
+}
+
+#[tokio::test]
+async fn a_backlog_of_pending_submissions_is_released_page_by_page_off_the_request() {
+    let s = setup("whbacklog").await;
+    let kids = 30; // more than one page of the release
+    for i in 0..kids {
+        let mut p = crate::common::profile("spark", &format!("kid-{i}"), None, Role::Student);
+        p.org_id = Some("demo".into());
+        hub::auth::provisioning::provision_user(&s.t.ctx, &p).await.unwrap();
+        let mut body = payload(&[], "backlog");
+        body["spark_user_id"] = json!(format!("kid-{i}"));
+        let body = body.to_string();
+        assert_eq!(post(&s, &body, Some(&sign(&s.secret, &body))).await.status(), 202, "kid {i} kept");
+    }
+    let mapping = LmsMapping { platform: "spark".into(), course_id: "bio".into(), assignment_id: "backlog".into() };
+    let (first_page, more) = s.t.ctx.store().pending_submissions(&mapping, 25).await.unwrap();
+    assert_eq!((first_page.len(), more), (25, true));
+
+    let (_, admin) = s.t.signed_in_as("admin3@school.example", Role::OrgAdmin, "demo").await;
+    let quest = json!({"title": "Backlog", "pillar": "stem", "lms": {"platform": "spark", "course_id": "bio", "assignment_id": "backlog"},
+                       "tasks": [{"title": "Report", "xp": 10}]});
+    let r =
+        s.t.http.post(s.t.url("/api/admin/quests")).bearer_auth(&admin.access_token).json(&quest).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let quest_id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let mut failed = 0;
+    for _ in 0..20 {
+        let (received, f) = s.t.gateway.poll("events-dispatch", 10).await.unwrap();
+        failed += f;
+        if received == 0 {
+            break;
+        }
+    }
+    assert_eq!(failed, 0);
+    assert!(s.t.ctx.store().pending_submissions(&mapping, 25).await.unwrap().0.is_empty(), "every page released");
+    for i in [0, kids - 1] {
+        let user = s.t.ctx.store().user_id_by_identity("spark", &format!("kid-{i}")).await.unwrap().unwrap();
+        let state = s.t.ctx.store().learning_state(&user, None).await.unwrap();
+        assert!(state.contains_key(&quest_id), "kid {i}'s submission was recorded: {:?}", state.keys());
+    }
 }
 
 #[tokio::test]
