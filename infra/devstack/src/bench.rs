@@ -112,15 +112,7 @@ pub async fn spark(template: &Template, sdk: &SdkConfig, requests: usize, concur
             let r = client(i).get(url).send().await?;
             anyhow::ensure!(r.status() == 200, "SSO answered {}", r.status());
             // The code works only with the cookie that binds it to this browser.
-            let binding = r
-                .headers()
-                .get_all("set-cookie")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find(|c| c.starts_with("__Host-hub_login_"))
-                .and_then(|c| c.split(';').next())
-                .unwrap_or_default()
-                .to_string();
+            let binding = crate::set_cookie(r.headers(), "__Host-hub_login_").unwrap_or_default();
             Ok((r.json::<Value>().await?["code"].as_str().unwrap_or_default().to_string(), binding))
         }
     })

@@ -17,3 +17,15 @@ pub mod template;
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
 }
+
+/// The `name=value` of the first cookie a response sets whose name starts with `prefix` (what a
+/// browser would send back), e.g. the `__Host-hub_login_…` binding of a one-time login code.
+pub fn set_cookie(headers: &http::HeaderMap, prefix: &str) -> Option<String> {
+    headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(prefix))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_string)
+}

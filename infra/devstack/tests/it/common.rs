@@ -207,6 +207,21 @@ impl TestStack {
             .collect()
     }
 
+    /// Runs a queue consumer until its queue is empty (20 batches at most, so a queue that never
+    /// empties fails the test rather than hanging it): (received, failed).
+    pub async fn drain(&self, consumer: &str) -> (usize, usize) {
+        let (mut received, mut failed) = (0, 0);
+        for _ in 0..20 {
+            let (n, f) = self.gateway.poll(consumer, 10).await.unwrap();
+            received += n;
+            failed += f;
+            if n == 0 {
+                return (received, failed);
+            }
+        }
+        panic!("{consumer}'s queue did not empty in 20 batches");
+    }
+
     /// Runs the email worker over what is queued, then returns the emails to `to`.
     pub async fn deliver_emails_to(&self, to: &str) -> Vec<Email> {
         while self.gateway.poll("email-send", 1).await.unwrap().0 > 0 {}

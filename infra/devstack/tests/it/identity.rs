@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::common::{TestStack, error_code};
 use crate::lti_flow::{CLAIM, Lms, launch_code, setup_with};
-use crate::spark_sso::{no_redirects_from, node_token, signed_in_code, sso_from};
+use crate::spark_sso::{exchange_from, no_redirects_from, node_token, signed_in_code, sso_from};
 
 const NRPS: &str = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice";
 const AGS: &str = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint";
@@ -192,13 +192,7 @@ async fn a_learners_launch_roster_or_spark_login_with_a_teachers_address_never_o
     let (_, secret) = t.key("SparkSsoSecret").await;
     let browser = no_redirects_from(std::net::Ipv4Addr::new(127, 0, 0, 21));
     let (code, binding) = signed_in_code(&sso_from(t, &node_token(&secret, "spark-kid", &address), &browser).await);
-    let r = browser
-        .post(t.url("/spark/token"))
-        .header("cookie", binding)
-        .json(&json!({"code": code}))
-        .send()
-        .await
-        .unwrap();
+    let r = exchange_from(t, &browser, &code, &binding).await;
     assert_eq!(r.status(), 200);
     let spark_session = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
     let spark_me = t.get_json("/api/auth/me", &spark_session).await;
@@ -304,14 +298,7 @@ async fn a_login_code_works_only_in_the_browser_that_made_the_login() {
         signed_in_code(&sso_from(t, &node_token(&secret, "spark-eve", "eve@lincoln.example"), &browser).await);
     let r = t.http.post(t.url("/spark/token")).json(&json!({"code": code})).send().await.unwrap();
     assert_eq!(error_code(r).await, (400, "invalid_code".into()));
-    let r = browser
-        .post(t.url("/spark/token"))
-        .header("cookie", binding)
-        .json(&json!({"code": code}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(exchange_from(t, &browser, &code, &binding).await.status(), 200);
 }
 
 #[tokio::test]
@@ -387,15 +374,13 @@ async fn a_sign_in_link_leads_to_an_apps_consent_only_in_the_browser_that_asked(
     let r =
         post("/auth/sign-in", &csrf, form(&[("email", &email), ("next", authorize), ("csrf", &token)])).await.unwrap();
     assert_eq!(r.status(), 200);
-    let signin = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .find(|c| c.starts_with("__Host-hub_signin="))
-        .expect("the sign-in form binds its link to this browser");
-    assert!(signin.contains("SameSite=Lax"), "a link opened from a webmail still carries it: {signin}");
-    let asker = format!("{csrf}; {}", signin.split(';').next().unwrap());
+    let lax = r.headers().get_all("set-cookie").iter().any(|c| {
+        let c = c.to_str().unwrap();
+        c.starts_with("__Host-hub_signin=") && c.contains("SameSite=Lax")
+    });
+    assert!(lax, "the sign-in form binds its link to this browser, in a cookie a link from a webmail carries");
+    let signin = devstack::set_cookie(r.headers(), "__Host-hub_signin=").unwrap();
+    let asker = format!("{csrf}; {signin}");
     let code = t.deliver_emails_to(&email).await.pop().expect("a sign-in link").code(&t.base, "/auth/sign-in/confirm");
     // Opened in another browser (the mail forwarded, or sent by someone else): signed in, but no further.
     let elsewhere = browser.get(t.url(&format!("/auth/sign-in/confirm?code={code}"))).send().await.unwrap();

@@ -62,19 +62,22 @@ pub(crate) fn callback_param(r: &reqwest::Response, name: &str) -> Option<String
 /// The code of a signed-in SSO redirect, and the cookie (`name=value`) that binds it to the browser.
 pub(crate) fn signed_in_code(r: &reqwest::Response) -> (String, String) {
     let code = callback_param(r, "code").expect("a code");
-    let binding = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .find(|c| c.starts_with("__Host-hub_login_"))
-        .expect("the code's browser binding");
-    (code, binding.split(';').next().unwrap().to_string())
+    (code, devstack::set_cookie(r.headers(), "__Host-hub_login_").expect("the code's browser binding"))
 }
 
 /// `POST /spark/token` from the browser holding `binding`.
 async fn exchange(t: &TestStack, code: &str, binding: &str) -> reqwest::Response {
-    t.http.post(t.url("/spark/token")).header("cookie", binding).json(&json!({ "code": code })).send().await.unwrap()
+    exchange_from(t, &t.http, code, binding).await
+}
+
+/// `POST /spark/token` from `browser` (its own address), with `binding`.
+pub(crate) async fn exchange_from(
+    t: &TestStack,
+    browser: &reqwest::Client,
+    code: &str,
+    binding: &str,
+) -> reqwest::Response {
+    browser.post(t.url("/spark/token")).header("cookie", binding).json(&json!({ "code": code })).send().await.unwrap()
 }
 
 fn claims(sub: &str, email: &str, iat: i64, exp: i64) -> Value {
@@ -263,14 +266,7 @@ async fn a_class_behind_one_address_signs_in_while_garbage_from_another_is_slowe
             &claims(&format!("kid-{i}"), &format!("kid{i}@school.example"), n, n + 300),
         );
         let (code, binding) = signed_in_code(&sso_from(&t, &token, &school).await);
-        let r = school
-            .post(t.url("/spark/token"))
-            .header("cookie", binding)
-            .json(&json!({ "code": code }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "student {i}");
+        assert_eq!(exchange_from(&t, &school, &code, &binding).await.status(), 200, "student {i}");
     }
     // A genuine student behind the noisy address is not locked out by its garbage.
     let token = sign(&secret, Algorithm::HS256, &claims("kid-noisy", "noisy@school.example", n, n + 300));

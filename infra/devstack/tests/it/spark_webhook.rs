@@ -71,11 +71,15 @@ fn sign(secret: &str, body: &str) -> String {
 }
 
 async fn post(s: &Setup, body: &str, signature: Option<&str>) -> reqwest::Response {
-    let mut r =
-        s.t.http
-            .post(s.t.url("/spark/webhook/submission"))
-            .header("content-type", "application/json")
-            .body(body.to_string());
+    post_from(s, &s.t.http, body, signature).await
+}
+
+/// As [`post`], from `client` (its own source address).
+async fn post_from(s: &Setup, client: &reqwest::Client, body: &str, signature: Option<&str>) -> reqwest::Response {
+    let mut r = client
+        .post(s.t.url("/spark/webhook/submission"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
     if let Some(sig) = signature {
         r = r.header("x-spark-signature", sig);
     }
@@ -251,14 +255,7 @@ async fn unknown_students_and_unmapped_assignments() {
     assert_eq!(r.status(), 201);
     // Taken by the new quest through its `quest.mapped` event, off the request.
     assert_eq!(s.t.ctx.store().pending_submissions(&mapping, 10).await.unwrap().0.len(), 1, "not in the request");
-    let mut failed = 0;
-    for _ in 0..20 {
-        let (received, f) = s.t.gateway.poll("events-dispatch", 10).await.unwrap();
-        failed += f;
-        if received == 0 {
-            break;
-        }
-    }
+    let (_, failed) = s.t.drain("events-dispatch").await;
     assert_eq!(failed, 0, "every event, quest.mapped among them, was handled");
     assert!(s.t.ctx.store().pending_submissions(&mapping, 10).await.unwrap().0.is_empty(), "taken by the new quest");
     assert_eq!(run_worker(&s).await, (1, 0), "its file is fetched by the worker");
@@ -292,14 +289,7 @@ async fn a_backlog_of_pending_submissions_is_released_page_by_page_off_the_reque
         s.t.http.post(s.t.url("/api/admin/quests")).bearer_auth(&admin.access_token).json(&quest).send().await.unwrap();
     assert_eq!(r.status(), 201);
     let quest_id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    let mut failed = 0;
-    for _ in 0..20 {
-        let (received, f) = s.t.gateway.poll("events-dispatch", 10).await.unwrap();
-        failed += f;
-        if received == 0 {
-            break;
-        }
-    }
+    let (_, failed) = s.t.drain("events-dispatch").await;
     assert_eq!(failed, 0);
     assert!(s.t.ctx.store().pending_submissions(&mapping, 25).await.unwrap().0.is_empty(), "every page released");
     for i in [0, kids - 1] {
@@ -403,14 +393,7 @@ async fn forged_floods_do_not_starve_signed_submissions() {
     let mut genuine = payload(&[], "lab");
     genuine["submission_text"] = json!("from the shared address");
     let genuine = genuine.to_string();
-    let r = attacker
-        .post(s.t.url("/spark/webhook/submission"))
-        .header("content-type", "application/json")
-        .header("x-spark-signature", sign(&s.secret, &genuine))
-        .body(genuine)
-        .send()
-        .await
-        .unwrap();
+    let r = post_from(&s, &attacker, &genuine, Some(&sign(&s.secret, &genuine))).await;
     assert_eq!(r.status(), 200, "a signed submission is never refused for others' forgeries");
     // A captured genuine body replayed after its window is refused before it spends Spark's quota.
     let replayer = reqwest::Client::builder()
