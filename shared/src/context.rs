@@ -13,6 +13,10 @@ use crate::store::Store;
 
 /// Outbound clients are kept by (allowed hosts, redirects followed).
 type OutboundKey = (Option<Vec<String>>, usize);
+/// Outbound clients one warm instance keeps. Hosts come from outside (an LMS's `lineitem` and
+/// `memberships_url` claims), so launches naming ever new subdomains must not grow a 128 MB instance
+/// without bound: past this many, the least recently used client goes.
+const MAX_OUTBOUND_CLIENTS: usize = 32;
 
 pub struct Context {
     pub config: Config,
@@ -44,7 +48,7 @@ pub struct Context {
     pub lti_platform_keys: crate::lti::platform_keys::PlatformKeys,
     /// LTI Advantage service tokens, per registration and scope.
     pub lti_service_tokens: crate::lti::services::ServiceTokens,
-    outbound: std::sync::Mutex<std::collections::HashMap<OutboundKey, OutboundClient>>,
+    outbound: std::sync::Mutex<LruCache<OutboundKey, OutboundClient>>,
 }
 
 impl Context {
@@ -77,7 +81,7 @@ impl Context {
             clever_health: Default::default(),
             lti_platform_keys: Default::default(),
             lti_service_tokens: Default::default(),
-            outbound: Default::default(),
+            outbound: std::sync::Mutex::new(LruCache::new(MAX_OUTBOUND_CLIENTS)),
         }
     }
 
@@ -156,6 +160,44 @@ impl Context {
     }
 }
 
+/// A map that keeps at most `capacity` entries, dropping the least recently used.
+struct LruCache<K, V> {
+    entries: std::collections::HashMap<K, (V, u64)>,
+    clock: u64,
+    capacity: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> LruCache<K, V> {
+    fn new(capacity: usize) -> Self {
+        Self { entries: Default::default(), clock: 0, capacity: capacity.max(1) }
+    }
+
+    fn get(&mut self, key: &K) -> Option<V> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(key).map(|(value, used)| {
+            *used = clock;
+            value.clone()
+        })
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        if self.entries.len() >= self.capacity
+            && !self.entries.contains_key(&key)
+            && let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
+        {
+            self.entries.remove(&oldest);
+        }
+        self.clock += 1;
+        self.entries.insert(key, (value, self.clock));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 /// Unix time in seconds. Production reads the system clock; tests move it forward to reach expiry.
 #[derive(Default)]
 pub struct Clock {
@@ -172,5 +214,27 @@ impl Clock {
     /// Moves this context's time forward (tests only: expiry and rate-limit windows).
     pub fn advance(&self, seconds: i64) {
         self.offset.fetch_add(seconds, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LruCache;
+
+    #[test]
+    fn the_cache_keeps_its_capacity_and_drops_the_least_recently_used() {
+        let mut cache = LruCache::new(2);
+        cache.insert("a", 1);
+        cache.insert("b", 2);
+        assert_eq!(cache.get(&"a"), Some(1), "a is now the most recently used");
+        cache.insert("c", 3);
+        assert_eq!((cache.len(), cache.get(&"b")), (2, None), "b, the least recently used, went");
+        assert_eq!((cache.get(&"a"), cache.get(&"c")), (Some(1), Some(3)));
+        cache.insert("c", 4);
+        assert_eq!((cache.len(), cache.get(&"c")), (2, Some(4)), "replacing a key evicts nothing");
+        for i in 0..1000 {
+            cache.insert(if i % 2 == 0 { "x" } else { "y" }, i);
+        }
+        assert_eq!(cache.len(), 2);
     }
 }
