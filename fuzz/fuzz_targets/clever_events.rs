@@ -8,13 +8,13 @@
 //! from itself; the page's last event id is the last id the page carries.
 #![no_main]
 
-use hub::clever::events::page_changes;
-use hub::clever::roster::changed;
+use hub::integrations::clever::events::page_changes;
+use hub::integrations::clever::roster::changed;
 use hub_fuzz::{FakeClever, runtime};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    static CLIENT: std::sync::OnceLock<hub::clever::client::CleverClient> = std::sync::OnceLock::new();
+    static CLIENT: std::sync::OnceLock<hub::integrations::clever::client::CleverClient> = std::sync::OnceLock::new();
     let server = FakeClever::get();
     let client = CLIENT.get_or_init(|| server.client(0.75));
     server.serve(data);

@@ -9,12 +9,12 @@
 //! record never differs from itself (`roster::changed`); items are mapped or counted as rejected.
 #![no_main]
 
-use hub::clever::roster::{Entity, changed};
+use hub::integrations::clever::roster::{Entity, changed};
 use hub_fuzz::{FakeClever, runtime};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    static CLIENT: std::sync::OnceLock<hub::clever::client::CleverClient> = std::sync::OnceLock::new();
+    static CLIENT: std::sync::OnceLock<hub::integrations::clever::client::CleverClient> = std::sync::OnceLock::new();
     let server = FakeClever::get();
     let client = CLIENT.get_or_init(|| server.client(0.75));
     for entity in Entity::ALL {

@@ -11,7 +11,7 @@
 
 use std::sync::OnceLock;
 
-use hub::clever::client::CleverClient;
+use hub::integrations::clever::client::CleverClient;
 use hub_fuzz::{FakeClever, runtime};
 use libfuzzer_sys::fuzz_target;
 

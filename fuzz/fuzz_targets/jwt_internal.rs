@@ -1,4 +1,4 @@
-//! Internal access and refresh tokens (`hub::auth::tokens`), through the real `verify_access`,
+//! Internal access and refresh tokens (`hub::domain::auth::tokens`), through the real `verify_access`,
 //! `verify_refresh` and `guard::authenticate` (bearer header and access cookie), with keys from the
 //! in-process Secrets Manager.
 //!
@@ -14,7 +14,7 @@
 //! (current or previous version, never a foreign one), and only inside its time window.
 #![no_main]
 
-use hub::auth::tokens::{verify_access, verify_refresh};
+use hub::domain::auth::tokens::{verify_access, verify_refresh};
 use hub_fuzz::{ACCESS, REFRESH, Version, context, key, kid, runtime, sign_raw, split2, with_now};
 use libfuzzer_sys::fuzz_target;
 
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             request = request.header(http::header::COOKIE, v);
         }
         if let Ok(request) = request.body(lambda_http::Body::Empty) {
-            let _ = rt.block_on(hub::auth::guard::authenticate(ctx, &request));
+            let _ = rt.block_on(hub::domain::auth::guard::authenticate(ctx, &request));
         }
         return;
     }

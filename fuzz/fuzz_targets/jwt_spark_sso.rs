@@ -1,4 +1,4 @@
-//! Spark SSO tokens (`hub::spark::sso::verify`), with the Spark secret's current and previous
+//! Spark SSO tokens (`hub::integrations::spark::sso::verify`), with the Spark secret's current and previous
 //! versions from the in-process Secrets Manager.
 //!
 //! Input: a mode byte, then
@@ -13,7 +13,7 @@
 //! of at most 255 bytes, an email, and the token's SHA-256 as fingerprint.
 #![no_main]
 
-use hub::spark::sso;
+use hub::integrations::spark::sso;
 use hub_fuzz::{ACCESS, SPARK_SSO, Version, context, key, runtime, sign_raw, split2, with_now};
 use libfuzzer_sys::fuzz_target;
 
@@ -51,6 +51,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(!sub.trim().is_empty() && sub.len() <= 255 && sub.trim() == sub, "bad sub {sub:?}");
         assert!(login.profile.email.as_deref().is_some_and(|e| !e.trim().is_empty()), "no email");
         assert_eq!(login.profile.provider, sso::PROVIDER);
-        assert_eq!(login.fingerprint, hub::crypto::sha256_hex(token.as_bytes()));
+        assert_eq!(login.fingerprint, hub::support::crypto::sha256_hex(token.as_bytes()));
     }
 });

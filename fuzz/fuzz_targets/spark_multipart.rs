@@ -7,7 +7,7 @@
 //! them named `metadata`.
 #![no_main]
 
-use hub::spark::webhook::{SubmissionPayload, parse_multipart, validate};
+use hub::integrations::spark::webhook::{SubmissionPayload, parse_multipart, validate};
 use hub_fuzz::{runtime, split2};
 use libfuzzer_sys::fuzz_target;
 

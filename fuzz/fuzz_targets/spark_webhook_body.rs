@@ -12,7 +12,7 @@
 //! `submitted_at` is accepted at its own time (`check_timestamp(at, s) == Ok(at)`).
 #![no_main]
 
-use hub::spark::webhook::{
+use hub::integrations::spark::webhook::{
     SubmissionPayload, check_timestamp, idempotency_key, parse_time, validate, verify_signature,
 };
 use hub_fuzz::{SPARK_WEBHOOK, Version, context, key, runtime, split2};
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         body
     } else {
         let version = [Version::Current, Version::Previous, Version::Foreign][(mode % 4 - 1) as usize];
-        let mut header = hex::encode(hub::crypto::hmac_sha256(&key(SPARK_WEBHOOK, version), rest));
+        let mut header = hex::encode(hub::support::crypto::hmac_sha256(&key(SPARK_WEBHOOK, version), rest));
         if mode & 0x04 != 0 {
             header = header.to_ascii_uppercase();
         }

@@ -13,8 +13,8 @@
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-use hub::outbound::{OutboundClient, OutboundPolicy, is_forbidden};
-use hub::webhooks::subscriptions::{NewSubscription, SubscriptionUpdate};
+use hub::support::outbound::{OutboundClient, OutboundPolicy, is_forbidden};
+use hub::integrations::webhooks::subscriptions::{NewSubscription, SubscriptionUpdate};
 use libfuzzer_sys::fuzz_target;
 use url::Host;
 

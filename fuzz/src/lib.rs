@@ -45,7 +45,7 @@ pub fn kid(secret_id: &str, version: Version) -> String {
     }
 }
 
-/// The key bytes of a version of a secret (at least 32 bytes, as `hub::secrets` requires).
+/// The key bytes of a version of a secret (at least 32 bytes, as `hub::support::secrets` requires).
 pub fn key(secret_id: &str, version: Version) -> Vec<u8> {
     format!("{}-fuzzing-key-0123456789abcdef0123456789abcdef", kid(secret_id, version)).into_bytes()
 }
@@ -53,7 +53,7 @@ pub fn key(secret_id: &str, version: Version) -> Vec<u8> {
 /// A JWT made of exactly these header and claims bytes, HS256-signed with `key`.
 pub fn sign_raw(header: &[u8], claims: &[u8], key: &[u8]) -> String {
     let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims));
-    let signature = hub::crypto::hmac_sha256(key, signing_input.as_bytes());
+    let signature = hub::support::crypto::hmac_sha256(key, signing_input.as_bytes());
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
@@ -146,7 +146,7 @@ struct Answers {
 }
 
 /// A loopback HTTP/1.1 server (keep-alive, `Content-Length` framing) answering as Clever would, so
-/// the real `hub::clever::client::CleverClient` reads the fuzzer's bytes over a real connection.
+/// the real `hub::integrations::clever::client::CleverClient` reads the fuzzer's bytes over a real connection.
 pub struct FakeClever {
     /// `http://127.0.0.1:<port>`
     pub base: String,
@@ -231,8 +231,8 @@ impl FakeClever {
     }
 
     /// A client of district `district-1` on this server (no retries: every answer is a 200).
-    pub fn client(&self, refresh_at: f64) -> hub::clever::client::CleverClient {
-        let settings = hub::clever::client::CleverSettings {
+    pub fn client(&self, refresh_at: f64) -> hub::integrations::clever::client::CleverClient {
+        let settings = hub::integrations::clever::client::CleverSettings {
             oauth_url: format!("{}/oauth/tokens", self.base),
             api_url: self.base.clone(),
             max_retries: 0,
@@ -240,11 +240,11 @@ impl FakeClever {
             timeout: std::time::Duration::from_secs(10),
             ..Default::default()
         };
-        let credentials = hub::clever::client::Credentials {
+        let credentials = hub::integrations::clever::client::Credentials {
             client_id: "fuzz".into(),
             client_secret: secrecy::SecretString::from("fuzz-secret"),
         };
-        hub::clever::client::CleverClient::new(settings, "district-1", credentials).expect("Clever client")
+        hub::integrations::clever::client::CleverClient::new(settings, "district-1", credentials).expect("Clever client")
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::functions::{Function, Handler, HttpHandler, QueueHandler, ScheduleHandler};
-use crate::{ApiError, Context, logging};
+use crate::{ApiError, Context, support::logging};
 
 pub type Error = lambda_http::Error;
 

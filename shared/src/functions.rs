@@ -8,9 +8,10 @@ use aws_lambda_events::sqs::SqsMessage;
 use lambda_http::{BoxFuture, Request};
 use serde_json::Value;
 
-use crate::events::QueueError;
-use crate::http::ApiResult;
-use crate::{ApiError, Context, api, events};
+use crate::runtime::email::jobs::EmailJob;
+use crate::runtime::jobs::QueueError;
+use crate::support::http::ApiResult;
+use crate::{ApiError, Context, api, runtime::events};
 
 /// An HTTP endpoint behind API Gateway (HTTP API, payload v2).
 pub type HttpHandler = fn(Arc<Context>, Request) -> BoxFuture<'static, ApiResult>;
@@ -67,10 +68,20 @@ pub const SPARK_WEBHOOK_SUBMISSION: Function = Function {
 };
 pub const SPARK_SUBMISSION_WORKER: Function = Function {
     name: "spark-submission-worker",
-    handler: Handler::Queue(|c, m| Box::pin(crate::spark::submission_jobs::work(c, m))),
+    handler: Handler::Queue(|c, m| Box::pin(crate::integrations::spark::submissions::work(c, m))),
 };
-pub const GRADE_PASSBACK: Function =
-    Function { name: "grade-passback", handler: Handler::Queue(|c, m| Box::pin(crate::passback::deliver(c, m))) };
+pub const SPARK_PENDING_SUBMISSIONS: Function = Function {
+    name: "spark-pending-submissions",
+    handler: Handler::Http(|c, r| Box::pin(api::spark::pending_submissions(c, r))),
+};
+pub const SPARK_PENDING_EXPIRY: Function = Function {
+    name: "spark-pending-expiry",
+    handler: Handler::Schedule(|c, e| Box::pin(crate::integrations::spark::pending::check_expiry(c, e))),
+};
+pub const GRADE_PASSBACK: Function = Function {
+    name: "grade-passback",
+    handler: Handler::Queue(|c, m| Box::pin(crate::integrations::passback::deliver(c, m))),
+};
 pub const WEBHOOKS_SUBSCRIPTIONS_CREATE: Function = Function {
     name: "webhooks-subscriptions-create",
     handler: Handler::Http(|c, r| Box::pin(api::webhooks::create_subscription(c, r))),
@@ -103,7 +114,7 @@ pub const WEBHOOKS_TEST: Function =
     Function { name: "webhooks-test", handler: Handler::Http(|c, r| Box::pin(api::webhooks::test(c, r))) };
 pub const WEBHOOK_DELIVER: Function = Function {
     name: "webhook-deliver",
-    handler: Handler::Queue(|c, m| Box::pin(crate::webhooks::delivery::deliver(c, m))),
+    handler: Handler::Queue(|c, m| Box::pin(crate::integrations::webhooks::delivery::deliver(c, m))),
 };
 pub const CLEVER_DISTRICTS_PUT: Function =
     Function { name: "clever-districts-put", handler: Handler::Http(|c, r| Box::pin(api::clever::put_district(c, r))) };
@@ -119,18 +130,18 @@ pub const CLEVER_HEALTH: Function =
     Function { name: "clever-health", handler: Handler::Http(|c, r| Box::pin(api::clever::health(c, r))) };
 pub const CLEVER_HEALTH_PROBE: Function = Function {
     name: "clever-health-probe",
-    handler: Handler::Schedule(|c, e| Box::pin(crate::clever::health::probe(c, e))),
+    handler: Handler::Schedule(|c, e| Box::pin(crate::integrations::clever::health::probe(c, e))),
 };
 pub const CLEVER_SYNC_SCHEDULER: Function = Function {
     name: "clever-sync-scheduler",
-    handler: Handler::Schedule(|c, e| Box::pin(crate::clever::jobs::nightly(c, e))),
+    handler: Handler::Schedule(|c, e| Box::pin(crate::integrations::clever::jobs::nightly(c, e))),
 };
 pub const CLEVER_SYNC_WORKER: Function = Function {
     name: "clever-sync-worker",
-    handler: Handler::Queue(|c, m| Box::pin(crate::clever::jobs::worker(c, m))),
+    handler: Handler::Queue(|c, m| Box::pin(crate::integrations::clever::jobs::worker(c, m))),
 };
 pub const EVENTS_DISPATCH: Function =
-    Function { name: "events-dispatch", handler: Handler::Queue(|c, m| Box::pin(events::dispatch(c, m))) };
+    Function { name: "events-dispatch", handler: Handler::Queue(|c, m| Box::pin(dispatch_event(c, m))) };
 pub const OUTBOX_RELAY: Function =
     Function { name: "outbox-relay", handler: Handler::Schedule(|c, e| Box::pin(events::relay(c, e))) };
 
@@ -195,7 +206,7 @@ pub const PAGE_INVITATION: Function = Function {
     handler: Handler::Http(|c, r| Box::pin(crate::pages::invitation::accept(c, r))),
 };
 pub const EMAIL_SEND: Function =
-    Function { name: "email-send", handler: Handler::Queue(|c, m| Box::pin(crate::email::jobs::work(c, m))) };
+    Function { name: "email-send", handler: Handler::Queue(|c, m| Box::pin(send_email(c, m))) };
 
 pub const OAUTH_METADATA: Function =
     Function { name: "oauth-metadata", handler: Handler::Http(|c, r| Box::pin(api::oauth::metadata(c, r))) };
@@ -251,7 +262,7 @@ pub const LTI_JWKS: Function =
     Function { name: "lti-jwks", handler: Handler::Http(|c, r| Box::pin(api::lti::tool_jwks(c, r))) };
 pub const LTI_KEY_ROTATE: Function = Function {
     name: "lti-key-rotate",
-    handler: Handler::Schedule(|c, e| Box::pin(crate::lti::tool_key::rotation_step(c, e))),
+    handler: Handler::Schedule(|c, e| Box::pin(crate::integrations::lti::tool_key::rotation_step(c, e))),
 };
 pub const LTI_DEEP_LINKING: Function = Function {
     name: "lti-deep-linking",
@@ -291,6 +302,8 @@ pub const ALL: &[Function] = &[
     SPARK_TOKEN,
     SPARK_WEBHOOK_SUBMISSION,
     SPARK_SUBMISSION_WORKER,
+    SPARK_PENDING_SUBMISSIONS,
+    SPARK_PENDING_EXPIRY,
     GRADE_PASSBACK,
     WEBHOOKS_SUBSCRIPTIONS_CREATE,
     WEBHOOKS_SUBSCRIPTIONS_LIST,
@@ -364,4 +377,29 @@ pub const ALL: &[Function] = &[
 
 pub fn by_name(name: &str) -> Option<Function> {
     ALL.iter().find(|f| f.name == name).copied()
+}
+
+/// Consumer of the events queue: hands each event to what follows from it (grade passback, webhook
+/// deliveries, Spark's submissions kept for a newly mapped assignment), then records it once in its
+/// organization's activity log. Fan-out first, record last: a failure retries the whole event, and
+/// every step is idempotent.
+async fn dispatch_event(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueError> {
+    let event = events::parse(&message)?;
+    crate::integrations::passback::enqueue(&ctx, &event).await?;
+    crate::integrations::webhooks::delivery::fan_out(&ctx, &event).await?;
+    crate::integrations::spark::submissions::release_pending(&ctx, &event).await?;
+    events::record(&ctx, &event).await
+}
+
+/// Consumer of the email queue: sends one queued email by the part of the hub that asked for it.
+async fn send_email(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueError> {
+    let sent = match crate::runtime::jobs::parse(&message)? {
+        EmailJob::SignIn { email, next, browser } => {
+            crate::domain::auth::email_sign_in::send_link(&ctx, &email, next.as_deref(), browser.as_deref()).await
+        }
+        EmailJob::Invitation { invitation_id } => {
+            crate::integrations::observers::invitations::send_invitation(&ctx, &invitation_id).await
+        }
+    };
+    crate::runtime::email::jobs::outcome(sent)
 }

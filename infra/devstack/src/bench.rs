@@ -60,11 +60,11 @@ pub(crate) async fn bench_stack(
     Ok(BenchStack { stack, gateway, base, ctx })
 }
 
-fn bench_admin() -> hub::auth::guard::Principal {
-    hub::auth::guard::Principal {
+fn bench_admin() -> hub::domain::auth::guard::Principal {
+    hub::domain::auth::guard::Principal {
         user_id: "bench-admin".into(),
         email: None,
-        role: hub::auth::Role::OrgAdmin,
+        role: hub::domain::auth::Role::OrgAdmin,
         org_id: Some("bench".into()),
         session_id: "bench".into(),
     }
@@ -89,10 +89,12 @@ pub async fn spark(template: &Template, sdk: &SdkConfig, requests: usize, concur
     // A quest per assignment the submissions go to, created by an organization admin.
     let admin = bench_admin();
     for assignment in ["text", "file"] {
-        let quest: hub::learning::quests::NewQuest = serde_json::from_value(json!({
+        let quest: hub::domain::learning::quests::NewQuest = serde_json::from_value(json!({
             "title": assignment, "pillar": "stem", "lms": {"platform": "spark", "course_id": "bench", "assignment_id": assignment},
             "tasks": [{"title": "Report", "xp": 10}]}))?;
-        hub::learning::quests::create_quest(&ctx, &admin, quest).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        hub::domain::learning::quests::create_quest(&ctx, &admin, quest)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     }
 
     println!(
@@ -139,7 +141,7 @@ pub async fn spark(template: &Template, sdk: &SdkConfig, requests: usize, concur
                               "submission_text": "Bench report", "submission_files": files,
                               "submitted_at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()})
             .to_string();
-            let signature = hex::encode(hub::crypto::hmac_sha256(secret.as_bytes(), body.as_bytes()));
+            let signature = hex::encode(hub::support::crypto::hmac_sha256(secret.as_bytes(), body.as_bytes()));
             let url = format!("{base}/spark/webhook/submission");
             async move {
                 let r = client(i)
@@ -195,7 +197,7 @@ pub async fn webhooks(template: &Template, sdk: &SdkConfig, deliveries: usize, p
     let (receiver, received) = counting_receiver().await?;
     let new = serde_json::from_value(json!({"url": receiver, "event_types": ["*"]}))?;
     let admin_api = function_context(template, &stack, sdk, "webhooks-subscriptions-create")?;
-    hub::webhooks::subscriptions::create(&admin_api, &bench_admin(), new)
+    hub::integrations::webhooks::subscriptions::create(&admin_api, &bench_admin(), new)
         .await
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     let ctx = Arc::new(function_context(template, &stack, sdk, "events-dispatch")?);
@@ -206,13 +208,15 @@ pub async fn webhooks(template: &Template, sdk: &SdkConfig, deliveries: usize, p
         .map(|i| {
             let ctx = ctx.clone();
             async move {
-                let event = hub::events::DomainEvent::new(
+                let event = hub::runtime::events::DomainEvent::new(
                     "task.completed",
                     Some("bench".into()),
                     json!({"user_id": format!("u-{i}"), "task_id": "t", "xp_awarded": 10}),
                     ctx.clock.now(),
                 );
-                hub::webhooks::delivery::fan_out(&ctx, &event).await.map_err(|e| anyhow::anyhow!(e.to_string()))
+                hub::integrations::webhooks::delivery::fan_out(&ctx, &event)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.to_string()))
             }
         })
         .buffer_unordered(16)
@@ -397,12 +401,12 @@ pub async fn observers(
     blocks: usize,
     requests: usize,
 ) -> anyhow::Result<()> {
-    use hub::learning::{BlockType, EvidenceBlock, StoredFile};
+    use hub::domain::learning::{BlockType, EvidenceBlock, StoredFile};
     let BenchStack { base, ctx, stack, .. } = bench_stack(template, sdk, &[]).await?;
     let admin = bench_admin();
-    let student = hub::auth::provisioning::provision_user(
+    let student = hub::domain::auth::provisioning::provision_user(
         &ctx,
-        &hub::auth::provisioning::ExternalProfile {
+        &hub::domain::auth::provisioning::ExternalProfile {
             provider: "bench".into(),
             external_id: "student".into(),
             email: Some("student@bench.example".into()),
@@ -410,7 +414,7 @@ pub async fn observers(
             email_is_school_record: true,
             given_name: Some("Ada".into()),
             family_name: None,
-            role: hub::auth::Role::Student,
+            role: hub::domain::auth::Role::Student,
             org_id: Some("bench".into()),
         },
     )
@@ -420,10 +424,11 @@ pub async fn observers(
     let started = Instant::now();
     for q in 0..quests {
         let task_list: Vec<Value> = (0..tasks).map(|t| json!({"title": format!("Task {t}"), "xp": 10})).collect();
-        let new: hub::learning::quests::NewQuest =
+        let new: hub::domain::learning::quests::NewQuest =
             serde_json::from_value(json!({"title": format!("Quest {q}"), "pillar": "stem", "tasks": task_list}))?;
-        let quest =
-            hub::learning::quests::create_quest(&ctx, &admin, new).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        let quest = hub::domain::learning::quests::create_quest(&ctx, &admin, new)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
         let evidence: Vec<EvidenceBlock> = (0..blocks)
             .map(|b| {
                 let file = (b % 2 == 1).then(|| StoredFile {
@@ -444,7 +449,7 @@ pub async fn observers(
             })
             .collect();
         let key = format!("bench-{q}");
-        let submission = hub::learning::submissions::Submission {
+        let submission = hub::domain::learning::submissions::Submission {
             source: "bench",
             key: &key,
             user_id: &student.id,
@@ -454,23 +459,25 @@ pub async fn observers(
             grade: None,
             lms_ref: None,
         };
-        hub::learning::submissions::record(&ctx, &submission).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        hub::domain::learning::submissions::record(&ctx, &submission)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     }
-    let observer = hub::auth::email_sign_in::create_observer(&ctx, "gran@bench.example")
+    let observer = hub::domain::auth::email_sign_in::create_observer(&ctx, "gran@bench.example")
         .await
         .map_err(|e| anyhow::anyhow!(e.to_string()))?
         .context("a fresh stack has no such account")?;
-    let link = hub::observers::Link {
+    let link = hub::integrations::observers::Link {
         student_id: student.id.clone(),
         observer_id: observer.id.clone(),
         relationship: "grandparent".into(),
-        permissions: hub::observers::Permissions { can_view_evidence: true, can_comment: true },
+        permissions: hub::integrations::observers::Permissions { can_view_evidence: true, can_comment: true },
         source: "invitation".into(),
         observer_email: observer.email.clone(),
         observer_name: None,
         created_at: 0,
     };
-    let event = hub::events::DomainEvent::new("observer.linked", Some("bench".into()), json!({}), 0);
+    let event = hub::runtime::events::DomainEvent::new("observer.linked", Some("bench".into()), json!({}), 0);
     ctx.store().put_new_link(&link, &event).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
     println!(
         "student with {quests} quests x {tasks} tasks, {} evidence blocks ({} files): seeded in {:.1} s",
@@ -486,15 +493,15 @@ pub async fn observers(
     );
     // A fresh instance of the function, as Lambda would start it, with the counting client.
     let measured = function_context(template, &stack, sdk, "observers-portfolio")?.with_dynamodb(counted);
-    let principal = hub::auth::guard::Principal {
+    let principal = hub::domain::auth::guard::Principal {
         user_id: observer.id.clone(),
         email: observer.email.clone(),
-        role: hub::auth::Role::Observer,
+        role: hub::domain::auth::Role::Observer,
         org_id: None,
         session_id: "bench".into(),
     };
     let t = Instant::now();
-    let portfolio = hub::observers::portfolio::portfolio(&measured, &principal, &student.id)
+    let portfolio = hub::integrations::observers::portfolio::portfolio(&measured, &principal, &student.id)
         .await
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     let in_process = t.elapsed();
@@ -513,8 +520,9 @@ pub async fn observers(
     );
 
     // Latency through the dev gateway, with the observer's session.
-    let tokens =
-        hub::auth::sessions::start_session(&ctx, &observer).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let tokens = hub::domain::auth::sessions::start_session(&ctx, &observer)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     let url = format!("{base}/api/observers/students/{}/portfolio", student.id);
     let http = reqwest::Client::builder().no_proxy().build()?;
     let size = Arc::new(AtomicUsize::new(0));
@@ -564,13 +572,16 @@ pub async fn oauth(
     let admin = bench_admin();
     // Two apps, so each phase has its own per-client budget (300 token requests a minute).
     let register = |name: &str| {
-        let registration: Result<hub::oauth::clients::ClientRegistration, _> = serde_json::from_value(json!({
+        let registration: Result<hub::integrations::oauth::clients::ClientRegistration, _> =
+            serde_json::from_value(json!({
             "name": name, "redirect_uris": ["https://bench.example/callback"],
             "allowed_scopes": ["profile", "webhooks:manage"],
             "grant_types": ["authorization_code", "refresh_token", "client_credentials"]}));
         let (ctx, admin) = (&ctx, &admin);
         async move {
-            hub::oauth::clients::register(ctx, admin, registration?).await.map_err(|e| anyhow::anyhow!(e.to_string()))
+            hub::integrations::oauth::clients::register(ctx, admin, registration?)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.to_string()))
         }
     };
     let app = register("Bench").await?;
@@ -598,15 +609,15 @@ pub async fn oauth(
         }
     };
     // Refresh chains: one user authorization per concurrent worker, each refreshed in turn.
-    let user = hub::auth::email_sign_in::create_observer(&ctx, "bench-user@bench.example")
+    let user = hub::domain::auth::email_sign_in::create_observer(&ctx, "bench-user@bench.example")
         .await
         .map_err(|e| anyhow::anyhow!(e.to_string()))?
         .context("fresh stack")?;
     let mut chains = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let challenge_verifier = hub::crypto::random_token(32);
-        let challenge = hub::oauth::authorize::pkce_challenge(&challenge_verifier);
-        let request = hub::oauth::authorize::AuthorizationRequest {
+        let challenge_verifier = hub::support::crypto::random_token(32);
+        let challenge = hub::integrations::oauth::authorize::pkce_challenge(&challenge_verifier);
+        let request = hub::integrations::oauth::authorize::AuthorizationRequest {
             client: refresher.client.clone(),
             redirect_uri: "https://bench.example/callback".into(),
             redirect_uri_given: true,
@@ -614,8 +625,9 @@ pub async fn oauth(
             state: None,
             code_challenge: challenge,
         };
-        let back =
-            hub::oauth::authorize::approve(&ctx, &user, &request).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        let back = hub::integrations::oauth::authorize::approve(&ctx, &user, &request)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
         let code = url::Url::parse(&back)?.query_pairs().find(|(k, _)| k == "code").context("code")?.1.into_owned();
         let answer = post_form(
             &refreshing.token_url,
@@ -672,9 +684,9 @@ pub async fn oauth(
 
     // CPU of our own work per request: signing and verifying an access token with the keys cached
     // (what remains of a handler once its DynamoDB reads and writes are taken away).
-    let claims = hub::oauth::keys::AccessTokenClaims {
-        iss: hub::oauth::issuer(&ctx).map_err(|e| anyhow::anyhow!(e.to_string()))?,
-        aud: hub::oauth::AUDIENCE.into(),
+    let claims = hub::integrations::oauth::keys::AccessTokenClaims {
+        iss: hub::integrations::oauth::issuer(&ctx).map_err(|e| anyhow::anyhow!(e.to_string()))?,
+        aud: hub::integrations::oauth::AUDIENCE.into(),
         sub: user.id.clone(),
         client_id: app.client.client_id.clone(),
         scope: "profile".into(),
@@ -685,16 +697,17 @@ pub async fn oauth(
         exp: ctx.clock.now() + 3600,
         jti: "bench".into(),
     };
-    let token = hub::oauth::keys::sign(&ctx, &claims).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let token =
+        hub::integrations::oauth::keys::sign(&ctx, &claims).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
     let rounds = 2000;
     let t = Instant::now();
     for _ in 0..rounds {
-        hub::oauth::keys::sign(&ctx, &claims).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        hub::integrations::oauth::keys::sign(&ctx, &claims).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
     }
     let sign = t.elapsed() / rounds;
     let t = Instant::now();
     for _ in 0..rounds {
-        hub::oauth::keys::verify(&ctx, &token).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        hub::integrations::oauth::keys::verify(&ctx, &token).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
     }
     let verify = t.elapsed() / rounds;
     println!("CPU per request, store I/O excluded: sign an access token {sign:?}, verify one {verify:?} (keys cached)");

@@ -59,8 +59,9 @@ async fn prepare(template: &Template, sdk: &SdkConfig, options: &Options) -> any
         (d.id.clone(), d.client_id.clone(), d.client_secret.clone())
     };
     let admin = function_context(template, &stack.stack, sdk, "clever-districts-put")?;
-    let credentials = hub::clever::districts::DistrictCredentials { name: "Bench".into(), client_id, client_secret };
-    hub::clever::districts::register(&admin, &district, credentials)
+    let credentials =
+        hub::integrations::clever::districts::DistrictCredentials { name: "Bench".into(), client_id, client_secret };
+    hub::integrations::clever::districts::register(&admin, &district, credentials)
         .await
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     let def = template.functions()?.into_iter().find(|f| f.binary == "clever-sync-worker").context("worker")?;

@@ -65,21 +65,21 @@ async fn launch_validation(launches: usize, python: Option<&std::path::Path>) ->
     let jwks = json!({"keys": [key.jwk()]});
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
     let tokens: Vec<String> = (0..launches).map(|i| key.sign(&launch_claims(issuer, i, now))).collect();
-    let keys = hub::lti::platform_keys::rsa_keys(&jwks);
+    let keys = hub::integrations::lti::platform_keys::rsa_keys(&jwks);
     let decoding = keys.get("bench-key-1").context("the bench key")?;
     let deployments = vec![DEPLOYMENT.to_string()];
     let mut ours = Vec::with_capacity(launches);
     for (i, token) in tokens.iter().enumerate() {
         let nonce = format!("nonce-{i}");
         let started = Instant::now();
-        let expected = hub::lti::launch::Expected {
+        let expected = hub::integrations::lti::launch::Expected {
             issuer,
             client_id: CLIENT_ID,
             deployment_ids: &deployments,
             nonce: &nonce,
             now,
         };
-        hub::lti::launch::parse(token)?.verify(decoding, &expected)?;
+        hub::integrations::lti::launch::parse(token)?.verify(decoding, &expected)?;
         ours.push(started.elapsed().as_nanos() as f64 / 1000.0);
     }
     println!("== launch validation, warm key cache ({launches} launches, RS256 2048-bit, one thread)");
@@ -139,8 +139,8 @@ async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size:
     platform.trust_tool(CLIENT_ID, &format!("{}/api/lti/jwks", bench.base));
     *platform.page_size.lock().unwrap() = page_size;
     let now = ctx.clock.now();
-    let registration = hub::lti::registration::Registration {
-        id: hub::lti::registration::registration_id(&platform.base_url, CLIENT_ID),
+    let registration = hub::integrations::lti::registration::Registration {
+        id: hub::integrations::lti::registration::registration_id(&platform.base_url, CLIENT_ID),
         organization_id: "bench".into(),
         name: "Bench LMS".into(),
         issuer: platform.base_url.clone(),
@@ -161,8 +161,8 @@ async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size:
                    "email": format!("member-{i}@school.example"), "roles": [format!("http://purl.imsglobal.org/vocab/lis/v2/membership#{role}")]})
         })
         .collect();
-    let course = hub::lti::links::Course {
-        id: hub::lti::links::course_id(&registration.id, "course-1"),
+    let course = hub::integrations::lti::links::Course {
+        id: hub::integrations::lti::links::course_id(&registration.id, "course-1"),
         registration_id: registration.id.clone(),
         organization_id: "bench".into(),
         context_id: "course-1".into(),
@@ -173,10 +173,10 @@ async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size:
         updated_at: now,
     };
     ctx.store().put_lti_course(&course).await?;
-    let school_admin = hub::auth::guard::Principal {
+    let school_admin = hub::domain::auth::guard::Principal {
         user_id: "bench-admin".into(),
         email: None,
-        role: hub::auth::Role::OrgAdmin,
+        role: hub::domain::auth::Role::OrgAdmin,
         org_id: Some("bench".into()),
         session_id: "bench".into(),
     };
@@ -193,8 +193,9 @@ async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size:
         let (requests, tokens) =
             (*platform.membership_requests.lock().unwrap(), *platform.token_requests.lock().unwrap());
         let started = Instant::now();
-        let summary =
-            hub::lti::roster::sync(&ctx, &school_admin, &course.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let summary = hub::integrations::lti::roster::sync(&ctx, &school_admin, &course.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let seconds = started.elapsed().as_secs_f64();
         anyhow::ensure!(
             summary.failed == 0,

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail, ensure};
 use aws_config::SdkConfig;
 use clever_sim::{DistrictSpec, Simulator, World};
-use hub::auth::Role;
-use hub::auth::provisioning::{ExternalProfile, provision_as_operator};
+use hub::domain::auth::Role;
+use hub::domain::auth::provisioning::{ExternalProfile, provision_as_operator};
 
 use crate::gateway::Gateway;
 use crate::provision::{LOCAL_PARAMETERS, provision};
@@ -107,7 +107,7 @@ async fn session(ctx: &hub::Context, role: Role, org: &str) -> anyhow::Result<St
         org_id: Some(org.into()),
     };
     let user = provision_as_operator(ctx, &profile).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pair = hub::auth::sessions::start_session(ctx, &user).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pair = hub::domain::auth::sessions::start_session(ctx, &user).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(pair.access_token)
 }
 

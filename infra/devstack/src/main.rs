@@ -216,7 +216,7 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The functions' own JSON log lines (on stderr), as `sam local start-api` shows them (RUST_LOG filters).
-    hub::logging::init_stderr();
+    hub::support::logging::init_stderr();
     if let Command::Openapi = cli.command {
         print!("{}", hub::api::openapi::document_json());
         return std::process::ExitCode::SUCCESS;
@@ -277,11 +277,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Token { email, role, org } => {
-            let role = hub::auth::Role::parse(&role).with_context(|| format!("unknown --role {role}"))?;
+            let role = hub::domain::auth::Role::parse(&role).with_context(|| format!("unknown --role {role}"))?;
             let env = function_env(&template, &stack, "auth-me")?;
             let config = hub::Config::from_lookup(|k| env.get(k).cloned())?;
             let ctx = hub::Context::new(config, sdk.clone());
-            let profile = hub::auth::provisioning::ExternalProfile {
+            let profile = hub::domain::auth::provisioning::ExternalProfile {
                 provider: "dev".into(),
                 external_id: email.to_lowercase(),
                 email: Some(email.clone()),
@@ -293,11 +293,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 org_id: org,
             };
             // The operator of the local stack vouches for the address and grants the role (even `admin`).
-            let user = hub::auth::provisioning::provision_as_operator(&ctx, &profile)
+            let user = hub::domain::auth::provisioning::provision_as_operator(&ctx, &profile)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            let pair =
-                hub::auth::sessions::start_session(&ctx, &user).await.map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            let pair = hub::domain::auth::sessions::start_session(&ctx, &user)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
             // Shell assignments, for `eval "$(make -s token ...)"`; the user as a comment.
             println!("# {}", serde_json::to_string(&user)?);
             println!("export ACCESS='{}'", pair.access_token);
@@ -513,14 +514,19 @@ async fn demo_clever(template: &Template, stack: &LocalStack, sdk: &aws_config::
     };
     let env = function_env(template, stack, "clever-districts-put")?;
     let ctx = hub::Context::new(hub::Config::from_lookup(|k| env.get(k).cloned())?, sdk.clone());
-    let credentials =
-        hub::clever::districts::DistrictCredentials { name: "Demo Unified".into(), client_id, client_secret };
-    let (_, schools) =
-        tokio::time::timeout(Duration::from_secs(30), hub::clever::districts::register(&ctx, &id, credentials))
-            .await
-            .context("registering the demo district took over 30 s")?
-            .map_err(|e| anyhow::anyhow!(e.to_string()))
-            .with_context(|| format!("registering demo district {id} with the simulator"))?;
+    let credentials = hub::integrations::clever::districts::DistrictCredentials {
+        name: "Demo Unified".into(),
+        client_id,
+        client_secret,
+    };
+    let (_, schools) = tokio::time::timeout(
+        Duration::from_secs(30),
+        hub::integrations::clever::districts::register(&ctx, &id, credentials),
+    )
+    .await
+    .context("registering the demo district took over 30 s")?
+    .map_err(|e| anyhow::anyhow!(e.to_string()))
+    .with_context(|| format!("registering demo district {id} with the simulator"))?;
     // The simulator's server task keeps running for the life of this process.
     Ok(format!("Clever simulator on http://127.0.0.1:4600: demo district {id} with {schools} schools registered"))
 }

@@ -7,14 +7,16 @@ use http::StatusCode;
 use lambda_http::Request;
 use serde::Deserialize;
 
-use crate::auth::guard::{ACCESS_COOKIE, REFRESH_COOKIE, REFRESH_COOKIE_PATH, authenticate, authenticate_for};
-use crate::auth::sessions::{self, TokenPair};
-use crate::auth::tokens;
-use crate::auth::{email_sign_in, login_binding};
-use crate::http::{
+use crate::domain::auth::guard::{ACCESS_COOKIE, REFRESH_COOKIE, REFRESH_COOKIE_PATH, authenticate};
+use crate::domain::auth::sessions::session_cookies;
+use crate::domain::auth::sessions::{self, TokenPair};
+use crate::domain::auth::tokens;
+use crate::domain::auth::{email_sign_in, login_binding};
+use crate::integrations::oauth::token::authenticate_for;
+use crate::runtime::ratelimit::{self, Rule};
+use crate::support::http::{
     ApiResult, MAX_JSON_BODY, client_ip, cookie, json, json_body, optional_json_body, secure_cookie, with_cookies,
 };
-use crate::ratelimit::{self, Rule};
 use crate::{ApiError, Context};
 
 /// Refreshing is cheap to attempt and each attempt costs a transaction: bound it per client IP.
@@ -30,10 +32,10 @@ pub struct RefreshRequest {
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
     request_body(content = Option<RefreshRequest>, description = "Or no body: the refresh cookie is used"),
     responses(
-        (status = 200, description = "A new token pair (also set as cookies); the old refresh token is used up", body = crate::auth::sessions::TokenPair),
-        (status = 401, description = "Missing, invalid, expired or reused refresh token (reuse revokes the session)", body = crate::api::openapi::ErrorBody),
-        (status = 429, description = "Too many refreshes from this address", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 200, description = "A new token pair (also set as cookies); the old refresh token is used up", body = crate::domain::auth::sessions::TokenPair),
+        (status = 401, description = "Missing, invalid, expired or reused refresh token (reuse revokes the session)", body = crate::ErrorBody),
+        (status = 429, description = "Too many refreshes from this address", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn refresh(ctx: Arc<Context>, req: Request) -> ApiResult {
     ratelimit::check(&ctx, REFRESH_LIMIT, &client_ip(&req)).await?;
@@ -52,20 +54,11 @@ pub fn token_response(pair: &TokenPair) -> ApiResult {
     with_cookies(json(StatusCode::OK, pair)?, &session_cookies(pair))
 }
 
-/// The cookies that carry a session in a browser: the access token for every path, the refresh
-/// token only for the auth endpoints.
-pub fn session_cookies(pair: &TokenPair) -> [String; 2] {
-    [
-        secure_cookie(ACCESS_COOKIE, &pair.access_token, "/", pair.expires_in, "Lax"),
-        secure_cookie(REFRESH_COOKIE, &pair.refresh_token, REFRESH_COOKIE_PATH, pair.refresh_expires_in, "Strict"),
-    ]
-}
-
 /// The caller's own profile.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth", security(("bearer" = []), ("cookie" = [])), responses(
-    (status = 200, description = "The caller", body = crate::auth::User),
-    (status = 401, description = "No valid access token", body = crate::api::openapi::ErrorBody),
-    (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    (status = 200, description = "The caller", body = crate::domain::auth::User),
+    (status = 401, description = "No valid access token", body = crate::ErrorBody),
+    (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
 ))]
 pub async fn me(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "profile").await?;
@@ -82,8 +75,8 @@ pub async fn me(ctx: Arc<Context>, req: Request) -> ApiResult {
     request_body(content = Option<RefreshRequest>, description = "Without an access token: the refresh token (or its cookie)"),
     responses(
         (status = 200, description = "`{\"status\": \"logged_out\"}`; cookies cleared", body = crate::api::StatusBody),
-        (status = 401, description = "Neither token is valid", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 401, description = "Neither token is valid", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn logout(ctx: Arc<Context>, req: Request) -> ApiResult {
     // A malformed body is refused whichever token identifies the session.
@@ -127,9 +120,9 @@ pub struct EmailStartAnswer {
     request_body = EmailStartRequest,
     responses(
         (status = 202, description = "Accepted; a link is sent if the address is known", body = EmailStartAnswer),
-        (status = 400, description = "`invalid_email`, `invalid_next`, `invalid_json`", body = crate::api::openapi::ErrorBody),
-        (status = 429, description = "Too many links for this address, or from this source address", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 400, description = "`invalid_email`, `invalid_next`, `invalid_json`", body = crate::ErrorBody),
+        (status = 429, description = "Too many links for this address, or from this source address", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn email_start(ctx: Arc<Context>, req: Request) -> ApiResult {
     let body: EmailStartRequest = json_body(&req, MAX_JSON_BODY)?;
@@ -154,11 +147,11 @@ pub struct EmailVerifyRequest {
 #[utoipa::path(post, path = "/api/auth/email/verify", tag = "auth",
     request_body = EmailVerifyRequest,
     responses(
-        (status = 200, description = "A token pair (also set as cookies), as `/api/auth/refresh` gives", body = crate::auth::sessions::TokenPair),
-        (status = 400, description = "`invalid_code`: unknown, expired or already used; `invalid_json`", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "`account_link_refused`", body = crate::api::openapi::ErrorBody),
-        (status = 429, description = "Too many wrong codes from this address", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 200, description = "A token pair (also set as cookies), as `/api/auth/refresh` gives", body = crate::domain::auth::sessions::TokenPair),
+        (status = 400, description = "`invalid_code`: unknown, expired or already used; `invalid_json`", body = crate::ErrorBody),
+        (status = 403, description = "`account_link_refused`", body = crate::ErrorBody),
+        (status = 429, description = "Too many wrong codes from this address", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn email_verify(ctx: Arc<Context>, req: Request) -> ApiResult {
     let body: EmailVerifyRequest = json_body(&req, MAX_JSON_BODY)?;
@@ -183,7 +176,7 @@ pub async fn exchange_code(
     ctx: &Context,
     req: &Request,
     purpose: &str,
-    invalid_rule: crate::ratelimit::Rule,
+    invalid_rule: crate::runtime::ratelimit::Rule,
     again: &str,
 ) -> ApiResult {
     let body: CodeExchange = json_body(req, MAX_JSON_BODY)?;
@@ -210,7 +203,7 @@ pub async fn exchange_code(
         return Err(ApiError::bad_request("code_expired", format!("The code has expired; {again}")));
     }
     let user = ctx.store().get_user(&grant.user_id).await?.ok_or_else(invalid)?;
-    let pair = crate::auth::sessions::start_session(ctx, &user).await?;
+    let pair = crate::domain::auth::sessions::start_session(ctx, &user).await?;
     tracing::info!(user_id = user.id, purpose, "one-time code exchanged");
     let [access, refresh] = session_cookies(&pair);
     with_cookies(json(StatusCode::OK, &pair)?, &[access, refresh, login_binding::clear_login(&body.code)])

@@ -7,10 +7,12 @@ use http::StatusCode;
 use lambda_http::Request;
 use serde::Serialize;
 
-use crate::auth::Role;
-use crate::auth::guard::authenticate;
-use crate::clever::{districts, health, jobs};
-use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id, query_number, query_param};
+use crate::domain::auth::Role;
+use crate::domain::auth::guard::authenticate;
+use crate::integrations::clever::{districts, health, jobs};
+use crate::support::http::{
+    ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id, query_number, query_param,
+};
 use crate::{ApiError, Context};
 
 /// Time allowed to check a district's credentials with Clever and store them.
@@ -29,13 +31,13 @@ pub struct DistrictRegistered {
 /// `PUT /api/clever/districts/{district_id}` with `{"name", "client_id", "client_secret"}`.
 #[utoipa::path(put, path = "/api/clever/districts/{district_id}", tag = "clever", security(("bearer" = []), ("cookie" = [])),
     params(("district_id" = String, Path, description = "Clever's district id")),
-    request_body = crate::clever::districts::DistrictCredentials,
+    request_body = crate::integrations::clever::districts::DistrictCredentials,
     responses(
         (status = 200, description = "Checked with Clever and stored (the secret is never returned)", body = DistrictRegistered),
-        (status = 400, description = "`invalid_district`, `clever_no_district_token`, `invalid_json`", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "Platform admins only", body = crate::api::openapi::ErrorBody),
-        (status = 504, description = "`clever_timeout`: Clever did not answer in time", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 400, description = "`invalid_district`, `clever_no_district_token`, `invalid_json`", body = crate::ErrorBody),
+        (status = 403, description = "Platform admins only", body = crate::ErrorBody),
+        (status = 504, description = "`clever_timeout`: Clever did not answer in time", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn put_district(ctx: Arc<Context>, req: Request) -> ApiResult {
     authenticate(&ctx, &req).await?.require_role(&[Role::Admin])?;
@@ -75,7 +77,7 @@ pub struct DistrictSummary {
 
 /// `GET /api/clever/districts`: every district with its schools and their last sync.
 #[utoipa::path(get, path = "/api/clever/districts", tag = "clever", security(("bearer" = []), ("cookie" = [])),
-    responses((status = 200, description = "Every district", body = DistrictList), (status = 403, description = "Platform admins only", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)))]
+    responses((status = 200, description = "Every district", body = DistrictList), (status = 403, description = "Platform admins only", body = crate::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)))]
 pub async fn list_districts(ctx: Arc<Context>, req: Request) -> ApiResult {
     authenticate(&ctx, &req).await?.require_role(&[Role::Admin])?;
     let store = ctx.store();
@@ -95,13 +97,13 @@ pub async fn list_districts(ctx: Arc<Context>, req: Request) -> ApiResult {
 
 /// `POST /api/clever/sync` with `{"district_id"?, "school_id"?, "mode": "full"|"incremental", "force"?}`.
 #[utoipa::path(post, path = "/api/clever/sync", tag = "clever", security(("bearer" = []), ("cookie" = [])),
-    request_body = crate::clever::jobs::SyncRequest,
+    request_body = crate::integrations::clever::jobs::SyncRequest,
     responses(
-        (status = 202, description = "One job queued per active school", body = crate::clever::jobs::SyncQueued),
-        (status = 400, description = "`invalid_mode`, `invalid_json`", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "Platform admins only", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "`school_not_found`, `district_not_found`", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 202, description = "One job queued per active school", body = crate::integrations::clever::jobs::SyncQueued),
+        (status = 400, description = "`invalid_mode`, `invalid_json`", body = crate::ErrorBody),
+        (status = 403, description = "Platform admins only", body = crate::ErrorBody),
+        (status = 404, description = "`school_not_found`, `district_not_found`", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn sync(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
@@ -130,8 +132,8 @@ pub struct SyncHistory {
     ),
     responses(
         (status = 200, description = "The school's sync records", body = SyncHistory),
-        (status = 400, description = "`invalid_query`", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "Platform admins only", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 400, description = "`invalid_query`", body = crate::ErrorBody),
+        (status = 403, description = "Platform admins only", body = crate::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn sync_history(ctx: Arc<Context>, req: Request) -> ApiResult {
     authenticate(&ctx, &req).await?.require_role(&[Role::Admin])?;
@@ -150,7 +152,7 @@ pub async fn sync_history(ctx: Arc<Context>, req: Request) -> ApiResult {
     let entity = match query_param(&req, "entity") {
         None => None,
         Some(e) => Some(
-            crate::clever::roster::Entity::parse(&e)
+            crate::integrations::clever::roster::Entity::parse(&e)
                 .ok_or_else(|| bad("entity is students, teachers or sections"))?
                 .plural(),
         ),
@@ -166,10 +168,10 @@ pub async fn sync_history(ctx: Arc<Context>, req: Request) -> ApiResult {
     responses(
         (status = 200, description = "`Healthy` or `Degraded`", body = health::CleverHealth),
         (status = 503, description = "`Unhealthy`: Clever refuses every district's credentials", body = health::CleverHealth),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn health(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let admin = crate::http::bearer_token(&req).is_some()
+    let admin = crate::support::http::bearer_token(&req).is_some()
         && authenticate(&ctx, &req).await?.require_role(&[Role::Admin]).is_ok();
     let (report, status) = health::report(ctx).await;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::Context;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
-use crate::http::{ApiResult, json};
+use crate::support::http::{ApiResult, json};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 

@@ -1,7 +1,6 @@
 //! `POST /api/admin/quests`, `GET /api/admin/quests`, `POST /api/admin/badges` (organization or
 //! platform admins) and `GET /api/me/quests` (a student's own quests, tasks, evidence, XP and badges).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::StatusCode;
@@ -10,21 +9,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Context;
-use crate::auth::guard::{authenticate, authenticate_for};
-use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id};
-use crate::learning::Quest;
-use crate::learning::quests::{self, NewQuest};
+use crate::domain::auth::guard::authenticate;
+use crate::domain::learning::Quest;
+use crate::domain::learning::progress::{QuestProgress, TaskProgress, XpSummary};
+use crate::domain::learning::quests::{self, NewQuest};
+use crate::integrations::oauth::token::authenticate_for;
+use crate::support::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id};
 
 /// Creates a quest (with an optional LMS mapping: only the integration's own organization may map its
 /// assignments) and takes the submissions that were waiting for that mapping.
 #[utoipa::path(post, path = "/api/admin/quests", tag = "learning", security(("bearer" = []), ("cookie" = [])),
     request_body = NewQuest,
     responses(
-        (status = 201, description = "The quest, with ids and order added", body = crate::learning::Quest),
-        (status = 400, description = "`invalid_quest`, `invalid_json`, `unknown_integration`", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "Not an admin of that organization, or `integration_tenant_mismatch`", body = crate::api::openapi::ErrorBody),
-        (status = 409, description = "`lms_mapping_taken`: another quest maps that assignment", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 201, description = "The quest, with ids and order added", body = crate::domain::learning::Quest),
+        (status = 400, description = "`invalid_quest`, `invalid_json`, `unknown_integration`", body = crate::ErrorBody),
+        (status = 403, description = "Not an admin of that organization, or `integration_tenant_mismatch`", body = crate::ErrorBody),
+        (status = 409, description = "`lms_mapping_taken`: another quest maps that assignment", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn create_quest(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
@@ -36,16 +37,16 @@ pub async fn create_quest(ctx: Arc<Context>, req: Request) -> ApiResult {
 }
 
 #[utoipa::path(post, path = "/api/admin/badges", tag = "learning", security(("bearer" = []), ("cookie" = [])),
-    request_body = crate::learning::badges::NewBadge,
+    request_body = crate::domain::learning::badges::NewBadge,
     responses(
-        (status = 201, description = "The badge", body = crate::learning::badges::Badge),
-        (status = 403, description = "Not an admin of that organization", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 201, description = "The badge", body = crate::domain::learning::badges::Badge),
+        (status = 403, description = "Not an admin of that organization", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn create_badge(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    let new: crate::learning::badges::NewBadge = json_body(&req, MAX_JSON_BODY)?;
-    let badge = crate::learning::badges::create_badge(&ctx, &principal, new).await?;
+    let new: crate::domain::learning::badges::NewBadge = json_body(&req, MAX_JSON_BODY)?;
+    let badge = crate::domain::learning::badges::create_badge(&ctx, &principal, new).await?;
     json(StatusCode::CREATED, &badge)
 }
 
@@ -60,8 +61,8 @@ pub struct QuestList {
     params(("organization_id" = Option<String>, Query, description = "Platform admins: whose quests (organization admins: their own)")),
     responses(
         (status = 200, description = "The organization's quests, newest first", body = QuestList),
-        (status = 403, description = "Not an admin of that organization", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 403, description = "Not an admin of that organization", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn list_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "quests:read").await?;
@@ -80,18 +81,11 @@ pub struct MyLearning {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct XpSummary {
-    pub total: i64,
-    pub by_pillar: BTreeMap<String, i64>,
-    pub quests_completed: i64,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
 pub struct BadgeProgress {
     pub id: String,
     pub name: String,
     pub description: String,
-    pub requirements: crate::learning::badges::Requirements,
+    pub requirements: crate::domain::learning::badges::Requirements,
     /// When the caller earned it; null while not earned.
     pub earned_at: Option<i64>,
 }
@@ -108,12 +102,12 @@ pub struct MyTask {
     #[serde(flatten)]
     pub progress: TaskProgress,
     pub completion_id: Option<String>,
-    pub evidence: Vec<crate::learning::EvidenceBlock>,
+    pub evidence: Vec<crate::domain::learning::EvidenceBlock>,
 }
 
 impl MyQuest {
     /// A quest as the learner sees it: its tasks with their own progress and evidence.
-    pub fn of(quest: &crate::learning::Quest, state: &crate::store::learning::QuestState) -> Self {
+    pub fn of(quest: &crate::domain::learning::Quest, state: &crate::store::learning::QuestState) -> Self {
         let tasks = quest
             .tasks
             .iter()
@@ -140,61 +134,11 @@ impl MyQuest {
     }
 }
 
-/// Where a learner stands in a quest (the student's own view and their observers' share it).
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct QuestProgress {
-    pub quest_id: String,
-    pub title: String,
-    pub pillar: String,
-    /// `active` or `completed` (`not_started` before the first submission).
-    pub status: String,
-    pub completed_at: Option<i64>,
-}
-
-/// Where a learner stands in one task.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct TaskProgress {
-    pub id: String,
-    pub title: String,
-    pub pillar: String,
-    pub xp: i64,
-    pub order: u32,
-    /// `pending` or `completed`.
-    pub status: String,
-    pub completed_at: Option<i64>,
-}
-
-impl QuestProgress {
-    pub fn of(quest: &crate::learning::Quest, enrollment: &crate::store::learning::Enrollment) -> Self {
-        Self {
-            quest_id: quest.id.clone(),
-            title: quest.title.clone(),
-            pillar: quest.pillar.clone(),
-            status: enrollment.status.clone(),
-            completed_at: enrollment.completed_at,
-        }
-    }
-}
-
-impl TaskProgress {
-    pub fn of(task: &crate::learning::QuestTask, mine: Option<&crate::store::learning::UserTask>) -> Self {
-        Self {
-            id: task.id.clone(),
-            title: task.title.clone(),
-            pillar: task.pillar.clone(),
-            xp: task.xp,
-            order: task.order,
-            status: if mine.is_some_and(|m| m.completed) { "completed" } else { "pending" }.into(),
-            completed_at: mine.and_then(|m| m.completed_at),
-        }
-    }
-}
-
 /// The caller's learning: every quest they are enrolled in, with their tasks, evidence and XP.
 #[utoipa::path(get, path = "/api/me/quests", tag = "learning", security(("bearer" = []), ("cookie" = [])), responses(
     (status = 200, description = "The caller's own learning only", body = MyLearning),
-    (status = 401, description = "No valid access token", body = crate::api::openapi::ErrorBody),
-    (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+    (status = 401, description = "No valid access token", body = crate::ErrorBody),
+    (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
 ))]
 pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "progress:read").await?;
@@ -240,15 +184,16 @@ pub async fn my_quests(ctx: Arc<Context>, req: Request) -> ApiResult {
     params(("quest_id" = String, Path, description = "The quest")),
     responses(
         (status = 200, description = "The quest, its tasks and the caller's progress and evidence (`status` `not_started` before any submission)", body = MyQuest),
-        (status = 404, description = "`quest_not_found` (also another organization's)", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 404, description = "`quest_not_found` (also another organization's)", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn get_quest(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "progress:read").await?;
     let quest_id = path_param(&req, "quest_id");
     let not_found = || crate::ApiError::not_found("quest_not_found", "No such quest");
     let quest = ctx.store().get_quest(&quest_id).await?.ok_or_else(not_found)?;
-    if principal.role != crate::auth::Role::Admin && principal.org_id.as_deref() != Some(quest.organization_id.as_str())
+    if principal.role != crate::domain::auth::Role::Admin
+        && principal.org_id.as_deref() != Some(quest.organization_id.as_str())
     {
         return Err(not_found());
     }
@@ -279,23 +224,23 @@ pub struct Graded {
     request_body = GradeRequest,
     responses(
         (status = 200, description = "Stored and announced (`grade.updated`)", body = Graded),
-        (status = 400, description = "`invalid_grade`, `invalid_json`", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "Students do not grade; `cannot_grade_own_work`: nobody grades their own completion", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "`completion_not_found` (also another organization's)", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 400, description = "`invalid_grade`, `invalid_json`", body = crate::ErrorBody),
+        (status = 403, description = "Students do not grade; `cannot_grade_own_work`: nobody grades their own completion", body = crate::ErrorBody),
+        (status = 404, description = "`completion_not_found` (also another organization's)", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn grade_completion(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let completion_id = path_param(&req, "completion_id");
     let body: GradeRequest = json_body(&req, MAX_JSON_BODY)?;
-    crate::learning::submissions::grade(&ctx, &principal, &completion_id, &body.grade).await?;
+    crate::domain::learning::submissions::grade(&ctx, &principal, &completion_id, &body.grade).await?;
     json(StatusCode::OK, &Graded { status: "graded".into(), completion_id, grade: body.grade })
 }
 
 /// A student's evidence for a task.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct TaskSubmission {
-    pub evidence: Vec<crate::learning::submissions::EvidenceInput>,
+    pub evidence: Vec<crate::domain::learning::submissions::EvidenceInput>,
 }
 
 /// The recorded submission.
@@ -319,17 +264,17 @@ pub struct SubmissionRecorded {
     responses(
         (status = 201, description = "Recorded", body = SubmissionRecorded),
         (status = 200, description = "Already recorded under this Idempotency-Key", body = SubmissionRecorded),
-        (status = 400, description = "`invalid_evidence`, `invalid_json`, `invalid_idempotency_key`", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "`forbidden`: students submit work", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "`quest_not_found` (also another organization's), `task_not_found`", body = crate::api::openapi::ErrorBody),
-        (status = 409, description = "`task_already_graded`: the task's work came from an LMS or was graded", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 400, description = "`invalid_evidence`, `invalid_json`, `invalid_idempotency_key`", body = crate::ErrorBody),
+        (status = 403, description = "`forbidden`: students submit work", body = crate::ErrorBody),
+        (status = 404, description = "`quest_not_found` (also another organization's), `task_not_found`", body = crate::ErrorBody),
+        (status = 409, description = "`task_already_graded`: the task's work came from an LMS or was graded", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn submit_task(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
     let body: TaskSubmission = json_body(&req, MAX_JSON_BODY)?;
     let key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {
-        None => crate::crypto::random_token(16),
+        None => crate::support::crypto::random_token(16),
         Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => k.to_string(),
         Some(_) => {
             return Err(crate::ApiError::bad_request(
@@ -338,7 +283,7 @@ pub async fn submit_task(ctx: Arc<Context>, req: Request) -> ApiResult {
             ));
         }
     };
-    let recorded = crate::learning::submissions::submit_own(
+    let recorded = crate::domain::learning::submissions::submit_own(
         &ctx,
         &principal,
         &path_param(&req, "quest_id"),

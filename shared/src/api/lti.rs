@@ -7,14 +7,14 @@ use lambda_http::Request;
 use serde::Serialize;
 
 use crate::Context;
+use crate::ErrorBody;
 use crate::api::StatusBody;
-use crate::api::openapi::ErrorBody;
-use crate::auth::guard::authenticate;
-use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id};
-use crate::lti::flow::Launched;
-use crate::lti::registration::{
+use crate::domain::auth::guard::authenticate;
+use crate::integrations::lti::flow::Launched;
+use crate::integrations::lti::registration::{
     self, Registration, RegistrationInput, RegistrationUpdate, RegistrationWithTool, tool_configuration,
 };
+use crate::support::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id};
 
 /// An organization's registrations.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -109,18 +109,18 @@ pub async fn delete_registration(ctx: Arc<Context>, req: Request) -> ApiResult {
 /// The launch form (an `id_token` of a few KB) is refused above this.
 const MAX_LAUNCH_FORM: usize = 96 * 1024;
 /// Unknown or used launch codes, per address.
-const TOKEN_INVALID_PER_ADDRESS: crate::ratelimit::Rule =
-    crate::ratelimit::Rule { name: "lti-token-invalid", limit: 20, window_secs: 60 };
+const TOKEN_INVALID_PER_ADDRESS: crate::runtime::ratelimit::Rule =
+    crate::runtime::ratelimit::Rule { name: "lti-token-invalid", limit: 20, window_secs: 60 };
 
 /// Login initiations per source address: each one stores a state and sets a cookie. A school's whole
 /// class behind one address opening the tool at once stays well under it.
-const LOGINS_PER_ADDRESS: crate::ratelimit::Rule =
-    crate::ratelimit::Rule { name: "lti-login", limit: 600, window_secs: 60 };
+const LOGINS_PER_ADDRESS: crate::runtime::ratelimit::Rule =
+    crate::runtime::ratelimit::Rule { name: "lti-login", limit: 600, window_secs: 60 };
 
 /// An LTI failure as the small page the LMS frames (DESIGN.md §3b), with its error code.
 fn framed_error(ctx: &Context, e: &crate::ApiError, cookies: Vec<String>) -> ApiResult {
-    let mut page = crate::pages::Page::error(e);
-    page.frame_ancestors = Some(crate::lti::frame_ancestors(ctx));
+    let mut page = crate::support::html::Page::error(e);
+    page.frame_ancestors = Some(crate::integrations::lti::frame_ancestors(ctx));
     page.cookies = cookies;
     page.into_response()
 }
@@ -146,17 +146,19 @@ fn framed_error(ctx: &Context, e: &crate::ApiError, cookies: Vec<String>) -> Api
 pub async fn login(ctx: Arc<Context>, req: Request) -> ApiResult {
     let mut params: Vec<(String, String)> =
         req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-    if let Err(e) = crate::ratelimit::check(&ctx, LOGINS_PER_ADDRESS, &crate::http::client_ip(&req)).await {
+    if let Err(e) =
+        crate::runtime::ratelimit::check(&ctx, LOGINS_PER_ADDRESS, &crate::support::http::client_ip(&req)).await
+    {
         return framed_error(&ctx, &e, Vec::new());
     }
     if req.method() == http::Method::POST {
-        match crate::lti::flow::form_fields(crate::http::body_bytes(&req), MAX_LAUNCH_FORM) {
+        match crate::integrations::lti::flow::form_fields(crate::support::http::body_bytes(&req), MAX_LAUNCH_FORM) {
             Ok(fields) => params.extend(fields),
             Err(e) => return framed_error(&ctx, &e, Vec::new()),
         }
     }
-    match crate::lti::flow::login(&ctx, &params).await {
-        Ok(go) => crate::http::redirect_no_referrer(&go.location, &[go.cookie]),
+    match crate::integrations::lti::flow::login(&ctx, &params).await {
+        Ok(go) => crate::support::http::redirect_no_referrer(&go.location, &[go.cookie]),
         Err(e) => framed_error(&ctx, &e, Vec::new()),
     }
 }
@@ -211,15 +213,20 @@ pub struct LaunchForm {
         (status = 502, description = "A page: `jwks_unavailable`", content_type = "text/html")
     ))]
 pub async fn launch(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let form = match crate::lti::flow::form_fields(crate::http::body_bytes(&req), MAX_LAUNCH_FORM) {
-        Ok(form) => form,
-        Err(e) => return framed_error(&ctx, &e, Vec::new()),
-    };
+    let form =
+        match crate::integrations::lti::flow::form_fields(crate::support::http::body_bytes(&req), MAX_LAUNCH_FORM) {
+            Ok(form) => form,
+            Err(e) => return framed_error(&ctx, &e, Vec::new()),
+        };
     let state = form.iter().find(|(k, _)| k == "state").map(|(_, v)| v.clone()).unwrap_or_default();
-    let cookie = crate::http::cookie(&req, &crate::lti::flow::state_cookie_name(&state));
+    let cookie = crate::support::http::cookie(&req, &crate::integrations::lti::flow::state_cookie_name(&state));
     // The state's cookie has done its work either way.
-    let clear = cookie.as_ref().map(|_| crate::lti::flow::clear_state_cookie(&state)).into_iter().collect::<Vec<_>>();
-    match (crate::lti::flow::launch(&ctx, &form, cookie.as_deref()).await, &ctx.config.frontend_url) {
+    let clear = cookie
+        .as_ref()
+        .map(|_| crate::integrations::lti::flow::clear_state_cookie(&state))
+        .into_iter()
+        .collect::<Vec<_>>();
+    match (crate::integrations::lti::flow::launch(&ctx, &form, cookie.as_deref()).await, &ctx.config.frontend_url) {
         (Ok(Launched::SignedIn { code, quest_id, binding_cookie, .. }), Some(frontend)) => {
             // `source=lti`: the frontend exchanges the code at /api/lti/token (Spark's go to /spark/token),
             // then opens `next`: the quest the link leads to.
@@ -229,11 +236,11 @@ pub async fn launch(ctx: Arc<Context>, req: Request) -> ApiResult {
             if let Some(quest_id) = quest_id {
                 location.query_pairs_mut().append_pair("next", &format!("/quests/{quest_id}"));
             }
-            crate::http::redirect_no_referrer(location.as_str(), &[clear, vec![binding_cookie]].concat())
+            crate::support::http::redirect_no_referrer(location.as_str(), &[clear, vec![binding_cookie]].concat())
         }
         (Ok(Launched::SignedIn { code, quest_id, binding_cookie, .. }), None) => {
-            let answer = LaunchCode { code, expires_in: crate::lti::flow::CODE_TTL_SECS, quest_id };
-            crate::http::with_cookies(json(StatusCode::OK, &answer)?, &[clear, vec![binding_cookie]].concat())
+            let answer = LaunchCode { code, expires_in: crate::integrations::lti::flow::CODE_TTL_SECS, quest_id };
+            crate::support::http::with_cookies(json(StatusCode::OK, &answer)?, &[clear, vec![binding_cookie]].concat())
         }
         (Ok(Launched::ChooseContent(mut page)), _) => {
             page.cookies = clear;
@@ -267,8 +274,8 @@ pub struct LaunchCode {
         (status = 503, description = "A page: the tool key is not set up yet", content_type = "text/html")
     ))]
 pub async fn deep_linking_response(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let outcome = match crate::lti::flow::form_fields(crate::http::body_bytes(&req), 16 * 1024) {
-        Ok(form) => crate::lti::deep_linking::respond(&ctx, &form).await,
+    let outcome = match crate::integrations::lti::flow::form_fields(crate::support::http::body_bytes(&req), 16 * 1024) {
+        Ok(form) => crate::integrations::lti::deep_linking::respond(&ctx, &form).await,
         Err(e) => Err(e),
     };
     match outcome {
@@ -293,7 +300,7 @@ pub struct DeepLinkingChoice {
 #[utoipa::path(post, path = "/api/lti/token", tag = "lti",
     request_body = crate::api::auth::CodeExchange,
     responses(
-        (status = 200, description = "A token pair, as `/api/auth/refresh` (also set as cookies)", body = crate::auth::sessions::TokenPair),
+        (status = 200, description = "A token pair, as `/api/auth/refresh` (also set as cookies)", body = crate::domain::auth::sessions::TokenPair),
         (status = 400, description = "`invalid_code` (unknown, used, or without the `__Host-hub_login` cookie of the browser that made the login), `code_expired`, `invalid_json`", body = ErrorBody),
         (status = 429, description = "Too many invalid codes from this address", body = ErrorBody),
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
@@ -302,7 +309,7 @@ pub async fn launch_token(ctx: Arc<Context>, req: Request) -> ApiResult {
     crate::api::auth::exchange_code(
         &ctx,
         &req,
-        crate::lti::flow::PURPOSE,
+        crate::integrations::lti::flow::PURPOSE,
         TOKEN_INVALID_PER_ADDRESS,
         "launch again from the LMS",
     )
@@ -318,7 +325,7 @@ pub async fn launch_token(ctx: Arc<Context>, req: Request) -> ApiResult {
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
     ))]
 pub async fn tool_jwks(ctx: Arc<Context>, _req: Request) -> ApiResult {
-    let mut response = json(StatusCode::OK, &crate::lti::tool_key::jwks(&ctx).await?)?;
+    let mut response = json(StatusCode::OK, &crate::integrations::lti::tool_key::jwks(&ctx).await?)?;
     // A rotation publishes the next key beside the old one: a few minutes of caching are safe.
     response.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("public, max-age=300"));
     Ok(response)
@@ -329,7 +336,7 @@ pub async fn tool_jwks(ctx: Arc<Context>, _req: Request) -> ApiResult {
 #[utoipa::path(post, path = "/api/lti/contexts/{course_id}/roster-sync", tag = "lti", security(("bearer" = []), ("cookie" = [])),
     params(("course_id" = String, Path, description = "The course (`ltc_...`, as launches recorded it)")),
     responses(
-        (status = 200, description = "`total`, `successful`, `failed`, `inactive` and per member `{member_id, user_id, success, message}`", body = crate::lti::roster::RosterSummary),
+        (status = 200, description = "`total`, `successful`, `failed`, `inactive` and per member `{member_id, user_id, success, message}`", body = crate::integrations::lti::roster::RosterSummary),
         (status = 403, description = "`forbidden`: students do not sync rosters", body = ErrorBody),
         (status = 404, description = "`course_not_found` (also another organization's)", body = ErrorBody),
         (status = 409, description = "`roster_unavailable`: the LMS offers no roster service for this course", body = ErrorBody),
@@ -338,7 +345,7 @@ pub async fn tool_jwks(ctx: Arc<Context>, _req: Request) -> ApiResult {
     ))]
 pub async fn roster_sync(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    let summary = crate::lti::roster::sync(&ctx, &principal, &path_param(&req, "course_id")).await?;
+    let summary = crate::integrations::lti::roster::sync(&ctx, &principal, &path_param(&req, "course_id")).await?;
     json(StatusCode::OK, &summary)
 }
 
@@ -352,7 +359,7 @@ pub struct LinkList {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct LinkView {
     #[serde(flatten)]
-    pub link: crate::lti::links::ResourceLinkRecord,
+    pub link: crate::integrations::lti::links::ResourceLinkRecord,
     /// The quest launches of this link lead to; none until deep linking or an admin chooses one.
     pub quest_id: Option<String>,
 }
@@ -409,7 +416,7 @@ pub async fn assign_link(ctx: Arc<Context>, req: Request) -> ApiResult {
         .await?
         .filter(|(l, _)| l.registration_id == found.id && l.organization_id == found.organization_id)
         .ok_or_else(link_not_found)?;
-    let quest = crate::lti::links::quest_of(&ctx, &found.organization_id, &body.quest_id)
+    let quest = crate::integrations::lti::links::quest_of(&ctx, &found.organization_id, &body.quest_id)
         .await?
         .ok_or_else(|| crate::ApiError::not_found("quest_not_found", "No such quest"))?;
     if !ctx.store().assign_lti_link(&link.id, &quest.id).await? {

@@ -8,14 +8,14 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 
+use crate::ErrorBody;
 use crate::api::StatusBody;
-use crate::api::openapi::ErrorBody;
-use crate::auth::guard::authenticate;
-use crate::http::{ApiResult, MAX_JSON_BODY, body_bytes, client_ip, json, json_body, path_param, query_id};
-use crate::oauth::clients::{self, Client, ClientRegistration, ClientUpdate, ClientWithSecret};
-use crate::oauth::keys::{self, Jwks};
-use crate::oauth::token::{self, Introspection, TokenResponse};
-use crate::oauth::{OAuthError, OAuthErrorBody, SCOPES, issuer};
+use crate::domain::auth::guard::authenticate;
+use crate::integrations::oauth::clients::{self, Client, ClientRegistration, ClientUpdate, ClientWithSecret};
+use crate::integrations::oauth::keys::{self, Jwks};
+use crate::integrations::oauth::token::{self, Introspection, TokenResponse};
+use crate::integrations::oauth::{OAuthError, OAuthErrorBody, SCOPES, issuer};
+use crate::support::http::{ApiResult, MAX_JSON_BODY, body_bytes, client_ip, json, json_body, path_param, query_id};
 use crate::{ApiError, Context};
 
 /// Form bodies of the token endpoints are a few parameters.

@@ -7,20 +7,20 @@ use http::StatusCode;
 use lambda_http::Request;
 use serde::Deserialize;
 
+use crate::ErrorBody;
 use crate::api::StatusBody;
-use crate::api::auth::session_cookies;
-use crate::api::openapi::ErrorBody;
-use crate::auth::email_sign_in::CODE_FAILURES;
-use crate::auth::guard::authenticate;
-use crate::http::{
+use crate::domain::auth::email_sign_in::CODE_FAILURES;
+use crate::domain::auth::guard::authenticate;
+use crate::domain::auth::sessions::session_cookies;
+use crate::integrations::observers::Comment;
+use crate::integrations::observers::comments::{self, CommentPage, DEFAULT_PAGE, MAX_PAGE, NewComment, valid_cursor};
+use crate::integrations::observers::invitations::{self, Accepted, InvitationView, NewInvitation};
+use crate::integrations::observers::links::{self, ObserverView, PendingView, PermissionsUpdate, StudentView};
+use crate::integrations::observers::portfolio::{self, Portfolio};
+use crate::runtime::ratelimit;
+use crate::support::http::{
     ApiResult, MAX_JSON_BODY, client_ip, json, json_body, path_param, query_number, query_param, with_cookies,
 };
-use crate::observers::Comment;
-use crate::observers::comments::{self, CommentPage, DEFAULT_PAGE, MAX_PAGE, NewComment, valid_cursor};
-use crate::observers::invitations::{self, Accepted, InvitationView, NewInvitation};
-use crate::observers::links::{self, ObserverView, PendingView, PermissionsUpdate, StudentView};
-use crate::observers::portfolio::{self, Portfolio};
-use crate::ratelimit;
 use crate::{ApiError, Context};
 
 /// Invites someone to follow the caller's learning; the invitation goes out by email.
@@ -93,8 +93,8 @@ pub async fn accept_invitation(ctx: Arc<Context>, req: Request) -> ApiResult {
     let ip = client_ip(&req);
     ratelimit::refuse_if_spent(&ctx, CODE_FAILURES, &ip).await?;
     let body: AcceptRequest = json_body(&req, MAX_JSON_BODY)?;
-    let sent_credentials = crate::http::bearer_token(&req).is_some()
-        || crate::http::cookie(&req, crate::auth::guard::ACCESS_COOKIE).is_some();
+    let sent_credentials = crate::support::http::bearer_token(&req).is_some()
+        || crate::support::http::cookie(&req, crate::domain::auth::guard::ACCESS_COOKIE).is_some();
     let principal = match sent_credentials {
         true => Some(authenticate(&ctx, &req).await?),
         false => None,

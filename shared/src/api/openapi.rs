@@ -9,13 +9,7 @@ use utoipa::{Modify, OpenApi};
 use super::{auth, clever, health, learning, lti, oauth, observers, spark, webhooks};
 use crate::pages;
 
-/// Every error: a stable machine-readable code and a message safe to show.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// `invalid_json`, `rate_limited`, `subscription_not_found`...
-    pub error: String,
-    pub message: String,
-}
+use crate::ErrorBody;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,6 +34,7 @@ pub struct ErrorBody {
         spark::sso,
         spark::token,
         spark::submission,
+        spark::pending_submissions,
         webhooks::create_subscription,
         webhooks::list_subscriptions,
         webhooks::get_subscription,
@@ -133,7 +128,7 @@ impl Modify for SecuritySchemes {
         );
         components.add_security_scheme(
             "cookie",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::auth::guard::ACCESS_COOKIE))),
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::domain::auth::guard::ACCESS_COOKIE))),
         );
         components.add_security_scheme(
             "client_basic",

@@ -9,14 +9,16 @@ use std::sync::Arc;
 use http::StatusCode;
 use lambda_http::Request;
 
-use crate::auth::login_binding;
-use crate::auth::provisioning::provision_user;
-use crate::http::{ApiResult, client_ip, json, with_cookies};
-use crate::ratelimit::{self, Rule};
-use crate::spark::sso;
+use crate::domain::auth::guard::authenticate;
+use crate::domain::auth::login_binding;
+use crate::domain::auth::provisioning::provision_user;
+use crate::integrations::spark::pending::{self, PendingPage};
+use crate::integrations::spark::sso;
+use crate::runtime::ratelimit::{self, Rule};
 use crate::store::codes::CodeGrant;
 use crate::store::{Item, WriteError, n, s};
-use crate::{ApiError, Context, crypto};
+use crate::support::http::{ApiResult, client_ip, json, query_id, query_limit, query_param, with_cookies};
+use crate::{ApiError, Context, support::crypto};
 
 /// Valid SSO tokens per Spark user (a whole class behind one school address signs in freely).
 const SSO_PER_USER: Rule = Rule { name: "spark-sso-user", limit: 10, window_secs: 60 };
@@ -46,11 +48,11 @@ pub struct SsoCode {
         (status = 302, description = "To `<FrontendUrl>/auth/callback?code=...` (60 s, single use), or `?error=<code>`",
             headers(("Location" = String, description = "The frontend's callback"))),
         (status = 200, description = "Without a frontend: the code as JSON", body = SsoCode),
-        (status = 400, description = "`missing_token`", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 400, description = "`missing_token`", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn sso(ctx: Arc<Context>, req: Request) -> ApiResult {
-    let token = crate::http::query_param(&req, "token").unwrap_or_default().trim().to_string();
+    let token = crate::support::http::query_param(&req, "token").unwrap_or_default().trim().to_string();
     if token.is_empty() {
         return Err(ApiError::bad_request("missing_token", "The token query parameter is required"));
     }
@@ -62,7 +64,7 @@ pub async fn sso(ctx: Arc<Context>, req: Request) -> ApiResult {
             with_cookies(json(StatusCode::OK, &SsoCode { code, expires_in: CODE_TTL_SECS })?, &[binding.set_cookie])
         }
         (Some(frontend), Err(e)) if e.status != StatusCode::INTERNAL_SERVER_ERROR => {
-            crate::http::redirect_no_referrer(&format!("{frontend}/auth/callback?error={}", e.code), &[])
+            crate::support::http::redirect_no_referrer(&format!("{frontend}/auth/callback?error={}", e.code), &[])
         }
         (_, Err(e)) => Err(e),
     }
@@ -124,10 +126,10 @@ fn replayed() -> ApiError {
 #[utoipa::path(post, path = "/spark/token", tag = "spark",
     request_body = crate::api::auth::CodeExchange,
     responses(
-        (status = 200, description = "A token pair, as `/api/auth/refresh` (also set as cookies)", body = crate::auth::sessions::TokenPair),
-        (status = 400, description = "`invalid_code` (unknown, used, or without the `__Host-hub_login` cookie of the browser that made the login), `code_expired`, `invalid_json`", body = crate::api::openapi::ErrorBody),
-        (status = 429, description = "Too many invalid codes from this address", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 200, description = "A token pair, as `/api/auth/refresh` (also set as cookies)", body = crate::domain::auth::sessions::TokenPair),
+        (status = 400, description = "`invalid_code` (unknown, used, or without the `__Host-hub_login` cookie of the browser that made the login), `code_expired`, `invalid_json`", body = crate::ErrorBody),
+        (status = 429, description = "Too many invalid codes from this address", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn token(ctx: Arc<Context>, req: Request) -> ApiResult {
     crate::api::auth::exchange_code(&ctx, &req, PURPOSE, TOKEN_INVALID_PER_ADDRESS, "sign in from Spark again").await
@@ -136,7 +138,7 @@ pub async fn token(ctx: Arc<Context>, req: Request) -> ApiResult {
 /// A 302 that keeps the SSO token out of the `Referer` the frontend would receive, and binds the
 /// code to this browser.
 fn redirect(location: &str, binding_cookie: &str) -> ApiResult {
-    crate::http::redirect_no_referrer(location, &[binding_cookie.to_string()])
+    crate::support::http::redirect_no_referrer(location, &[binding_cookie.to_string()])
 }
 
 /// `POST /spark/webhook/submission`: a signed Spark submission becomes evidence, completion and XP.
@@ -147,25 +149,25 @@ fn redirect(location: &str, binding_cookie: &str) -> ApiResult {
     security(("spark_signature" = [])),
     request_body(description = "The submission (JSON, files by URL), or multipart/form-data with a signed `metadata` field and one part per file",
         content(
-            (crate::spark::webhook::SubmissionPayload = "application/json"),
+            (crate::integrations::spark::webhook::SubmissionPayload = "application/json"),
             (String = "multipart/form-data"),
         )),
     responses(
         (status = 200, description = "Recorded (or recorded before: the same completion)", body = SubmissionAnswer),
         (status = 202, description = "`processing` (files by URL: the worker fetches them) or `pending` (no quest maps the assignment yet)", body = SubmissionAnswer),
-        (status = 400, description = "`invalid_json`, `invalid_payload`, `invalid_timestamp`, `stale_timestamp`, `invalid_multipart`, `file_hash_mismatch`", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "`missing_signature`, `invalid_signature`", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "`user_not_found`, `quest_not_found`", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "`payload_too_large`, `file_too_large`", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "`unsupported_media_type`, `unsupported_file_type`", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "`submission_failed` (its files were refused earlier)", body = crate::api::openapi::ErrorBody),
-        (status = 429, description = "Spark's limit, or too many unverifiable requests from this address", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 400, description = "`invalid_json`, `invalid_payload`, `invalid_timestamp`, `stale_timestamp`, `invalid_multipart`, `file_hash_mismatch`", body = crate::ErrorBody),
+        (status = 401, description = "`missing_signature`, `invalid_signature`", body = crate::ErrorBody),
+        (status = 404, description = "`user_not_found`, `quest_not_found`", body = crate::ErrorBody),
+        (status = 413, description = "`payload_too_large`, `file_too_large`", body = crate::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_file_type`", body = crate::ErrorBody),
+        (status = 422, description = "`submission_failed` (its files were refused earlier)", body = crate::ErrorBody),
+        (status = 429, description = "Spark's limit, or too many unverifiable requests from this address", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
-    use crate::spark::webhook::{self, Outcome, SubmissionPayload};
+    use crate::integrations::spark::webhook::{self, Outcome, SubmissionPayload};
     let address = client_ip(&req);
-    let raw = crate::http::body_bytes(&req);
+    let raw = crate::support::http::body_bytes(&req);
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let content_type = header("content-type").unwrap_or("").to_string();
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -226,7 +228,7 @@ pub async fn submission(ctx: Arc<Context>, req: Request) -> ApiResult {
         return Err(ApiError::bad_request("invalid_payload", "a multipart submission carries its files as parts"));
     }
     let answer = |status: &str| SubmissionAnswer { status: status.into(), ..Default::default() };
-    match webhook::accept(&ctx, &payload, &parts).await? {
+    match crate::integrations::spark::submissions::accept(&ctx, &payload, &parts).await? {
         Outcome::Recorded(r) => {
             json(StatusCode::OK, &SubmissionAnswer { completion_id: Some(r.completion_id), ..answer("ok") })
         }
@@ -272,4 +274,28 @@ pub struct SubmissionAnswer {
     pub submission_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// Submissions kept for Spark assignments no quest maps yet, oldest first (the first to expire): an
+/// organization admin maps their assignments to quests before they are forgotten (30 days).
+#[utoipa::path(get, path = "/api/spark/pending-submissions", tag = "spark", security(("bearer" = []), ("cookie" = [])),
+    params(
+        ("organization_id" = Option<String>, Query, description = "Platform admins: whose submissions (organization admins: their own)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100 (default 25)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the organization's kept submissions, oldest first", body = PendingPage),
+        (status = 400, description = "`invalid_query`, `invalid_cursor`, `missing_organization`", body = crate::ErrorBody),
+        (status = 401, description = "No valid access token", body = crate::ErrorBody),
+        (status = 403, description = "Not an admin of that organization", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
+    ))]
+pub async fn pending_submissions(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate(&ctx, &req).await?;
+    let organization = query_id(&req, "organization_id")?;
+    let limit = query_limit(&req, 25, 100)?;
+    let page =
+        pending::list(&ctx, &principal, organization.as_deref(), limit, query_param(&req, "cursor").as_deref()).await?;
+    json(StatusCode::OK, &page)
 }

@@ -7,10 +7,12 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use crate::auth::guard::authenticate_for;
-use crate::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id, query_number, query_param};
+use crate::integrations::oauth::token::authenticate_for;
+use crate::integrations::webhooks::{Delivery, DeliveryStatus, Subscription, delivery, subscriptions};
 use crate::store::webhooks::{DeliveryFilter, DeliveryPageError};
-use crate::webhooks::{Delivery, DeliveryStatus, Subscription, delivery, subscriptions};
+use crate::support::http::{
+    ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id, query_limit, query_number, query_param,
+};
 use crate::{ApiError, Context};
 
 /// Deliveries per page of the log, by default and at most.
@@ -21,10 +23,10 @@ const PAGE_MAX: usize = 100;
     request_body = subscriptions::NewSubscription,
     responses(
         (status = 201, description = "The subscription with its signing `secret` (shown once)", body = WithSecret),
-        (status = 400, description = "`invalid_subscription`, `url_not_allowed`, `invalid_json`", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "Not an admin of that organization", body = crate::api::openapi::ErrorBody),
-        (status = 409, description = "The organization has the most subscriptions it may have", body = crate::api::openapi::ErrorBody),
-        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 400, description = "`invalid_subscription`, `url_not_allowed`, `invalid_json`", body = crate::ErrorBody),
+        (status = 403, description = "Not an admin of that organization", body = crate::ErrorBody),
+        (status = 409, description = "The organization has the most subscriptions it may have", body = crate::ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn create_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
@@ -42,7 +44,7 @@ pub struct SubscriptionList {
 
 #[utoipa::path(get, path = "/api/webhooks/subscriptions", tag = "webhooks", security(("bearer" = []), ("cookie" = [])),
     params(("organization_id" = Option<String>, Query, description = "Platform admins: whose subscriptions")),
-    responses((status = 200, description = "The organization's subscriptions", body = SubscriptionList), (status = 403, description = "Not an admin of that organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)))]
+    responses((status = 200, description = "The organization's subscriptions", body = SubscriptionList), (status = 403, description = "Not an admin of that organization", body = crate::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)))]
 
 pub async fn list_subscriptions(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
@@ -53,7 +55,7 @@ pub async fn list_subscriptions(ctx: Arc<Context>, req: Request) -> ApiResult {
 }
 
 #[utoipa::path(get, path = "/api/webhooks/subscriptions/{subscription_id}", tag = "webhooks", security(("bearer" = []), ("cookie" = [])), params(("subscription_id" = String, Path, description = "The subscription")),
-    responses((status = 200, description = "The subscription", body = Subscription), (status = 404, description = "No such object in the caller's organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)))]
+    responses((status = 200, description = "The subscription", body = Subscription), (status = 404, description = "No such object in the caller's organization", body = crate::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)))]
 pub async fn get_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     let subscription = subscriptions::visible(&ctx, &principal, &path_param(&req, "subscription_id")).await?;
@@ -64,8 +66,8 @@ pub async fn get_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
     request_body = subscriptions::SubscriptionUpdate,
     responses(
         (status = 200, description = "The subscription; with `secret` when it was rotated (the old one signs too for 24 h)", body = WithSecret),
-        (status = 400, description = "`invalid_subscription`, `url_not_allowed`, `invalid_json`", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No such object in the caller's organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 400, description = "`invalid_subscription`, `url_not_allowed`, `invalid_json`", body = crate::ErrorBody),
+        (status = 404, description = "No such object in the caller's organization", body = crate::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn update_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
@@ -79,7 +81,7 @@ pub async fn update_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
 }
 
 #[utoipa::path(delete, path = "/api/webhooks/subscriptions/{subscription_id}", tag = "webhooks", security(("bearer" = []), ("cookie" = [])), params(("subscription_id" = String, Path, description = "The subscription")),
-    responses((status = 204, description = "Deleted"), (status = 404, description = "No such object in the caller's organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such object in the caller's organization", body = crate::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)))]
 pub async fn delete_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     subscriptions::delete(&ctx, &principal, &path_param(&req, "subscription_id")).await?;
@@ -93,7 +95,7 @@ pub async fn delete_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
         ("organization_id" = Option<String>, Query, description = "Platform admins: whose log"),
         ("subscription_id" = Option<String>, Query, description = "Only this subscription's deliveries"),
         ("event_type" = Option<String>, Query, description = "Only this event type"),
-        ("status" = Option<crate::webhooks::DeliveryStatus>, Query, description = "Only deliveries in this state"),
+        ("status" = Option<crate::integrations::webhooks::DeliveryStatus>, Query, description = "Only deliveries in this state"),
         ("since" = Option<i64>, Query, description = "Created at or after (unix seconds)"),
         ("until" = Option<i64>, Query, description = "Created at or before (unix seconds)"),
         ("limit" = Option<i64>, Query, description = "1 to 100 (default 25)"),
@@ -101,8 +103,8 @@ pub async fn delete_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
     ),
     responses(
         (status = 200, description = "A page of the delivery log, newest first", body = DeliveryPage),
-        (status = 400, description = "`invalid_query`, `invalid_cursor`", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "Not an admin of that organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)
+        (status = 400, description = "`invalid_query`, `invalid_cursor`", body = crate::ErrorBody),
+        (status = 403, description = "Not an admin of that organization", body = crate::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)
     ))]
 pub async fn list_deliveries(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
@@ -111,7 +113,7 @@ pub async fn list_deliveries(ctx: Arc<Context>, req: Request) -> ApiResult {
     let filter = DeliveryFilter {
         subscription_id: query_id(&req, "subscription_id")?,
         event_type: query_id(&req, "event_type")?,
-        status: crate::http::query_raw(&req, "status")
+        status: crate::support::http::query_raw(&req, "status")
             .map(|s| DeliveryStatus::parse(&s).ok_or_else(|| bad("status is pending, succeeded or failed")))
             .transpose()?,
         since: query_number(&req, "since")?,
@@ -122,11 +124,7 @@ pub async fn list_deliveries(ctx: Arc<Context>, req: Request) -> ApiResult {
     {
         return Err(bad("since is after until"));
     }
-    let limit = match query_number(&req, "limit")? {
-        None => PAGE_DEFAULT,
-        Some(n) if (1..=PAGE_MAX as i64).contains(&n) => n as usize,
-        Some(_) => return Err(bad(&format!("limit is 1 to {PAGE_MAX}"))),
-    };
+    let limit = query_limit(&req, PAGE_DEFAULT, PAGE_MAX)?;
     let cursor = query_param(&req, "cursor");
     let (deliveries, next) =
         ctx.store().deliveries_of_organization(&org, &filter, limit, cursor.as_deref()).await.map_err(|e| match e {
@@ -146,7 +144,7 @@ pub struct DeliveryPage {
 
 #[utoipa::path(post, path = "/api/webhooks/deliveries/{delivery_id}/redeliver", tag = "webhooks", security(("bearer" = []), ("cookie" = [])),
     params(("delivery_id" = String, Path, description = "The delivery (its id and body stay the same)")),
-    responses((status = 200, description = "The attempt made now", body = DeliveryResult), (status = 404, description = "No such object in the caller's organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)))]
+    responses((status = 200, description = "The attempt made now", body = DeliveryResult), (status = 404, description = "No such object in the caller's organization", body = crate::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)))]
 pub async fn redeliver(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     let delivery = delivery::redeliver(&ctx, &principal, &path_param(&req, "delivery_id")).await?;
@@ -163,7 +161,7 @@ pub struct TestRequest {
 /// `POST /api/webhooks/test` with `{"subscription_id": "..."}`.
 #[utoipa::path(post, path = "/api/webhooks/test", tag = "webhooks", security(("bearer" = []), ("cookie" = [])),
     request_body = TestRequest,
-    responses((status = 200, description = "The attempt made now", body = DeliveryResult), (status = 404, description = "No such object in the caller's organization", body = crate::api::openapi::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::api::openapi::ErrorBody)))]
+    responses((status = 200, description = "The attempt made now", body = DeliveryResult), (status = 404, description = "No such object in the caller's organization", body = crate::ErrorBody), (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = crate::ErrorBody)))]
 pub async fn test(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate_for(&ctx, &req, "webhooks:manage").await?;
     let body: TestRequest = json_body(&req, MAX_JSON_BODY)?;
@@ -176,7 +174,7 @@ pub async fn test(ctx: Arc<Context>, req: Request) -> ApiResult {
 pub struct DeliveryResult {
     /// The receiver answered 2xx.
     pub success: bool,
-    pub attempt: Option<crate::webhooks::Attempt>,
+    pub attempt: Option<crate::integrations::webhooks::Attempt>,
     pub delivery: Delivery,
 }
 

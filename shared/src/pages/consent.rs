@@ -8,13 +8,13 @@ use std::sync::Arc;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 
-use super::{Form, Page, csrf_field, csrf_token, escape, respond};
-use crate::auth::User;
-use crate::auth::guard::{ACCESS_COOKIE, authenticate};
-use crate::http::{ApiResult, client_ip};
-use crate::oauth::authorize::{self, AuthorizationRequest, Refusal};
-use crate::oauth::issuer;
-use crate::ratelimit::{self, Rule};
+use crate::domain::auth::User;
+use crate::domain::auth::guard::{ACCESS_COOKIE, authenticate};
+use crate::integrations::oauth::authorize::{self, AuthorizationRequest, Refusal};
+use crate::integrations::oauth::issuer;
+use crate::runtime::ratelimit::{self, Rule};
+use crate::support::html::{Form, Page, csrf_field, csrf_token, escape, respond};
+use crate::support::http::{ApiResult, client_ip};
 use crate::{ApiError, Context};
 
 /// Authorization requests per source address per minute (each reads the client, maybe the consent).
@@ -141,7 +141,7 @@ pub struct ConsentForm {
 
 /// The user of the browser's session (the access cookie); none when it is missing or expired.
 async fn signed_in_user(ctx: &Context, req: &Request) -> Option<User> {
-    crate::http::cookie(req, ACCESS_COOKIE)?;
+    crate::support::http::cookie(req, ACCESS_COOKIE)?;
     let principal = authenticate(ctx, req).await.ok()?;
     ctx.store().get_user(&principal.user_id).await.ok().flatten()
 }

@@ -7,12 +7,12 @@ use http::StatusCode;
 use lambda_http::Request;
 
 use super::sign_in::signed_in_page;
-use super::{Form, Page, csrf_field, csrf_token, escape, respond};
-use crate::api::auth::session_cookies;
-use crate::auth::guard::authenticate;
-use crate::http::{ApiResult, query_param};
-use crate::observers::invitations::{self, Preview};
-use crate::ratelimit;
+use crate::domain::auth::guard::authenticate;
+use crate::domain::auth::sessions::session_cookies;
+use crate::integrations::observers::invitations::{self, Preview};
+use crate::runtime::ratelimit;
+use crate::support::html::{Form, Page, csrf_field, csrf_token, escape, respond};
+use crate::support::http::{ApiResult, query_param};
 use crate::{ApiError, Context};
 
 /// `GET|POST /observers/accept`.
@@ -82,13 +82,13 @@ pub async fn accept_form(ctx: Arc<Context>, req: Request) -> ApiResult {
 pub async fn accept_submit(ctx: Arc<Context>, req: Request) -> ApiResult {
     let outcome = async {
         let form = Form::parse(&req)?;
-        let ip = crate::http::client_ip(&req);
-        ratelimit::refuse_if_spent(&ctx, crate::auth::email_sign_in::CODE_FAILURES, &ip).await?;
+        let ip = crate::support::http::client_ip(&req);
+        ratelimit::refuse_if_spent(&ctx, crate::domain::auth::email_sign_in::CODE_FAILURES, &ip).await?;
         // An expired session cookie is no session: the emailed code itself proves the address.
         let principal = authenticate(&ctx, &req).await.ok();
         match invitations::accept(&ctx, form.get("code").unwrap_or_default(), principal.as_ref()).await {
             Err(e) if e.code == "invitation_not_found" => {
-                Err(ratelimit::count_failure(&ctx, crate::auth::email_sign_in::CODE_FAILURES, &ip, e).await)
+                Err(ratelimit::count_failure(&ctx, crate::domain::auth::email_sign_in::CODE_FAILURES, &ip, e).await)
             }
             other => other,
         }

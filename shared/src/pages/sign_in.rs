@@ -7,11 +7,11 @@ use std::sync::Arc;
 use http::StatusCode;
 use lambda_http::Request;
 
-use super::{Form, Page, csrf_field, csrf_token, escape, respond, see_other};
-use crate::api::auth::session_cookies;
-use crate::auth::email_sign_in::{self, CODE_TTL_SECS, valid_next};
-use crate::auth::login_binding;
-use crate::http::{ApiResult, client_ip, cookie, query_param};
+use crate::domain::auth::email_sign_in::{self, CODE_TTL_SECS, valid_next};
+use crate::domain::auth::login_binding;
+use crate::domain::auth::sessions::session_cookies;
+use crate::support::html::{Form, Page, csrf_field, csrf_token, escape, respond, see_other};
+use crate::support::http::{ApiResult, client_ip, cookie, query_param};
 use crate::{ApiError, Context};
 
 /// `GET|POST /auth/sign-in`.

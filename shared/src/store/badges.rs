@@ -3,7 +3,29 @@
 use std::collections::HashMap;
 
 use super::{Item, ItemExt, Store, StoreError, n, s};
-use crate::learning::badges::Badge;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Requirements {
+    /// At least this much XP in each named pillar.
+    #[serde(default)]
+    pub min_xp: BTreeMap<String, i64>,
+    /// At least this many quests completed.
+    #[serde(default)]
+    pub quests_completed: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Badge {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub description: String,
+    pub requirements: Requirements,
+    pub created_at: i64,
+}
 
 impl Store<'_> {
     pub async fn create_badge(&self, badge: &Badge) -> Result<(), StoreError> {

@@ -3,10 +3,10 @@
 //! Codes are stored under the SHA-256 of their value (a leaked table dump yields no usable code) and
 //! consumed by one conditional delete, so of two concurrent exchanges exactly one gets the code.
 
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::types::{ReturnValue, TransactWriteItem};
 
 use super::{Item, ItemExt, Store, StoreError, WriteError, condition_held, n, s};
-use crate::crypto::sha256_hex;
+use crate::support::crypto::sha256_hex;
 
 /// What a one-time code stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,31 +54,33 @@ impl Store<'_> {
             ("expires_at".into(), n(token_expires_at + 3600)),
         ]);
         let mut items = vec![self.put_new_item(used), self.put_new_item(lms_session)];
-        items.extend(self.code_items(code, grant));
+        items.extend(self.login_code_items(code, grant));
         self.transact(items).await
     }
 
-    /// Stores a new one-time code (and its browser binding).
+    /// Stores a new one-time code.
     pub async fn put_code(&self, code: &str, grant: &CodeGrant) -> Result<(), StoreError> {
-        match self.transact(self.code_items(code, grant)).await {
-            Ok(()) | Err(WriteError::Conflict) => Ok(()),
-            Err(WriteError::Store(e)) => Err(e),
-        }
+        self.put_if_new(code_item(code, grant)).await.map(|_| ())
     }
 
-    /// The code's item, and the record that its browser binding was issued here (so that a request
-    /// carrying a binding the hub never issued is counted by its address, not by that binding).
-    fn code_items(&self, code: &str, grant: &CodeGrant) -> Vec<aws_sdk_dynamodb::types::TransactWriteItem> {
+    /// Stores a new one-time login code handed to a frontend, with the record that its browser
+    /// binding was issued here, all or nothing.
+    pub async fn put_login_code(&self, code: &str, grant: &CodeGrant) -> Result<(), WriteError> {
+        self.transact(self.login_code_items(code, grant)).await
+    }
+
+    /// A login code's item, and the record that its browser binding was issued here (so that a
+    /// token request carrying a binding the hub never issued is counted by its address, not by that
+    /// binding).
+    fn login_code_items(&self, code: &str, grant: &CodeGrant) -> Vec<TransactWriteItem> {
         let mut items = vec![self.put_new_item(code_item(code, grant))];
         if let Some(browser) = &grant.browser {
-            // One browser may hold several codes (an email sign-in asked twice): the latest sets the expiry.
-            let binding = Item::from([
+            // One browser may hold several codes (two launches in a row): the latest sets the expiry.
+            items.push(self.put_item(Item::from([
                 ("pk".into(), s(binding_pk(browser))),
                 ("sk".into(), s("BINDING")),
                 ("expires_at".into(), n(grant.expires_at + 3600)),
-            ]);
-            let put = aws_sdk_dynamodb::types::Put::builder().table_name(self.table).set_item(Some(binding)).build();
-            items.extend(put.ok().map(|put| aws_sdk_dynamodb::types::TransactWriteItem::builder().put(put).build()));
+            ])));
         }
         items
     }

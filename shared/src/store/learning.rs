@@ -7,10 +7,72 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
+use super::badges::Badge;
+use super::outbox::DomainEvent;
 use super::{Item, ItemExt, Store, StoreError, WriteError, n, s, update};
-use crate::events::DomainEvent;
-use crate::learning::badges::Badge;
-use crate::learning::{EvidenceBlock, LmsMapping, Quest, QuestTask};
+use serde::{Deserialize, Serialize};
+
+/// Where a quest comes from in an LMS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LmsMapping {
+    pub platform: String,
+    pub course_id: String,
+    pub assignment_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QuestTask {
+    pub id: String,
+    pub title: String,
+    pub pillar: String,
+    pub xp: i64,
+    /// 1-based position in the quest.
+    pub order: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Quest {
+    pub id: String,
+    pub organization_id: String,
+    pub title: String,
+    pub pillar: String,
+    pub lms: Option<LmsMapping>,
+    pub tasks: Vec<QuestTask>,
+    pub created_at: i64,
+}
+
+/// One piece of evidence, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EvidenceBlock {
+    pub order: u32,
+    #[serde(rename = "type")]
+    pub block_type: BlockType,
+    /// Text for `text` blocks; the URL for `link` blocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The stored file of image, video and document blocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<StoredFile>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockType {
+    Text,
+    Image,
+    Video,
+    Document,
+    Link,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoredFile {
+    /// Unguessable S3 key in the evidence bucket.
+    pub key: String,
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+}
 
 /// Submission idempotency records are kept this long.
 pub const SUBMISSION_RETENTION_SECS: i64 = 90 * 24 * 3600;

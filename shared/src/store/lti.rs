@@ -11,9 +11,117 @@
 //! | deep linking session | `LTI#DEEPLINK#<sha256 of token>` | `DEEPLINK` | doc, expires_at |
 
 use super::{Item, ItemExt, Store, StoreError, WriteError, condition_held, n, s};
-use crate::lti::links::{Course, DeepLinkingSession, GradeTarget, ResourceLinkRecord};
-use crate::lti::registration::Registration;
-use crate::lti::roles::CourseRole;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Registration {
+    /// `ltr_` and a digest of issuer + client id.
+    pub id: String,
+    pub organization_id: String,
+    /// What admins call it ("Lincoln High Canvas").
+    pub name: String,
+    /// The platform's `iss`.
+    pub issuer: String,
+    pub client_id: String,
+    pub deployment_ids: Vec<String>,
+    /// The platform's OIDC authorization endpoint (logins are sent there).
+    pub auth_url: String,
+    /// The platform's OAuth token endpoint (service tokens for grades and rosters).
+    pub token_url: String,
+    /// The platform's public keys.
+    pub jwks_url: String,
+    /// Whether this LMS's addresses are the school's records (its users cannot change them): only then
+    /// may its launches and rosters match an account by address ([`crate::domain::auth::provisioning`]). Off by
+    /// default: in many LMSs (Moodle, for one) a learner may type any address into their profile.
+    #[serde(default)]
+    pub emails_are_school_records: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An LMS course, as its latest launch described it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Course {
+    /// `ltc_...`: the registration and the context id.
+    pub id: String,
+    pub registration_id: String,
+    pub organization_id: String,
+    /// The platform's context id.
+    pub context_id: String,
+    pub label: Option<String>,
+    pub title: Option<String>,
+    pub deployment_id: String,
+    /// Names and Role Provisioning Services: the membership URL, when the platform offers it.
+    pub memberships_url: Option<String>,
+    pub updated_at: i64,
+}
+
+/// A resource link (one placement of the tool in a course), as its latest launch described it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResourceLinkRecord {
+    /// `ltl_...`: the registration and the resource link id.
+    pub id: String,
+    pub registration_id: String,
+    /// The registration's organization when the link was launched (a registration deleted and made
+    /// again for another organization does not show it the old one's links).
+    #[serde(default)]
+    pub organization_id: String,
+    pub resource_link_id: String,
+    pub course_id: Option<String>,
+    pub title: Option<String>,
+    /// AGS: this link's line item, and whether the platform lets the tool post scores to it.
+    pub lineitem_url: Option<String>,
+    pub scores_allowed: bool,
+    pub updated_at: i64,
+}
+
+/// Where one student's scores for one quest go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GradeTarget {
+    pub registration_id: String,
+    pub lineitem_url: String,
+    /// The platform's id of the student (`sub`), the score's `userId`.
+    pub subject: String,
+    pub link_id: String,
+}
+
+/// A deep linking request waiting for an instructor's choice.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeepLinkingSession {
+    pub registration_id: String,
+    pub deployment_id: String,
+    pub user_id: String,
+    pub organization_id: String,
+    pub return_url: String,
+    pub accept_multiple: bool,
+    /// Echoed to the platform.
+    pub data: Option<String>,
+    pub expires_at: i64,
+}
+
+/// What a person is in one course. It decides what they may do there (deep linking and roster sync
+/// for instructors, scores to the gradebook for learners), never their account's role: a teaching
+/// assistant is an Instructor in one course and a Learner in another with one account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CourseRole {
+    Instructor,
+    Learner,
+    Mentor,
+}
+
+impl CourseRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CourseRole::Instructor => "instructor",
+            CourseRole::Learner => "learner",
+            CourseRole::Mentor => "mentor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CourseRole> {
+        [CourseRole::Instructor, CourseRole::Learner, CourseRole::Mentor].into_iter().find(|r| r.as_str() == s)
+    }
+}
 
 fn registration_pk(id: &str) -> String {
     format!("LTI#REGISTRATION#{id}")
@@ -65,7 +173,7 @@ pub struct LaunchState {
 }
 
 fn state_pk(state: &str) -> String {
-    format!("LTI#STATE#{}", crate::crypto::sha256_hex(state.as_bytes()))
+    format!("LTI#STATE#{}", crate::support::crypto::sha256_hex(state.as_bytes()))
 }
 
 impl Store<'_> {
@@ -127,7 +235,7 @@ fn grade_target_sk(quest_id: &str) -> String {
 }
 
 fn deep_linking_pk(token: &str) -> String {
-    format!("LTI#DEEPLINK#{}", crate::crypto::sha256_hex(token.as_bytes()))
+    format!("LTI#DEEPLINK#{}", crate::support::crypto::sha256_hex(token.as_bytes()))
 }
 
 impl Store<'_> {

@@ -30,7 +30,7 @@
 //! | earned badge | `USER#<user_id>` | `BADGE#<badge_id>` | name, earned_at (written once) |
 //! | submission | `SUBMISSION#<source>#<key>` | `SUBMISSION` | user_id, quest_id, task_id, completion_id (idempotency) |
 //! | submission job | `SUBMISSION_JOB#<idempotency key>` | `JOB` | submission_id, status (processing, completed, failed), payload (until done), completion_id, error, received_at, finished_at, expires_at |
-//! | pending submission | `PENDING#<platform>#<course>#<assignment>` | `<idempotency key>` | payload, received_at, expires_at |
+//! | pending submission | `PENDING#<platform>#<course>#<assignment>` | `<idempotency key>` | platform, course_id, assignment_id, payload, received_at, expires_at, organization_id, gsi1pk `ORG#<org>#PENDING_SUBMISSIONS`, gsi1sk `<received_at>#<key>` |
 //! | activity entry | `ORG#<org_id or ->#ACTIVITY` | `<occurred_at>#<event_id>` | event_type, data, expires_at |
 //! | webhook subscription | `WEBHOOK#<id>` | `SUBSCRIPTION` | organization_id, url, event_types, description, active, disabled_reason, disabled_at, failing_since, secrets_kid + secrets_blob (sealed), gsi1pk `ORG#<org>#WEBHOOKS`, gsi1sk `<created_at>#<id>` |
 //! | Clever district | `CLEVER#DISTRICT#<district_id>` | `DISTRICT` | doc (JSON: name, secret_id), gsi1pk `CLEVER#DISTRICTS` |
@@ -58,6 +58,7 @@
 pub mod badges;
 pub mod clever;
 pub mod codes;
+pub mod cursor;
 pub mod learning;
 pub mod lti;
 pub mod oauth;
@@ -332,6 +333,12 @@ impl<'a> Store<'a> {
             .send()
             .await;
         condition_held(result)
+    }
+
+    /// A transaction's write of an item, replacing any with its key.
+    pub(crate) fn put_item(&self, item: Item) -> TransactWriteItem {
+        let put = Put::builder().table_name(self.table).set_item(Some(item)).build().expect("table and item are set");
+        TransactWriteItem::builder().put(put).build()
     }
 
     pub(crate) fn put_new_item(&self, item: Item) -> TransactWriteItem {

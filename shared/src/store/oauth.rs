@@ -14,8 +14,33 @@
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem};
 
 use super::{Item, ItemExt, Store, StoreError, WriteError, condition_held, n, s, update};
-use crate::crypto::sha256_hex;
-use crate::oauth::clients::Client;
+use crate::support::crypto::sha256_hex;
+use serde::{Deserialize, Serialize};
+
+/// Refresh tokens live this long (as long as a session); a grant is kept a day longer.
+pub const REFRESH_TOKEN_TTL: i64 = 30 * 24 * 3600;
+
+/// A registered client, as its organization's admins see it (never its secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Client {
+    pub client_id: String,
+    pub name: String,
+    pub organization_id: String,
+    /// Exact URIs the authorization code may be sent to.
+    pub redirect_uris: Vec<String>,
+    pub allowed_scopes: Vec<String>,
+    pub grant_types: Vec<String>,
+    /// A public client (a browser or mobile app) has no secret and must use PKCE (as every client must).
+    pub public: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Client {
+    pub fn allows_grant(&self, grant_type: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant_type)
+    }
+}
 
 fn client_pk(id: &str) -> String {
     format!("OAUTH_CLIENT#{id}")
@@ -415,7 +440,7 @@ fn grant_item(g: &Grant, now: i64) -> Item {
         ("scope".into(), scopes_attr(&g.scope)),
         ("revoked".into(), AttributeValue::Bool(g.revoked)),
         ("created_at".into(), n(g.created_at)),
-        ("expires_at".into(), n(now + crate::oauth::REFRESH_TOKEN_TTL + 24 * 3600)),
+        ("expires_at".into(), n(now + REFRESH_TOKEN_TTL + 24 * 3600)),
     ]);
     if let Some(user) = &g.user_id {
         item.insert("user_id".into(), s(user));

@@ -15,11 +15,87 @@
 
 use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, TransactWriteItem};
 
+use super::outbox::DomainEvent;
+use super::users::email_key;
 use super::{Item, ItemExt, Store, StoreError, WriteError, n, s, update};
-use crate::auth::email_key;
-use crate::crypto::sha256_hex;
-use crate::events::DomainEvent;
-use crate::observers::{Comment, Invitation, InvitationStatus, Link, Permissions};
+use crate::support::crypto::sha256_hex;
+use serde::{Deserialize, Serialize};
+
+/// What a student lets one observer do beyond seeing progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Permissions {
+    /// Evidence blocks (texts, links, files) are shown; otherwise only progress.
+    pub can_view_evidence: bool,
+    pub can_comment: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationStatus {
+    Pending,
+    Accepted,
+    Expired,
+    Cancelled,
+}
+
+/// An invitation as stored.
+#[derive(Clone, Debug)]
+pub struct Invitation {
+    pub id: String,
+    pub student_id: String,
+    /// The address it was sent to; only that address may accept it.
+    pub email: String,
+    pub relationship: String,
+    pub permissions: Permissions,
+    pub message: Option<String>,
+    pub status: InvitationStatus,
+    /// SHA-256 of the code of the latest email (none before the email is sent).
+    pub code_hash: Option<String>,
+    pub created_at: i64,
+    pub valid_until: i64,
+}
+
+/// An observer → student link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub student_id: String,
+    pub observer_id: String,
+    pub relationship: String,
+    pub permissions: Permissions,
+    /// `invitation`, `lti`...
+    pub source: String,
+    pub observer_email: Option<String>,
+    pub observer_name: Option<String>,
+    pub created_at: i64,
+}
+
+/// A comment on a student's work, stored and returned as plain text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Comment {
+    pub id: String,
+    pub student_id: String,
+    pub observer_id: String,
+    /// The observer's name as it was when they commented (or their relationship).
+    pub author_name: String,
+    pub relationship: String,
+    pub quest_id: Option<String>,
+    pub task_id: Option<String>,
+    /// Plain text: never interpreted as HTML by the hub; render it as text.
+    pub body: String,
+    /// Hidden by the student: observers no longer see it.
+    pub hidden: bool,
+    pub created_at: i64,
+}
+
+impl Invitation {
+    /// The status as the student sees it: a pending invitation past its time has expired.
+    pub fn status_at(&self, now: i64) -> InvitationStatus {
+        match self.status {
+            InvitationStatus::Pending if now >= self.valid_until => InvitationStatus::Expired,
+            other => other,
+        }
+    }
+}
 
 /// A pending invitation as its address's index has it.
 #[derive(Clone, Debug)]
@@ -110,10 +186,9 @@ impl Store<'_> {
         let Some(pointer) = self.get(&code_pk(code), "INVITECODE").await? else { return Ok(None) };
         let Some(id) = pointer.str("invitation_id") else { return Ok(None) };
         let Some(inv) = self.get_invitation(id).await? else { return Ok(None) };
-        let current = inv
-            .code_hash
-            .as_deref()
-            .is_some_and(|h| crate::crypto::constant_time_eq(h.as_bytes(), sha256_hex(code.as_bytes()).as_bytes()));
+        let current = inv.code_hash.as_deref().is_some_and(|h| {
+            crate::support::crypto::constant_time_eq(h.as_bytes(), sha256_hex(code.as_bytes()).as_bytes())
+        });
         Ok(current.then_some(inv))
     }
 

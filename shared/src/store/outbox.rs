@@ -3,7 +3,33 @@
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 
 use super::{Item, ItemExt, Store, StoreError, condition_held, n, s};
-use crate::events::DomainEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::support::crypto;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DomainEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Unix seconds.
+    pub occurred_at: i64,
+    pub organization_id: Option<String>,
+    pub data: Value,
+}
+
+impl DomainEvent {
+    pub fn new(event_type: &str, organization_id: Option<String>, data: Value, now: i64) -> Self {
+        Self {
+            id: format!("evt_{}", crypto::random_token(16)),
+            event_type: event_type.into(),
+            occurred_at: now,
+            organization_id,
+            data,
+        }
+    }
+}
 
 /// Pending events are found through the sparse `gsi1` index under this key; publishing removes it.
 const PENDING: &str = "OUTBOX#PENDING";

@@ -22,7 +22,7 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
 
 use super::{Item, ItemExt, Store, StoreError, s};
-use crate::crypto;
+use crate::support::crypto;
 
 /// Partitions per (school, entity).
 pub const SHARDS: u32 = 8;

@@ -6,9 +6,83 @@
 
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 
+use super::outbox::DomainEvent;
 use super::{Item, ItemExt, Store, StoreError, WriteError, n, s};
-use crate::auth::{Role, User, email_key};
-use crate::events::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+/// What a user may do. Ordered by reach only for display; checks name the roles they accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Student,
+    Observer,
+    Teacher,
+    OrgAdmin,
+    Admin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct User {
+    pub id: String,
+    /// As given; uniqueness is on its [`email_key`]. Absent for identities that share no email
+    /// (for example an LTI launch without personal data).
+    pub email: Option<String>,
+    /// Whether `email` was proven with our own emailed link; otherwise a provider asserted it, and it
+    /// decides nothing outside the account's organization.
+    #[serde(default)]
+    pub email_proven: bool,
+    /// Whether the account holds its address's key: the global one when proven, its organization's
+    /// when asserted. An asserted address that folds to another form, or that another account of the
+    /// organization holds, is kept for display only and never matched.
+    #[serde(skip)]
+    pub email_indexed: bool,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub role: Role,
+    pub org_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Student => "student",
+            Role::Observer => "observer",
+            Role::Teacher => "teacher",
+            Role::OrgAdmin => "org_admin",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Roles that administer something: never granted, removed or linked into by a provider login.
+    pub fn is_privileged(self) -> bool {
+        matches!(self, Role::Admin | Role::OrgAdmin)
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+}
+
+impl User {
+    /// Whether `email` is this account's proven address (compared by [`email_key`]): what email
+    /// sign-in and observer invitations require.
+    pub fn has_proven(&self, email: &str) -> bool {
+        self.email_proven && self.email.as_deref().map(email_key) == Some(email_key(email))
+    }
+}
+
+/// The key under which an email is unique: trimmed, then Unicode `NFKC_Casefold`-like (compatibility
+/// decomposition, full case folding, compatibility composition), so `ADA@EXAMPLE.COM`, `ada@example.com`
+/// and `ada@exa\u{212A}ple.com` (a Kelvin sign) are one address.
+pub fn email_key(email: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let decomposed: String = email.trim().nfkd().collect();
+    let key: String = caseless::default_case_fold_str(&decomposed).nfkc().collect();
+    // Compatibility forms may decompose to spaces (U+00A8 is a space and a diaeresis): trim again.
+    key.trim().to_string()
+}
 
 /// The provider of accounts made by the email door (`auth::email_sign_in::PROVIDER`): before
 /// addresses were told apart, only these had proven theirs.

@@ -1,12 +1,105 @@
 //! Webhook subscriptions and their deliveries.
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::{Item, ItemExt, Store, StoreError, condition_held, n, s};
-use crate::webhooks::sealing::Sealed;
-use crate::webhooks::{Attempt, Delivery, DeliveryStatus, Subscription};
+use super::{Item, ItemExt, Store, StoreError, condition_held, cursor, n, s};
+use serde::{Deserialize, Serialize};
+
+/// A sealed value as stored: the sealing key's version and `base64(nonce | ciphertext | tag)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sealed {
+    pub kid: String,
+    pub blob: String,
+}
+
+/// A subscription as its organization's admins see it (the secrets are never part of it).
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Subscription {
+    pub id: String,
+    pub organization_id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub description: String,
+    pub active: bool,
+    /// Why deliveries stopped: `gone` (the receiver answered 410) or `failing` (every delivery failed
+    /// for the configured period). Re-enabling clears it.
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<i64>,
+    /// Start of the current run of failed deliveries, cleared by any success.
+    pub failing_since: Option<i64>,
+    pub secret_rotated_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(skip)]
+    pub secrets: Sealed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// What started an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The delivery worker (first attempt and scheduled retries).
+    Automatic,
+    /// `POST /api/webhooks/deliveries/{id}/redeliver`.
+    Redelivery,
+    /// `POST /api/webhooks/test`.
+    Test,
+}
+
+/// One POST to a receiver, as the delivery log shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Attempt {
+    pub at: i64,
+    pub trigger: Trigger,
+    /// The receiver's HTTP status; absent when no answer came (network error, timeout, refused target).
+    pub status_code: Option<u16>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    /// The first KiB of the receiver's answer.
+    pub response_body: Option<String>,
+}
+
+/// One event for one subscription, with every attempt to deliver it.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    pub id: String,
+    pub subscription_id: String,
+    pub organization_id: String,
+    pub event_type: String,
+    pub event_id: String,
+    pub status: DeliveryStatus,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// When the next automatic retry is due (pending deliveries that failed before).
+    pub next_attempt_at: Option<i64>,
+    pub automatic_attempts: u32,
+    pub attempts: Vec<Attempt>,
+    /// The exact body sent (and signed) on every attempt.
+    #[serde(skip)]
+    pub body: String,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+}
 
 const SUBSCRIPTION: &str = "SUBSCRIPTION";
 const DELIVERY: &str = "DELIVERY";
@@ -42,9 +135,7 @@ pub struct DeliveryFilter {
     pub until: Option<i64>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid cursor")]
-pub struct InvalidCursor;
+pub use super::cursor::InvalidCursor;
 
 impl Store<'_> {
     pub async fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
@@ -243,7 +334,7 @@ impl Store<'_> {
         lease_secs: i64,
         pending_only: bool,
     ) -> Result<Option<String>, StoreError> {
-        let lease = crate::crypto::random_token(12);
+        let lease = crate::support::crypto::random_token(12);
         let mut condition =
             "attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now)".to_string();
         let mut request = self
@@ -297,7 +388,7 @@ impl Store<'_> {
             None => removes.push("next_attempt_at"),
         }
         let mut expression = format!("SET {} REMOVE {}", sets.join(", "), removes.join(", "));
-        if attempt.trigger == crate::webhooks::Trigger::Automatic {
+        if attempt.trigger == Trigger::Automatic {
             expression.push_str(" ADD automatic_attempts :one");
             request = request.expression_attribute_values(":one", n(1));
         }
@@ -335,7 +426,7 @@ impl Store<'_> {
             filters.push("#status = :status");
             values.push((":status", s(status.as_str())));
         }
-        let mut start = cursor.map(|c| decode_cursor(&index, c)).transpose()?;
+        let mut start = cursor.map(|c| cursor::decode(&index, c, "DELIVERY#")).transpose()?;
         let mut found = Vec::new();
         for _ in 0..MAX_PAGES {
             let mut query = self
@@ -363,7 +454,11 @@ impl Store<'_> {
                 }
                 if found.len() == limit {
                     let last = &found[limit - 1];
-                    let cursor = encode_cursor(&format!("{:012}#{}", last.created_at, last.id), &delivery_pk(&last.id));
+                    let cursor = cursor::encode(
+                        &format!("{:012}#{}", last.created_at, last.id),
+                        &delivery_pk(&last.id),
+                        DELIVERY,
+                    );
                     return Ok((found, Some(cursor)));
                 }
             }
@@ -372,7 +467,7 @@ impl Store<'_> {
                 None => return Ok((found, None)),
             }
         }
-        let next = start.as_ref().and_then(|k| Some(encode_cursor(k.str("gsi1sk")?, k.str("pk")?)));
+        let next = start.as_ref().and_then(|k| Some(cursor::encode(k.str("gsi1sk")?, k.str("pk")?, k.str("sk")?)));
         Ok((found, next))
     }
 }
@@ -383,30 +478,6 @@ pub enum DeliveryPageError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Cursor(#[from] InvalidCursor),
-}
-
-/// A cursor names the last delivery returned; the index key is rebuilt from the organization the
-/// caller may read, so a cursor cannot reach another organization's log.
-fn encode_cursor(sort_key: &str, pk: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{sort_key}\n{pk}"))
-}
-
-/// Reads a cursor a client sent back; refuses (never panics on) anything `encode_cursor` did not make.
-pub fn decode_cursor(index: &str, cursor: &str) -> Result<Item, InvalidCursor> {
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| InvalidCursor)?;
-    let text = String::from_utf8(raw).map_err(|_| InvalidCursor)?;
-    let (sort, pk) = text.split_once('\n').ok_or(InvalidCursor)?;
-    // Byte-wise checks: a cursor is any bytes a client sends, and must never panic a slice.
-    let digits = sort.as_bytes().get(..12).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
-    if !pk.starts_with("DELIVERY#") || pk.len() > 200 || sort.len() < 13 || sort.len() > 200 || !digits {
-        return Err(InvalidCursor);
-    }
-    Ok(Item::from([
-        ("gsi1pk".into(), s(index)),
-        ("gsi1sk".into(), s(sort)),
-        ("pk".into(), s(pk)),
-        ("sk".into(), s(DELIVERY)),
-    ]))
 }
 
 fn strings(values: &[String]) -> AttributeValue {
@@ -457,35 +528,4 @@ fn delivery_from(item: &Item) -> Option<Delivery> {
         attempts: read_strings(item, "attempts").iter().filter_map(|a| serde_json::from_str(a).ok()).collect(),
         body: item.str("body")?.to_string(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    proptest! {
-        /// A cursor is any string a client sends: decoding never panics, and what it accepts names a
-        /// delivery of the caller's own index.
-        #[test]
-        fn any_cursor_decodes_or_is_refused(cursor in any::<String>()) {
-            if let Ok(key) = decode_cursor("ORG#mine#DELIVERIES", &cursor) {
-                prop_assert_eq!(key.str("gsi1pk"), Some("ORG#mine#DELIVERIES"));
-                prop_assert!(key.str("pk").unwrap().starts_with("DELIVERY#"));
-            }
-        }
-
-        #[test]
-        fn any_bytes_behind_base64_decode_or_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode_cursor("ORG#mine#DELIVERIES", &URL_SAFE_NO_PAD.encode(bytes));
-        }
-
-        #[test]
-        fn cursors_we_give_come_back(at in 0i64..999_999_999_999, id in "[a-z0-9]{1,40}") {
-            let cursor = encode_cursor(&format!("{at:012}#{id}"), &delivery_pk(&id));
-            let key = decode_cursor("ORG#o#DELIVERIES", &cursor).unwrap();
-            prop_assert_eq!(key.str("pk").map(str::to_string), Some(delivery_pk(&id)));
-        }
-    }
 }

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hub::auth::Role;
+use hub::domain::auth::Role;
 use serde_json::{Value, json};
 
 use crate::common::{TestStack, error_code, now};
@@ -254,15 +254,15 @@ async fn rotated_keys_keep_earlier_tokens_valid_until_the_next_rotation() {
     rotate("r1-".to_string() + &"k".repeat(61)).await.unwrap();
     // A new instance (fresh cache) signs with the new version and still accepts the old one.
     let fresh = t.new_context();
-    let old_claims = hub::auth::tokens::verify_access(&fresh, &before.access_token).await.unwrap();
-    let (user, _) = hub::auth::provisioning::provision_user(
+    let old_claims = hub::domain::auth::tokens::verify_access(&fresh, &before.access_token).await.unwrap();
+    let (user, _) = hub::domain::auth::provisioning::provision_user(
         &fresh,
         &crate::common::profile("test", "hal@example.com", Some("hal@example.com"), Role::Student),
     )
     .await
     .unwrap();
     assert_eq!(old_claims.sub, user.id);
-    let after = hub::auth::sessions::start_session(&fresh, &user).await.unwrap();
+    let after = hub::domain::auth::sessions::start_session(&fresh, &user).await.unwrap();
     let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
     assert_ne!(kid(&after.access_token), kid(&before.access_token));
     // The gateway's warm instance learns the new version on first sight of its kid.
@@ -272,7 +272,7 @@ async fn rotated_keys_keep_earlier_tokens_valid_until_the_next_rotation() {
     // After a second rotation the first key is gone: its tokens are refused.
     rotate("r2-".to_string() + &"k".repeat(61)).await.unwrap();
     let newest = t.new_context();
-    let err = hub::auth::tokens::verify_access(&newest, &before.access_token).await.unwrap_err();
+    let err = hub::domain::auth::tokens::verify_access(&newest, &before.access_token).await.unwrap_err();
     assert_eq!(err.code, "invalid_token");
-    assert!(hub::auth::tokens::verify_access(&newest, &after.access_token).await.is_ok());
+    assert!(hub::domain::auth::tokens::verify_access(&newest, &after.access_token).await.is_ok());
 }

@@ -2,7 +2,7 @@
 //! DynamoDB's key limits are answered 400 or 404 with a JSON error.
 
 use base64::Engine;
-use hub::auth::Role;
+use hub::domain::auth::Role;
 use serde_json::json;
 
 use crate::common::{TestStack, error_code};

@@ -83,7 +83,7 @@ async fn a_function_without_its_configuration_fails_its_init() {
 #[tokio::test]
 async fn logs_are_json_lines_with_ids_and_never_a_token_or_key() {
     let t = TestStack::new("logs").await;
-    let (user, pair) = t.signed_in("kim@example.com", hub::auth::Role::Student).await;
+    let (user, pair) = t.signed_in("kim@example.com", hub::domain::auth::Role::Student).await;
     let mut event: Value =
         serde_json::from_str(&std::fs::read_to_string(devstack::repo_root().join("events/auth-refresh.json")).unwrap())
             .unwrap();

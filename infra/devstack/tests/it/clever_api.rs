@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use clever_sim::{DistrictSpec, Simulator, World};
-use hub::auth::Role;
+use hub::domain::auth::Role;
 use serde_json::{Value, json};
 
 use crate::common::{TestStack, error_code};
@@ -216,8 +216,8 @@ async fn health_is_healthy_degraded_or_unhealthy_and_answers_from_its_cache() {
         let pairs: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let ctx = Arc::new(s.t.context_for("clever-health", &pairs));
         async move {
-            let (first, status) = hub::clever::health::report(ctx.clone()).await;
-            let (again, _) = hub::clever::health::report(ctx).await;
+            let (first, status) = hub::integrations::clever::health::report(ctx.clone()).await;
+            let (again, _) = hub::integrations::clever::health::report(ctx).await;
             assert!(Arc::ptr_eq(&first, &again), "a fresh report is served from the cache");
             ((*first).clone(), status)
         }
@@ -255,7 +255,7 @@ async fn health_is_healthy_degraded_or_unhealthy_and_answers_from_its_cache() {
     let full: Value = r.json().await.unwrap();
     assert_eq!(full["checks"]["districts"][0]["district_id"], s.district.as_str(), "{full}");
     // Anyone else's token is refused (a student's: 403), not shown the details.
-    let (_, student) = s.t.signed_in("kid@clhealth.example", hub::auth::Role::Student).await;
+    let (_, student) = s.t.signed_in("kid@clhealth.example", hub::domain::auth::Role::Student).await;
     let r = s.t.http.get(s.t.url("/health/clever-auth")).bearer_auth(&student.access_token).send().await.unwrap();
     assert!(!r.text().await.unwrap().contains(&s.district));
 }
@@ -347,19 +347,19 @@ async fn a_first_health_report_cut_short_is_provisional_and_refreshed_at_once() 
             ("CLEVER_TIMEOUT_SECONDS", "1"),
         ],
     ));
-    let (first, status) = hub::clever::health::report(ctx.clone()).await;
+    let (first, status) = hub::integrations::clever::health::report(ctx.clone()).await;
     assert_eq!(
         (first["status"].as_str(), status, first["provisional"].as_bool()),
         (Some("Degraded"), 200, Some(true)),
         "{first}"
     );
     // Served as it is, while a refresh starts at once instead of 30 s later.
-    let (served, _) = hub::clever::health::report(ctx.clone()).await;
+    let (served, _) = hub::integrations::clever::health::report(ctx.clone()).await;
     assert!(Arc::ptr_eq(&first, &served));
     let started = std::time::Instant::now();
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let (now, _) = hub::clever::health::report(ctx.clone()).await;
+        let (now, _) = hub::integrations::clever::health::report(ctx.clone()).await;
         if !Arc::ptr_eq(&first, &now) {
             assert_eq!(now["status"], "Degraded", "Clever still does not answer: {now}");
             break;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use clever_sim::{DistrictSpec, Simulator, World};
-use hub::clever::client::{CleverClient, CleverError, CleverSettings, Credentials};
+use hub::integrations::clever::client::{CleverClient, CleverError, CleverSettings, Credentials};
 
 const SPEC: DistrictSpec = DistrictSpec::sized(2, 250, 12, 10);
 

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use clever_sim::{DistrictSpec, Simulator, World};
-use hub::clever::client::{CleverClient, Credentials};
-use hub::clever::sync::{Mode, SyncOutcome, sync_school};
+use hub::integrations::clever::client::{CleverClient, Credentials};
+use hub::integrations::clever::sync::{Mode, SyncOutcome, sync_school};
 use hub::store::clever::SyncRecord;
 
 use crate::common::TestStack;
@@ -612,9 +612,9 @@ async fn one_sync_per_school_at_a_time_and_a_killed_run_is_recorded_as_failed() 
     // A run killed by the Lambda timeout: its lease and its InProgress records stay behind.
     let store = c.ctx.store();
     let school = &c.schools[0];
-    let killed_at = c.ctx.clock.now() - hub::clever::sync::LEASE_SECS - 5;
+    let killed_at = c.ctx.clock.now() - hub::integrations::clever::sync::LEASE_SECS - 5;
     let lease = store
-        .take_school_lease(school, "sync_killed", killed_at, killed_at + hub::clever::sync::LEASE_SECS)
+        .take_school_lease(school, "sync_killed", killed_at, killed_at + hub::integrations::clever::sync::LEASE_SECS)
         .await
         .unwrap();
     assert_eq!(lease, hub::store::clever::Lease::Taken { stale: None, full_requested: false });

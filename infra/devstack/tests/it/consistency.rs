@@ -126,12 +126,12 @@ fn the_openapi_document_describes_exactly_the_template_routes_and_is_committed()
 }
 
 /// Every Clever metric the template's alarms, metric filters and dashboard name is one the code emits
-/// (`hub::clever::metrics::NAMES`), and every emitted metric is on the dashboard: a renamed metric would
+/// (`hub::integrations::clever::metrics::NAMES`), and every emitted metric is on the dashboard: a renamed metric would
 /// leave an alarm that can never fire.
 #[test]
 fn clever_alarms_and_dashboard_name_only_metrics_the_code_emits() {
     let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
-    let emitted: BTreeSet<&str> = hub::clever::metrics::NAMES.iter().copied().collect();
+    let emitted: BTreeSet<&str> = hub::integrations::clever::metrics::NAMES.iter().copied().collect();
     let mut alarmed = BTreeSet::new();
     let mut dashboard_body = None;
     for (id, _, props) in template.resources() {
@@ -142,11 +142,11 @@ fn clever_alarms_and_dashboard_name_only_metrics_the_code_emits() {
                 other => other.as_str().map(str::to_string),
             };
         }
-        if props["Namespace"].as_str() == Some(hub::clever::metrics::NAMESPACE) {
+        if props["Namespace"].as_str() == Some(hub::integrations::clever::metrics::NAMESPACE) {
             alarmed.insert(props["MetricName"].as_str().unwrap().to_string());
         }
         for t in props["MetricTransformations"].as_sequence().into_iter().flatten() {
-            if t["MetricNamespace"].as_str() == Some(hub::clever::metrics::NAMESPACE) {
+            if t["MetricNamespace"].as_str() == Some(hub::integrations::clever::metrics::NAMESPACE) {
                 alarmed.insert(t["MetricName"].as_str().unwrap().to_string());
             }
         }
@@ -166,9 +166,9 @@ fn clever_alarms_and_dashboard_name_only_metrics_the_code_emits() {
             let items = line.as_array().unwrap();
             if let Some(expression) = items.iter().find_map(|i| i["expression"].as_str()) {
                 let metric = expression.split("MetricName=\"").nth(1).and_then(|m| m.split('"').next()).unwrap();
-                assert!(expression.contains(hub::clever::metrics::NAMESPACE), "{expression}");
+                assert!(expression.contains(hub::integrations::clever::metrics::NAMESPACE), "{expression}");
                 shown.insert(metric.to_string());
-            } else if items[0] == hub::clever::metrics::NAMESPACE {
+            } else if items[0] == hub::integrations::clever::metrics::NAMESPACE {
                 shown.insert(items[1].as_str().unwrap().to_string());
             }
         }

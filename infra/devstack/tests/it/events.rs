@@ -1,14 +1,14 @@
 //! Domain events: transactional outbox, inline publish, relay of failed publishes, and the events
 //! queue consumer fed by the dev gateway's poller, with SQS's at-least-once delivery.
 
-use hub::auth::Role;
-use hub::auth::provisioning::provision_user;
-use hub::events::{DomainEvent, USER_REGISTERED};
+use hub::domain::auth::Role;
+use hub::domain::auth::provisioning::provision_user;
+use hub::runtime::events::{DomainEvent, USER_REGISTERED};
 use serde_json::{Value, json};
 
 use crate::common::{TestStack, profile};
 
-fn with_org(email: &str, org: &str) -> hub::auth::provisioning::ExternalProfile {
+fn with_org(email: &str, org: &str) -> hub::domain::auth::provisioning::ExternalProfile {
     let mut p = profile("spark", email, Some(email), Role::Student);
     p.org_id = Some(org.into());
     p
@@ -106,7 +106,7 @@ async fn an_event_whose_publish_failed_is_relayed_by_the_schedule() {
     // Later, the scheduled relay publishes it, once.
     let later = t.new_context();
     later.clock.advance(60);
-    let summary = hub::events::relay(std::sync::Arc::new(later), json!({})).await.unwrap();
+    let summary = hub::runtime::events::relay(std::sync::Arc::new(later), json!({})).await.unwrap();
     assert_eq!(summary, json!({"pending": 1, "published": 1}));
     assert!(t.ctx.store().pending_events(hub_now() + 3600, 10).await.unwrap().is_empty());
     assert_eq!(t.gateway.poll("events-dispatch", 1).await.unwrap(), (1, 0));

@@ -5,7 +5,7 @@
 //! one-time login codes work only in the browser that made the login, and only while the address's
 //! invalid-code budget lasts; a sign-in link leads to an app's consent only in the browser that asked.
 
-use hub::auth::Role;
+use hub::domain::auth::Role;
 use serde_json::{Value, json};
 
 use crate::common::{TestStack, error_code};
@@ -22,7 +22,7 @@ const SCORE: &str = "https://purl.imsglobal.org/spec/lti-ags/scope/score";
 async fn school(name: &str) -> Lms {
     let lms = setup_with(name, &[("SparkOrganizationId", "lincoln")], |p| p.base_url.clone()).await;
     lms.platform.trust_tool(crate::lti_flow::CLIENT_ID, &lms.t.url("/api/lti/jwks"));
-    let registration = hub::lti::registration::registration_id(&lms.issuer, crate::lti_flow::CLIENT_ID);
+    let registration = hub::integrations::lti::registration::registration_id(&lms.issuer, crate::lti_flow::CLIENT_ID);
     let r = lms
         .t
         .http
@@ -163,8 +163,8 @@ async fn a_learners_launch_roster_or_spark_login_with_a_teachers_address_never_o
     };
 
     // The course roster lists a Learner with the teacher's address: created apart, the teacher untouched.
-    let course = hub::lti::links::course_id(
-        &hub::lti::registration::registration_id(&lms.issuer, crate::lti_flow::CLIENT_ID),
+    let course = hub::integrations::lti::links::course_id(
+        &hub::integrations::lti::registration::registration_id(&lms.issuer, crate::lti_flow::CLIENT_ID),
         "course-7",
     );
     let r = t
@@ -209,7 +209,7 @@ async fn a_learners_launch_roster_or_spark_login_with_a_teachers_address_never_o
 async fn a_teaching_assistant_keeps_one_role_and_gets_each_courses_rights() {
     let lms = school("idta").await;
     let t = &lms.t;
-    let registration = hub::lti::registration::registration_id(&lms.issuer, crate::lti_flow::CLIENT_ID);
+    let registration = hub::integrations::lti::registration::registration_id(&lms.issuer, crate::lti_flow::CLIENT_ID);
     let quest = json!({"title": "Cells", "pillar": "stem", "organization_id": "lincoln", "tasks": [{"title": "Observe", "xp": 30}]});
     let quest: Value = t
         .http
@@ -245,8 +245,10 @@ async fn a_teaching_assistant_keeps_one_role_and_gets_each_courses_rights() {
 
     // Course 7: the roster is theirs to sync; course 8: not (a learner there).
     let sync = |course: &str| {
-        let url =
-            t.url(&format!("/api/lti/contexts/{}/roster-sync", hub::lti::links::course_id(&registration, course)));
+        let url = t.url(&format!(
+            "/api/lti/contexts/{}/roster-sync",
+            hub::integrations::lti::links::course_id(&registration, course)
+        ));
         let (http, token) = (t.http.clone(), token.clone());
         async move { http.post(url).bearer_auth(token).send().await.unwrap() }
     };
@@ -322,7 +324,7 @@ async fn a_spent_invalid_code_budget_refuses_before_any_code_is_touched_and_lock
     }
     assert_eq!(error_code(exchange("guess".into(), None).await).await, (429, "rate_limited".into()));
     // A made-up binding buys no tries of its own: counted by the address, already spent.
-    let made_up = format!("{}={}", hub::auth::login_binding::login_cookie_name("guess"), "x".repeat(43));
+    let made_up = format!("{}={}", hub::domain::auth::login_binding::login_cookie_name("guess"), "x".repeat(43));
     assert_eq!(error_code(exchange("guess".into(), Some(made_up)).await).await, (429, "rate_limited".into()));
     // ...but lock out no student: a launch's exchange is counted by its own browser binding.
     let (code, binding) =
@@ -335,11 +337,11 @@ async fn a_spent_invalid_code_budget_refuses_before_any_code_is_touched_and_lock
     for i in 0..20 {
         // The cookie named after each guess, with this browser's secret.
         let guess = format!("guess-{i}");
-        let named = binding.replacen(&cookie, &hub::auth::login_binding::login_cookie_name(&guess), 1);
+        let named = binding.replacen(&cookie, &hub::domain::auth::login_binding::login_cookie_name(&guess), 1);
         assert_eq!(error_code(exchange(guess, Some(named)).await).await, (400, "invalid_code".into()));
     }
     assert_eq!(error_code(exchange(code.clone(), Some(binding)).await).await, (429, "rate_limited".into()));
-    let kept = lms.t.ctx.store().peek_code(&code, hub::lti::flow::PURPOSE).await.unwrap();
+    let kept = lms.t.ctx.store().peek_code(&code, hub::integrations::lti::flow::PURPOSE).await.unwrap();
     assert!(kept.is_some(), "the refused exchange did not use the code up");
 }
 

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use hub::auth::Role;
-use hub::learning::quests::{NewQuest, NewTask, create_quest};
-use hub::learning::submissions::{Submission, record};
-use hub::learning::{BlockType, EvidenceBlock, LmsMapping, Quest};
+use hub::domain::auth::Role;
+use hub::domain::learning::quests::{NewQuest, NewTask, create_quest};
+use hub::domain::learning::submissions::{Submission, record};
+use hub::domain::learning::{BlockType, EvidenceBlock, LmsMapping, Quest};
 use serde_json::{Value, json};
 
 use crate::common::{TestStack, error_code};
@@ -22,7 +22,7 @@ async fn submit_text(
     quest: &Quest,
     key: &str,
     text: &str,
-) -> Result<hub::learning::submissions::Recorded, hub::ApiError> {
+) -> Result<hub::domain::learning::submissions::Recorded, hub::ApiError> {
     let evidence = text_block(text);
     record(
         ctx,
@@ -42,7 +42,7 @@ async fn submit_text(
 
 async fn quest(t: &TestStack, tasks: &[(&str, i64, &str)], assignment: &str) -> Quest {
     let (admin, _) = t.signed_in_as("qa@example.com", Role::OrgAdmin, "demo").await;
-    let principal = hub::auth::guard::Principal {
+    let principal = hub::domain::auth::guard::Principal {
         user_id: admin.id,
         email: admin.email,
         role: Role::OrgAdmin,
@@ -243,7 +243,7 @@ async fn badges_are_earned_once_when_their_requirements_are_met() {
     assert_eq!(error_code(r).await.0, 403);
 
     let q = quest(&t, &[("Report", 100, "stem")], "b1").await;
-    let student = hub::auth::tokens::verify_access(&t.ctx, &student_tokens.access_token).await.unwrap().sub;
+    let student = hub::domain::auth::tokens::verify_access(&t.ctx, &student_tokens.access_token).await.unwrap().sub;
     for key in ["first", "again"] {
         submit_text(&t.ctx, &student, &q, key, key).await.unwrap();
     }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use hub::auth::Role;
+use hub::domain::auth::Role;
 use lti_platform_sim::Platform;
 use serde_json::{Value, json};
 
@@ -26,7 +26,7 @@ async fn setup(name: &str) -> Lms {
 }
 
 fn registration_id(lms: &Lms) -> String {
-    hub::lti::registration::registration_id(&lms.issuer, CLIENT_ID)
+    hub::integrations::lti::registration::registration_id(&lms.issuer, CLIENT_ID)
 }
 
 /// A quest of organization `lincoln`: three tasks, 30, 50 and 20 XP.
@@ -107,10 +107,10 @@ async fn independent_check(lms: &Lms, client_assertion: &str, deep_linking_jwt: 
 /// A client assertion as the grade passback signs it.
 async fn client_assertion(lms: &Lms) -> String {
     let registration = lms.t.ctx.store().lti_registration(&registration_id(lms)).await.unwrap().unwrap();
-    let claims = hub::lti::services::client_assertion_claims(&registration, crate::common::now());
+    let claims = hub::integrations::lti::services::client_assertion_claims(&registration, crate::common::now());
     // The context of the worker that signs them (it reads the tool key).
     let worker = lms.t.context_for("grade-passback", &[]);
-    hub::lti::tool_key::current(&worker).await.unwrap().sign(&claims)
+    hub::integrations::lti::tool_key::current(&worker).await.unwrap().sign(&claims)
 }
 
 #[tokio::test]
@@ -308,7 +308,7 @@ async fn a_course_roster_is_synced_page_by_page_and_inactive_members_are_reporte
     let mut teacher = lms.claims("teacher-0", "Instructor", "LtiResourceLinkRequest");
     teacher[NRPS] = json!({"context_memberships_url": url, "service_versions": ["2.0"]});
     let (token, _) = lms.signed_in(launch(&lms, "teacher", teacher).await).await;
-    let course = hub::lti::links::course_id(&registration_id(&lms), "course-7");
+    let course = hub::integrations::lti::links::course_id(&registration_id(&lms), "course-7");
     let sync = |token: String| {
         let (http, url) = (lms.t.http.clone(), lms.t.url(&format!("/api/lti/contexts/{course}/roster-sync")));
         async move { http.post(url).bearer_auth(token).send().await.unwrap() }

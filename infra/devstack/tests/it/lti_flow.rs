@@ -3,7 +3,7 @@
 //! launches that must be refused (another browser's state, a replay, an unknown platform, a student's
 //! deep-linking request) with their code on a page the LMS may frame, creating nothing.
 
-use hub::auth::Role;
+use hub::domain::auth::Role;
 use lti_platform_sim::Platform;
 use serde_json::{Value, json};
 
@@ -220,7 +220,7 @@ async fn a_student_and_a_teacher_launch_from_the_lms_into_their_own_accounts() {
 #[tokio::test]
 async fn launches_from_another_browser_replayed_or_from_unknown_platforms_are_refused_creating_nothing() {
     let lms = setup("ltiflowbad").await;
-    let provider = format!("lti:{}", hub::lti::registration::registration_id(ISSUER, CLIENT_ID));
+    let provider = format!("lti:{}", hub::integrations::lti::registration::registration_id(ISSUER, CLIENT_ID));
     let nobody = |sub: &'static str| {
         let (store, provider) = (lms.t.ctx.store(), provider.clone());
         async move { store.user_id_by_identity(&provider, sub).await.unwrap().is_none() }
@@ -244,7 +244,8 @@ async fn launches_from_another_browser_replayed_or_from_unknown_platforms_are_re
 
     // A launch asserting the address of a parent's account (proven, no organization) does not take it
     // over: the learner gets an account of their own, as for any unknown address.
-    let parent = hub::auth::email_sign_in::create_observer(&lms.t.ctx, "parent@family.example").await.unwrap().unwrap();
+    let parent =
+        hub::domain::auth::email_sign_in::create_observer(&lms.t.ctx, "parent@family.example").await.unwrap().unwrap();
     let mut claims_parent = claims("mallory-1", "Learner", "LtiResourceLinkRequest");
     claims_parent["email"] = json!("parent@family.example");
     lms.platform.prepare("parent", claims_parent);

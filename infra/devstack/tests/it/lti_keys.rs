@@ -2,7 +2,7 @@
 //! `RotateImmediatelyOnUpdate` does), published at `/api/lti/jwks`, and rotated with the previous key
 //! still published, so what was signed before a rotation still verifies, as a platform checks it.
 
-use hub::lti::tool_key;
+use hub::integrations::lti::tool_key;
 use serde_json::{Value, json};
 
 use crate::common::TestStack;

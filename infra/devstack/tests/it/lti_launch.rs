@@ -1,14 +1,14 @@
-//! LTI 1.3 launches checked by `hub::lti::launch` against a platform that is not us (the local platform
+//! LTI 1.3 launches checked by `hub::integrations::lti::launch` against a platform that is not us (the local platform
 //! simulator signs them; its JWKS is fetched through the SSRF-guarded client): every 1EdTech
 //! certification case of `shared/reference/lti-certification/` (copied to `tests/fixtures/`) (`valid/` launches, `invalid/` is refused
 //! with its own error code) and the issue's attack cases.
 
 use std::path::Path;
 
-use hub::auth::Role;
-use hub::lti::LtiError;
-use hub::lti::launch::{Launch, parse, verify_with_registration};
-use hub::lti::registration::Registration;
+use hub::domain::auth::Role;
+use hub::integrations::lti::LtiError;
+use hub::integrations::lti::launch::{Launch, parse, verify_with_registration};
+use hub::integrations::lti::registration::Registration;
 use lti_platform_sim::{Platform, PlatformKey};
 use serde_json::{Value, json};
 
@@ -27,7 +27,7 @@ fn lti_context(t: &TestStack) -> hub::Context {
 
 fn registration(platform: &Platform) -> Registration {
     Registration {
-        id: hub::lti::registration::registration_id(ISSUER, CLIENT_ID),
+        id: hub::integrations::lti::registration::registration_id(ISSUER, CLIENT_ID),
         organization_id: "district-one".into(),
         name: "1EdTech validator".into(),
         issuer: ISSUER.into(),
@@ -156,7 +156,7 @@ async fn the_invalid_certification_launches_are_refused_with_their_own_code_but_
         };
         let outcome = launch(&ctx, &reg, &token).await;
         if case.name == "Launch Instructor With Email No Context" {
-            // Decided (hub::lti::launch): the context claim is optional in LTI 1.3; this is a launch.
+            // Decided (hub::integrations::lti::launch): the context claim is optional in LTI 1.3; this is a launch.
             let launch = outcome.unwrap_or_else(|e| panic!("{}: {e}", case.name));
             assert_eq!((launch.context, launch.role.role), (None, Role::Teacher));
             continue;

@@ -2,7 +2,7 @@
 //! and delete them (an organization's admins: name and deployments), what is validated (URLs through the
 //! SSRF guard, ids, deployments), and the tool's URLs a school pastes into its LMS.
 
-use hub::auth::Role;
+use hub::domain::auth::Role;
 use serde_json::{Value, json};
 
 use crate::common::{TestStack, error_code};

@@ -2,7 +2,7 @@
 //! dev gateway: authorization code with PKCE and consent, refresh rotation, client credentials,
 //! revocation, introspection, and the attacks of RFC 9700, each refused with nothing issued.
 
-use hub::auth::Role;
+use hub::domain::auth::Role;
 use oauth2::basic::BasicClient;
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet, IntrospectionUrl,
@@ -86,7 +86,7 @@ impl Partner {
     }
 
     /// A signed-in user of this organization (or of `org`), as a session token.
-    pub async fn user(&self, email: &str, role: Role, org: Option<&str>) -> (hub::auth::User, String) {
+    pub async fn user(&self, email: &str, role: Role, org: Option<&str>) -> (hub::domain::auth::User, String) {
         let (user, pair) = self.t.signed_in_as(email, role, org.unwrap_or(&self.org)).await;
         (user, pair.access_token)
     }
@@ -608,7 +608,7 @@ async fn the_attacks_of_rfc_9700_are_refused_and_nothing_is_issued() {
         "Basic {}",
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{}:{}", p.client_id, p.secret))
     );
-    let err = hub::oauth::token::token(&later, Some(&basic), &form, "203.0.113.7").await.err().unwrap();
+    let err = hub::integrations::oauth::token::token(&later, Some(&basic), &form, "203.0.113.7").await.err().unwrap();
     assert_eq!(err.error, "invalid_grant");
 
     // Client authentication: wrong, absent, both methods at once; a secret in the query is not one.
@@ -866,19 +866,19 @@ async fn a_key_rotation_keeps_issued_tokens_valid_and_publishes_both_keys() {
     let sm = aws_sdk_secretsmanager::Client::new(&p.t.sdk);
     sm.put_secret_value()
         .secret_id(&p.t.stack.refs["OAuthSigningKey"])
-        .secret_string(hub::crypto::random_token(48))
+        .secret_string(hub::support::crypto::random_token(48))
         .send()
         .await
         .unwrap();
     let fresh = std::sync::Arc::new(p.t.context_for("oauth-token", &[]));
-    let jwks = hub::oauth::keys::jwks(&fresh).await.unwrap();
+    let jwks = hub::integrations::oauth::keys::jwks(&fresh).await.unwrap();
     let kids: Vec<&str> = jwks.keys.iter().map(|k| k.kid.as_str()).collect();
     assert_eq!(kids.len(), 2, "current and previous");
     assert_eq!(kids[1], old_kid, "the previous key is still published");
-    let claims = hub::oauth::keys::verify(&fresh, before.access_token().secret()).await.unwrap();
+    let claims = hub::integrations::oauth::keys::verify(&fresh, before.access_token().secret()).await.unwrap();
     assert_eq!(claims.client_id, p.client_id, "a token signed before the rotation still verifies");
-    let after = hub::oauth::keys::sign(&fresh, &claims).await.unwrap();
+    let after = hub::integrations::oauth::keys::sign(&fresh, &claims).await.unwrap();
     assert_eq!(jsonwebtoken::decode_header(&after).unwrap().kid.as_deref(), Some(kids[0]));
     assert_ne!(kids[0], old_kid);
-    assert_eq!(hub::oauth::keys::verify(&fresh, &after).await.unwrap().sub, claims.sub);
+    assert_eq!(hub::integrations::oauth::keys::verify(&fresh, &after).await.unwrap().sub, claims.sub);
 }

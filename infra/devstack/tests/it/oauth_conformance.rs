@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::process::Stdio;
 
-use hub::auth::Role;
+use hub::domain::auth::Role;
 use oauth2::basic::BasicClient;
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IntrospectionUrl, PkceCodeChallenge, RedirectUrl,

@@ -2,10 +2,10 @@
 //! SES), acceptance, the authorization matrix of every observer and student route, comments,
 //! removal, and the events they announce.
 
-use hub::auth::{Role, User};
-use hub::learning::quests::{NewQuest, NewTask, create_quest};
-use hub::learning::submissions::{Submission, record};
-use hub::learning::{BlockType, EvidenceBlock, LmsMapping, Quest, StoredFile};
+use hub::domain::auth::{Role, User};
+use hub::domain::learning::quests::{NewQuest, NewTask, create_quest};
+use hub::domain::learning::submissions::{Submission, record};
+use hub::domain::learning::{BlockType, EvidenceBlock, LmsMapping, Quest, StoredFile};
 use serde_json::{Value, json};
 
 use crate::common::{Email, TestStack, error_code};
@@ -28,7 +28,7 @@ impl Family {
         let domain = format!("{name}-{:08x}.example", rand::random::<u32>());
         let (student, pair) = t.signed_in_as(&format!("ada@{domain}"), Role::Student, "demo").await;
         let (admin, _) = t.signed_in_as(&format!("qa@{domain}"), Role::OrgAdmin, "demo").await;
-        let principal = hub::auth::guard::Principal {
+        let principal = hub::domain::auth::guard::Principal {
             user_id: admin.id,
             email: admin.email,
             role: Role::OrgAdmin,
@@ -52,7 +52,7 @@ impl Family {
         .await
         .unwrap();
         let file_bytes = b"%PDF-1.4 the volcano report".to_vec();
-        let key = format!("evidence/{}/report.pdf", hub::crypto::random_token(12));
+        let key = format!("evidence/{}/report.pdf", hub::support::crypto::random_token(12));
         let s3 =
             aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&t.sdk).force_path_style(true).build());
         s3.put_object()
@@ -464,7 +464,7 @@ async fn invitations_are_single_use_bound_to_their_address_and_expire() {
     let code = mail.code(&f.t.base, "/observers/accept");
     let later = std::sync::Arc::new(f.t.context_for("observers-invitation-accept", &[]));
     later.clock.advance(7 * 24 * 3600 + 1);
-    let err = hub::observers::invitations::accept(&later, &code, None).await.err().unwrap();
+    let err = hub::integrations::observers::invitations::accept(&later, &code, None).await.err().unwrap();
     assert_eq!((err.status.as_u16(), err.code), (410, "invitation_expired"));
 
     // Unknown codes are not found, and count against the source address.
@@ -544,13 +544,13 @@ async fn email_sign_in_answers_alike_for_every_address_and_links_work_once() {
     let code = f.t.deliver_emails_to(&f.address("ada")).await.pop().unwrap().code(&f.t.base, "/auth/sign-in/confirm");
     let later = f.t.context_for("auth-email-verify", &[]);
     later.clock.advance(15 * 60 + 1);
-    let err = hub::auth::email_sign_in::verify(&later, &code, "203.0.113.9", None).await.err().unwrap();
+    let err = hub::domain::auth::email_sign_in::verify(&later, &code, "203.0.113.9", None).await.err().unwrap();
     assert_eq!(err.code, "invalid_code");
 
     // Malformed requests, and look-alikes that would fold onto someone's address.
     assert_eq!(error_code(start("not an address".into()).await).await, (400, "invalid_email".into()));
     let lookalike = f.address("ada").replacen('a', "\u{FF41}", 1);
-    assert_eq!(hub::auth::email_key(&lookalike), hub::auth::email_key(&f.address("ada")));
+    assert_eq!(hub::domain::auth::email_key(&lookalike), hub::domain::auth::email_key(&f.address("ada")));
     assert_eq!(error_code(start(lookalike).await).await, (400, "invalid_email".into()));
     let r = f
         .send(

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hub::outbound::{OutboundClient, OutboundError, OutboundPolicy, read_capped};
+use hub::support::outbound::{OutboundClient, OutboundError, OutboundPolicy, read_capped};
 
 use crate::common::{Reply, server};
 

@@ -129,7 +129,7 @@ async fn a_partner_app_sends_the_user_through_sign_in_and_consent_and_gets_a_cod
     let app = p
         .register(json!({"name": "Reading Buddy", "redirect_uris": [redirect_uri], "allowed_scopes": ["profile", "progress:read"]}))
         .await;
-    let (student, _) = p.user("lee@page-oauth.example", hub::auth::Role::Student, None).await;
+    let (student, _) = p.user("lee@page-oauth.example", hub::domain::auth::Role::Student, None).await;
     let mut client = p.client(app["client_id"].as_str().unwrap(), app["client_secret"].as_str());
     client = client.set_redirect_uri(oauth2::RedirectUrl::new(redirect_uri.clone()).unwrap());
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();

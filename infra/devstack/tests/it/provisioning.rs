@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use hub::auth::Role;
-use hub::auth::provisioning::{Provisioned, provision_as_operator, provision_user};
+use hub::domain::auth::Role;
+use hub::domain::auth::provisioning::{Provisioned, provision_as_operator, provision_user};
 
 use crate::common::{TestStack, profile};
 

@@ -1,6 +1,6 @@
 //! The shared fixed-window rate limiter, through HTTP and across instances.
 
-use hub::ratelimit::{Rule, check};
+use hub::runtime::ratelimit::{Rule, check};
 use serde_json::json;
 
 use crate::common::{TestStack, error_code};

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hub::auth::Role;
-use hub::auth::provisioning::provision_user;
+use hub::domain::auth::Role;
+use hub::domain::auth::provisioning::provision_user;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lambda_http::RequestExt;
 use serde_json::{Value, json};
@@ -132,7 +132,8 @@ async fn an_existing_account_is_merged_by_email() {
     let (_, secret) = t.key("SparkSsoSecret").await;
     let (code, binding) = signed_in_code(&sso(&t, &node_token(&secret, "spark-77", "bea@school.example")).await);
     let tokens: Value = exchange(&t, &code, &binding).await.json().await.unwrap();
-    let claims = hub::auth::tokens::verify_access(&t.ctx, tokens["access_token"].as_str().unwrap()).await.unwrap();
+    let claims =
+        hub::domain::auth::tokens::verify_access(&t.ctx, tokens["access_token"].as_str().unwrap()).await.unwrap();
     assert_eq!(claims.sub, existing.id, "the Spark login lands in the existing account");
 }
 
@@ -318,7 +319,7 @@ async fn the_shared_secret_rotates_without_breaking_logins_in_flight() {
     let ctx = Arc::new(t.context_for("spark-sso", &[("FRONTEND_URL", "")]));
     for (secret, user) in [(&old, "r-old"), (&new, "r-new")] {
         let token = node_token(secret, user, &format!("{user}@school.example"));
-        let login = hub::spark::sso::verify(&ctx, &token).await.unwrap();
+        let login = hub::integrations::spark::sso::verify(&ctx, &token).await.unwrap();
         assert_eq!(login.profile.external_id, user);
     }
     sm.put_secret_value()
@@ -328,7 +329,9 @@ async fn the_shared_secret_rotates_without_breaking_logins_in_flight() {
         .await
         .unwrap();
     let fresh = t.context_for("spark-sso", &[]);
-    let err = hub::spark::sso::verify(&fresh, &node_token(&old, "r-old", "r-old@school.example")).await.unwrap_err();
+    let err = hub::integrations::spark::sso::verify(&fresh, &node_token(&old, "r-old", "r-old@school.example"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, "invalid_token");
 }
 
@@ -358,6 +361,7 @@ async fn the_partner_cli_makes_links_that_log_in() {
     let r = no_redirects().get(link.trim()).send().await.unwrap();
     let (code, binding) = signed_in_code(&r);
     let tokens: Value = exchange(&t, &code, &binding).await.json().await.unwrap();
-    let claims = hub::auth::tokens::verify_access(&t.ctx, tokens["access_token"].as_str().unwrap()).await.unwrap();
+    let claims =
+        hub::domain::auth::tokens::verify_access(&t.ctx, tokens["access_token"].as_str().unwrap()).await.unwrap();
     assert_eq!(claims.role, Role::Teacher);
 }

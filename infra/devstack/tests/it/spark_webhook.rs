@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use hub::auth::Role;
-use hub::learning::LmsMapping;
+use hub::domain::auth::Role;
+use hub::domain::learning::LmsMapping;
 use serde_json::{Value, json};
 
 use crate::common::{Reply, TestStack, error_code, server};
@@ -28,7 +28,7 @@ struct Setup {
     t: TestStack,
     secret: String,
     files: String,
-    student: hub::auth::User,
+    student: hub::domain::auth::User,
     access: String,
 }
 
@@ -43,8 +43,8 @@ async fn setup_with(name: &str, parameters: &[(&str, &str)]) -> Setup {
     let (addr, _) = server(storage).await;
     let mut p = crate::common::profile("spark", "spark-kid", Some("kid@school.example"), Role::Student);
     p.org_id = Some("demo".into());
-    let (student, _) = hub::auth::provisioning::provision_user(&t.ctx, &p).await.unwrap();
-    let access = hub::auth::sessions::start_session(&t.ctx, &student).await.unwrap().access_token;
+    let (student, _) = hub::domain::auth::provisioning::provision_user(&t.ctx, &p).await.unwrap();
+    let access = hub::domain::auth::sessions::start_session(&t.ctx, &student).await.unwrap().access_token;
     let (_, admin) = t.signed_in_as("admin@school.example", Role::OrgAdmin, "demo").await;
     let quest = json!({"title": "Lab", "pillar": "stem", "lms": {"platform": "spark", "course_id": "bio", "assignment_id": "lab"},
                        "tasks": [{"title": "Lab report", "xp": 100}]});
@@ -67,7 +67,7 @@ fn payload(files: &[(&str, &str)], assignment: &str) -> Value {
 }
 
 fn sign(secret: &str, body: &str) -> String {
-    hex::encode(hub::crypto::hmac_sha256(secret.as_bytes(), body.as_bytes()))
+    hex::encode(hub::support::crypto::hmac_sha256(secret.as_bytes(), body.as_bytes()))
 }
 
 async fn post(s: &Setup, body: &str, signature: Option<&str>) -> reqwest::Response {
@@ -101,8 +101,8 @@ async fn run_worker(s: &Setup) -> (usize, usize) {
 
 /// The state of a queued submission's job.
 async fn job(s: &Setup, body: &str) -> hub::store::submission_jobs::SubmissionJob {
-    let payload: hub::spark::webhook::SubmissionPayload = serde_json::from_str(body).unwrap();
-    let key = hub::spark::webhook::idempotency_key(&payload);
+    let payload: hub::integrations::spark::webhook::SubmissionPayload = serde_json::from_str(body).unwrap();
+    let key = hub::integrations::spark::webhook::idempotency_key(&payload);
     s.t.ctx.store().submission_job(&key).await.unwrap().expect("a job")
 }
 
@@ -266,13 +266,88 @@ async fn unknown_students_and_unmapped_assignments() {
 }
 
 #[tokio::test]
+async fn kept_submissions_are_listed_to_their_organizations_admins_and_alarm_before_they_expire() {
+    let s = setup("whkept").await;
+    for assignment in ["essay", "poem"] {
+        let body = payload(&[], assignment).to_string();
+        assert_eq!(post(&s, &body, Some(&sign(&s.secret, &body))).await.status(), 202, "{assignment} kept");
+    }
+    let (_, admin) = s.t.signed_in_as("kept-admin@school.example", Role::OrgAdmin, "demo").await;
+    let list = |token: String, query: &'static str| {
+        let request = s.t.http.get(s.t.url(&format!("/api/spark/pending-submissions{query}"))).bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    let r = list(admin.access_token.clone(), "").await;
+    assert_eq!(r.status(), 200);
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["organization_id"], "demo");
+    let kept = page["submissions"].as_array().unwrap();
+    let mut assignments: Vec<&str> = kept.iter().map(|k| k["assignment_id"].as_str().unwrap()).collect();
+    assignments.sort();
+    assert_eq!(assignments, ["essay", "poem"], "{page}");
+    for k in kept {
+        assert_eq!((k["platform"].as_str(), k["course_id"].as_str()), (Some("spark"), Some("bio")));
+        assert_eq!(k["student_external_id"], "spark-kid");
+        assert!(k["submission_id"].as_str().unwrap().starts_with("sub_"));
+        assert_eq!(k["expires_at"].as_i64().unwrap() - k["received_at"].as_i64().unwrap(), 30 * 24 * 3600);
+    }
+
+    // Pages: one at a time, the cursor leads to the other and then ends.
+    let first: Value = list(admin.access_token.clone(), "?limit=1").await.json().await.unwrap();
+    assert_eq!(first["submissions"].as_array().unwrap().len(), 1);
+    let cursor = first["next_cursor"].as_str().expect("a next page").to_string();
+    let url = s.t.url(&format!("/api/spark/pending-submissions?limit=1&cursor={cursor}"));
+    let second: Value = s.t.http.get(url).bearer_auth(&admin.access_token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(second["submissions"].as_array().unwrap().len(), 1);
+    assert_ne!(second["submissions"][0]["submission_id"], first["submissions"][0]["submission_id"]);
+
+    // Refusals: bad page parameters; a student; another organization's admin sees only their own.
+    assert_eq!(error_code(list(admin.access_token.clone(), "?limit=0").await).await, (400, "invalid_query".into()));
+    assert_eq!(
+        error_code(list(admin.access_token.clone(), "?cursor=bm90LW91cnM").await).await,
+        (400, "invalid_cursor".into())
+    );
+    assert_eq!(error_code(list(s.access.clone(), "").await).await, (403, "forbidden".into()));
+    let (_, other) = s.t.signed_in_as("kept-other@school.example", Role::OrgAdmin, "elsewhere").await;
+    let theirs: Value = list(other.access_token.clone(), "").await.json().await.unwrap();
+    assert_eq!(
+        (theirs["organization_id"].as_str(), theirs["submissions"].as_array().map(Vec::len)),
+        (Some("elsewhere"), Some(0))
+    );
+    assert_eq!(
+        error_code(list(other.access_token.clone(), "?organization_id=demo").await).await,
+        (403, "forbidden".into())
+    );
+
+    // Mapping one assignment takes its submission off the list.
+    let quest = json!({"title": "Essay", "pillar": "art", "lms": {"platform": "spark", "course_id": "bio", "assignment_id": "essay"},
+                       "tasks": [{"title": "Essay", "xp": 30}]});
+    let r =
+        s.t.http.post(s.t.url("/api/admin/quests")).bearer_auth(&admin.access_token).json(&quest).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(s.t.drain("events-dispatch").await.1, 0);
+    let left: Value = list(admin.access_token.clone(), "").await.json().await.unwrap();
+    assert_eq!(left["submissions"].as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left["submissions"][0]["assignment_id"], "poem");
+
+    // The daily check: nothing near expiry today; 24 days on, the poem expires within the week.
+    let check = |ctx| hub::integrations::spark::pending::check_expiry(ctx, json!({}));
+    let today = check(s.t.ctx.clone()).await.unwrap();
+    assert_eq!((today["checked"].as_bool(), today["expiring"].as_u64()), (Some(true), Some(0)), "{today}");
+    s.t.ctx.clock.advance(24 * 24 * 3600);
+    let later = check(s.t.ctx.clone()).await.unwrap();
+    assert_eq!(later["expiring"], 1, "{later}");
+    assert_eq!(later["first_expiry"], left["submissions"][0]["expires_at"]);
+}
+
+#[tokio::test]
 async fn a_backlog_of_pending_submissions_is_released_page_by_page_off_the_request() {
     let s = setup("whbacklog").await;
     let kids = 30; // more than one page of the release
     for i in 0..kids {
         let mut p = crate::common::profile("spark", &format!("kid-{i}"), None, Role::Student);
         p.org_id = Some("demo".into());
-        hub::auth::provisioning::provision_user(&s.t.ctx, &p).await.unwrap();
+        hub::domain::auth::provisioning::provision_user(&s.t.ctx, &p).await.unwrap();
         let mut body = payload(&[], "backlog");
         body["spark_user_id"] = json!(format!("kid-{i}"));
         let body = body.to_string();
@@ -349,13 +424,16 @@ async fn a_failing_download_is_retried_later_then_fails_without_leaking_its_url(
     assert_eq!(job(&s, &body).await.status, hub::store::submission_jobs::JobStatus::Processing);
     assert_eq!(s.t.gateway.poll("spark-submission-worker", 0).await.unwrap(), (0, 0), "hidden for its backoff");
     // Its last attempt (as SQS hands it out the fifth time) ends it as failed.
-    let payload: hub::spark::webhook::SubmissionPayload = serde_json::from_str(&body).unwrap();
-    let key = hub::spark::webhook::idempotency_key(&payload);
+    let payload: hub::integrations::spark::webhook::SubmissionPayload = serde_json::from_str(&body).unwrap();
+    let key = hub::integrations::spark::webhook::idempotency_key(&payload);
     let mut message = aws_lambda_events::sqs::SqsMessage::default();
     message.body = Some(json!({"key": key}).to_string());
     message.attributes.insert("ApproximateReceiveCount".into(), "5".into());
     let worker = std::sync::Arc::new(s.t.context_for("spark-submission-worker", &[]));
-    assert!(hub::spark::submission_jobs::work(worker, message).await.is_err(), "left to the dead-letter queue");
+    assert!(
+        hub::integrations::spark::submissions::work(worker, message).await.is_err(),
+        "left to the dead-letter queue"
+    );
     let hub::store::submission_jobs::JobStatus::Failed { error } = job(&s, &body).await.status else { panic!() };
     assert!(error.starts_with("file_download_failed"), "{error}");
     assert!(!error.contains("deadbeef") && !error.contains("gone.pdf"), "the URL is a credential: {error}");
@@ -605,7 +683,7 @@ fn part_metadata(parts: &[(&str, &[u8])]) -> String {
     let mut p = payload(&[], "lab");
     p["submission_files"] = parts
         .iter()
-        .map(|(name, bytes)| json!({"part": name, "sha256": hub::crypto::sha256_hex(bytes), "filename": format!("{name}.png")}))
+        .map(|(name, bytes)| json!({"part": name, "sha256": hub::support::crypto::sha256_hex(bytes), "filename": format!("{name}.png")}))
         .collect();
     p.to_string()
 }

@@ -1,8 +1,8 @@
 //! Tenant and identity boundaries (DESIGN.md §3a): data from an integration lands only in its
 //! organization, and a provider login never takes over, moves or re-roles an account it should not.
 
-use hub::auth::Role;
-use hub::auth::provisioning::{Provisioned, provision_user};
+use hub::domain::auth::Role;
+use hub::domain::auth::provisioning::{Provisioned, provision_user};
 use serde_json::{Value, json};
 
 use crate::common::{TestStack, error_code, profile};
@@ -31,8 +31,11 @@ async fn only_sparks_own_organization_may_map_spark_assignments() {
     let (_, other) = t.signed_in_as("boss@rival.example", Role::OrgAdmin, "rival").await;
     let r = create(other.access_token.clone(), spark_quest("lab-1", None)).await;
     assert_eq!(error_code(r).await, (403, "integration_tenant_mismatch".into()));
-    let mapping =
-        hub::learning::LmsMapping { platform: "spark".into(), course_id: "bio".into(), assignment_id: "lab-1".into() };
+    let mapping = hub::domain::learning::LmsMapping {
+        platform: "spark".into(),
+        course_id: "bio".into(),
+        assignment_id: "lab-1".into(),
+    };
     assert!(t.ctx.store().quest_by_lms(&mapping).await.unwrap().is_none());
     // A platform admin cannot put one in another organization either.
     let (_, root) = t.signed_in_as("root@hub.example", Role::Admin, "platform").await;
@@ -56,17 +59,17 @@ async fn only_sparks_own_organization_may_map_spark_assignments() {
 async fn a_mapping_left_in_another_organization_receives_no_submission() {
     let t = TestStack::new("tenantlegacy").await;
     // A mapping written before the rule existed, straight into the store.
-    let quest = hub::learning::Quest {
+    let quest = hub::domain::learning::Quest {
         id: "legacy-quest".into(),
         organization_id: "rival".into(),
         title: "Legacy".into(),
         pillar: "stem".into(),
-        lms: Some(hub::learning::LmsMapping {
+        lms: Some(hub::domain::learning::LmsMapping {
             platform: "spark".into(),
             course_id: "bio".into(),
             assignment_id: "old".into(),
         }),
-        tasks: vec![hub::learning::QuestTask {
+        tasks: vec![hub::domain::learning::QuestTask {
             id: "t1".into(),
             title: "Old".into(),
             pillar: "stem".into(),
@@ -83,7 +86,7 @@ async fn a_mapping_left_in_another_organization_receives_no_submission() {
     let body = json!({"spark_user_id": "kid-1", "spark_course_id": "bio", "spark_assignment_id": "old",
         "submission_text": "hello", "submitted_at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()})
     .to_string();
-    let signature = hex::encode(hub::crypto::hmac_sha256(secret.as_bytes(), body.as_bytes()));
+    let signature = hex::encode(hub::support::crypto::hmac_sha256(secret.as_bytes(), body.as_bytes()));
     let r = t
         .http
         .post(t.url("/spark/webhook/submission"))
@@ -183,8 +186,8 @@ async fn grades_go_back_to_spark_only_from_sparks_organization() {
     let t = TestStack::new("tenantgrade").await;
     let dispatch = t.context_for("events-dispatch", &[]);
     let grade = |org: &str| {
-        hub::events::DomainEvent::new(
-            hub::passback::GRADE_UPDATED,
+        hub::runtime::events::DomainEvent::new(
+            hub::integrations::passback::GRADE_UPDATED,
             Some(org.into()),
             json!({"completion_id": format!("cmp_{org}"), "grade": 90,
                    "lms": {"platform": "spark", "user_id": "kid", "course_id": "bio", "assignment_id": "lab"}}),
@@ -192,9 +195,9 @@ async fn grades_go_back_to_spark_only_from_sparks_organization() {
         )
     };
     // A completion of a quest in another organization (a mapping from before the rule): not queued.
-    hub::passback::enqueue(&dispatch, &grade("rival")).await.unwrap();
+    hub::integrations::passback::enqueue(&dispatch, &grade("rival")).await.unwrap();
     assert_eq!(t.gateway.poll("grade-passback", 0).await.unwrap().0, 0);
     // Spark's own organization: queued.
-    hub::passback::enqueue(&dispatch, &grade(SPARK_ORG)).await.unwrap();
+    hub::integrations::passback::enqueue(&dispatch, &grade(SPARK_ORG)).await.unwrap();
     assert_eq!(t.gateway.poll("grade-passback", 1).await.unwrap().0, 1);
 }

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use hmac::Mac;
-use hub::auth::Role;
-use hub::events::DomainEvent;
+use hub::domain::auth::Role;
+use hub::runtime::events::DomainEvent;
 use serde_json::{Value, json};
 
 use crate::common::{Receiver, TestStack, error_code};
@@ -165,7 +165,7 @@ async fn a_registered_user_reaches_the_receiver_signed_in_both_schemes() {
     // A real domain event: provisioning a user publishes user.registered through the outbox.
     let mut p = crate::common::profile("test", "newcomer", Some("newcomer@example.com"), Role::Student);
     p.org_id = Some(h.org.clone());
-    let (user, _) = hub::auth::provisioning::provision_user(&h.t.ctx, &p).await.unwrap();
+    let (user, _) = hub::domain::auth::provisioning::provision_user(&h.t.ctx, &p).await.unwrap();
     assert_eq!(h.t.gateway.poll("events-dispatch", 2).await.unwrap(), (1, 0));
     assert_eq!(h.deliver(2).await, (1, 0));
 
@@ -173,7 +173,7 @@ async fn a_registered_user_reaches_the_receiver_signed_in_both_schemes() {
     assert_eq!(got.len(), 1);
     let r = &got[0];
     assert!(standard_verifies(&secret, r), "the standardwebhooks library verifies our signature");
-    assert!(!standard_verifies(&hub::webhooks::signing::new_secret(), r), "and refuses another secret");
+    assert!(!standard_verifies(&hub::integrations::webhooks::signing::new_secret(), r), "and refuses another secret");
     assert_eq!(header(r, "x-optio-signature"), optio_signature(&secret, &r.body));
     assert_eq!(header(r, "x-optio-event"), "user.registered");
     assert_eq!(header(r, "content-type"), "application/json");
@@ -331,7 +331,7 @@ async fn a_subscription_failing_for_the_configured_period_is_disabled() {
     let message = h.take_job().await;
     let later = h.t.context_for("webhook-deliver", &[]);
     later.clock.advance(3601);
-    hub::webhooks::delivery::deliver(std::sync::Arc::new(later), message).await.unwrap();
+    hub::integrations::webhooks::delivery::deliver(std::sync::Arc::new(later), message).await.unwrap();
     let sub = h.get(&path).await;
     assert_eq!(sub["active"], false);
     assert_eq!(sub["disabled_reason"], "failing");
@@ -389,14 +389,14 @@ async fn a_rotated_secret_signs_alongside_the_new_one_for_a_day() {
     // A day later only the new secret signs.
     let later = h.t.context_for("webhooks-test", &[]);
     later.clock.advance(24 * 3600 + 1);
-    let admin = hub::auth::guard::Principal {
+    let admin = hub::domain::auth::guard::Principal {
         user_id: "admin".into(),
         email: None,
         role: Role::OrgAdmin,
         org_id: Some(h.org.clone()),
         session_id: "s".into(),
     };
-    hub::webhooks::delivery::send_test(&later, &admin, id).await.unwrap();
+    hub::integrations::webhooks::delivery::send_test(&later, &admin, id).await.unwrap();
     let got = h.receiver.received();
     let r = &got[1];
     // The receiver's clock is not moved, so check the signature with the library's signer.
@@ -429,7 +429,7 @@ async fn unsafe_targets_are_refused_at_creation_and_at_delivery() {
     h.publish("task.completed").await;
     let strict = h.t.context_for("webhook-deliver", &[("OUTBOUND_ALLOW_LOOPBACK", "false")]);
     let message = h.take_job().await;
-    hub::webhooks::delivery::deliver(std::sync::Arc::new(strict), message).await.unwrap();
+    hub::integrations::webhooks::delivery::deliver(std::sync::Arc::new(strict), message).await.unwrap();
     assert!(h.receiver.received().is_empty(), "no request left the guard");
     let log = h.deliveries(&format!("subscription_id={}", created["id"].as_str().unwrap())).await;
     assert_eq!(log[0]["status"], "failed");
@@ -629,7 +629,7 @@ async fn the_documented_node_and_python_receivers_verify_deliveries() {
     h.publish("badge.earned").await;
     assert_eq!(h.deliver(2).await, (1, 0));
     let r = &h.receiver.received()[0];
-    let stranger = hub::webhooks::signing::new_secret();
+    let stranger = hub::integrations::webhooks::signing::new_secret();
     let mut tampered = r.body.clone();
     tampered[1] ^= 0x20;
     for (program, script) in [("node", "verify-webhook.js"), ("python3", "verify_webhook.py")] {

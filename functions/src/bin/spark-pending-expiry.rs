@@ -1,0 +1,4 @@
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), hub::entry::Error> {
+    hub::entry::run(hub::functions::SPARK_PENDING_EXPIRY).await
+}

@@ -1,0 +1,58 @@
+//! Jobs on SQS queues: queueing one, reading one, and hiding one for a backoff before it is retried.
+//!
+//! A worker that wants a later retry hides its message (`ChangeMessageVisibility`, at most 12 hours,
+//! so longer than SQS's 15-minute delays) and reports it as failed: Lambda leaves it on the queue and
+//! it comes back when the delay is over.
+
+use aws_lambda_events::sqs::SqsMessage;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Context;
+
+/// Why a queue message was not processed; the message is retried, then dead-lettered.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct QueueError(pub String);
+
+/// SQS refuses visibility timeouts over 12 hours.
+pub const MAX_HIDE_SECS: i64 = 12 * 3600;
+
+pub async fn enqueue<T: Serialize>(ctx: &Context, queue_url: &str, job: &T) -> Result<(), QueueError> {
+    let body = serde_json::to_string(job).map_err(|e| QueueError(e.to_string()))?;
+    ctx.sqs()
+        .send_message()
+        .queue_url(queue_url)
+        .message_body(body)
+        .send()
+        .await
+        .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+    Ok(())
+}
+
+/// The job a message carries; a malformed one fails (and ends in the dead-letter queue).
+pub fn parse<T: DeserializeOwned>(message: &SqsMessage) -> Result<T, QueueError> {
+    serde_json::from_str(message.body.as_deref().unwrap_or_default())
+        .map_err(|e| QueueError(format!("malformed job: {e}")))
+}
+
+/// How many times SQS has handed this message out, this time included.
+pub fn receive_count(message: &SqsMessage) -> u32 {
+    message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1)
+}
+
+/// Keeps the message hidden for `seconds` (capped at 12 hours) before it is delivered again.
+pub async fn hide(ctx: &Context, queue_url: &str, message: &SqsMessage, seconds: i64) {
+    let Some(receipt) = message.receipt_handle.as_deref() else { return };
+    if let Err(e) = ctx
+        .sqs()
+        .change_message_visibility()
+        .queue_url(queue_url)
+        .receipt_handle(receipt)
+        .visibility_timeout(seconds.clamp(0, MAX_HIDE_SECS) as i32)
+        .send()
+        .await
+    {
+        tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "backoff not set; the queue's visibility timeout applies");
+    }
+}
