@@ -4,15 +4,16 @@
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::FutureExt;
 use lambda_http::{Body, LambdaEvent, Request, RequestExt, Response, Service, service_fn};
 use serde_json::Value;
 use tracing::Instrument;
 
 use crate::functions::{Function, Handler, HttpHandler, QueueHandler, ScheduleHandler};
+use crate::runtime::jobs;
 use crate::{ApiError, Context, support::logging};
 
 pub type Error = lambda_http::Error;
@@ -78,12 +79,33 @@ async fn handle(
 /// An SQS consumer: the messages of a batch are handled concurrently, each on its own; the ones
 /// that fail or panic are reported back (`ReportBatchItemFailures`) so SQS retries only them, then
 /// dead-letters them. (Consumers do not rely on order: every job is idempotent.)
+///
+/// Each message has the invocation's time less [`REPORT_MARGIN`]: one that has not finished by then
+/// (its destination hangs) is given back alone, hidden for a backoff like any failure, while the
+/// others of the batch are reported as they ended, never killed with it by the function's timeout.
 pub fn queue_service(
     ctx: Arc<Context>,
     name: &'static str,
     handler: QueueHandler,
 ) -> impl Service<LambdaEvent<SqsEvent>, Response = SqsBatchResponse, Error = Infallible, Future: Send> + Clone {
     service_fn(move |event: LambdaEvent<SqsEvent>| handle_batch(ctx.clone(), name, handler, event))
+}
+
+/// Time kept back from an invocation's deadline to give back the messages that ran out of time and
+/// report the batch.
+pub const REPORT_MARGIN: Duration = Duration::from_secs(3);
+/// The backoff of a message that ran out of time: this, doubled on each receive, at most 15 minutes.
+const TIMEOUT_BACKOFF_SECS: i64 = 30;
+const MAX_TIMEOUT_BACKOFF_SECS: i64 = 900;
+
+/// When the messages of an invocation must be done: its deadline less [`REPORT_MARGIN`] (none when
+/// the invocation names no deadline).
+fn message_deadline(context: &lambda_runtime::Context) -> Option<tokio::time::Instant> {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    (context.deadline > 0).then(|| {
+        let left = Duration::from_millis(context.deadline.saturating_sub(now_ms)).saturating_sub(REPORT_MARGIN);
+        tokio::time::Instant::now() + left
+    })
 }
 
 async fn handle_batch(
@@ -93,6 +115,7 @@ async fn handle_batch(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Infallible> {
     let span = tracing::info_span!("batch", function = name, request_id = event.context.request_id);
+    let deadline = message_deadline(&event.context);
     async move {
         let mut response = SqsBatchResponse::default();
         let total = event.payload.records.len();
@@ -100,10 +123,19 @@ async fn handle_batch(
             let ctx = ctx.clone();
             async move {
                 let message_id = message.message_id.clone().unwrap_or_default();
-                let failure = match AssertUnwindSafe(handler(ctx, message)).catch_unwind().await {
-                    Ok(Ok(())) => None,
-                    Ok(Err(error)) => Some(error.to_string()),
-                    Err(_) => Some("handler panicked".to_string()),
+                let run = AssertUnwindSafe(handler(ctx.clone(), message.clone())).catch_unwind();
+                let ended = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, run).await,
+                    None => Ok(run.await),
+                };
+                let failure = match ended {
+                    Ok(Ok(Ok(()))) => None,
+                    Ok(Ok(Err(error))) => Some(error.to_string()),
+                    Ok(Err(_)) => Some("handler panicked".to_string()),
+                    Err(_) => {
+                        let delay = back_off(&ctx, &message).await;
+                        Some(format!("ran out of the invocation's time; retried in {delay} s"))
+                    }
                 };
                 (message_id, failure)
             }
@@ -122,6 +154,19 @@ async fn handle_batch(
     }
     .instrument(span)
     .await
+}
+
+/// Hides a message that ran out of time for its backoff (by how often it was received); returns the
+/// delay. Its queue's URL is built from the message's source ARN (the event source mapping's
+/// permissions include changing a message's visibility, not looking a queue up).
+async fn back_off(ctx: &Context, message: &SqsMessage) -> i64 {
+    let attempt = jobs::receive_count(message).clamp(1, 16);
+    let delay = (TIMEOUT_BACKOFF_SECS << (attempt - 1)).min(MAX_TIMEOUT_BACKOFF_SECS);
+    let arn = message.event_source_arn.as_deref().unwrap_or_default();
+    if let ["arn", _, "sqs", region, account, queue] = arn.split(':').collect::<Vec<_>>()[..] {
+        jobs::hide(ctx, &format!("https://sqs.{region}.amazonaws.com/{account}/{queue}"), message, delay).await;
+    }
+    delay
 }
 
 /// A scheduled function: its summary is logged and returned; a failure fails the invocation so

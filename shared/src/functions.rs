@@ -274,6 +274,14 @@ pub const LTI_LINK_ASSIGN: Function =
     Function { name: "lti-link-assign", handler: Handler::Http(|c, r| Box::pin(api::lti::assign_link(c, r))) };
 pub const LTI_ROSTER_SYNC: Function =
     Function { name: "lti-roster-sync", handler: Handler::Http(|c, r| Box::pin(api::lti::roster_sync(c, r))) };
+pub const LTI_ROSTER_SYNC_GET: Function = Function {
+    name: "lti-roster-sync-get",
+    handler: Handler::Http(|c, r| Box::pin(api::lti::roster_sync_status(c, r))),
+};
+pub const LTI_ROSTER_SYNC_WORKER: Function = Function {
+    name: "lti-roster-sync-worker",
+    handler: Handler::Queue(|c, m| Box::pin(crate::integrations::lti::roster::work(c, m))),
+};
 pub const QUEST_GET: Function =
     Function { name: "quest-get", handler: Handler::Http(|c, r| Box::pin(api::learning::get_quest(c, r))) };
 pub const QUEST_TASK_SUBMIT: Function =
@@ -369,6 +377,8 @@ pub const ALL: &[Function] = &[
     LTI_LINKS_LIST,
     LTI_LINK_ASSIGN,
     LTI_ROSTER_SYNC,
+    LTI_ROSTER_SYNC_GET,
+    LTI_ROSTER_SYNC_WORKER,
     QUEST_GET,
     QUEST_TASK_SUBMIT,
     ME_AUTHORIZATIONS,

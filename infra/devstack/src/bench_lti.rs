@@ -5,7 +5,7 @@
 //!    signature, audience, times, nonce, deployment, version, message claims) and, in the same run, by
 //!    pylti1p3's `MessageLaunch.validate()` (`bench/lti/pylti1p3_validate.py`), time per launch.
 //! 2. **Names and Role Provisioning**: a course of `members` members in pages of `page_size`, synced
-//!    by `lti::roster::sync` against the simulator and DynamoDB Local, twice (accounts created, then
+//!    by `lti::roster::run` (what the roster worker runs) against the simulator and DynamoDB Local, twice (accounts created, then
 //!    updated): time, platform requests, items written.
 
 use std::path::PathBuf;
@@ -134,7 +134,7 @@ async fn item_count(ctx: &hub::Context) -> anyhow::Result<i64> {
 
 async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size: usize) -> anyhow::Result<()> {
     let bench = bench_stack(template, sdk, &[]).await?;
-    let ctx = function_context(template, &bench.stack, sdk, "lti-roster-sync")?;
+    let ctx = function_context(template, &bench.stack, sdk, "lti-roster-sync-worker")?;
     let platform = lti_platform_sim::Platform::start(0).await?;
     platform.trust_tool(CLIENT_ID, &format!("{}/api/lti/jwks", bench.base));
     *platform.page_size.lock().unwrap() = page_size;
@@ -173,13 +173,6 @@ async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size:
         updated_at: now,
     };
     ctx.store().put_lti_course(&course).await?;
-    let school_admin = hub::domain::auth::guard::Principal {
-        user_id: "bench-admin".into(),
-        email: None,
-        role: hub::domain::auth::Role::OrgAdmin,
-        org_id: Some("bench".into()),
-        session_id: "bench".into(),
-    };
     println!();
     println!(
         "== NRPS roster sync: {members} members in pages of {page_size} (simulator and DynamoDB Local on loopback)"
@@ -193,25 +186,19 @@ async fn roster(template: &Template, sdk: &SdkConfig, members: usize, page_size:
         let (requests, tokens) =
             (*platform.membership_requests.lock().unwrap(), *platform.token_requests.lock().unwrap());
         let started = Instant::now();
-        let summary = hub::integrations::lti::roster::sync(&ctx, &school_admin, &course.id)
+        // What the roster worker runs for one queued sync, with its time budget.
+        let deadline = Instant::now() + std::time::Duration::from_secs(13 * 60);
+        let summary = hub::integrations::lti::roster::run(&ctx, &registration, &course, deadline)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
         let seconds = started.elapsed().as_secs_f64();
-        anyhow::ensure!(
-            summary.failed == 0,
-            "{} members failed: {:?}",
-            summary.failed,
-            summary.members.iter().find(|m| !m.success)
-        );
-        let count = |m: &str| summary.members.iter().filter(|r| r.message == m).count();
+        anyhow::ensure!(summary.failed == 0, "{} members failed: {:?}", summary.failed, summary.errors.first());
         let platform_requests = *platform.membership_requests.lock().unwrap() - requests;
         let token_requests = *platform.token_requests.lock().unwrap() - tokens;
         let written = item_count(&ctx).await? - before;
         println!(
             "{run:<10} {seconds:>9.2} {:>7} {platform_requests:>14} {token_requests:>8} {written:>10} {:>9} {:>9}",
-            summary.pages,
-            count("created"),
-            count("updated"),
+            summary.pages, summary.created, summary.updated,
         );
     }
     Ok(())

@@ -47,6 +47,8 @@ struct Consumer {
     queue_url: String,
     queue_arn: String,
     batch_size: i32,
+    /// The function's timeout: its invocations get Lambda's deadline.
+    timeout_secs: i64,
 }
 
 /// A scheduled function, fired on demand (`POST /_local/schedules/{name}` or `devstack fire`).
@@ -110,6 +112,7 @@ impl Gateway {
                             queue_url: stack.refs.get(queue).with_context(|| format!("queue {queue}"))?.clone(),
                             queue_arn: stack.arns.get(queue).with_context(|| format!("queue {queue}"))?.clone(),
                             batch_size: *batch_size as i32,
+                            timeout_secs: template.timeout(&def),
                         });
                     }
                 }
@@ -195,7 +198,7 @@ impl Gateway {
         let records: Vec<Value> = messages.iter().map(|m| sqs_record(m, &c.queue_arn)).collect();
         let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
         let mut service = hub::entry::queue_service(c.ctx.clone(), c.name, c.handler);
-        let Ok(response) = service.call(LambdaEvent::new(event, lambda_context())).await;
+        let Ok(response) = service.call(LambdaEvent::new(event, lambda_context_until(c.timeout_secs))).await;
         let failed: std::collections::HashSet<&str> =
             response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         let done: Vec<DeleteMessageBatchRequestEntry> = messages
@@ -466,6 +469,15 @@ fn json_response(status: u16, body: &Value) -> hyper::Response<Full<Bytes>> {
 }
 
 /// The invocation context Lambda passes, with a fresh request id.
+/// An invocation's context with Lambda's deadline: `timeout_secs` from now.
+fn lambda_context_until(timeout_secs: i64) -> lambda_http::Context {
+    let mut ctx = lambda_context();
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    ctx.deadline = now_ms + timeout_secs.max(1) as u64 * 1000;
+    ctx
+}
+
 fn lambda_context() -> lambda_http::Context {
     let mut ctx = lambda_http::Context::default();
     ctx.request_id = format!("local-{:016x}", rand::random::<u64>());

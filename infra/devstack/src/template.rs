@@ -58,6 +58,12 @@ impl Template {
         Ok(Self { root: serde_norway::from_str(&text)? })
     }
 
+    /// A function's timeout in seconds: its own, else the template's global one (else Lambda's 3).
+    pub fn timeout(&self, function: &FunctionDef) -> i64 {
+        let own = self.root["Resources"][function.logical_id.as_str()]["Properties"]["Timeout"].as_i64();
+        own.or_else(|| self.root["Globals"]["Function"]["Timeout"].as_i64()).unwrap_or(3)
+    }
+
     /// (logical id, type, properties) of every resource, in file order.
     pub fn resources(&self) -> Vec<(String, String, Value)> {
         let Some(map) = self.root.get("Resources").and_then(Value::as_mapping) else {

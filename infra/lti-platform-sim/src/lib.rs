@@ -110,6 +110,8 @@ pub struct Faults {
     pub score_failures: Option<(u16, usize)>,
     /// The memberships service answers this status (and no members).
     pub memberships_status: Option<u16>,
+    /// The token endpoint answers after this long (a tarpit: longer than any client waits).
+    pub token_delay: Option<Duration>,
 }
 
 /// The tool the platform trusts: its client id and where its public keys are.
@@ -393,6 +395,10 @@ impl Platform {
     /// Framework asks); every request counted, every refusal kept.
     async fn token(&self, body: &[u8]) -> Response {
         *self.token_requests.lock().unwrap() += 1;
+        let delay = self.faults.lock().unwrap().token_delay;
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         match self.grant(body).await {
             Ok(granted) => answer(200, &granted),
             Err((error, description)) => {

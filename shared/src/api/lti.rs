@@ -6,15 +6,15 @@ use http::StatusCode;
 use lambda_http::Request;
 use serde::Serialize;
 
-use crate::Context;
-use crate::ErrorBody;
 use crate::api::StatusBody;
 use crate::domain::auth::guard::authenticate;
 use crate::integrations::lti::flow::Launched;
 use crate::integrations::lti::registration::{
     self, Registration, RegistrationInput, RegistrationUpdate, RegistrationWithTool, tool_configuration,
 };
+use crate::store::roster_syncs::RosterSync;
 use crate::support::http::{ApiResult, MAX_JSON_BODY, json, json_body, path_param, query_id};
+use crate::{ApiError, Context, ErrorBody};
 
 /// An organization's registrations.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -331,22 +331,45 @@ pub async fn tool_jwks(ctx: Arc<Context>, _req: Request) -> ApiResult {
     Ok(response)
 }
 
-/// Reads a course's members from the LMS (Names and Role Provisioning Services) and creates or
-/// updates their accounts; answers a summary with one result per member.
+/// Asks for a sync of a course's members from the LMS (Names and Role Provisioning Services): the
+/// `lti-roster-sync-worker` creates or updates their accounts. Answers at once with the sync (a new
+/// one, or the one already queued or running for the course); its status is at `Location`.
 #[utoipa::path(post, path = "/api/lti/contexts/{course_id}/roster-sync", tag = "lti", security(("bearer" = []), ("cookie" = [])),
     params(("course_id" = String, Path, description = "The course (`ltc_...`, as launches recorded it)")),
     responses(
-        (status = 200, description = "`total`, `successful`, `failed`, `inactive` and per member `{member_id, user_id, success, message}`", body = crate::integrations::lti::roster::RosterSummary),
-        (status = 403, description = "`forbidden`: students do not sync rosters", body = ErrorBody),
-        (status = 404, description = "`course_not_found` (also another organization's)", body = ErrorBody),
+        (status = 202, description = "The sync, `queued` or `running` (one per course at a time); poll `GET /api/lti/roster-syncs/{sync_id}`", body = RosterSync,
+            headers(("Location" = String, description = "The sync's status URL"))),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 404, description = "`course_not_found` (also another organization's, and a course the caller does not teach)", body = ErrorBody),
         (status = 409, description = "`roster_unavailable`: the LMS offers no roster service for this course", body = ErrorBody),
-        (status = 502, description = "`roster_unavailable`: the LMS roster could not be read", body = ErrorBody),
+        (status = 429, description = "`rate_limited` (five requests a course a minute) or `too_many_roster_syncs` (the organization runs two already)", body = ErrorBody),
         (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
     ))]
 pub async fn roster_sync(ctx: Arc<Context>, req: Request) -> ApiResult {
     let principal = authenticate(&ctx, &req).await?;
-    let summary = crate::integrations::lti::roster::sync(&ctx, &principal, &path_param(&req, "course_id")).await?;
-    json(StatusCode::OK, &summary)
+    let sync = crate::integrations::lti::roster::request(&ctx, &principal, &path_param(&req, "course_id")).await?;
+    let mut response = json(StatusCode::ACCEPTED, &sync)?;
+    let location = format!("/api/lti/roster-syncs/{}", sync.id);
+    response
+        .headers_mut()
+        .insert(http::header::LOCATION, http::HeaderValue::from_str(&location).map_err(ApiError::internal)?);
+    Ok(response)
+}
+
+/// Where a roster sync stands and, once finished, what it did: for whoever asked for it, the
+/// course's instructors and its organization's admins.
+#[utoipa::path(get, path = "/api/lti/roster-syncs/{sync_id}", tag = "lti", security(("bearer" = []), ("cookie" = [])),
+    params(("sync_id" = String, Path, description = "The sync (`rsy_...`)")),
+    responses(
+        (status = 200, description = "The sync: `queued`, `running`, `succeeded` or `failed` (with `error`); `summary` once finished", body = RosterSync),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 404, description = "`roster_sync_not_found` (also one the caller may not see)", body = ErrorBody),
+        (status = "default", description = "Error (`{\"error\", \"message\"}`)", body = ErrorBody)
+    ))]
+pub async fn roster_sync_status(ctx: Arc<Context>, req: Request) -> ApiResult {
+    let principal = authenticate(&ctx, &req).await?;
+    let sync = crate::integrations::lti::roster::status(&ctx, &principal, &path_param(&req, "sync_id")).await?;
+    json(StatusCode::OK, &sync)
 }
 
 /// A registration's resource links (placements of the tool in courses), with the quest each leads to.

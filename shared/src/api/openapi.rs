@@ -94,6 +94,7 @@ use crate::ErrorBody;
         lti::list_links,
         lti::assign_link,
         lti::roster_sync,
+        lti::roster_sync_status,
         learning::get_quest,
         learning::submit_task,
         oauth::my_authorizations,

@@ -41,6 +41,43 @@ pub fn receive_count(message: &SqsMessage) -> u32 {
     message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1)
 }
 
+/// A job deferred past a paused destination waits this long at most in all; then it is retried like
+/// any failure (toward the dead-letter queue).
+pub const MAX_DEFERRAL_SECS: i64 = 24 * 3600;
+/// The message attribute that carries when a job was first deferred.
+const DEFERRED_SINCE: &str = "deferred_since";
+
+/// Puts a job back on its queue to be received again in `seconds` (at most 15 minutes, SQS's longest
+/// delay) without counting a receive: the caller then reports the message done. `false` when it has
+/// been deferred for [`MAX_DEFERRAL_SECS`] already (the caller retries it as a failure instead).
+pub async fn defer(ctx: &Context, queue_url: &str, message: &SqsMessage, seconds: i64) -> Result<bool, QueueError> {
+    let now = ctx.clock.now();
+    // First deferred now, or when the attribute says; one that does not read as a time in the past
+    // counts as deferred long enough.
+    let since = match message.message_attributes.get(DEFERRED_SINCE).map(|a| a.string_value.as_deref()) {
+        None => now,
+        Some(value) => value.and_then(|v| v.parse::<i64>().ok()).filter(|since| *since <= now).unwrap_or(i64::MIN),
+    };
+    if now.saturating_sub(since) >= MAX_DEFERRAL_SECS {
+        return Ok(false);
+    }
+    let since = aws_sdk_sqs::types::MessageAttributeValue::builder()
+        .data_type("Number")
+        .string_value(since.to_string())
+        .build()
+        .map_err(|e| QueueError(e.to_string()))?;
+    ctx.sqs()
+        .send_message()
+        .queue_url(queue_url)
+        .message_body(message.body.as_deref().unwrap_or_default())
+        .delay_seconds(seconds.clamp(1, 900) as i32)
+        .message_attributes(DEFERRED_SINCE, since)
+        .send()
+        .await
+        .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+    Ok(true)
+}
+
 /// Keeps the message hidden for `seconds` (capped at 12 hours) before it is delivered again.
 pub async fn hide(ctx: &Context, queue_url: &str, message: &SqsMessage, seconds: i64) {
     let Some(receipt) = message.receipt_handle.as_deref() else { return };

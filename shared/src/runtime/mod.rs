@@ -2,6 +2,7 @@
 //! job queues, the email sender and rate limits. Queues, the bus and the sender know nothing of their
 //! consumers: the functions catalogue ([`crate::functions`]) wires consumers to their queues.
 
+pub mod breaker;
 pub mod context;
 pub mod email;
 pub mod events;

@@ -41,6 +41,8 @@
 //! | observer items | invitations, invitation codes, invitees, links, comments | | see [`observers`] |
 //! | OAuth items | clients, authorization codes, grants, refresh tokens, consents | | see [`oauth`] |
 //! | LTI items | registrations, login states, courses, resource links, grade targets, deep linking sessions | | see [`lti`] |
+//! | LTI roster syncs | syncs, course leases, organization slots | | see [`roster_syncs`] |
+//! | outbound breakers | one per destination | | see [`breakers`] |
 //!
 //! Index `gsi1` (`gsi1pk`, `gsi1sk`, all attributes) is sparse: only items listed per organization
 //! (quests, badges, webhook subscriptions and deliveries, a student's invitations, by creation time) and pending outbox events
@@ -56,6 +58,7 @@
 //! a change of the user's key.
 
 pub mod badges;
+pub mod breakers;
 pub mod clever;
 pub mod codes;
 pub mod cursor;
@@ -66,6 +69,7 @@ pub mod observers;
 pub mod outbox;
 pub mod pending;
 pub mod roster;
+pub mod roster_syncs;
 pub mod sessions;
 pub mod submission_jobs;
 pub mod users;

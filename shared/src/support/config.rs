@@ -42,6 +42,8 @@ pub struct Config {
     pub spark_webhook_rate_limit: i64,
     /// The queue of Spark submissions whose files the submission worker fetches.
     pub submission_queue_url: Option<String>,
+    /// The queue of LTI roster syncs (the roster-sync request queues, the worker reads).
+    pub lti_roster_queue_url: Option<String>,
     /// Outbound webhooks: the queue of delivery jobs and its dead-letter queue (exhausted jobs).
     pub webhook_delivery_queue_url: Option<String>,
     pub webhook_dead_letter_queue_url: Option<String>,
@@ -147,6 +149,7 @@ impl Config {
                 None => 100,
             },
             submission_queue_url: optional("SUBMISSION_QUEUE_URL"),
+            lti_roster_queue_url: optional("LTI_ROSTER_QUEUE_URL"),
             webhook_delivery_queue_url: optional("WEBHOOK_DELIVERY_QUEUE_URL"),
             webhook_dead_letter_queue_url: optional("WEBHOOK_DEAD_LETTER_QUEUE_URL"),
             webhook_sealing_key_secret_id: optional("WEBHOOK_SEALING_KEY_SECRET_ID"),

@@ -77,6 +77,42 @@ fn template_binaries_catalogue_and_events_agree() {
     }
 }
 
+/// API Gateway gives up on an HTTP function after 30 s: each must answer within 29. A queue hides a
+/// message longer than its consumer may run, so a running job is never handed to a second worker.
+#[test]
+fn http_functions_fit_the_gateway_and_queues_outlast_their_consumers() {
+    let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
+    let resources = template.resources();
+    for f in template.functions().unwrap() {
+        let timeout = template.timeout(&f);
+        if !f.routes.is_empty() {
+            assert!(timeout <= 29, "{}: HTTP function with a {timeout} s timeout", f.binary);
+        }
+        for (queue, _) in &f.queues {
+            // Workers hide messages for their backoff: the event source's own role does not allow it.
+            let (_, _, function) = resources.iter().find(|(id, _, _)| *id == f.logical_id).expect("the function");
+            let pollers: Vec<String> = function["Policies"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| devstack::template::ref_target(&p["SQSPollerPolicy"]["QueueName"]))
+                .collect();
+            assert!(
+                pollers.contains(queue),
+                "{}: no SQSPollerPolicy on {queue} (its messages cannot be hidden for a backoff): {pollers:?}",
+                f.binary
+            );
+            let (_, _, properties) = resources.iter().find(|(id, _, _)| id == queue).expect("the queue");
+            let visibility = properties["VisibilityTimeout"].as_i64().unwrap_or(30);
+            assert!(
+                visibility > timeout,
+                "{}: {queue} hides messages {visibility} s, the function runs {timeout} s",
+                f.binary
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_gateway_serves_exactly_the_template_routes() {
     let t = crate::common::TestStack::new("routes").await;

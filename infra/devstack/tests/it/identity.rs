@@ -174,11 +174,14 @@ async fn a_learners_launch_roster_or_spark_login_with_a_teachers_address_never_o
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let summary: Value = r.json().await.unwrap();
-    let member = &summary["members"][0];
-    assert_eq!(member["message"], "created", "{summary}");
-    assert_ne!(member["user_id"], teacher["id"]);
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    t.drain("lti-roster-sync-worker").await;
+    let sync = t.get_json(&location, &teacher_token).await;
+    assert_eq!((sync["status"].as_str(), sync["summary"]["created"].as_u64()), (Some("succeeded"), Some(1)), "{sync}");
+    let registration = hub::integrations::lti::registration::registration_id(&lms.issuer, crate::lti_flow::CLIENT_ID);
+    let member = t.ctx.store().user_id_by_identity(&format!("lti:{registration}"), "roster-learner").await.unwrap();
+    assert_ne!(member.as_deref(), teacher["id"].as_str(), "created apart");
     unchanged(t.get_json("/api/auth/me", &teacher_token).await);
 
     // A learner of the same LMS with a new sub and the teacher's address: an account of their own.
@@ -252,7 +255,7 @@ async fn a_teaching_assistant_keeps_one_role_and_gets_each_courses_rights() {
         let (http, token) = (t.http.clone(), token.clone());
         async move { http.post(url).bearer_auth(token).send().await.unwrap() }
     };
-    assert_eq!(sync("course-7").await.status(), 200);
+    assert_eq!(sync("course-7").await.status(), 202);
     assert_eq!(error_code(sync("course-8").await).await, (404, "course_not_found".into()));
     // Course 8's scores go to its gradebook (a Learner there); none for course 7's teaching.
     let user_id = me["id"].as_str().unwrap();

@@ -313,9 +313,9 @@ async fn a_course_roster_is_synced_page_by_page_and_inactive_members_are_reporte
         let (http, url) = (lms.t.http.clone(), lms.t.url(&format!("/api/lti/contexts/{course}/roster-sync")));
         async move { http.post(url).bearer_auth(token).send().await.unwrap() }
     };
-    let r = sync(token.clone()).await;
-    assert_eq!(r.status(), 200);
-    let summary: Value = r.json().await.unwrap();
+    let summary = synced(&lms, sync(token.clone()).await, &token).await;
+    assert_eq!(summary["status"], "succeeded", "{summary}");
+    let summary = &summary["summary"];
     assert_eq!(
         (
             summary["total"].as_u64(),
@@ -324,58 +324,65 @@ async fn a_course_roster_is_synced_page_by_page_and_inactive_members_are_reporte
             summary["inactive"].as_u64()
         ),
         (Some(252), Some(247), Some(5), Some(5)),
-        "{}",
-        summary["members"][0]
+        "{summary}"
+    );
+    assert_eq!(
+        (summary["created"].as_u64(), summary["updated"].as_u64(), summary["skipped"].as_u64()),
+        (Some(245), Some(1), Some(1)),
+        "the launching teacher updated, the mentor skipped"
     );
     assert_eq!(summary["pages"], 3);
     assert_eq!(*lms.platform.membership_requests.lock().unwrap(), 3, "Link rel=next followed to the end");
-    let member =
-        |id: &str| summary["members"].as_array().unwrap().iter().find(|m| m["member_id"] == id).unwrap().clone();
-    assert_eq!(
-        (member("mentor-1")["user_id"].clone(), member("mentor-1")["success"].clone()),
-        (Value::Null, json!(true))
-    );
+    let provider = format!("lti:{}", registration_id(&lms));
+    let account = |member: &'static str| {
+        let (store, provider) = (lms.t.ctx.store(), provider.clone());
+        async move { store.user_id_by_identity(&provider, member).await.unwrap() }
+    };
+    assert_eq!(account("mentor-1").await, None, "mentors join through their own launch");
     // An Instructor listed with a student's address is not linked into the student's account (another
     // role): an account of its own, the student's untouched.
-    assert_eq!(member("ta-1")["message"], "created");
-    assert_ne!(member("ta-1")["user_id"], kid2.id.as_str());
+    assert_ne!(account("ta-1").await.expect("an account for the TA"), kid2.id);
     assert_eq!(lms.t.ctx.store().get_user(&kid2.id).await.unwrap().unwrap(), kid2, "untouched");
-    let gone = summary["members"].as_array().unwrap().iter().find(|m| m["member_id"] == "gone-1").unwrap();
-    assert_eq!(gone["success"], false);
-    assert!(gone["message"].as_str().unwrap().starts_with("inactive"));
-    let learner =
-        summary["members"].as_array().unwrap().iter().find(|m| m["member_id"] == "learner-7").unwrap().clone();
-    assert_eq!(learner["message"], "created");
-    let user = lms.t.ctx.store().get_user(learner["user_id"].as_str().unwrap()).await.unwrap().unwrap();
+    let gone = summary["errors"].as_array().unwrap().iter().find(|m| m["member_id"] == "gone-1").unwrap();
+    assert!(gone["message"].as_str().unwrap().starts_with("inactive"), "{gone}");
+    assert_eq!(account("gone-1").await, None, "reported, not provisioned");
+    let learner = account("learner-7").await.expect("created");
+    let user = lms.t.ctx.store().get_user(&learner).await.unwrap().unwrap();
     assert_eq!(
         (user.role, user.org_id.as_deref(), user.email.as_deref()),
         (Role::Student, Some("lincoln"), Some("learner-7@lincoln.example"))
     );
-    let teacher_3 = lms
-        .t
-        .ctx
-        .store()
-        .user_id_by_identity(&format!("lti:{}", registration_id(&lms)), "teacher-3")
-        .await
-        .unwrap()
-        .unwrap();
+    let teacher_3 = account("teacher-3").await.unwrap();
     assert_eq!(lms.t.ctx.store().get_user(&teacher_3).await.unwrap().unwrap().role, Role::Teacher);
 
     // Again: the same accounts, updated; a member who left stays (reported, not deleted).
-    let again: Value = sync(token.clone()).await.json().await.unwrap();
-    let learner_again =
-        again["members"].as_array().unwrap().iter().find(|m| m["member_id"] == "learner-7").unwrap().clone();
-    assert_eq!(
-        (learner_again["user_id"].clone(), learner_again["message"].as_str()),
-        (learner["user_id"].clone(), Some("updated"))
-    );
+    let again = synced(&lms, sync(token.clone()).await, &token).await;
+    assert_eq!((again["summary"]["updated"].as_u64(), again["summary"]["created"].as_u64()), (Some(246), Some(0)));
+    assert_eq!(account("learner-7").await, Some(learner));
 
     // Who never launched into the course as its Instructor does not sync (its course roles decide, not
-    // the account's); other organizations do not see the course; the platform failing is a 502.
+    // the account's); other organizations do not see the course, nor its syncs.
     let (_, student) = lms.t.signed_in_as("kid@lincoln.example", Role::Student, "lincoln").await;
-    assert_eq!(crate::common::error_code(sync(student.access_token).await).await, (404, "course_not_found".into()));
+    assert_eq!(
+        crate::common::error_code(sync(student.access_token.clone()).await).await,
+        (404, "course_not_found".into())
+    );
+    let status_of = |token: String| {
+        let (http, url) =
+            (lms.t.http.clone(), lms.t.url(&format!("/api/lti/roster-syncs/{}", again["id"].as_str().unwrap())));
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    assert_eq!(
+        crate::common::error_code(status_of(student.access_token).await).await,
+        (404, "roster_sync_not_found".into())
+    );
     let (_, other) = lms.t.signed_in_as("t@other.example", Role::Teacher, "other-school").await;
-    assert_eq!(crate::common::error_code(sync(other.access_token).await).await, (404, "course_not_found".into()));
+    assert_eq!(
+        crate::common::error_code(sync(other.access_token.clone()).await).await,
+        (404, "course_not_found".into())
+    );
+    let (_, other_admin) = lms.t.signed_in_as("head@other.example", Role::OrgAdmin, "other-school").await;
+    assert_eq!(crate::common::error_code(status_of(other_admin.access_token).await).await.0, 404);
     let (_, colleague) = lms.t.signed_in_as("colleague@lincoln.example", Role::Teacher, "lincoln").await;
     assert_eq!(
         crate::common::error_code(sync(colleague.access_token).await).await,
@@ -383,13 +390,292 @@ async fn a_course_roster_is_synced_page_by_page_and_inactive_members_are_reporte
         "a teacher who never taught the course"
     );
     let (_, school_admin) = lms.t.signed_in_as("head@lincoln.example", Role::OrgAdmin, "lincoln").await;
-    assert_eq!(sync(school_admin.access_token).await.status(), 200, "the school's admins may");
+    assert_eq!(status_of(school_admin.access_token.clone()).await.status(), 200, "the school's admins see it");
+    let by_admin = synced(&lms, sync(school_admin.access_token.clone()).await, &school_admin.access_token).await;
+    assert_eq!(by_admin["status"], "succeeded", "the school's admins may");
+    // The platform failing: the sync fails, saying why.
     lms.platform.faults.lock().unwrap().memberships_status = Some(500);
-    assert_eq!(crate::common::error_code(sync(token.clone()).await).await, (502, "roster_unavailable".into()));
-    // Five syncs of a course a minute.
+    let failed = synced(&lms, sync(token.clone()).await, &token).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["error"].as_str().unwrap().contains("could not be read"), "{failed}");
+    // Five requests of a course a minute (a run crossing into the next minute may see a few more):
+    // until then, every request answers the one run already queued.
     lms.platform.faults.lock().unwrap().memberships_status = None;
-    assert_eq!(sync(token.clone()).await.status(), 200);
-    assert_eq!(crate::common::error_code(sync(token).await).await.0, 429);
+    let (mut runs, mut limited) = (std::collections::BTreeSet::new(), false);
+    for _ in 0..11 {
+        let r = sync(token.clone()).await;
+        if r.status() == 429 {
+            limited = true;
+            break;
+        }
+        assert_eq!(r.status(), 202);
+        runs.insert(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    assert!(limited, "a sixth request in a minute is refused");
+    assert_eq!(runs.len(), 1, "one run for every request while it is queued");
+}
+
+#[tokio::test]
+async fn a_course_of_3000_members_syncs_on_the_queue_while_its_status_is_polled() {
+    let lms = setup("ltibig").await;
+    let members: Vec<Value> = (0..3000)
+        .map(|i| {
+            json!({"user_id": format!("big-{i}"), "status": "Active", "given_name": "Kid",
+                        "roles": ["http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"]})
+        })
+        .collect();
+    let url = lms.platform.set_members("course-7", members);
+    *lms.platform.page_size.lock().unwrap() = 500;
+    let mut teacher = lms.claims("teacher-big", "Instructor", "LtiResourceLinkRequest");
+    teacher[NRPS] = json!({"context_memberships_url": url, "service_versions": ["2.0"]});
+    let (token, _) = lms.signed_in(launch(&lms, "teacher", teacher).await).await;
+    let course = hub::integrations::lti::links::course_id(&registration_id(&lms), "course-7");
+    let started = std::time::Instant::now();
+    let r = lms
+        .t
+        .http
+        .post(lms.t.url(&format!("/api/lti/contexts/{course}/roster-sync")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(started.elapsed() < Duration::from_secs(5), "answered at once, whatever the course's size");
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+
+    // The worker runs while the requester polls the status, as a client would.
+    let poll = async {
+        let mut seen = Vec::new();
+        loop {
+            let sync = lms.t.get_json(&location, &token).await;
+            let status = sync["status"].as_str().unwrap().to_string();
+            if seen.last() != Some(&status) {
+                seen.push(status.clone());
+            }
+            if status == "succeeded" || status == "failed" {
+                return (seen, sync);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let ((received, failed), (seen, sync)) = tokio::join!(lms.t.drain("lti-roster-sync-worker"), poll);
+    assert_eq!((received, failed), (1, 0));
+    assert_eq!(seen.last().map(String::as_str), Some("succeeded"), "{sync}");
+    assert!(seen.iter().any(|s| s == "running"), "seen running on the way: {seen:?}");
+    let summary = &sync["summary"];
+    assert_eq!(
+        (summary["total"].as_u64(), summary["created"].as_u64(), summary["failed"].as_u64()),
+        (Some(3000), Some(3000), Some(0))
+    );
+    assert_eq!(summary["pages"], 6);
+}
+
+/// A score for `registration`'s line item, as the passback queue carries it.
+fn score_job(registration: &str, lineitem: &str, i: usize) -> hub::integrations::passback::PassbackJob {
+    hub::integrations::passback::PassbackJob::Lti(hub::integrations::passback::lti_ags::LtiScore {
+        completion_id: format!("cmp_{registration}_{i}"),
+        registration_id: registration.into(),
+        lineitem_url: lineitem.into(),
+        user_id: format!("student-{i}"),
+        score_given: Some(80.0),
+        score_maximum: 100.0,
+        activity_progress: "Completed".into(),
+        grading_progress: "FullyGraded".into(),
+        comment: None,
+        timestamp: hub::runtime::events::rfc3339(1_796_000_000 + i as i64),
+    })
+}
+
+#[tokio::test]
+async fn a_hanging_lms_is_paused_while_other_schools_scores_keep_flowing() {
+    let lms = setup("ltitarpit").await;
+    // A second school, on an LMS of its own.
+    let maple = Platform::start(0).await.unwrap();
+    maple.trust_tool(CLIENT_ID, &lms.t.url("/api/lti/jwks"));
+    let body = json!({
+        "organization_id": "maple", "name": "Maple LMS", "issuer": maple.base_url, "client_id": CLIENT_ID,
+        "deployment_ids": ["deployment-1"], "auth_url": format!("{}/authorize", maple.base_url),
+        "token_url": maple.token_url(), "jwks_url": maple.jwks_url(),
+    });
+    let r =
+        lms.t.http.post(lms.t.url("/api/lti/registrations")).bearer_auth(&lms.admin).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let maple_registration = hub::integrations::lti::registration::registration_id(&maple.base_url, CLIENT_ID);
+
+    // Lincoln's LMS hangs on every token request; 200 of its scores are queued before Maple's one.
+    lms.platform.faults.lock().unwrap().token_delay = Some(Duration::from_secs(120));
+    let lincoln_item = lms.platform.create_lineitem("Tarpit", 100.0, None);
+    let maple_item = maple.create_lineitem("Healthy", 100.0, None);
+    let worker = lms.t.context_for("grade-passback", &[]);
+    let queue = worker.config.grade_passback_queue_url.clone().unwrap();
+    for i in 0..200 {
+        hub::runtime::jobs::enqueue(&worker, &queue, &score_job(&registration_id(&lms), &lincoln_item, i))
+            .await
+            .unwrap();
+    }
+    hub::runtime::jobs::enqueue(&worker, &queue, &score_job(&maple_registration, &maple_item, 0)).await.unwrap();
+
+    let started = std::time::Instant::now();
+    while maple.scores(&maple_item).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "Maple's score waited more than a minute");
+        lms.t.gateway.poll("grade-passback", 0).await.unwrap();
+    }
+    assert_eq!(maple.scores(&maple_item).len(), 1, "Maple's score is in its gradebook");
+    // Lincoln's LMS was called only until its breaker opened; its jobs wait, none lost or dead.
+    assert!(*lms.platform.token_requests.lock().unwrap() <= 10, "a paused LMS is not called");
+    let paused = lms.t.ctx.store().breaker(&format!("lti:{}", registration_id(&lms))).await.unwrap();
+    assert!(paused.open_until.is_some_and(|until| until > lms.t.ctx.clock.now()), "{paused:?}");
+    let count = |queue: String| {
+        let sqs = worker.sqs().clone();
+        async move {
+            let attributes = sqs
+                .get_queue_attributes()
+                .queue_url(queue)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+                .send()
+                .await
+                .unwrap()
+                .attributes
+                .unwrap_or_default();
+            [
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+            ]
+            .iter()
+            .map(|name| attributes.get(name).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0))
+            .sum::<usize>()
+        }
+    };
+    assert_eq!(count(queue.clone()).await, 200, "every one of Lincoln's scores is still queued");
+    let dead_letters = lms.t.stack.refs["GradePassbackDeadLetterQueue"].clone();
+    assert_eq!(count(dead_letters).await, 0, "nothing in the dead-letter queue");
+}
+
+#[tokio::test]
+async fn a_breaker_opens_after_three_failures_pauses_longer_each_time_and_closes_on_a_success() {
+    let lms = setup("ltibreaker").await;
+    let ctx = &lms.t.ctx;
+    use hub::runtime::breaker::{Admission, admit, record};
+    let call = |admission: Admission| match admission {
+        Admission::Call(ticket) => ticket,
+        Admission::Wait(seconds) => panic!("paused for {seconds} s"),
+    };
+    let waits = |admission: Admission| match admission {
+        Admission::Wait(seconds) => seconds,
+        Admission::Call(_) => panic!("not paused"),
+    };
+    for _ in 0..2 {
+        record(ctx, call(admit(ctx, "lms-a").await), false).await;
+    }
+    record(ctx, call(admit(ctx, "lms-b").await), false).await;
+    call(admit(ctx, "lms-a").await); // two failures: still closed
+    record(ctx, call(admit(ctx, "lms-a").await), false).await;
+    assert_eq!(waits(admit(ctx, "lms-a").await), 60, "three failures in a minute: a minute's pause");
+    call(admit(ctx, "lms-b").await);
+    ctx.clock.advance(61);
+    let probe = call(admit(ctx, "lms-a").await);
+    assert_eq!(waits(admit(ctx, "lms-a").await), 30, "one probe at a time after a pause");
+    record(ctx, probe, false).await;
+    assert_eq!(waits(admit(ctx, "lms-a").await), 120, "a failed probe: twice the pause, at once");
+    ctx.clock.advance(121);
+    record(ctx, call(admit(ctx, "lms-a").await), true).await;
+    assert_eq!(ctx.store().breaker("lms-a").await.unwrap(), Default::default(), "a success closes it");
+    // Failures far apart never open it.
+    for _ in 0..5 {
+        record(ctx, call(admit(ctx, "lms-c").await), false).await;
+        ctx.clock.advance(61);
+    }
+    call(admit(ctx, "lms-c").await);
+}
+
+/// The sync a roster-sync request answered (`202`, its status at `Location`), once the worker ran it.
+async fn synced(lms: &Lms, requested: reqwest::Response, token: &str) -> Value {
+    assert_eq!(requested.status(), 202);
+    let location = requested.headers()["location"].to_str().unwrap().to_string();
+    let sync: Value = requested.json().await.unwrap();
+    assert_eq!(location, format!("/api/lti/roster-syncs/{}", sync["id"].as_str().unwrap()));
+    assert!(matches!(sync["status"].as_str(), Some("queued" | "running")), "{sync}");
+    lms.t.drain("lti-roster-sync-worker").await;
+    lms.t.get_json(&location, token).await
+}
+
+#[tokio::test]
+async fn one_roster_sync_per_course_a_few_per_school_and_a_dead_run_is_recorded_as_failed() {
+    let lms = setup("ltisyncs").await;
+    let registration = lms.t.ctx.store().lti_registration(&registration_id(&lms)).await.unwrap().unwrap();
+    let members = |n: usize| {
+        (0..n)
+            .map(|i| json!({"user_id": format!("m-{i}"), "status": "Active", "roles": ["Learner"]}))
+            .collect::<Vec<_>>()
+    };
+    let now = lms.t.ctx.clock.now();
+    let mut courses = Vec::new();
+    for c in 0..3 {
+        let course = hub::integrations::lti::links::Course {
+            id: hub::integrations::lti::links::course_id(&registration.id, &format!("c-{c}")),
+            registration_id: registration.id.clone(),
+            organization_id: "lincoln".into(),
+            context_id: format!("c-{c}"),
+            label: None,
+            title: None,
+            deployment_id: "deployment-1".into(),
+            memberships_url: Some(lms.platform.set_members(&format!("c-{c}"), members(3))),
+            updated_at: now,
+        };
+        lms.t.ctx.store().put_lti_course(&course).await.unwrap();
+        courses.push(course.id);
+    }
+    let (admin, tokens) = lms.t.signed_in_as("head@lincoln.example", Role::OrgAdmin, "lincoln").await;
+    let request = |course: &str| {
+        let (http, url) = (lms.t.http.clone(), lms.t.url(&format!("/api/lti/contexts/{course}/roster-sync")));
+        let token = tokens.access_token.clone();
+        async move { http.post(url).bearer_auth(token).send().await.unwrap() }
+    };
+
+    // Two requests for one course: one run.
+    let first: Value = request(&courses[0]).await.json().await.unwrap();
+    let second: Value = request(&courses[0]).await.json().await.unwrap();
+    assert_eq!(first["id"], second["id"], "the run already queued");
+    // Two courses of one school run at once, not a third.
+    assert_eq!(request(&courses[1]).await.status(), 202);
+    let r = request(&courses[2]).await;
+    assert_eq!(r.headers()["retry-after"], "60");
+    assert_eq!(crate::common::error_code(r).await, (429, "too_many_roster_syncs".into()));
+    assert_eq!(lms.t.drain("lti-roster-sync-worker").await, (2, 0), "two runs, the duplicate request none");
+    assert_eq!(request(&courses[2]).await.status(), 202, "a slot is free again");
+    lms.t.drain("lti-roster-sync-worker").await;
+
+    // A run that never started (no worker took it: say its worker died) holds its course until its
+    // lease ends; then the next request records it as failed and starts another.
+    let principal = hub::domain::auth::guard::Principal {
+        user_id: admin.id.clone(),
+        email: None,
+        role: Role::OrgAdmin,
+        org_id: Some("lincoln".into()),
+        session_id: "s".into(),
+    };
+    let now = lms.t.context_for("lti-roster-sync", &[]);
+    let dead = hub::integrations::lti::roster::request(&now, &principal, &courses[0]).await.unwrap();
+    let later = lms.t.context_for("lti-roster-sync", &[]);
+    later.clock.advance(21 * 60);
+    let next = hub::integrations::lti::roster::request(&later, &principal, &courses[0]).await.unwrap();
+    assert_ne!(next.id, dead.id);
+    let dead = lms.t.ctx.store().roster_sync(&dead.id).await.unwrap().unwrap();
+    assert_eq!(dead.status, hub::store::roster_syncs::RosterSyncStatus::Failed);
+    assert!(dead.error.unwrap().contains("stopped before it finished"));
+    // A run whose lease ended is reported failed as soon as anyone looks at it, before any new request.
+    let quiet = hub::integrations::lti::roster::request(&later, &principal, &courses[1]).await.unwrap();
+    let latest = lms.t.context_for("lti-roster-sync-get", &[]);
+    latest.clock.advance(42 * 60);
+    let looked = hub::integrations::lti::roster::status(&latest, &principal, &quiet.id).await.unwrap();
+    assert_eq!(looked.status, hub::store::roster_syncs::RosterSyncStatus::Failed);
+    assert_eq!(lms.t.drain("lti-roster-sync-worker").await, (3, 0), "the dead runs' messages are let go");
+    let done = lms.t.ctx.store().roster_sync(&next.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.summary.map(|s| s.total)),
+        (hub::store::roster_syncs::RosterSyncStatus::Succeeded, Some(3))
+    );
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 mod auth_flows;
 mod bad_input;
+mod batches;
 mod binaries;
 mod browser;
 mod clever_api;

@@ -1,14 +1,23 @@
 //! Names and Role Provisioning Services: an instructor or admin syncs a course's members from the
-//! platform (`POST /api/lti/contexts/{course_id}/roster-sync`). The membership is read page by page
-//! (following `Link: <...>; rel="next"` on the service's own origin, each URL through the SSRF guard);
-//! active members are created or updated through the launch's provisioning path, 8 at a time, as
-//! students or teachers (no login or roster changes an existing account's role, and an asserted
-//! address links only under provisioning's rules); inactive or deleted members are reported, never
-//! deleted. Five syncs of a course a minute at most. The answer is seed 004's summary: `total`,
-//! `successful`, `failed`, and one result per member.
+//! platform. `POST /api/lti/contexts/{course_id}/roster-sync` answers `202` with a sync at once; the
+//! `lti-roster-sync-worker` (up to 15 minutes) reads the membership page by page (following
+//! `Link: <...>; rel="next"` on the service's own origin, each URL through the SSRF guard) and creates
+//! or updates active members through the launch's provisioning path, 8 at a time, as students or
+//! teachers (no login or roster changes an existing account's role, and an asserted address links only
+//! under provisioning's rules); inactive or deleted members are reported, never deleted.
+//! `GET /api/lti/roster-syncs/{sync_id}` tells where it stands and, once finished, its summary.
+//!
+//! One sync per course at a time: a request while one is queued or running answers that one. At most
+//! [`MAX_SYNCS_PER_ORGANIZATION`] run at once per organization, and five requests a course a minute.
+//! A run whose lease expired died (killed by its timeout, its message lost): the next request for
+//! the course records it as failed (`alert=lti_roster_sync_stale`) and starts a new one.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::SqsMessage;
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::links::Course;
@@ -17,7 +26,11 @@ use super::roles::map_roles;
 use super::services::ServiceError;
 use crate::domain::auth::Role;
 use crate::domain::auth::guard::Principal;
-use crate::domain::auth::provisioning::{ExternalProfile, provision_user};
+use crate::domain::auth::provisioning::{ExternalProfile, Provisioned, provision_user};
+use crate::runtime::jobs::{self, QueueError};
+use crate::store::WriteError;
+use crate::store::roster_syncs::{MemberError, RosterSync, RosterSyncStatus, RosterSyncSummary};
+use crate::support::crypto;
 use crate::{ApiError, Context};
 
 pub const MEMBERSHIP_SCOPE: &str = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly";
@@ -28,44 +41,33 @@ const MAX_PAGES: usize = 200;
 const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Members provisioned at once.
 const CONCURRENCY: usize = 8;
+/// Roster syncs one organization runs at once.
+pub const MAX_SYNCS_PER_ORGANIZATION: usize = 2;
+/// A queued sync holds its course this long before a worker starts it; a running one, the worker's
+/// timeout (900 s) and a minute.
+const QUEUED_LEASE_SECS: i64 = 20 * 60;
+const RUNNING_LEASE_SECS: i64 = 16 * 60;
+/// What a run may take: well under the worker's 15 minutes, so it always records its end.
+const RUN_BUDGET: Duration = Duration::from_secs(13 * 60);
+/// Failed members listed in a summary at most.
+const MAX_LISTED_ERRORS: usize = 100;
 
-/// One member's outcome.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct MemberResult {
-    /// The platform's user id.
-    pub member_id: String,
-    /// Our user id, when the member has (or now has) an account.
-    pub user_id: Option<String>,
-    pub success: bool,
-    /// `created`, `updated`, `unchanged`, or why not.
-    pub message: String,
-}
-
-/// The roster sync's answer.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct RosterSummary {
-    pub course_id: String,
-    pub total: usize,
-    pub successful: usize,
-    pub failed: usize,
-    /// Inactive or deleted in the course: reported, not provisioned, nothing deleted.
-    pub inactive: usize,
-    /// Membership pages read from the platform.
-    pub pages: usize,
-    pub members: Vec<MemberResult>,
-}
-
-/// Syncs of one course a minute: each reads the whole roster and writes every member.
+/// Requests to sync one course a minute.
 const SYNCS_PER_COURSE: crate::runtime::ratelimit::Rule =
     crate::runtime::ratelimit::Rule { name: "lti-roster-sync", limit: 5, window_secs: 60 };
 
-/// Syncs a course's roster: its instructors (whose latest launch into it was as Instructor, whatever
-/// their account's role), the admins of its organization, platform admins.
-pub async fn sync(ctx: &Context, principal: &Principal, course_id: &str) -> Result<RosterSummary, ApiError> {
-    let not_found = || ApiError::not_found("course_not_found", "No such course");
-    let course = ctx.store().lti_course(course_id).await?.ok_or_else(not_found)?;
+/// What the roster queue carries.
+#[derive(Debug, Serialize, Deserialize)]
+struct SyncJob {
+    sync_id: String,
+}
+
+/// Whether `principal` may sync a course and see its syncs: its instructors (whose latest launch into
+/// it was as Instructor, whatever their account's role), the admins of its organization, platform
+/// admins.
+async fn may_sync(ctx: &Context, principal: &Principal, course: &Course) -> Result<bool, ApiError> {
     let same_org = principal.org_id.as_deref() == Some(course.organization_id.as_str());
-    let allowed = match principal.role {
+    Ok(match principal.role {
         Role::Admin => true,
         Role::OrgAdmin => same_org,
         _ => {
@@ -73,56 +75,257 @@ pub async fn sync(ctx: &Context, principal: &Principal, course_id: &str) -> Resu
                 && ctx.store().lti_course_role(&course.id, &principal.user_id).await?
                     == Some(super::roles::CourseRole::Instructor)
         }
-    };
-    if !allowed {
+    })
+}
+
+/// Asks for a sync of a course's roster: the new queued sync, or the one already queued or running.
+pub async fn request(ctx: &Context, principal: &Principal, course_id: &str) -> Result<RosterSync, ApiError> {
+    let not_found = || ApiError::not_found("course_not_found", "No such course");
+    let store = ctx.store();
+    let course = store.lti_course(course_id).await?.ok_or_else(not_found)?;
+    if !may_sync(ctx, principal, &course).await? {
         return Err(not_found());
     }
     crate::runtime::ratelimit::check(ctx, SYNCS_PER_COURSE, &course.id).await?;
-    let registration = ctx
-        .store()
+    store
         .lti_registration(&course.registration_id)
         .await?
         .filter(|r| r.organization_id == course.organization_id)
         .ok_or_else(not_found)?;
-    let url = course
-        .memberships_url
-        .clone()
-        .ok_or_else(|| ApiError::conflict("roster_unavailable", "The LMS offers no roster service for this course"))?;
-    let (members, pages) = read_members(ctx, &registration, &url).await.map_err(|e| {
-        tracing::warn!(registration_id = registration.id, course_id, error = e.message, "roster read failed");
-        ApiError::new(
-            http::StatusCode::BAD_GATEWAY,
-            "roster_unavailable",
-            format!("The LMS roster could not be read: {}", e.message),
-        )
-    })?;
-    let (registration_ref, course_ref) = (&registration, &course);
-    let results: Vec<MemberResult> = futures_util::stream::iter(members)
-        .map(|member| async move { provision_member(ctx, registration_ref, course_ref, &member).await })
-        .buffered(CONCURRENCY)
-        .collect()
-        .await;
-    let inactive = results.iter().filter(|r| r.message.starts_with("inactive")).count();
-    let successful = results.iter().filter(|r| r.success).count();
-    let summary = RosterSummary {
-        course_id: course.id.clone(),
-        total: results.len(),
-        successful,
-        failed: results.len() - successful,
-        inactive,
-        pages,
-        members: results,
+    if course.memberships_url.is_none() {
+        return Err(ApiError::conflict("roster_unavailable", "The LMS offers no roster service for this course"));
+    }
+    let queue = ctx
+        .config
+        .lti_roster_queue_url
+        .as_deref()
+        .ok_or_else(|| ApiError::unavailable("LTI_ROSTER_QUEUE_URL is not set"))?;
+    for _ in 0..3 {
+        let now = ctx.clock.now();
+        if let Some(lease) = store.roster_lease(&course.id).await? {
+            if lease.until >= now {
+                if let Some(running) = store.roster_sync(&lease.sync_id).await? {
+                    return Ok(running);
+                }
+            } else {
+                record_dead(ctx, &lease.sync_id).await?;
+            }
+        }
+        let slots = store.roster_slots(&course.organization_id).await?;
+        for (_, lease) in slots.iter().filter(|(_, lease)| lease.until < now) {
+            record_dead(ctx, &lease.sync_id).await?;
+        }
+        let Some(slot) =
+            (0..MAX_SYNCS_PER_ORGANIZATION).find(|n| !slots.iter().any(|(held, l)| held == n && l.until >= now))
+        else {
+            return Err(ApiError {
+                retry_after: Some(60),
+                ..ApiError::new(
+                    http::StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_roster_syncs",
+                    format!(
+                        "This organization already runs {MAX_SYNCS_PER_ORGANIZATION} roster syncs; retry when one ends"
+                    ),
+                )
+            });
+        };
+        let sync = RosterSync {
+            id: format!("rsy_{}", crypto::random_token(16)),
+            course_id: course.id.clone(),
+            organization_id: course.organization_id.clone(),
+            requested_by: principal.user_id.clone(),
+            status: RosterSyncStatus::Queued,
+            requested_at: now,
+            started_at: None,
+            finished_at: None,
+            summary: None,
+            error: None,
+            slot,
+        };
+        match store.create_roster_sync(&sync, now + QUEUED_LEASE_SECS, now).await {
+            Ok(()) => {}
+            // Another request took the course or the slot meanwhile: look again.
+            Err(WriteError::Conflict) => continue,
+            Err(WriteError::Store(e)) => return Err(e.into()),
+        }
+        if let Err(e) = jobs::enqueue(ctx, queue, &SyncJob { sync_id: sync.id.clone() }).await {
+            // Nothing would run it: end it now, so the course is free for the retry.
+            let failed = finished(&sync, None, Some("the sync could not be queued".into()), now);
+            if let Err(end) = store.finish_roster_sync(&failed, RosterSyncStatus::Queued).await {
+                tracing::error!(sync_id = sync.id, error = %end, "unqueued roster sync not ended");
+            }
+            return Err(ApiError::unavailable(e));
+        }
+        tracing::info!(sync_id = sync.id, course_id = course.id, user_id = principal.user_id, "LTI roster sync queued");
+        return Ok(sync);
+    }
+    // Requests of the same organization raced for its slots three times: a moment later one is free.
+    Err(ApiError::too_many_requests(1))
+}
+
+/// A run that held a lease past its time died (or never held its lease): recorded as failed, once.
+async fn record_dead(ctx: &Context, sync_id: &str) -> Result<Option<RosterSync>, ApiError> {
+    let error = "the run stopped before it finished (timed out or lost); its members provisioned so far stay";
+    let failed = ctx.store().fail_dead_roster_sync(sync_id, error, ctx.clock.now()).await?;
+    if let Some(failed) = &failed {
+        tracing::error!(alert = "lti_roster_sync_stale", sync_id, course_id = failed.course_id, "LTI roster sync died");
+    }
+    Ok(failed)
+}
+
+/// A sync, for whoever may sync its course (or asked for it).
+pub async fn status(ctx: &Context, principal: &Principal, sync_id: &str) -> Result<RosterSync, ApiError> {
+    let not_found = || ApiError::not_found("roster_sync_not_found", "No such roster sync");
+    let store = ctx.store();
+    let sync = store.roster_sync(sync_id).await?.ok_or_else(not_found)?;
+    let course = store.lti_course(&sync.course_id).await?.ok_or_else(not_found)?;
+    if sync.requested_by != principal.user_id && !may_sync(ctx, principal, &course).await? {
+        return Err(not_found());
+    }
+    // A sync still queued or running whose course lease is gone or past its time died: say so now.
+    if !sync.status.is_finished() {
+        let lease = store.roster_lease(&sync.course_id).await?;
+        if !lease.is_some_and(|l| l.sync_id == sync.id && l.until >= ctx.clock.now()) {
+            if let Some(failed) = record_dead(ctx, &sync.id).await? {
+                return Ok(failed);
+            }
+            return store.roster_sync(sync_id).await?.ok_or_else(not_found);
+        }
+    }
+    Ok(sync)
+}
+
+fn finished(sync: &RosterSync, summary: Option<RosterSyncSummary>, error: Option<String>, now: i64) -> RosterSync {
+    let status = if error.is_some() { RosterSyncStatus::Failed } else { RosterSyncStatus::Succeeded };
+    RosterSync { status, finished_at: Some(now), summary, error, ..sync.clone() }
+}
+
+/// Consumer of the roster queue: runs one queued sync and records its end. A sync that is not queued
+/// any more (a duplicate message, one found dead) is left alone.
+pub async fn work(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueError> {
+    let job: SyncJob = jobs::parse(&message)?;
+    let store = ctx.store();
+    let store_error = |e: crate::store::StoreError| QueueError(e.to_string());
+    let Some(sync) = store.roster_sync(&job.sync_id).await.map_err(store_error)? else {
+        tracing::warn!(sync_id = job.sync_id, "roster sync message without its sync; dropped");
+        return Ok(());
     };
+    if sync.status != RosterSyncStatus::Queued {
+        return Ok(());
+    }
+    let started = ctx.clock.now();
+    match store.start_roster_sync(&sync, started + RUNNING_LEASE_SECS).await {
+        Ok(()) => {}
+        // Another worker took it, or its leases are not its own any more (found dead, taken since):
+        // one still queued will never run.
+        Err(WriteError::Conflict) => {
+            let now = store.roster_sync(&sync.id).await.map_err(store_error)?;
+            if now.is_some_and(|s| s.status == RosterSyncStatus::Queued) {
+                let error = "its course was taken by another sync before it started";
+                store.fail_dead_roster_sync(&sync.id, error, started).await.map_err(store_error)?;
+            }
+            return Ok(());
+        }
+        Err(WriteError::Store(e)) => return Err(store_error(e)),
+    }
+    let running = RosterSync { status: RosterSyncStatus::Running, started_at: Some(started), ..sync };
+    let (summary, error) = match run_sync(&ctx, &running, Instant::now() + RUN_BUDGET).await {
+        Ok(summary) => (Some(summary), None),
+        Err((summary, error)) => (summary, Some(error)),
+    };
+    let end = finished(&running, summary, error, ctx.clock.now());
+    match store.finish_roster_sync(&end, RosterSyncStatus::Running).await {
+        Ok(()) | Err(WriteError::Conflict) => {}
+        Err(WriteError::Store(e)) => return Err(store_error(e)),
+    }
+    let summary = end.summary.clone().unwrap_or_default();
     tracing::info!(
-        course_id,
-        registration_id = registration.id,
-        user_id = principal.user_id,
+        sync_id = end.id,
+        course_id = end.course_id,
+        status = ?end.status,
         total = summary.total,
         failed = summary.failed,
-        pages,
-        "LTI roster synced"
+        pages = summary.pages,
+        "LTI roster sync finished"
     );
-    Ok(summary)
+    Ok(())
+}
+
+/// Reads the course's roster and provisions its members before `deadline`. A failure keeps what was
+/// done (the summary so far) with why it stopped.
+async fn run_sync(
+    ctx: &Context,
+    sync: &RosterSync,
+    deadline: Instant,
+) -> Result<RosterSyncSummary, (Option<RosterSyncSummary>, String)> {
+    let gone = || (None, "the course or its registration no longer exists".to_string());
+    let store = ctx.store();
+    let course = store.lti_course(&sync.course_id).await.map_err(|e| (None, e.to_string()))?.ok_or_else(gone)?;
+    let registration = store
+        .lti_registration(&course.registration_id)
+        .await
+        .map_err(|e| (None, e.to_string()))?
+        .filter(|r| r.organization_id == course.organization_id)
+        .ok_or_else(gone)?;
+    run(ctx, &registration, &course, deadline).await
+}
+
+/// Reads a course's roster from its platform and provisions every member, stopping at `deadline`.
+pub async fn run(
+    ctx: &Context,
+    registration: &Registration,
+    course: &Course,
+    deadline: Instant,
+) -> Result<RosterSyncSummary, (Option<RosterSyncSummary>, String)> {
+    let url = course.memberships_url.clone().ok_or((None, "the LMS offers no roster service".to_string()))?;
+    let read = tokio::time::timeout_at(deadline.into(), read_members(ctx, registration, &url)).await;
+    let (members, pages) = match read {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => {
+            tracing::warn!(
+                registration_id = registration.id,
+                course_id = course.id,
+                error = e.message,
+                "roster read failed"
+            );
+            return Err((None, format!("The LMS roster could not be read: {}", e.message)));
+        }
+        Err(_) => return Err((None, "ran out of time reading the roster".into())),
+    };
+    let mut summary = RosterSyncSummary { total: members.len(), pages, ..Default::default() };
+    let mut results = futures_util::stream::iter(members)
+        .map(|member| async move { provision_member(ctx, registration, course, &member).await })
+        .buffered(CONCURRENCY);
+    loop {
+        let next = tokio::time::timeout_at(deadline.into(), results.next()).await;
+        let Ok(next) = next else {
+            let done = summary.successful + summary.failed;
+            return Err((Some(summary), format!("ran out of time after {done} members; a new sync continues")));
+        };
+        let Some(result) = next else { return Ok(summary) };
+        count(&mut summary, result);
+    }
+}
+
+fn count(summary: &mut RosterSyncSummary, result: MemberResult) {
+    match result.outcome {
+        Outcome::Provisioned(Provisioned::Created) => summary.created += 1,
+        Outcome::Provisioned(Provisioned::Linked) => summary.linked += 1,
+        Outcome::Provisioned(Provisioned::Existing) => summary.updated += 1,
+        Outcome::Skipped => summary.skipped += 1,
+        Outcome::Inactive | Outcome::Failed => {}
+    }
+    if matches!(result.outcome, Outcome::Inactive) {
+        summary.inactive += 1;
+    }
+    if matches!(result.outcome, Outcome::Provisioned(_) | Outcome::Skipped) {
+        summary.successful += 1;
+    } else {
+        summary.failed += 1;
+        if summary.errors.len() < MAX_LISTED_ERRORS {
+            summary.errors.push(MemberError { member_id: result.member_id, message: result.message });
+        }
+    }
 }
 
 /// Every member, page after page.
@@ -195,38 +398,41 @@ pub fn next_link(header: &str) -> Option<String> {
     })
 }
 
+/// What became of one member.
+enum Outcome {
+    Provisioned(Provisioned),
+    /// A mentor: they join through their own launch.
+    Skipped,
+    Inactive,
+    Failed,
+}
+
+struct MemberResult {
+    member_id: String,
+    outcome: Outcome,
+    message: String,
+}
+
 async fn provision_member(ctx: &Context, registration: &Registration, course: &Course, member: &Value) -> MemberResult {
     let text = |k: &str| member[k].as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
     let member_id = text("user_id").unwrap_or_default();
-    let failed = |message: &str| MemberResult {
-        member_id: member_id.clone(),
-        user_id: None,
-        success: false,
-        message: message.to_string(),
-    };
+    let result =
+        |outcome, message: &str| MemberResult { member_id: member_id.clone(), outcome, message: message.into() };
     if member_id.is_empty() || member_id.len() > 255 {
-        return failed("the member has no valid user_id");
+        return result(Outcome::Failed, "the member has no valid user_id");
     }
     let status = text("status").unwrap_or_else(|| "Active".into());
     if status != "Active" {
-        let user_id = ctx.store().user_id_by_identity(&registration.provider(), &member_id).await.ok().flatten();
-        return MemberResult {
-            member_id,
-            user_id,
-            success: false,
-            message: format!("inactive in the course ({status}): not provisioned, nothing deleted"),
-        };
+        return result(
+            Outcome::Inactive,
+            &format!("inactive in the course ({status}): not provisioned, nothing deleted"),
+        );
     }
     let roles: Vec<String> =
         member["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string)).collect();
     let mapped = map_roles(&roles);
     if mapped.mentor {
-        return MemberResult {
-            member_id,
-            user_id: None,
-            success: true,
-            message: "skipped: mentors join through their own launch".into(),
-        };
+        return result(Outcome::Skipped, "skipped: mentors join through their own launch");
     }
     // A roster says what someone is in one course: it creates students and teachers; an existing
     // account keeps its role (provisioning's rule for every door).
@@ -246,18 +452,8 @@ async fn provision_member(ctx: &Context, registration: &Registration, course: &C
         org_id: Some(course.organization_id.clone()),
     };
     match provision_user(ctx, &profile).await {
-        Ok((user, provisioned)) => MemberResult {
-            member_id,
-            user_id: Some(user.id),
-            success: true,
-            message: match provisioned {
-                crate::domain::auth::provisioning::Provisioned::Created => "created",
-                crate::domain::auth::provisioning::Provisioned::Linked => "linked",
-                crate::domain::auth::provisioning::Provisioned::Existing => "updated",
-            }
-            .into(),
-        },
-        Err(e) => failed(&e.message),
+        Ok((_, provisioned)) => result(Outcome::Provisioned(provisioned), "provisioned"),
+        Err(e) => result(Outcome::Failed, &e.message),
     }
 }
 

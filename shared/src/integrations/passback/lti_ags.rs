@@ -139,7 +139,7 @@ pub async fn post(ctx: &Context, score: &LtiScore) -> Delivery {
     let registration = match ctx.store().lti_registration(&score.registration_id).await {
         Ok(Some(registration)) => registration,
         Ok(None) => return Delivery::Refused("the LMS registration was deleted".into()),
-        Err(e) => return Delivery::Retry(e.to_string()),
+        Err(e) => return Delivery::Unavailable(e.to_string()),
     };
     let Some(url) = scores_url(&score.lineitem_url) else {
         return Delivery::Refused("the line item is not a URL".into());

@@ -13,10 +13,12 @@ pub mod lti_ags;
 pub mod spark;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsMessage;
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::breaker;
 use crate::runtime::events::DomainEvent;
 use crate::runtime::jobs::QueueError;
 use crate::{Context, runtime::jobs};
@@ -32,6 +34,14 @@ pub enum PassbackJob {
 }
 
 impl PassbackJob {
+    /// The destination whose breaker the job goes through: Spark's API, or one LMS registration.
+    fn destination(&self) -> String {
+        match self {
+            Self::Spark(_) => "spark".into(),
+            Self::Lti(s) => format!("lti:{}", s.registration_id),
+        }
+    }
+
     fn completion_id(&self) -> &str {
         match self {
             Self::Spark(g) => &g.completion_id,
@@ -46,8 +56,11 @@ pub enum Delivery {
     Done,
     /// Refused for good (a 4xx other than 408 and 429): retrying would not change it.
     Refused(String),
-    /// Worth another attempt later.
+    /// The LMS failed (no answer, 5xx, 429...): worth another attempt later.
     Retry(String),
+    /// We could not try (our store, configuration or secrets): another attempt later, and the LMS is
+    /// not to blame (its breaker does not count it).
+    Unavailable(String),
 }
 
 impl Delivery {
@@ -91,13 +104,32 @@ pub async fn enqueue(ctx: &Context, event: &DomainEvent) -> Result<(), QueueErro
     Ok(())
 }
 
-/// The worker: posts one job with its LMS's adapter.
+/// What one job's calls may take in all (token, post, a fresh token and the post again): well under
+/// the worker's 30 s, so a job that hangs is given back on its own, with its backoff.
+const JOB_BUDGET: Duration = Duration::from_secs(20);
+
+/// The worker: posts one job with its LMS's adapter, unless its LMS is paused (see
+/// [`crate::runtime::breaker`]): then the job waits out the pause without holding a worker.
 pub async fn deliver(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueError> {
     let job: PassbackJob = jobs::parse(&message)?;
-    let delivery = match &job {
-        PassbackJob::Spark(grade) => spark::post(&ctx, grade).await,
-        PassbackJob::Lti(score) => lti_ags::post(&ctx, score).await,
+    let ticket = match breaker::admit(&ctx, &job.destination()).await {
+        breaker::Admission::Call(ticket) => ticket,
+        breaker::Admission::Wait(seconds) => return wait_for_destination(&ctx, &job, &message, seconds).await,
     };
+    let post = async {
+        match &job {
+            PassbackJob::Spark(grade) => spark::post(&ctx, grade).await,
+            PassbackJob::Lti(score) => lti_ags::post(&ctx, score).await,
+        }
+    };
+    let delivery = tokio::time::timeout(JOB_BUDGET, post)
+        .await
+        .unwrap_or_else(|_| Delivery::Retry(format!("the LMS did not answer within {} s", JOB_BUDGET.as_secs())));
+    match &delivery {
+        Delivery::Unavailable(_) => breaker::release(&ctx, ticket).await,
+        Delivery::Retry(_) => breaker::record(&ctx, ticket, false).await,
+        Delivery::Done | Delivery::Refused(_) => breaker::record(&ctx, ticket, true).await,
+    }
     match delivery {
         Delivery::Done => {
             tracing::info!(completion_id = job.completion_id(), "grade passed back");
@@ -107,11 +139,37 @@ pub async fn deliver(ctx: Arc<Context>, message: SqsMessage) -> Result<(), Queue
             tracing::error!(completion_id = job.completion_id(), why, "grade passback refused; not retried");
             Ok(())
         }
-        Delivery::Retry(why) => {
+        Delivery::Retry(why) | Delivery::Unavailable(why) => {
             retry_later(&ctx, &message).await;
             Err(QueueError(why))
         }
     }
+}
+
+/// A job for a paused LMS goes back on the queue for the rest of the pause (its retries untouched);
+/// one deferred for a day already is retried like a failure.
+async fn wait_for_destination(
+    ctx: &Context,
+    job: &PassbackJob,
+    message: &SqsMessage,
+    seconds: i64,
+) -> Result<(), QueueError> {
+    let queue = ctx
+        .config
+        .grade_passback_queue_url
+        .as_deref()
+        .ok_or_else(|| QueueError("grade passback queue not configured".into()))?;
+    if jobs::defer(ctx, queue, message, seconds).await? {
+        tracing::info!(
+            completion_id = job.completion_id(),
+            destination = job.destination(),
+            seconds,
+            "grade passback deferred: its LMS is paused"
+        );
+        return Ok(());
+    }
+    retry_later(ctx, message).await;
+    Err(QueueError(format!("{} has been paused for a day", job.destination())))
 }
 
 /// Hides the message for the next backoff step before it is reported as failed.

@@ -60,17 +60,17 @@ pub fn job(ctx: &Context, event: &DomainEvent) -> Option<SparkGrade> {
 /// Posts one grade to Spark's API.
 pub async fn post(ctx: &Context, grade: &SparkGrade) -> Delivery {
     let Some(api) = ctx.config.spark_api_url.as_deref() else {
-        return Delivery::Retry("SPARK_API_URL not configured".into());
+        return Delivery::Unavailable("SPARK_API_URL not configured".into());
     };
     let Some(host) = url::Url::parse(api).ok().and_then(|u| u.host_str().map(str::to_string)) else {
-        return Delivery::Retry("SPARK_API_URL is not a URL".into());
+        return Delivery::Unavailable("SPARK_API_URL is not a URL".into());
     };
     let Some(keys) = ctx.spark_api_key.as_ref() else {
-        return Delivery::Retry("Spark API key not configured".into());
+        return Delivery::Unavailable("Spark API key not configured".into());
     };
     let key = match keys.get(ctx.secrets()).await {
         Ok(key) => key,
-        Err(e) => return Delivery::Retry(e.to_string()),
+        Err(e) => return Delivery::Unavailable(e.to_string()),
     };
     let api_key = String::from_utf8_lossy(crate::support::secrets::key_bytes(&key.current)).into_owned();
     let request = match ctx
@@ -79,7 +79,7 @@ pub async fn post(ctx: &Context, grade: &SparkGrade) -> Delivery {
         .and_then(|client| client.post(&format!("{api}/api/grades")).map_err(|e| e.to_string()))
     {
         Ok(request) => request,
-        Err(e) => return Delivery::Retry(e),
+        Err(e) => return Delivery::Unavailable(e),
     };
     let request = request.bearer_auth(api_key).header("Idempotency-Key", grade.idempotency_key()).json(&json!({
         "user_id": grade.spark_user_id, "course_id": grade.course_id, "assignment_id": grade.assignment_id,

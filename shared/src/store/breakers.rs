@@ -1,0 +1,159 @@
+//! The state of each outbound destination's circuit breaker (`runtime::breaker`).
+//!
+//! | item | pk | sk | attributes |
+//! |---|---|---|---|
+//! | breaker | `BREAKER#<destination>` | `STATE` | failures (in the current window), window_start, open_until, openings (in a row), probe_until (a job is probing after a pause), expires_at |
+//!
+//! Every change is one conditional update, so workers of every instance share one count and open a
+//! breaker once.
+
+use aws_sdk_dynamodb::types::ReturnValue;
+
+use super::{ItemExt, Store, StoreError, condition_held, n, s};
+
+/// A destination's breaker, as read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BreakerState {
+    pub failures: i64,
+    pub window_start: i64,
+    /// Until when calls to the destination wait (none: closed).
+    pub open_until: Option<i64>,
+    /// Times it opened in a row, without a success between.
+    pub openings: i64,
+    /// After a pause: until when one job probes the destination, alone.
+    pub probe_until: Option<i64>,
+}
+
+fn breaker_pk(destination: &str) -> String {
+    format!("BREAKER#{destination}")
+}
+
+/// Breaker items outlive a quiet day.
+const KEEP_SECS: i64 = 24 * 3600;
+
+impl Store<'_> {
+    pub async fn breaker(&self, destination: &str) -> Result<BreakerState, StoreError> {
+        Ok(self.get(&breaker_pk(destination), "STATE").await?.map_or_else(BreakerState::default, |i| BreakerState {
+            failures: i.num("failures").unwrap_or(0),
+            window_start: i.num("window_start").unwrap_or(0),
+            open_until: i.num("open_until"),
+            openings: i.num("openings").unwrap_or(0),
+            probe_until: i.num("probe_until"),
+        }))
+    }
+
+    /// Counts a failure in the window that started at or after `window_floor` (a new window
+    /// otherwise); returns the failures of the window, this one included.
+    pub async fn count_breaker_failure(
+        &self,
+        destination: &str,
+        now: i64,
+        window_floor: i64,
+    ) -> Result<i64, StoreError> {
+        let counted = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(breaker_pk(destination)))
+            .key("sk", s("STATE"))
+            .update_expression(
+                "ADD failures :one SET window_start = if_not_exists(window_start, :now), expires_at = :exp",
+            )
+            .condition_expression("attribute_not_exists(window_start) OR window_start >= :floor")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":floor", n(window_floor))
+            .expression_attribute_values(":exp", n(now + KEEP_SECS))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match counted {
+            Ok(out) => Ok(out.attributes.unwrap_or_default().num("failures").unwrap_or(1)),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                // The window is over: this failure starts the next one.
+                self.client
+                    .update_item()
+                    .table_name(self.table)
+                    .key("pk", s(breaker_pk(destination)))
+                    .key("sk", s("STATE"))
+                    .update_expression("SET failures = :one, window_start = :now, expires_at = :exp")
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":now", n(now))
+                    .expression_attribute_values(":exp", n(now + KEEP_SECS))
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk)?;
+                Ok(1)
+            }
+            Err(e) => Err(StoreError::from_sdk(e)),
+        }
+    }
+
+    /// Opens the breaker until `until` unless it is open already (one opening however many workers
+    /// saw the failures); `true` when this call opened it.
+    pub async fn open_breaker(&self, destination: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(breaker_pk(destination)))
+            .key("sk", s("STATE"))
+            .update_expression(
+                "SET open_until = :until, failures = :zero, window_start = :now, expires_at = :exp ADD openings :one",
+            )
+            .condition_expression("attribute_not_exists(open_until) OR open_until < :now")
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(until + KEEP_SECS))
+            .send()
+            .await;
+        condition_held(result)
+    }
+
+    /// After a pause, lets one job probe the destination until `until`; `false` when another does.
+    pub async fn claim_breaker_probe(&self, destination: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(breaker_pk(destination)))
+            .key("sk", s("STATE"))
+            .update_expression("SET probe_until = :until")
+            .condition_expression("open_until <= :now AND (attribute_not_exists(probe_until) OR probe_until < :now)")
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        condition_held(result)
+    }
+
+    /// A probe that could not try (our own failure): another job may probe.
+    pub async fn release_breaker_probe(&self, destination: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(breaker_pk(destination)))
+            .key("sk", s("STATE"))
+            .update_expression("REMOVE probe_until")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        condition_held(result).map(|_| ())
+    }
+
+    /// A call got through: the breaker closes and forgets its failures.
+    pub async fn close_breaker(&self, destination: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(self.table)
+            .key("pk", s(breaker_pk(destination)))
+            .key("sk", s("STATE"))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+}
