@@ -32,6 +32,14 @@ fn breaker_pk(destination: &str) -> String {
 const KEEP_SECS: i64 = 24 * 3600;
 
 impl Store<'_> {
+    /// An update of a destination's breaker item.
+    fn breaker_update(
+        &self,
+        destination: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client.update_item().table_name(self.table).key("pk", s(breaker_pk(destination))).key("sk", s("STATE"))
+    }
+
     pub async fn breaker(&self, destination: &str) -> Result<BreakerState, StoreError> {
         Ok(self.get(&breaker_pk(destination), "STATE").await?.map_or_else(BreakerState::default, |i| BreakerState {
             failures: i.num("failures").unwrap_or(0),
@@ -51,11 +59,7 @@ impl Store<'_> {
         window_floor: i64,
     ) -> Result<i64, StoreError> {
         let counted = self
-            .client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(breaker_pk(destination)))
-            .key("sk", s("STATE"))
+            .breaker_update(destination)
             .update_expression(
                 "ADD failures :one SET window_start = if_not_exists(window_start, :now), expires_at = :exp",
             )
@@ -71,11 +75,7 @@ impl Store<'_> {
             Ok(out) => Ok(out.attributes.unwrap_or_default().num("failures").unwrap_or(1)),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 // The window is over: this failure starts the next one.
-                self.client
-                    .update_item()
-                    .table_name(self.table)
-                    .key("pk", s(breaker_pk(destination)))
-                    .key("sk", s("STATE"))
+                self.breaker_update(destination)
                     .update_expression("SET failures = :one, window_start = :now, expires_at = :exp")
                     .expression_attribute_values(":one", n(1))
                     .expression_attribute_values(":now", n(now))
@@ -93,11 +93,7 @@ impl Store<'_> {
     /// saw the failures); `true` when this call opened it.
     pub async fn open_breaker(&self, destination: &str, now: i64, until: i64) -> Result<bool, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(breaker_pk(destination)))
-            .key("sk", s("STATE"))
+            .breaker_update(destination)
             .update_expression(
                 "SET open_until = :until, failures = :zero, window_start = :now, expires_at = :exp ADD openings :one",
             )
@@ -115,11 +111,7 @@ impl Store<'_> {
     /// After a pause, lets one job probe the destination until `until`; `false` when another does.
     pub async fn claim_breaker_probe(&self, destination: &str, now: i64, until: i64) -> Result<bool, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(breaker_pk(destination)))
-            .key("sk", s("STATE"))
+            .breaker_update(destination)
             .update_expression("SET probe_until = :until")
             .condition_expression("open_until <= :now AND (attribute_not_exists(probe_until) OR probe_until < :now)")
             .expression_attribute_values(":until", n(until))
@@ -132,11 +124,7 @@ impl Store<'_> {
     /// A probe that could not try (our own failure): another job may probe.
     pub async fn release_breaker_probe(&self, destination: &str) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(breaker_pk(destination)))
-            .key("sk", s("STATE"))
+            .breaker_update(destination)
             .update_expression("REMOVE probe_until")
             .condition_expression("attribute_exists(pk)")
             .send()
