@@ -42,14 +42,20 @@ fn module_of(relative: &Path) -> String {
     parts.join("::")
 }
 
-/// A file's code without its test module and comments.
+/// A file's code without its test module and plain comments (doc comments stay: their links name
+/// modules too).
 fn code_of(source: &str) -> String {
     let tests = source
         .match_indices("#[cfg(test)]")
         .map(|(at, _)| at)
         .find(|&at| source[at + "#[cfg(test)]".len()..].trim_start().starts_with("mod "));
     let source = &source[..tests.unwrap_or(source.len())];
-    source.lines().map(|line| line.split("//").next().unwrap_or_default()).collect::<Vec<_>>().join("\n")
+    source.lines().map(code_of_line).collect::<Vec<_>>().join("\n")
+}
+
+fn code_of_line(line: &str) -> &str {
+    let doc = ["///", "//!"].iter().any(|d| line.trim_start().starts_with(d));
+    if doc { line } else { line.split("//").next().unwrap_or_default() }
 }
 
 /// Expands a use tree (`a::{b, c::{d}}`) into its paths.

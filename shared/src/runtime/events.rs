@@ -5,7 +5,7 @@
 //! marks it published. When the publish fails after the write, the event stays pending and the
 //! scheduled [`relay`] publishes it later: none is lost. Publishing is at least once; consumers
 //! deduplicate by event id. The bus knows nothing of its consumers: the functions catalogue
-//! ([`crate::functions`]) wires them to the events queue.
+//! (`functions.rs`) wires them to the events queue.
 
 use std::sync::Arc;
 

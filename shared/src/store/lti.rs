@@ -31,7 +31,7 @@ pub struct Registration {
     /// The platform's public keys.
     pub jwks_url: String,
     /// Whether this LMS's addresses are the school's records (its users cannot change them): only then
-    /// may its launches and rosters match an account by address ([`crate::domain::auth::provisioning`]). Off by
+    /// may its launches and rosters match an account by address (provisioning's rules). Off by
     /// default: in many LMSs (Moodle, for one) a learner may type any address into their profile.
     #[serde(default)]
     pub emails_are_school_records: bool,

@@ -131,18 +131,9 @@ impl Store<'_> {
 
     /// The organization's slot leases (expired ones included), by slot number.
     pub async fn roster_slots(&self, organization_id: &str) -> Result<Vec<(usize, Lease)>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(slots_pk(organization_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(out
-            .items()
+        Ok(self
+            .query_all(&slots_pk(organization_id), Some("SLOT#"))
+            .await?
             .iter()
             .filter_map(|i| Some((i.str("sk")?.strip_prefix("SLOT#")?.parse().ok()?, lease_from(i)?)))
             .collect())

@@ -9,7 +9,7 @@
 //!   `quest_id`), or the one an admin assigned. Once set, a launch never changes it; a quest of another
 //!   organization is ignored.
 //! - A Learner's launch of a linked quest whose link has a line item (and the score scope) records a
-//!   **grade target**: where their scores for that quest go ([`crate::integrations::passback`]).
+//!   **grade target**: where their scores for that quest go (grade passback).
 //! - A **Mentor** launch with `role_scope_mentor` links the mentor as an observer of those students
 //!   (source `lti`, progress only) when they already have accounts through this registration; an
 //!   existing link, whose permissions the student may have changed, is left as it is.
