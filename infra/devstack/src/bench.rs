@@ -61,11 +61,16 @@ pub(crate) async fn bench_stack(
 }
 
 fn bench_admin() -> hub::domain::auth::guard::Principal {
+    admin_of("bench")
+}
+
+/// An admin of organization `org`.
+pub(crate) fn admin_of(org: &str) -> hub::domain::auth::guard::Principal {
     hub::domain::auth::guard::Principal {
-        user_id: "bench-admin".into(),
+        user_id: format!("{org}-admin"),
         email: None,
         role: hub::domain::auth::Role::OrgAdmin,
-        org_id: Some("bench".into()),
+        org_id: Some(org.into()),
         session_id: "bench".into(),
     }
 }
@@ -264,7 +269,7 @@ fn print_rate(stage: &str, count: usize, concurrency: usize, took: Duration) {
 }
 
 /// A receiver that answers 204 to everything and counts requests.
-async fn counting_receiver() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
+pub(crate) async fn counting_receiver() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hooks", listener.local_addr()?);
     let count = Arc::new(AtomicUsize::new(0));
@@ -285,6 +290,26 @@ async fn counting_receiver() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
+            });
+        }
+    });
+    Ok((url, count))
+}
+
+/// A host that accepts connections and never answers (a tarpit: every client waits for its timeout).
+/// Returns its base URL and how many connections it took.
+pub async fn tarpit() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // Reads whatever comes and answers nothing, until the client gives up.
+                let mut sink = [0u8; 4096];
+                while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await.is_ok_and(|n| n > 0) {}
             });
         }
     });

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod bench_clever;
+pub mod bench_fairness;
 pub mod bench_lti;
 pub mod contract;
 pub mod gateway;

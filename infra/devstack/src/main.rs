@@ -15,6 +15,8 @@
 //! devstack bench-oauth [--requests 200] [--concurrency 4] [--reference-token-url URL --reference-introspect-url URL]
 //! devstack bench-clever [--schools 1] [--students 10000] [--teachers 500] [--sections 400] [--realistic-users]
 //!                    [--page-size N] [--events-page-size N] [--rollover] [--concurrency 5] [--worker PATH]
+//! devstack bench-fairness [--deliveries 200] [--neighbour 200] [--workers 10] a healthy school's deliveries behind a hanging one
+//! devstack bench-outbound-cache [--hosts 10000]        memory of the per-host outbound clients
 //! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
 //! Every command takes `--parameter-overrides "Key=Value Key2=Value2"` (repeatable), like
@@ -200,6 +202,20 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         min_requests: usize,
     },
+    /// A healthy organization's webhook deliveries alone, then behind a neighbour whose receiver hangs.
+    BenchFairness {
+        #[arg(long, default_value_t = 200)]
+        deliveries: usize,
+        #[arg(long, default_value_t = 200)]
+        neighbour: usize,
+        #[arg(long, default_value_t = 10)]
+        workers: usize,
+    },
+    /// Resident memory of the outbound clients one warm instance keeps as launches name new hosts.
+    BenchOutboundCache {
+        #[arg(long, default_value_t = 10_000)]
+        hosts: usize,
+    },
     /// Print the API's OpenAPI 3.1 document (derived from the handlers; docs/openapi.json is this).
     Openapi,
     /// Init time, first invocation and peak memory of function binaries on a local Runtime API.
@@ -220,6 +236,16 @@ async fn main() -> std::process::ExitCode {
     if let Command::Openapi = cli.command {
         print!("{}", hub::api::openapi::document_json());
         return std::process::ExitCode::SUCCESS;
+    }
+    if let Command::BenchOutboundCache { hosts } = cli.command {
+        // No AWS needed: only the context's client cache is measured.
+        return match devstack::bench_fairness::outbound_cache(hosts) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("devstack: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
     }
     // Errors are the user's to read: their chain of causes, without a backtrace.
     match run(cli).await {
@@ -424,7 +450,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let gateway = devstack::gateway::Gateway::new(&template, &stack, &sdk)?;
             println!("{}", gateway.fire(&function).await?);
         }
-        Command::Openapi => unreachable!("printed before any AWS set-up"),
+        Command::BenchFairness { deliveries, neighbour, workers } => {
+            let options = devstack::bench_fairness::Options { deliveries, neighbour, workers };
+            devstack::bench_fairness::run(&template, &sdk, options).await?;
+        }
+        Command::Openapi | Command::BenchOutboundCache { .. } => unreachable!("run before any AWS set-up"),
         Command::Contract { schemathesis, max_examples, min_requests } => {
             let options = devstack::contract::Options { schemathesis: &schemathesis, max_examples, min_requests };
             devstack::contract::run(&template, &sdk, options).await?;

@@ -18,7 +18,7 @@ type OutboundKey = (Option<Vec<String>>, usize);
 /// Outbound clients one warm instance keeps. Hosts come from outside (an LMS's `lineitem` and
 /// `memberships_url` claims), so launches naming ever new subdomains must not grow a 128 MB instance
 /// without bound: past this many, the least recently used client goes.
-const MAX_OUTBOUND_CLIENTS: usize = 32;
+pub const MAX_OUTBOUND_CLIENTS: usize = 256;
 
 pub struct Context {
     pub config: Config,

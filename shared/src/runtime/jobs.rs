@@ -52,12 +52,7 @@ const DEFERRED_SINCE: &str = "deferred_since";
 /// been deferred for [`MAX_DEFERRAL_SECS`] already (the caller retries it as a failure instead).
 pub async fn defer(ctx: &Context, queue_url: &str, message: &SqsMessage, seconds: i64) -> Result<bool, QueueError> {
     let now = ctx.clock.now();
-    // First deferred now, or when the attribute says; one that does not read as a time in the past
-    // counts as deferred long enough.
-    let since = match message.message_attributes.get(DEFERRED_SINCE).map(|a| a.string_value.as_deref()) {
-        None => now,
-        Some(value) => value.and_then(|v| v.parse::<i64>().ok()).filter(|since| *since <= now).unwrap_or(i64::MIN),
-    };
+    let since = now.saturating_sub(deferred_for(ctx, message));
     if now.saturating_sub(since) >= MAX_DEFERRAL_SECS {
         return Ok(false);
     }
@@ -76,6 +71,19 @@ pub async fn defer(ctx: &Context, queue_url: &str, message: &SqsMessage, seconds
         .await
         .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
     Ok(true)
+}
+
+/// How long a job has been deferred in all (0 when never). One whose attribute does not read as a
+/// time in the past counts as deferred long enough.
+pub fn deferred_for(ctx: &Context, message: &SqsMessage) -> i64 {
+    let now = ctx.clock.now();
+    match message.message_attributes.get(DEFERRED_SINCE).map(|a| a.string_value.as_deref()) {
+        None => 0,
+        Some(value) => value
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|since| *since <= now)
+            .map_or(MAX_DEFERRAL_SECS, |since| now - since),
+    }
 }
 
 /// Keeps the message hidden for `seconds` (capped at 12 hours) before it is delivered again.

@@ -3,9 +3,12 @@
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
 //! | breaker | `BREAKER#<destination>` | `STATE` | failures (in the current window), window_start, open_until, openings (in a row), probe_until (a job is probing after a pause), expires_at |
+//! | calls in flight | `BREAKER#<destination>` | `CALLS` | `m<minute>`: calls started in that minute and not finished, expires_at |
 //!
 //! Every change is one conditional update, so workers of every instance share one count and open a
-//! breaker once.
+//! breaker once. Calls in flight are counted per minute of their start, and a call is never longer
+//! than a minute (every job's budget is shorter): the current and the previous minute's counts are
+//! the calls in flight, and a count a crashed worker never took back is forgotten two minutes later.
 
 use aws_sdk_dynamodb::types::ReturnValue;
 
@@ -22,6 +25,8 @@ pub struct BreakerState {
     pub openings: i64,
     /// After a pause: until when one job probes the destination, alone.
     pub probe_until: Option<i64>,
+    /// Calls in flight that started in the previous minute (see the module doc).
+    pub calls_last_minute: i64,
 }
 
 fn breaker_pk(destination: &str) -> String {
@@ -40,14 +45,67 @@ impl Store<'_> {
         self.client.update_item().table_name(self.table).key("pk", s(breaker_pk(destination))).key("sk", s("STATE"))
     }
 
-    pub async fn breaker(&self, destination: &str) -> Result<BreakerState, StoreError> {
-        Ok(self.get(&breaker_pk(destination), "STATE").await?.map_or_else(BreakerState::default, |i| BreakerState {
-            failures: i.num("failures").unwrap_or(0),
-            window_start: i.num("window_start").unwrap_or(0),
-            open_until: i.num("open_until"),
-            openings: i.num("openings").unwrap_or(0),
-            probe_until: i.num("probe_until"),
-        }))
+    /// A destination's breaker and its calls in flight, read together at `now`.
+    pub async fn breaker(&self, destination: &str, now: i64) -> Result<BreakerState, StoreError> {
+        let mut state = BreakerState::default();
+        for item in self.query_all(&breaker_pk(destination), None).await? {
+            match item.str("sk") {
+                Some("STATE") => {
+                    state.failures = item.num("failures").unwrap_or(0);
+                    state.window_start = item.num("window_start").unwrap_or(0);
+                    state.open_until = item.num("open_until");
+                    state.openings = item.num("openings").unwrap_or(0);
+                    state.probe_until = item.num("probe_until");
+                }
+                Some("CALLS") => state.calls_last_minute = item.num(&minute_key(now / 60 - 1)).unwrap_or(0).max(0),
+                _ => {}
+            }
+        }
+        Ok(state)
+    }
+
+    /// Starts a call in minute `minute` if fewer than `room` calls of that minute are in flight;
+    /// forgets the count of two minutes before.
+    pub async fn start_breaker_call(
+        &self,
+        destination: &str,
+        minute: i64,
+        room: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(breaker_pk(destination)))
+            .key("sk", s("CALLS"))
+            .update_expression("ADD #now :one SET expires_at = :exp REMOVE #old")
+            .condition_expression("attribute_not_exists(#now) OR #now < :room")
+            .expression_attribute_names("#now", minute_key(minute))
+            .expression_attribute_names("#old", minute_key(minute - 2))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":room", n(room))
+            .expression_attribute_values(":exp", n(now + KEEP_SECS))
+            .send()
+            .await;
+        condition_held(result)
+    }
+
+    /// A call started in `minute` is over (nothing to do once that minute's count is forgotten).
+    pub async fn finish_breaker_call(&self, destination: &str, minute: i64) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table)
+            .key("pk", s(breaker_pk(destination)))
+            .key("sk", s("CALLS"))
+            .update_expression("ADD #m :minus")
+            .condition_expression("attribute_exists(#m)")
+            .expression_attribute_names("#m", minute_key(minute))
+            .expression_attribute_values(":minus", n(-1))
+            .send()
+            .await;
+        condition_held(result).map(|_| ())
     }
 
     /// Counts a failure in the window that started at or after `window_floor` (a new window
@@ -144,4 +202,8 @@ impl Store<'_> {
             .map_err(StoreError::from_sdk)?;
         Ok(())
     }
+}
+
+fn minute_key(minute: i64) -> String {
+    format!("m{minute}")
 }

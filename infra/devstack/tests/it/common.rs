@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use devstack::gateway::Gateway;
@@ -205,6 +205,41 @@ impl TestStack {
                 }
             })
             .collect()
+    }
+
+    /// Messages on one of the stack's queues (by logical id): visible, in flight and delayed.
+    pub async fn queued(&self, queue: &str) -> usize {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let out =
+            sqs.get_queue_attributes().queue_url(&self.stack.refs[queue]).attribute_names(A::All).send().await.unwrap();
+        let attributes = out.attributes.unwrap_or_default();
+        [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+            A::ApproximateNumberOfMessagesDelayed,
+        ]
+        .iter()
+        .map(|name| attributes.get(name).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0))
+        .sum()
+    }
+
+    /// Runs `workers` concurrent instances of a queue consumer (each a batch at a time, as Lambda's
+    /// event source with that `MaximumConcurrency`) until `done` holds; fails past `within`.
+    pub async fn work_until(&self, consumer: &str, workers: usize, within: Duration, done: impl Fn() -> bool) {
+        let started = Instant::now();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let worker = || async {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if done() {
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                assert!(started.elapsed() < within, "{consumer}: not done within {within:?}");
+                self.gateway.poll(consumer, 1).await.unwrap();
+            }
+        };
+        futures_util::future::join_all((0..workers).map(|_| worker())).await;
     }
 
     /// Runs a queue consumer until its queue is empty (20 batches at most, so a queue that never

@@ -523,37 +523,15 @@ async fn a_hanging_lms_is_paused_while_other_schools_scores_keep_flowing() {
     assert_eq!(maple.scores(&maple_item).len(), 1, "Maple's score is in its gradebook");
     // Lincoln's LMS was called only until its breaker opened; its jobs wait, none lost or dead.
     assert!(*lms.platform.token_requests.lock().unwrap() <= 10, "a paused LMS is not called");
-    let paused = lms.t.ctx.store().breaker(&format!("lti:{}", registration_id(&lms))).await.unwrap();
+    let paused =
+        lms.t.ctx.store().breaker(&format!("lti:{}", registration_id(&lms)), lms.t.ctx.clock.now()).await.unwrap();
     assert!(paused.open_until.is_some_and(|until| until > lms.t.ctx.clock.now()), "{paused:?}");
-    let count = |queue: String| {
-        let sqs = worker.sqs().clone();
-        async move {
-            let attributes = sqs
-                .get_queue_attributes()
-                .queue_url(queue)
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-                .send()
-                .await
-                .unwrap()
-                .attributes
-                .unwrap_or_default();
-            [
-                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
-                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed,
-            ]
-            .iter()
-            .map(|name| attributes.get(name).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0))
-            .sum::<usize>()
-        }
-    };
-    assert_eq!(count(queue.clone()).await, 200, "every one of Lincoln's scores is still queued");
-    let dead_letters = lms.t.stack.refs["GradePassbackDeadLetterQueue"].clone();
-    assert_eq!(count(dead_letters).await, 0, "nothing in the dead-letter queue");
+    assert_eq!(lms.t.queued("GradePassbackQueue").await, 200, "every one of Lincoln's scores is still queued");
+    assert_eq!(lms.t.queued("GradePassbackDeadLetterQueue").await, 0, "nothing in the dead-letter queue");
 }
 
 #[tokio::test]
-async fn a_breaker_opens_after_three_failures_pauses_longer_each_time_and_closes_on_a_success() {
+async fn a_breaker_opens_after_three_failures_pauses_longer_each_time_closes_on_a_success_and_caps_calls_in_flight() {
     let lms = setup("ltibreaker").await;
     let ctx = &lms.t.ctx;
     use hub::runtime::breaker::{Admission, admit, record};
@@ -566,27 +544,40 @@ async fn a_breaker_opens_after_three_failures_pauses_longer_each_time_and_closes
         Admission::Call(_) => panic!("not paused"),
     };
     for _ in 0..2 {
-        record(ctx, call(admit(ctx, "lms-a").await), false).await;
+        record(ctx, call(admit(ctx, "lms-a", 10).await), false).await;
     }
-    record(ctx, call(admit(ctx, "lms-b").await), false).await;
-    call(admit(ctx, "lms-a").await); // two failures: still closed
-    record(ctx, call(admit(ctx, "lms-a").await), false).await;
-    assert_eq!(waits(admit(ctx, "lms-a").await), 60, "three failures in a minute: a minute's pause");
-    call(admit(ctx, "lms-b").await);
+    record(ctx, call(admit(ctx, "lms-b", 10).await), false).await;
+    call(admit(ctx, "lms-a", 10).await); // two failures: still closed
+    record(ctx, call(admit(ctx, "lms-a", 10).await), false).await;
+    assert_eq!(waits(admit(ctx, "lms-a", 10).await), 60, "three failures in a minute: a minute's pause");
+    call(admit(ctx, "lms-b", 10).await);
     ctx.clock.advance(61);
-    let probe = call(admit(ctx, "lms-a").await);
-    assert_eq!(waits(admit(ctx, "lms-a").await), 30, "one probe at a time after a pause");
+    let probe = call(admit(ctx, "lms-a", 10).await);
+    assert_eq!(waits(admit(ctx, "lms-a", 10).await), 30, "one probe at a time after a pause");
     record(ctx, probe, false).await;
-    assert_eq!(waits(admit(ctx, "lms-a").await), 120, "a failed probe: twice the pause, at once");
+    assert_eq!(waits(admit(ctx, "lms-a", 10).await), 120, "a failed probe: twice the pause, at once");
     ctx.clock.advance(121);
-    record(ctx, call(admit(ctx, "lms-a").await), true).await;
-    assert_eq!(ctx.store().breaker("lms-a").await.unwrap(), Default::default(), "a success closes it");
+    record(ctx, call(admit(ctx, "lms-a", 10).await), true).await;
+    assert_eq!(ctx.store().breaker("lms-a", ctx.clock.now()).await.unwrap().open_until, None, "a success closes it");
+    // At most `max_in_flight` calls at once; one that ends frees its place; a count a crashed
+    // worker never took back is forgotten two minutes on.
+    ctx.clock.advance(60 - ctx.clock.now() % 60); // at the start of a minute
+    let first = call(admit(ctx, "lms-d", 2).await);
+    let _second = call(admit(ctx, "lms-d", 2).await);
+    assert_eq!(waits(admit(ctx, "lms-d", 2).await), hub::runtime::breaker::BUSY_SECS, "two in flight already");
+    record(ctx, first, true).await;
+    let _third = call(admit(ctx, "lms-d", 2).await);
+    assert_eq!(waits(admit(ctx, "lms-d", 2).await), hub::runtime::breaker::BUSY_SECS);
+    ctx.clock.advance(61);
+    assert_eq!(waits(admit(ctx, "lms-d", 2).await), hub::runtime::breaker::BUSY_SECS, "last minute's calls count");
+    ctx.clock.advance(60);
+    call(admit(ctx, "lms-d", 2).await);
     // Failures far apart never open it.
     for _ in 0..5 {
-        record(ctx, call(admit(ctx, "lms-c").await), false).await;
+        record(ctx, call(admit(ctx, "lms-c", 10).await), false).await;
         ctx.clock.advance(61);
     }
-    call(admit(ctx, "lms-c").await);
+    call(admit(ctx, "lms-c", 10).await);
 }
 
 /// The sync a roster-sync request answered (`202`, its status at `Location`), once the worker ran it.

@@ -441,6 +441,67 @@ async fn a_failing_download_is_retried_later_then_fails_without_leaking_its_url(
 }
 
 #[tokio::test]
+async fn a_hanging_file_host_is_paused_while_files_from_other_hosts_keep_flowing() {
+    let s = setup("sparktarpit").await;
+    let (hanging, calls) = devstack::bench::tarpit().await.unwrap();
+    let worker = s.t.context_for("spark-submission-worker", &[]);
+    let queue_job = |url: String, at: String| {
+        let worker = &worker;
+        async move {
+            let mut p = payload(&[(&url, "application/pdf")], "lab");
+            p["submitted_at"] = json!(at);
+            let p: hub::integrations::spark::webhook::SubmissionPayload = serde_json::from_value(p).unwrap();
+            let key = hub::integrations::spark::webhook::idempotency_key(&p);
+            hub::integrations::spark::submission_jobs::queue(worker, &key, &p).await.unwrap();
+            key
+        }
+    };
+    // 200 submissions whose files sit on a host that never answers, queued before one on a healthy host.
+    let base = std::time::SystemTime::now();
+    let at = |i: u64| humantime::format_rfc3339_millis(base - std::time::Duration::from_millis(i)).to_string();
+    let mut stuck = Vec::new();
+    for i in 0..200 {
+        stuck.push(queue_job(format!("{hanging}/report.pdf"), at(i + 1)).await);
+    }
+    let healthy = queue_job(format!("{}/report.pdf", s.files), at(0)).await;
+    let status = |key: String| {
+        let ctx = &s.t.ctx;
+        async move { ctx.store().submission_job(&key).await.unwrap().unwrap().status }
+    };
+
+    // The worker at its template concurrency (5 instances, one job each).
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let check = || async {
+        let finished = !matches!(status(healthy.clone()).await, hub::store::submission_jobs::JobStatus::Processing);
+        done.store(finished, std::sync::atomic::Ordering::SeqCst);
+    };
+    let watcher = async {
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            check().await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    let workers = s.t.work_until("spark-submission-worker", 5, std::time::Duration::from_secs(60), || {
+        done.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    tokio::join!(watcher, workers);
+    assert!(
+        matches!(status(healthy).await, hub::store::submission_jobs::JobStatus::Completed { .. }),
+        "the healthy host's submission is recorded"
+    );
+    // The hanging host never held more than its share of the workers (2 downloads at once) until its
+    // breaker opened at the third timeout (so 4 calls at most); its submissions wait on the queue,
+    // none failed, none dead.
+    let most = 2 + hub::runtime::breaker::FAILURES_TO_OPEN as usize - 1;
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) <= most, "{calls:?} calls to a hanging host");
+    for key in stuck {
+        assert_eq!(status(key).await, hub::store::submission_jobs::JobStatus::Processing);
+    }
+    assert_eq!(s.t.queued("SubmissionQueue").await, 200, "every stuck submission is still queued");
+    assert_eq!(s.t.queued("SubmissionDeadLetterQueue").await, 0);
+}
+
+#[tokio::test]
 async fn forged_floods_do_not_starve_signed_submissions() {
     let s = setup_with("whflood", &[("SparkWebhookRateLimit", "5")]).await;
     let attacker = reqwest::Client::builder()

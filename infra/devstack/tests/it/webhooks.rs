@@ -339,6 +339,44 @@ async fn a_subscription_failing_for_the_configured_period_is_disabled() {
 }
 
 #[tokio::test]
+async fn a_hanging_receiver_is_paused_while_other_schools_deliveries_keep_flowing() {
+    let h = setup("whtarpit", &[]).await;
+    h.subscribe(&h.receiver.url, &["task.completed"]).await;
+    // Lincoln, another school, subscribes a receiver that takes every request and never answers.
+    let (hanging, calls) = devstack::bench::tarpit().await.unwrap();
+    let lincoln = "org-whtarpit-lincoln";
+    let (_, admin) = h.t.signed_in_as("admin@lincoln.example.com", Role::OrgAdmin, lincoln).await;
+    let body = json!({"url": format!("{hanging}/hooks"), "event_types": ["task.completed"]});
+    let r = h.t.http.post(h.t.url("/api/webhooks/subscriptions")).bearer_auth(&admin.access_token).json(&body);
+    assert_eq!(r.send().await.unwrap().status(), 201);
+
+    // 200 of Lincoln's deliveries are queued before the one of this school.
+    let dispatch = h.t.context_for("events-dispatch", &[]);
+    for i in 0..200 {
+        let event = DomainEvent::new("task.completed", Some(lincoln.into()), json!({"n": i}), crate::common::now());
+        assert_eq!(hub::integrations::webhooks::delivery::fan_out(&dispatch, &event).await.unwrap(), 1);
+    }
+    let event = DomainEvent::new("task.completed", Some(h.org.clone()), json!({"n": 0}), crate::common::now());
+    assert_eq!(hub::integrations::webhooks::delivery::fan_out(&dispatch, &event).await.unwrap(), 1);
+
+    // The worker at its template concurrency (10 instances, batches of 10).
+    let started = Instant::now();
+    h.t.work_until("webhook-deliver", 10, Duration::from_secs(60), || !h.receiver.received().is_empty()).await;
+    assert_eq!(h.receiver.received().len(), 1, "this school's delivery arrived in {:?}", started.elapsed());
+    assert_eq!(h.deliveries("").await[0]["status"], "succeeded");
+    // Lincoln's receiver never held more than its share of the workers (10 deliveries at once; 2 more
+    // may start as the first timeouts end, before the third opens its breaker); its deliveries wait
+    // (deferred or in their backoff), none lost, none dead.
+    let most = 10 + hub::runtime::breaker::FAILURES_TO_OPEN as usize - 1;
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) <= most, "{calls:?} calls to a hanging receiver");
+    let destination = format!("webhook:{lincoln}:{}", hanging.trim_start_matches("http://"));
+    let paused = h.t.ctx.store().breaker(&destination, h.t.ctx.clock.now()).await.unwrap();
+    assert!(paused.open_until.is_some_and(|until| until > h.t.ctx.clock.now()), "{paused:?}");
+    assert_eq!(h.t.queued("WebhookDeliveryQueue").await, 200, "every one of Lincoln's deliveries is still queued");
+    assert_eq!(h.t.queued("WebhookDeliveryDeadLetterQueue").await, 0);
+}
+
+#[tokio::test]
 async fn a_past_delivery_is_redelivered_under_the_same_id() {
     let h = setup("whredo", &[]).await;
     h.subscribe(&h.receiver.url, &["quest.completed"]).await;

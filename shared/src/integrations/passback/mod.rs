@@ -92,11 +92,7 @@ pub async fn enqueue(ctx: &Context, event: &DomainEvent) -> Result<(), QueueErro
     if jobs.is_empty() {
         return Ok(());
     }
-    let queue = ctx
-        .config
-        .grade_passback_queue_url
-        .as_deref()
-        .ok_or_else(|| QueueError("grade passback queue not configured".into()))?;
+    let queue = queue(ctx)?;
     for job in &jobs {
         jobs::enqueue(ctx, queue, job).await?;
         tracing::info!(completion_id = job.completion_id(), "grade passback queued");
@@ -104,17 +100,21 @@ pub async fn enqueue(ctx: &Context, event: &DomainEvent) -> Result<(), QueueErro
     Ok(())
 }
 
+/// Jobs calling one LMS at once: a fifth of the worker's 10 (2 instances, batches of 5), so an LMS
+/// that starts hanging holds no more while its breaker counts the first timeouts.
+const MAX_CALLS_PER_LMS: i64 = 2;
+
 /// What one job's calls may take in all (token, post, a fresh token and the post again): well under
 /// the worker's 30 s, so a job that hangs is given back on its own, with its backoff.
 const JOB_BUDGET: Duration = Duration::from_secs(20);
 
 /// The worker: posts one job with its LMS's adapter, unless its LMS is paused (see
-/// [`crate::runtime::breaker`]): then the job waits out the pause without holding a worker.
+/// [`crate::runtime::breaker`]): then the job waits out the pause on the queue, holding no worker.
 pub async fn deliver(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueError> {
     let job: PassbackJob = jobs::parse(&message)?;
-    let ticket = match breaker::admit(&ctx, &job.destination()).await {
-        breaker::Admission::Call(ticket) => ticket,
-        breaker::Admission::Wait(seconds) => return wait_for_destination(&ctx, &job, &message, seconds).await,
+    let Some(ticket) = breaker::admit_job(&ctx, &job.destination(), MAX_CALLS_PER_LMS, queue(&ctx)?, &message).await?
+    else {
+        return Ok(());
     };
     let post = async {
         match &job {
@@ -146,37 +146,18 @@ pub async fn deliver(ctx: Arc<Context>, message: SqsMessage) -> Result<(), Queue
     }
 }
 
-/// A job for a paused LMS goes back on the queue for the rest of the pause (its retries untouched);
-/// one deferred for a day already is retried like a failure.
-async fn wait_for_destination(
-    ctx: &Context,
-    job: &PassbackJob,
-    message: &SqsMessage,
-    seconds: i64,
-) -> Result<(), QueueError> {
-    let queue = ctx
-        .config
+fn queue(ctx: &Context) -> Result<&str, QueueError> {
+    ctx.config
         .grade_passback_queue_url
         .as_deref()
-        .ok_or_else(|| QueueError("grade passback queue not configured".into()))?;
-    if jobs::defer(ctx, queue, message, seconds).await? {
-        tracing::info!(
-            completion_id = job.completion_id(),
-            destination = job.destination(),
-            seconds,
-            "grade passback deferred: its LMS is paused"
-        );
-        return Ok(());
-    }
-    retry_later(ctx, message).await;
-    Err(QueueError(format!("{} has been paused for a day", job.destination())))
+        .ok_or_else(|| QueueError("grade passback queue not configured".into()))
 }
 
 /// Hides the message for the next backoff step before it is reported as failed.
 async fn retry_later(ctx: &Context, message: &SqsMessage) {
     let attempt = jobs::receive_count(message);
     let delay = (ctx.config.passback_retry_base.as_secs() << attempt.saturating_sub(1).min(20)) as i64;
-    if let Some(queue) = ctx.config.grade_passback_queue_url.as_deref() {
+    if let Ok(queue) = queue(ctx) {
         jobs::hide(ctx, queue, message, delay).await;
     }
 }

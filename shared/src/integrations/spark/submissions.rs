@@ -12,6 +12,7 @@ use super::webhook::{FileRef, Outcome, SOURCE, SubmissionPayload, UploadedPart, 
 use crate::domain::learning::quests::QUEST_MAPPED;
 use crate::domain::learning::submissions::{self, Recorded, Submission};
 use crate::domain::learning::{EvidenceBlock, LmsMapping, Quest, StoredFile};
+use crate::runtime::breaker;
 use crate::runtime::events::DomainEvent;
 use crate::runtime::jobs::QueueError;
 use crate::store::submission_jobs::JobStatus;
@@ -233,12 +234,17 @@ async fn store_files(
                     client =
                         Some(ctx.outbound(Some(ctx.config.spark_storage_domains.clone())).map_err(ApiError::internal)?);
                 }
-                let response = download(client.as_ref().expect("set above"), url).await?;
-                if response.content_length().is_some_and(|len| len > budget) {
-                    return Err(files::FileError::TooLarge(budget).into());
+                let client = client.as_ref().expect("set above");
+                let ticket = match breaker::admit(ctx, &file_host(url), MAX_CALLS_PER_FILE_HOST).await {
+                    breaker::Admission::Call(ticket) => ticket,
+                    breaker::Admission::Wait(seconds) => return Err(host_paused(seconds)),
+                };
+                let fetched = fetch(ctx, client, url, &key, budget).await;
+                match fetched.held_a_worker() {
+                    Some(failed) => breaker::record(ctx, ticket, !failed).await,
+                    None => breaker::release(ctx, ticket).await,
                 }
-                let body = response.bytes_stream().map(|chunk| chunk.map_err(reqwest::Error::without_url));
-                files::stream_to_s3(ctx, &key, body, budget).await?
+                fetched.stored()?
             }
             (None, Some(name)) => {
                 let part = parts.iter().find(|p| &p.name == name).ok_or_else(|| {
@@ -279,24 +285,100 @@ async fn store_files(
     Ok(())
 }
 
-/// Fetches a file URL through the SSRF guard, mapping refusals and failures to their answers.
-async fn download(client: &crate::support::outbound::OutboundClient, url: &str) -> Result<reqwest::Response, ApiError> {
+/// Downloads from one file host at once: two of the worker's 5 instances.
+const MAX_CALLS_PER_FILE_HOST: i64 = 2;
+
+/// A file host's breaker (see [`crate::runtime::breaker`]): one per host and port.
+fn file_host(url: &str) -> String {
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))))
+        .unwrap_or_default();
+    format!("files:{host}")
+}
+
+/// The answer while a file host is paused: the worker puts the job back for the rest of the pause.
+fn host_paused(seconds: i64) -> ApiError {
+    let mut e = ApiError::unavailable("the file host is paused after repeated failures");
+    e.code = FILE_HOST_PAUSED;
+    e.retry_after = Some(seconds.max(1) as u64);
+    e
+}
+
+const FILE_HOST_PAUSED: &str = "file_host_paused";
+
+/// How one file went.
+enum Fetch {
+    Stored(u64, files::Sniffed),
+    /// Our guard refused the URL: the host was not called.
+    Refused(ApiError),
+    /// The host gave no answer in time (a timeout, a dropped connection, a body that stopped).
+    NoAnswer(files::FileError),
+    /// The host answered, and the file was not stored (a status, too large, a refused type).
+    Answered(ApiError),
+    /// Our own failure (storage).
+    Ours(files::FileError),
+}
+
+impl Fetch {
+    /// What the fetch tells its host's breaker: `Some(true)` when the host held the worker without
+    /// answering, `Some(false)` when it answered, `None` when it was not reached or we failed.
+    fn held_a_worker(&self) -> Option<bool> {
+        match self {
+            Fetch::NoAnswer(_) => Some(true),
+            Fetch::Stored(..) | Fetch::Answered(_) => Some(false),
+            Fetch::Refused(_) | Fetch::Ours(_) => None,
+        }
+    }
+
+    fn stored(self) -> Result<(u64, files::Sniffed), ApiError> {
+        match self {
+            Fetch::Stored(size, sniffed) => Ok((size, sniffed)),
+            Fetch::Refused(e) | Fetch::Answered(e) => Err(e),
+            Fetch::NoAnswer(e) | Fetch::Ours(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Downloads one file through the SSRF guard, streaming it into `key`.
+async fn fetch(
+    ctx: &Context,
+    client: &crate::support::outbound::OutboundClient,
+    url: &str,
+    key: &str,
+    budget: u64,
+) -> Fetch {
     let refused = |e: &OutboundError| {
-        ApiError::new(
+        Fetch::Refused(ApiError::new(
             http::StatusCode::UNPROCESSABLE_ENTITY,
             "file_url_not_allowed",
             format!("File URLs must be https on Spark's storage hosts: {e}"),
-        )
+        ))
     };
-    let request = client.get(url).map_err(|e| refused(&e))?;
+    let request = match client.get(url) {
+        Ok(request) => request,
+        Err(e) => return refused(&e),
+    };
     // `OutboundError` carries no URL: a presigned URL is a credential and must not reach an answer or a log.
-    let response = request.send().await.map_err(OutboundError::from).map_err(|e| {
-        if e.is_refused() { refused(&e) } else { ApiError::from(files::FileError::Download(e.to_string())) }
-    })?;
+    let response = match request.send().await.map_err(OutboundError::from) {
+        Ok(response) => response,
+        Err(e) if e.is_refused() => return refused(&e),
+        Err(e) => return Fetch::NoAnswer(files::FileError::Download(e.to_string())),
+    };
     if !response.status().is_success() {
-        return Err(files::FileError::Download(format!("status {}", response.status().as_u16())).into());
+        let status = response.status().as_u16();
+        return Fetch::Answered(files::FileError::Download(format!("status {status}")).into());
     }
-    Ok(response)
+    if response.content_length().is_some_and(|len| len > budget) {
+        return Fetch::Answered(files::FileError::TooLarge(budget).into());
+    }
+    let body = response.bytes_stream().map(|chunk| chunk.map_err(reqwest::Error::without_url));
+    match files::stream_to_s3(ctx, key, body, budget).await {
+        Ok((size, sniffed)) => Fetch::Stored(size, sniffed),
+        Err(e @ files::FileError::Download(_)) => Fetch::NoAnswer(e),
+        Err(e @ files::FileError::Storage(_)) => Fetch::Ours(e),
+        Err(e) => Fetch::Answered(e.into()),
+    }
 }
 
 /// The worker: one queued submission.
@@ -314,7 +396,17 @@ pub async fn work(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueErr
     let payload: SubmissionPayload =
         serde_json::from_str(&item.payload).map_err(|e| QueueError(format!("malformed job payload: {e}")))?;
     let attempt = jobs::receive_count(&message);
-    let end = match process(&ctx, &payload).await {
+    let processed = process(&ctx, &payload).await;
+    if let Err(e) = &processed
+        && e.code == FILE_HOST_PAUSED
+        && let Some(queue) = ctx.config.submission_queue_url.as_deref()
+        && jobs::defer(&ctx, queue, &message, e.retry_after.unwrap_or(60) as i64).await?
+    {
+        // Waits out the pause on the queue without using an attempt (past a day, it is one).
+        tracing::info!(submission_id = item.submission_id, "submission deferred: its file host is paused");
+        return Ok(());
+    }
+    let end = match processed {
         Ok(Outcome::Recorded(r)) => JobStatus::Completed { completion_id: r.completion_id },
         Ok(Outcome::Pending | Outcome::Processing { .. }) => {
             JobStatus::Failed { error: "quest_not_found: no quest maps this assignment any more".into() }

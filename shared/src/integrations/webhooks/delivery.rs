@@ -19,6 +19,7 @@ use super::subscriptions::{self, MAX_PER_ORGANIZATION};
 use super::{Attempt, Delivery, DeliveryStatus, Subscription, Trigger, WEBHOOK_TEST, signing};
 use crate::domain::auth::Role;
 use crate::domain::auth::guard::Principal;
+use crate::runtime::breaker;
 use crate::runtime::events::DomainEvent;
 use crate::runtime::jobs::QueueError;
 use crate::runtime::ratelimit::{self, Rule};
@@ -62,6 +63,9 @@ enum Verdict {
     Permanent,
     /// No request was made: the subscription was deleted or disabled meanwhile.
     Abandoned,
+    /// No request was made through our own failure (its signing secret could not be read): retried on
+    /// the schedule, never held against the receiver.
+    Unsent,
 }
 
 /// The id of an event's delivery to one subscription: the same event fanned out twice is one delivery.
@@ -123,21 +127,39 @@ pub async fn deliver(ctx: Arc<Context>, message: SqsMessage) -> Result<(), Queue
         jobs::hide(&ctx, queue, &message, due - now).await;
         return Err(QueueError(format!("retry of {} is due in {} s", delivery.id, due - now)));
     }
+    let subscription = store.subscription(&delivery.subscription_id).await.map_err(fail)?;
+    let live = subscription.as_ref().filter(|s| s.active);
+    let ticket = match live {
+        Some(s) => match breaker::admit_job(&ctx, &destination(s), MAX_CALLS_PER_RECEIVER, queue, &message).await? {
+            Some(ticket) => Some(ticket),
+            None => return Ok(()),
+        },
+        None => None,
+    };
     let Some(lease) = store.claim_delivery(&delivery.id, now, LEASE_SECS, true).await.map_err(fail)? else {
+        if let Some(ticket) = ticket {
+            breaker::release(&ctx, ticket).await;
+        }
         jobs::hide(&ctx, queue, &message, LEASE_SECS).await;
         return Err(QueueError(format!("delivery {} is being attempted elsewhere", delivery.id)));
     };
-    let subscription = store.subscription(&delivery.subscription_id).await.map_err(fail)?;
-    let (attempt, verdict) = match &subscription {
-        Some(s) if s.active => send(&ctx, s, &delivery, Trigger::Automatic).await,
-        Some(_) => abandoned(&ctx, "subscription is disabled"),
-        None => abandoned(&ctx, "subscription was deleted"),
+    let (attempt, verdict) = match (live, &subscription) {
+        (Some(s), _) => send(&ctx, s, &delivery, Trigger::Automatic).await,
+        (None, Some(_)) => abandoned(&ctx, "subscription is disabled"),
+        (None, None) => abandoned(&ctx, "subscription was deleted"),
     };
+    if let Some(ticket) = ticket {
+        match held_a_worker(&attempt, verdict) {
+            Some(failed) => breaker::record(&ctx, ticket, !failed).await,
+            None => breaker::release(&ctx, ticket).await,
+        }
+    }
     let number = delivery.automatic_attempts as usize + 1;
     let retry_in = match verdict {
         Verdict::Retry(retry_after) => {
             ctx.config.webhook_retry_schedule.get(number - 1).map(|base| backoff(*base, retry_after))
         }
+        Verdict::Unsent => ctx.config.webhook_retry_schedule.get(number - 1).map(|base| backoff(*base, None)),
         _ => None,
     };
     let status = match (verdict, retry_in) {
@@ -249,6 +271,35 @@ fn new_delivery(event: &DomainEvent, subscription: &Subscription, now: i64) -> D
     }
 }
 
+/// A receiver's breaker (see [`crate::runtime::breaker`]): one per organization and host, so no
+/// organization's receiver can pause another's deliveries, and one organization's subscriptions on
+/// one hanging host open one breaker together.
+fn destination(subscription: &Subscription) -> String {
+    let host = url::Url::parse(&subscription.url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))))
+        .unwrap_or_default();
+    format!("webhook:{}:{host}", subscription.organization_id)
+}
+
+/// Deliveries to one receiver at once: a tenth of the worker's 100 (10 instances, batches of 10).
+const MAX_CALLS_PER_RECEIVER: i64 = 10;
+
+/// An answer slower than this holds a worker as a hang does; the breaker counts it as a failure.
+const SLOW_ANSWER_MS: u64 = 7_500;
+
+/// What an automatic attempt tells the receiver's breaker: `Some(true)` when it held a worker without
+/// a timely answer (no answer at all, or one slower than [`SLOW_ANSWER_MS`]), `Some(false)` when the
+/// receiver answered in time (whatever the status: quick refusals hold no one, and the retry
+/// schedule deals with them), `None` when nothing reached it (our guard refused the target).
+fn held_a_worker(attempt: &Attempt, verdict: Verdict) -> Option<bool> {
+    match (verdict, attempt.status_code) {
+        (Verdict::Abandoned | Verdict::Unsent, _) | (Verdict::Permanent, None) => None,
+        (Verdict::Retry(_), None) => Some(true),
+        _ => Some(attempt.duration_ms > SLOW_ANSWER_MS),
+    }
+}
+
 /// One signed POST to the subscription's URL, through the SSRF guard, within 15 seconds.
 async fn send(ctx: &Context, subscription: &Subscription, delivery: &Delivery, trigger: Trigger) -> (Attempt, Verdict) {
     let at = ctx.clock.now();
@@ -258,7 +309,7 @@ async fn send(ctx: &Context, subscription: &Subscription, delivery: &Delivery, t
         Ok(secrets) => secrets,
         Err(_) => {
             attempt.error = Some("signing secret unavailable; not sent".into());
-            return (attempt, Verdict::Retry(None));
+            return (attempt, Verdict::Unsent);
         }
     };
     let request = match ctx.webhook_client().and_then(|client| client.post(&subscription.url)) {
@@ -326,7 +377,7 @@ async fn record_health(ctx: &Context, subscription: &Subscription, verdict: Verd
         Verdict::Success if subscription.failing_since.is_some() => {
             store.clear_subscription_failure(&subscription.id).await.map(drop)
         }
-        Verdict::Success | Verdict::Abandoned => Ok(()),
+        Verdict::Success | Verdict::Abandoned | Verdict::Unsent => Ok(()),
         Verdict::Gone => disable(ctx, subscription, "gone", now).await,
         Verdict::Retry(_) | Verdict::Permanent => match store.note_subscription_failure(&subscription.id, now).await {
             Ok(Some(since)) if now - since >= ctx.config.webhook_disable_after.as_secs() as i64 => {
