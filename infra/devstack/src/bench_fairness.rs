@@ -1,6 +1,6 @@
 //! `devstack bench-fairness`: what a hanging neighbour costs a healthy organization. Webhook
 //! deliveries of organization `maple` to a receiver that answers at once go through the delivery
-//! worker (`workers` concurrent instances, batches of 10, as the template's event source), first
+//! worker (`workers` concurrent instances, one delivery each, as the template's event source), first
 //! alone, then queued behind `neighbour` deliveries of organization `lincoln` to a receiver that never
 //! answers (every attempt waits for the 15 s timeout). The breaker of Lincoln's receiver
 //! (`hub::runtime::breaker`) is what keeps Maple's figures close to the first run's.

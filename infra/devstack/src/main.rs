@@ -15,7 +15,7 @@
 //! devstack bench-oauth [--requests 200] [--concurrency 4] [--reference-token-url URL --reference-introspect-url URL]
 //! devstack bench-clever [--schools 1] [--students 10000] [--teachers 500] [--sections 400] [--realistic-users]
 //!                    [--page-size N] [--events-page-size N] [--rollover] [--concurrency 5] [--worker PATH]
-//! devstack bench-fairness [--deliveries 200] [--neighbour 200] [--workers 10] a healthy school's deliveries behind a hanging one
+//! devstack bench-fairness [--deliveries 200] [--neighbour 200] [--workers 25] a healthy school's deliveries behind a hanging one
 //! devstack bench-outbound-cache [--hosts 10000]        memory of the per-host outbound clients
 //! devstack coldstart BINARY... [--runs 10]              init time, first invocation and peak memory
 //! ```
@@ -208,7 +208,7 @@ enum Command {
         deliveries: usize,
         #[arg(long, default_value_t = 200)]
         neighbour: usize,
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 25)]
         workers: usize,
     },
     /// Resident memory of the outbound clients one warm instance keeps as launches name new hosts.

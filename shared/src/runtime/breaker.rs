@@ -1,15 +1,18 @@
 //! Circuit breakers of outbound destinations (the LMS of one registration, Spark's API, a webhook
-//! receiver). A destination that failed or hung [`FAILURES_TO_OPEN`] times within [`WINDOW_SECS`]
+//! receiver, a file host), and each destination's share of the workers.
+//!
+//! **Breaker.** A destination that failed or hung [`FAILURES_TO_OPEN`] times within [`WINDOW_SECS`]
 //! is left alone for a pause of [`FIRST_PAUSE_SECS`], doubled each time it opens again without a
 //! success between, at most [`MAX_PAUSE_SECS`]. Its jobs wait out the pause without calling it, so
 //! they hold no worker while every other organization's jobs flow. After a pause one job at a time is
 //! the probe (the others wait up to [`PROBE_SECS`] more): a success closes the breaker; a failure
 //! opens it again at once.
 //!
-//! Before a breaker can know that a destination hangs, its calls must time out; so each destination
-//! also has at most a few calls in flight at once (the caller's `max_in_flight`, a share of its
-//! workers): the jobs past it wait [`BUSY_SECS`] on the queue, and a destination that starts hanging
-//! holds no more than that share while its first failures are counted.
+//! **Share.** Before a breaker can know that a destination hangs, its calls must time out; so each
+//! share (a destination, or all the destinations of one owner) has at most a few calls in flight at
+//! once, a share of its worker's instances. The jobs past it wait on the queue, longer each time, and
+//! a destination that starts hanging holds no more than its share while its first failures are
+//! counted.
 
 use aws_lambda_events::sqs::SqsMessage;
 
@@ -23,25 +26,46 @@ pub const FIRST_PAUSE_SECS: i64 = 60;
 pub const MAX_PAUSE_SECS: i64 = 900;
 /// How long a probe has the destination to itself (longer than any job's calls take).
 pub const PROBE_SECS: i64 = 30;
-/// How long a job first waits on the queue when its destination has its most calls in flight
-/// already (after [`BUSY_RETRIES_MS`] in the worker); each time again, as long as it waited so far.
-pub const BUSY_SECS: i64 = 1;
-/// The pauses of a queued job, in the worker, before it waits [`BUSY_SECS`] on the queue.
+/// The first wait on the queue of a job whose share is full (after [`BUSY_RETRIES_MS`] in the
+/// worker); each later one is as long as it has waited so far, plus a tenth, at most [`PROBE_SECS`].
+pub const BUSY_SECS: i64 = 2;
+/// The pauses in the worker of a job whose share is full, the first time only: a healthy
+/// destination's calls end within moments, and a burst need not go round the queue.
 const BUSY_RETRIES_MS: [u64; 3] = [50, 150, 300];
+
+/// Where a job's calls go.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    /// The breaker's key: what fails together (`lti:<registration>`, `webhook:<org>:<host:port>`...).
+    pub breaker: String,
+    /// The share's key: what may hold at most `max_in_flight` calls at once (the destination itself,
+    /// or all of one organization's receivers).
+    pub share: String,
+    pub max_in_flight: i64,
+}
+
+impl Destination {
+    /// A destination that is its own share.
+    pub fn new(key: String, max_in_flight: i64) -> Self {
+        Self { share: key.clone(), breaker: key, max_in_flight }
+    }
+}
 
 /// What a job may do about its destination.
 #[derive(Debug)]
 pub enum Admission {
-    /// Call it; report how it went with [`record`].
+    /// Call it; report how it went with [`record`], or give the place back with [`release`].
     Call(Ticket),
     /// The destination is paused for this many seconds more.
-    Wait(i64),
+    Paused(i64),
+    /// Its share has its most calls in flight.
+    Busy,
 }
 
 /// A call's permission, and the breaker as it stood.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Ticket {
-    destination: String,
+    destination: Destination,
     state: BreakerState,
     /// This call is the probe after a pause.
     probe: bool,
@@ -49,88 +73,97 @@ pub struct Ticket {
     started_in: Option<i64>,
 }
 
-/// Whether a job may call `destination` now, with at most `max_in_flight` calls to it at once. A
-/// store failure lets the call through: the breaker protects others' throughput, it never stops a
-/// job on its own failure.
-pub async fn admit(ctx: &Context, destination: &str, max_in_flight: i64) -> Admission {
+/// Whether a job may call `destination` now. A breaker that cannot be read lets the call through
+/// (the breaker protects others' throughput; it never stops a job on its own failure); a share
+/// whose count cannot be taken does not (the job waits a moment).
+pub async fn admit(ctx: &Context, destination: &Destination) -> Admission {
     let now = ctx.clock.now();
-    let state = match ctx.store().breaker(destination, now).await {
+    let store = ctx.store();
+    let key = destination.breaker.as_str();
+    let state = match store.breaker(key, now).await {
         Ok(state) => state,
         Err(e) => {
-            tracing::warn!(destination, error = %e, "breaker not read; calling");
+            tracing::warn!(destination = key, error = %e, "breaker not read; calling");
             BreakerState::default()
         }
     };
     let ticket =
-        |probe, started_in| Ticket { destination: destination.to_string(), state: state.clone(), probe, started_in };
+        |probe, started_in| Ticket { destination: destination.clone(), state: state.clone(), probe, started_in };
     match state.open_until {
-        Some(until) if until > now => Admission::Wait(until - now),
+        Some(until) if until > now => Admission::Paused(until - now),
         // Paused before: one job probes, the others wait for its outcome.
-        Some(_) => match ctx.store().claim_breaker_probe(destination, now, now + PROBE_SECS).await {
+        Some(_) => match store.claim_breaker_probe(key, now, now + PROBE_SECS).await {
             Ok(true) => Admission::Call(ticket(true, None)),
-            Ok(false) => Admission::Wait(PROBE_SECS),
+            Ok(false) => Admission::Paused(PROBE_SECS),
             Err(e) => {
-                tracing::warn!(destination, error = %e, "breaker probe not claimed; calling");
+                tracing::warn!(destination = key, error = %e, "breaker probe not claimed; calling");
                 Admission::Call(ticket(true, None))
             }
         },
         None => {
+            let in_flight_before = if destination.share == destination.breaker {
+                Ok(state.calls_last_minute)
+            } else {
+                store.breaker(&destination.share, now).await.map(|s| s.calls_last_minute)
+            };
             let minute = now / 60;
-            let room = max_in_flight - state.calls_last_minute;
+            let room = match in_flight_before {
+                Ok(calls) => destination.max_in_flight - calls,
+                Err(_) => 0,
+            };
             if room <= 0 {
-                return Admission::Wait(BUSY_SECS);
+                return Admission::Busy;
             }
-            match ctx.store().start_breaker_call(destination, minute, room, now).await {
+            match store.start_breaker_call(&destination.share, minute, room, now).await {
                 Ok(true) => Admission::Call(ticket(false, Some(minute))),
-                Ok(false) => Admission::Wait(BUSY_SECS),
+                Ok(false) => Admission::Busy,
                 Err(e) => {
-                    tracing::warn!(destination, error = %e, "call in flight not counted; calling");
-                    Admission::Call(ticket(false, None))
+                    tracing::warn!(share = destination.share, error = %e, "call in flight not counted; waiting");
+                    Admission::Busy
                 }
             }
         }
     }
 }
 
-/// [`admit`] for a queued job: `Some(ticket)` to call the destination now; `None` when it is paused
-/// and the job has been put back on `queue_url` for the rest of the pause (its receives untouched;
-/// the caller reports the message done). A job paused for [`jobs::MAX_DEFERRAL_SECS`] in all is let
-/// through, so its own retry schedule, not the breaker, decides when it gives up.
+/// [`admit`] for a queued job: `Some(ticket)` to call the destination now; `None` when the job has
+/// been put back on `queue_url` to wait (its receives untouched; the caller reports the message done).
+/// A job that has waited [`jobs::MAX_DEFERRAL_SECS`] in all is hidden for the wait instead and
+/// reported failed, so its receives count toward the dead-letter queue and its alarm.
 pub async fn admit_job(
     ctx: &Context,
-    destination: &str,
-    max_in_flight: i64,
+    destination: &Destination,
     queue_url: &str,
     message: &SqsMessage,
 ) -> Result<Option<Ticket>, QueueError> {
-    let mut admission = admit(ctx, destination, max_in_flight).await;
-    // A destination at its most calls usually frees a place within moments (its calls are quick);
-    // a short wait here keeps a healthy burst from a round trip through the queue.
-    for pause_ms in BUSY_RETRIES_MS {
-        if !matches!(admission, Admission::Wait(BUSY_SECS)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
-        admission = admit(ctx, destination, max_in_flight).await;
-    }
-    match admission {
-        Admission::Call(ticket) => Ok(Some(ticket)),
-        Admission::Wait(seconds) => {
-            // Still busy: a job that waited before waits as long again (a destination whose calls
-            // hang keeps its jobs busy until its breaker opens; they back off meanwhile).
-            let seconds = if seconds == BUSY_SECS {
-                jobs::deferred_for(ctx, message).clamp(BUSY_SECS, PROBE_SECS)
-            } else {
-                seconds
-            };
-            if jobs::defer(ctx, queue_url, message, seconds).await? {
-                tracing::info!(destination, seconds, "job deferred: its destination is paused");
-                return Ok(None);
+    let waited = jobs::deferred_for(ctx, message);
+    let mut admission = admit(ctx, destination).await;
+    if waited == 0 {
+        for pause_ms in BUSY_RETRIES_MS {
+            if !matches!(admission, Admission::Busy) {
+                break;
             }
-            let state = ctx.store().breaker(destination, ctx.clock.now()).await.unwrap_or_default();
-            Ok(Some(Ticket { destination: destination.to_string(), state, probe: false, started_in: None }))
+            tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+            admission = admit(ctx, destination).await;
         }
     }
+    let seconds = match admission {
+        Admission::Call(ticket) => return Ok(Some(ticket)),
+        Admission::Paused(seconds) => seconds,
+        // A destination whose calls hang keeps its share full until its breaker opens: its jobs back
+        // off meanwhile, apart (the jitter).
+        Admission::Busy => {
+            let wait = waited.max(BUSY_SECS);
+            (wait + rand::random_range(0..=wait / 10)).min(PROBE_SECS)
+        }
+    };
+    if jobs::defer(ctx, queue_url, message, seconds).await? {
+        tracing::info!(destination = destination.breaker, seconds, "job deferred: its destination is paused or busy");
+        return Ok(None);
+    }
+    jobs::hide(ctx, queue_url, message, seconds).await;
+    tracing::warn!(destination = destination.breaker, "job waited a day for its destination; counted as a failure");
+    Err(QueueError(format!("{} has been paused or busy for a day", destination.breaker)))
 }
 
 /// A call that could not be tried (our own failure, not the destination's): nothing is counted, and a
@@ -138,46 +171,43 @@ pub async fn admit_job(
 pub async fn release(ctx: &Context, ticket: Ticket) {
     finish(ctx, &ticket).await;
     if ticket.probe
-        && let Err(e) = ctx.store().release_breaker_probe(&ticket.destination).await
+        && let Err(e) = ctx.store().release_breaker_probe(&ticket.destination.breaker).await
     {
-        tracing::warn!(destination = ticket.destination, error = %e, "breaker probe not released");
+        tracing::warn!(destination = ticket.destination.breaker, error = %e, "breaker probe not released");
     }
 }
 
 /// Records how a call went: a success closes the breaker; failures open it (see the module doc).
+/// The outcome is counted before the call's place is freed, so no job takes the place of a failed
+/// call before its failure can open the breaker.
 pub async fn record(ctx: &Context, ticket: Ticket, succeeded: bool) {
-    // The outcome is counted before the call's place is freed, so no job takes the place of a
-    // failed call before its failure can open the breaker.
-    let finished = Ticket { state: BreakerState::default(), ..ticket.clone() };
-    let Ticket { destination, state, .. } = ticket;
+    let destination = ticket.destination.breaker.as_str();
+    let state = &ticket.state;
     let store = ctx.store();
     let now = ctx.clock.now();
     let outcome = if succeeded {
-        let closed = BreakerState { calls_last_minute: state.calls_last_minute, ..BreakerState::default() };
-        if state == closed { Ok(()) } else { store.close_breaker(&destination).await }
+        let untouched = state.open_until.is_none() && state.failures == 0 && state.openings == 0;
+        // A call that started before the breaker opened cannot close it: only the probe's success does.
+        if untouched { Ok(()) } else { store.close_breaker(destination, ticket.probe).await }
     } else {
-        let reopen = state.openings > 0;
-        let failures = if reopen {
+        let failures = if state.openings > 0 {
             Ok(FAILURES_TO_OPEN)
         } else {
-            store.count_breaker_failure(&destination, now, now - WINDOW_SECS).await
+            store.count_breaker_failure(destination, now, now - WINDOW_SECS).await
         };
         match failures {
             Ok(failures) if failures >= FAILURES_TO_OPEN => {
                 let pause = (FIRST_PAUSE_SECS << state.openings.clamp(0, 8)).min(MAX_PAUSE_SECS);
-                match store.open_breaker(&destination, now, now + pause).await {
-                    Ok(true) => {
+                store.open_breaker(destination, now, now + pause).await.map(|opened| {
+                    if opened {
                         tracing::warn!(
                             alert = "destination_paused",
                             destination,
                             pause,
                             "a destination keeps failing or hanging: its jobs wait"
                         );
-                        Ok(())
                     }
-                    Ok(false) => Ok(()),
-                    Err(e) => Err(e),
-                }
+                })
             }
             Ok(_) => Ok(()),
             Err(e) => Err(e),
@@ -186,14 +216,14 @@ pub async fn record(ctx: &Context, ticket: Ticket, succeeded: bool) {
     if let Err(e) = outcome {
         tracing::warn!(destination, error = %e, "breaker not updated");
     }
-    finish(ctx, &finished).await;
+    finish(ctx, &ticket).await;
 }
 
 /// Takes the call back from its minute's count of calls in flight.
 async fn finish(ctx: &Context, ticket: &Ticket) {
     if let Some(minute) = ticket.started_in
-        && let Err(e) = ctx.store().finish_breaker_call(&ticket.destination, minute).await
+        && let Err(e) = ctx.store().finish_breaker_call(&ticket.destination.share, minute).await
     {
-        tracing::warn!(destination = ticket.destination, error = %e, "call in flight not taken back");
+        tracing::warn!(share = ticket.destination.share, error = %e, "call in flight not taken back");
     }
 }

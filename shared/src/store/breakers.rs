@@ -100,9 +100,11 @@ impl Store<'_> {
             .key("pk", s(breaker_pk(destination)))
             .key("sk", s("CALLS"))
             .update_expression("ADD #m :minus")
-            .condition_expression("attribute_exists(#m)")
+            // Never below zero (an SDK retry of a decrement that went through is refused).
+            .condition_expression("#m > :zero")
             .expression_attribute_names("#m", minute_key(minute))
             .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":zero", n(0))
             .send()
             .await;
         condition_held(result).map(|_| ())
@@ -190,17 +192,19 @@ impl Store<'_> {
         condition_held(result).map(|_| ())
     }
 
-    /// A call got through: the breaker closes and forgets its failures.
-    pub async fn close_breaker(&self, destination: &str) -> Result<(), StoreError> {
-        self.client
+    /// A call got through: the breaker closes and forgets its failures. Only the probe's success
+    /// closes an open breaker (a call that started before it opened may end after).
+    pub async fn close_breaker(&self, destination: &str, probe: bool) -> Result<(), StoreError> {
+        let mut delete = self
+            .client
             .delete_item()
             .table_name(self.table)
             .key("pk", s(breaker_pk(destination)))
-            .key("sk", s("STATE"))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(())
+            .key("sk", s("STATE"));
+        if !probe {
+            delete = delete.condition_expression("attribute_not_exists(open_until)");
+        }
+        condition_held(delete.send().await).map(drop)
     }
 }
 

@@ -154,19 +154,20 @@ impl OutboundClient {
 /// instance. Each client building its own costs about 120 KB and 3 ms (measured by
 /// `devstack bench-outbound-cache`), which a cache of hundreds of per-host clients multiplies.
 fn shared_tls() -> Result<rustls::ClientConfig, OutboundError> {
-    static TLS: std::sync::OnceLock<Result<rustls::ClientConfig, String>> = std::sync::OnceLock::new();
-    let made = TLS.get_or_init(|| {
-        use rustls_platform_verifier::BuilderVerifierExt;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .and_then(|builder| builder.with_platform_verifier())
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(config)
-    });
-    made.clone().map_err(OutboundError::Tls)
+    static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+    if let Some(config) = TLS.get() {
+        return Ok(config.clone());
+    }
+    // A failure is not kept: the next client tries again.
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_platform_verifier())
+        .map_err(|e| OutboundError::Tls(e.to_string()))?
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TLS.get_or_init(|| config).clone())
 }
 
 fn check_url(policy: &OutboundPolicy, raw: &str) -> Result<Url, OutboundError> {

@@ -77,6 +77,9 @@ fn template_binaries_catalogue_and_events_agree() {
     }
 }
 
+/// The workers whose calls go through `hub::runtime::breaker::admit_job`.
+const PACED_WORKERS: [&str; 3] = ["grade-passback", "webhook-deliver", "spark-submission-worker"];
+
 /// API Gateway gives up on an HTTP function after 30 s: each must answer within 29. A queue hides a
 /// message longer than its consumer may run, so a running job is never handed to a second worker.
 #[test]
@@ -102,6 +105,18 @@ fn http_functions_fit_the_gateway_and_queues_outlast_their_consumers() {
                 "{}: no SQSPollerPolicy on {queue} (its messages cannot be hidden for a backoff): {pollers:?}",
                 f.binary
             );
+            // Workers whose jobs go through a destination's breaker and share put waiting jobs back on
+            // their own queue, and take one job per instance (an instance is held by its slowest job).
+            if PACED_WORKERS.contains(&f.binary.as_str()) {
+                let senders: Vec<String> = function["Policies"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| devstack::template::ref_target(&p["SQSSendMessagePolicy"]["QueueName"]))
+                    .collect();
+                assert!(senders.contains(queue), "{}: may not put waiting jobs back on {queue}", f.binary);
+                assert_eq!(f.queues.iter().map(|(_, batch)| *batch).collect::<Vec<_>>(), [1], "{}: batches", f.binary);
+            }
             let (_, _, properties) = resources.iter().find(|(id, _, _)| id == queue).expect("the queue");
             let visibility = properties["VisibilityTimeout"].as_i64().unwrap_or(30);
             assert!(

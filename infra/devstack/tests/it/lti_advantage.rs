@@ -515,14 +515,12 @@ async fn a_hanging_lms_is_paused_while_other_schools_scores_keep_flowing() {
     }
     hub::runtime::jobs::enqueue(&worker, &queue, &score_job(&maple_registration, &maple_item, 0)).await.unwrap();
 
-    let started = std::time::Instant::now();
-    while maple.scores(&maple_item).is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(60), "Maple's score waited more than a minute");
-        lms.t.gateway.poll("grade-passback", 0).await.unwrap();
-    }
+    // The worker at its template concurrency (10 instances, one score each).
+    lms.t.work_until("grade-passback", 10, Duration::from_secs(60), || !maple.scores(&maple_item).is_empty()).await;
     assert_eq!(maple.scores(&maple_item).len(), 1, "Maple's score is in its gradebook");
-    // Lincoln's LMS was called only until its breaker opened; its jobs wait, none lost or dead.
-    assert!(*lms.platform.token_requests.lock().unwrap() <= 10, "a paused LMS is not called");
+    // Lincoln's LMS held at most its share of the workers (2 at once, and 2 more before the third
+    // timeout opened its breaker); its jobs wait, none lost or dead.
+    assert!(*lms.platform.token_requests.lock().unwrap() <= 4, "a paused LMS is not called");
     let paused =
         lms.t.ctx.store().breaker(&format!("lti:{}", registration_id(&lms)), lms.t.ctx.clock.now()).await.unwrap();
     assert!(paused.open_until.is_some_and(|until| until > lms.t.ctx.clock.now()), "{paused:?}");
@@ -534,50 +532,52 @@ async fn a_hanging_lms_is_paused_while_other_schools_scores_keep_flowing() {
 async fn a_breaker_opens_after_three_failures_pauses_longer_each_time_closes_on_a_success_and_caps_calls_in_flight() {
     let lms = setup("ltibreaker").await;
     let ctx = &lms.t.ctx;
-    use hub::runtime::breaker::{Admission, admit, record};
+    use hub::runtime::breaker::{Admission, Destination, admit, record};
     let call = |admission: Admission| match admission {
         Admission::Call(ticket) => ticket,
-        Admission::Wait(seconds) => panic!("paused for {seconds} s"),
+        other => panic!("not admitted: {other:?}"),
     };
     let waits = |admission: Admission| match admission {
-        Admission::Wait(seconds) => seconds,
-        Admission::Call(_) => panic!("not paused"),
+        Admission::Paused(seconds) => seconds,
+        other => panic!("not paused: {other:?}"),
     };
+    let busy = |admission: Admission| assert!(matches!(admission, Admission::Busy), "{admission:?}");
+    let to = |key: &str, max: i64| Destination::new(key.into(), max);
     for _ in 0..2 {
-        record(ctx, call(admit(ctx, "lms-a", 10).await), false).await;
+        record(ctx, call(admit(ctx, &to("lms-a", 10)).await), false).await;
     }
-    record(ctx, call(admit(ctx, "lms-b", 10).await), false).await;
-    call(admit(ctx, "lms-a", 10).await); // two failures: still closed
-    record(ctx, call(admit(ctx, "lms-a", 10).await), false).await;
-    assert_eq!(waits(admit(ctx, "lms-a", 10).await), 60, "three failures in a minute: a minute's pause");
-    call(admit(ctx, "lms-b", 10).await);
+    record(ctx, call(admit(ctx, &to("lms-b", 10)).await), false).await;
+    call(admit(ctx, &to("lms-a", 10)).await); // two failures: still closed
+    record(ctx, call(admit(ctx, &to("lms-a", 10)).await), false).await;
+    assert_eq!(waits(admit(ctx, &to("lms-a", 10)).await), 60, "three failures in a minute: a minute's pause");
+    call(admit(ctx, &to("lms-b", 10)).await);
     ctx.clock.advance(61);
-    let probe = call(admit(ctx, "lms-a", 10).await);
-    assert_eq!(waits(admit(ctx, "lms-a", 10).await), 30, "one probe at a time after a pause");
+    let probe = call(admit(ctx, &to("lms-a", 10)).await);
+    assert_eq!(waits(admit(ctx, &to("lms-a", 10)).await), 30, "one probe at a time after a pause");
     record(ctx, probe, false).await;
-    assert_eq!(waits(admit(ctx, "lms-a", 10).await), 120, "a failed probe: twice the pause, at once");
+    assert_eq!(waits(admit(ctx, &to("lms-a", 10)).await), 120, "a failed probe: twice the pause, at once");
     ctx.clock.advance(121);
-    record(ctx, call(admit(ctx, "lms-a", 10).await), true).await;
+    record(ctx, call(admit(ctx, &to("lms-a", 10)).await), true).await;
     assert_eq!(ctx.store().breaker("lms-a", ctx.clock.now()).await.unwrap().open_until, None, "a success closes it");
     // At most `max_in_flight` calls at once; one that ends frees its place; a count a crashed
     // worker never took back is forgotten two minutes on.
     ctx.clock.advance(60 - ctx.clock.now() % 60); // at the start of a minute
-    let first = call(admit(ctx, "lms-d", 2).await);
-    let _second = call(admit(ctx, "lms-d", 2).await);
-    assert_eq!(waits(admit(ctx, "lms-d", 2).await), hub::runtime::breaker::BUSY_SECS, "two in flight already");
+    let first = call(admit(ctx, &to("lms-d", 2)).await);
+    let _second = call(admit(ctx, &to("lms-d", 2)).await);
+    busy(admit(ctx, &to("lms-d", 2)).await); // two in flight already
     record(ctx, first, true).await;
-    let _third = call(admit(ctx, "lms-d", 2).await);
-    assert_eq!(waits(admit(ctx, "lms-d", 2).await), hub::runtime::breaker::BUSY_SECS);
+    let _third = call(admit(ctx, &to("lms-d", 2)).await);
+    busy(admit(ctx, &to("lms-d", 2)).await);
     ctx.clock.advance(61);
-    assert_eq!(waits(admit(ctx, "lms-d", 2).await), hub::runtime::breaker::BUSY_SECS, "last minute's calls count");
+    busy(admit(ctx, &to("lms-d", 2)).await); // last minute's calls count
     ctx.clock.advance(60);
-    call(admit(ctx, "lms-d", 2).await);
+    call(admit(ctx, &to("lms-d", 2)).await);
     // Failures far apart never open it.
     for _ in 0..5 {
-        record(ctx, call(admit(ctx, "lms-c", 10).await), false).await;
+        record(ctx, call(admit(ctx, &to("lms-c", 10)).await), false).await;
         ctx.clock.advance(61);
     }
-    call(admit(ctx, "lms-c", 10).await);
+    call(admit(ctx, &to("lms-c", 10)).await);
 }
 
 /// The sync a roster-sync request answered (`202`, its status at `Location`), once the worker ran it.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use aws_lambda_events::sqs::SqsMessage;
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::breaker;
+use crate::runtime::breaker::{self, Destination};
 use crate::runtime::events::DomainEvent;
 use crate::runtime::jobs::QueueError;
 use crate::{Context, runtime::jobs};
@@ -34,12 +34,14 @@ pub enum PassbackJob {
 }
 
 impl PassbackJob {
-    /// The destination whose breaker the job goes through: Spark's API, or one LMS registration.
-    fn destination(&self) -> String {
-        match self {
+    /// The destination whose breaker and share the job goes through: Spark's API, or one LMS
+    /// registration.
+    fn destination(&self) -> Destination {
+        let key = match self {
             Self::Spark(_) => "spark".into(),
             Self::Lti(s) => format!("lti:{}", s.registration_id),
-        }
+        };
+        Destination::new(key, MAX_CALLS_PER_LMS)
     }
 
     fn completion_id(&self) -> &str {
@@ -100,8 +102,8 @@ pub async fn enqueue(ctx: &Context, event: &DomainEvent) -> Result<(), QueueErro
     Ok(())
 }
 
-/// Jobs calling one LMS at once: a fifth of the worker's 10 (2 instances, batches of 5), so an LMS
-/// that starts hanging holds no more while its breaker counts the first timeouts.
+/// Jobs calling one LMS at once: a fifth of the worker's 10 instances (one job each), so an LMS that
+/// starts hanging holds no more while its breaker counts the first timeouts.
 const MAX_CALLS_PER_LMS: i64 = 2;
 
 /// What one job's calls may take in all (token, post, a fresh token and the post again): well under
@@ -112,8 +114,7 @@ const JOB_BUDGET: Duration = Duration::from_secs(20);
 /// [`crate::runtime::breaker`]): then the job waits out the pause on the queue, holding no worker.
 pub async fn deliver(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueError> {
     let job: PassbackJob = jobs::parse(&message)?;
-    let Some(ticket) = breaker::admit_job(&ctx, &job.destination(), MAX_CALLS_PER_LMS, queue(&ctx)?, &message).await?
-    else {
+    let Some(ticket) = breaker::admit_job(&ctx, &job.destination(), queue(&ctx)?, &message).await? else {
         return Ok(());
     };
     let post = async {

@@ -12,7 +12,7 @@ use super::webhook::{FileRef, Outcome, SOURCE, SubmissionPayload, UploadedPart, 
 use crate::domain::learning::quests::QUEST_MAPPED;
 use crate::domain::learning::submissions::{self, Recorded, Submission};
 use crate::domain::learning::{EvidenceBlock, LmsMapping, Quest, StoredFile};
-use crate::runtime::breaker;
+use crate::runtime::breaker::{self, Destination};
 use crate::runtime::events::DomainEvent;
 use crate::runtime::jobs::QueueError;
 use crate::store::submission_jobs::JobStatus;
@@ -58,11 +58,12 @@ pub async fn accept(ctx: &Context, p: &SubmissionPayload, parts: &[UploadedPart]
     if p.submission_files.iter().any(|f| f.url.is_some()) {
         return submission_jobs::queue(ctx, &key, p).await;
     }
-    record_with_files(ctx, &user_id, &quest, &key, p, parts).await.map(Outcome::Recorded)
+    record_with_files(ctx, &user_id, &quest, &key, p, parts, &mut FileHosts::default()).await.map(Outcome::Recorded)
 }
 
-/// Records a submission now, downloading its files (the submission worker, for queued ones).
-pub async fn process(ctx: &Context, p: &SubmissionPayload) -> Result<Outcome, ApiError> {
+/// Records a submission now, downloading its files (the submission worker, for queued ones); what
+/// each file host did is noted in `hosts`.
+async fn process(ctx: &Context, p: &SubmissionPayload, hosts: &mut FileHosts) -> Result<Outcome, ApiError> {
     let key = idempotency_key(p);
     if let Some(completion_id) = ctx.store().submission_completion(SOURCE, &key).await? {
         return Ok(Outcome::Recorded(Recorded { completion_id, duplicate: true }));
@@ -71,7 +72,7 @@ pub async fn process(ctx: &Context, p: &SubmissionPayload) -> Result<Outcome, Ap
     let Some(quest) = mapped_quest(ctx, p).await? else {
         return Err(ApiError::not_found("quest_not_found", "No quest maps this assignment any more"));
     };
-    record_with_files(ctx, &user_id, &quest, &key, p, &[]).await.map(Outcome::Recorded)
+    record_with_files(ctx, &user_id, &quest, &key, p, &[], hosts).await.map(Outcome::Recorded)
 }
 
 /// The hub user of the submission's Spark student.
@@ -174,6 +175,7 @@ async fn record_with_files(
     key: &str,
     p: &SubmissionPayload,
     parts: &[UploadedPart],
+    hosts: &mut FileHosts,
 ) -> Result<Recorded, ApiError> {
     let mut blocks = Vec::new();
     if let Some(text) = p.submission_text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
@@ -188,7 +190,8 @@ async fn record_with_files(
     let result = async {
         // Bounded well inside the worker's timeout, so a slow host fails this attempt cleanly (its
         // stored files removed below) instead of the Lambda being killed mid-way.
-        tokio::time::timeout(FILES_BUDGET, store_files(ctx, user_id, &p.submission_files, parts, &mut blocks, &mut stored))
+        let files = store_files(ctx, user_id, &p.submission_files, parts, &mut blocks, &mut stored, hosts);
+        tokio::time::timeout(FILES_BUDGET, files)
             .await
             .map_err(|_| files::FileError::Download("the files took too long to download".into()))??;
         let lms_ref = serde_json::json!({ "platform": SOURCE, "user_id": p.spark_user_id, "course_id": p.spark_course_id,
@@ -216,6 +219,7 @@ async fn store_files(
     parts: &[UploadedPart],
     blocks: &mut Vec<EvidenceBlock>,
     stored: &mut Vec<String>,
+    hosts: &mut FileHosts,
 ) -> Result<(), ApiError> {
     if let Some(unlisted) = parts.iter().find(|p| !refs.iter().any(|r| r.part.as_deref() == Some(p.name.as_str()))) {
         return Err(ApiError::bad_request(
@@ -235,15 +239,15 @@ async fn store_files(
                         Some(ctx.outbound(Some(ctx.config.spark_storage_domains.clone())).map_err(ApiError::internal)?);
                 }
                 let client = client.as_ref().expect("set above");
-                let ticket = match breaker::admit(ctx, &file_host(url), MAX_CALLS_PER_FILE_HOST).await {
-                    breaker::Admission::Call(ticket) => ticket,
-                    breaker::Admission::Wait(seconds) => return Err(host_paused(seconds)),
-                };
+                // Noted before the fetch: the files' budget may cut it short.
+                hosts.in_progress = Some(file_host(url));
                 let fetched = fetch(ctx, client, url, &key, budget).await;
+                let host = hosts.in_progress.take().expect("set above");
                 match fetched.held_a_worker() {
-                    Some(failed) => breaker::record(ctx, ticket, !failed).await,
-                    None => breaker::release(ctx, ticket).await,
-                }
+                    Some(true) => hosts.hung.insert(host),
+                    Some(false) => hosts.answered.insert(host),
+                    None => false,
+                };
                 fetched.stored()?
             }
             (None, Some(name)) => {
@@ -285,8 +289,9 @@ async fn store_files(
     Ok(())
 }
 
-/// Downloads from one file host at once: two of the worker's 5 instances.
-const MAX_CALLS_PER_FILE_HOST: i64 = 2;
+/// Downloads from one file host at once: three of the worker's 5 instances (Spark is one
+/// organization; the share keeps a hanging host from holding the files of its other hosts).
+const MAX_CALLS_PER_FILE_HOST: i64 = 3;
 
 /// A file host's breaker (see [`crate::runtime::breaker`]): one per host and port.
 fn file_host(url: &str) -> String {
@@ -297,15 +302,31 @@ fn file_host(url: &str) -> String {
     format!("files:{host}")
 }
 
-/// The answer while a file host is paused: the worker puts the job back for the rest of the pause.
-fn host_paused(seconds: i64) -> ApiError {
-    let mut e = ApiError::unavailable("the file host is paused after repeated failures");
-    e.code = FILE_HOST_PAUSED;
-    e.retry_after = Some(seconds.max(1) as u64);
-    e
+/// What the file hosts of one submission did, for their breakers.
+#[derive(Default)]
+struct FileHosts {
+    /// Hosts that answered every time.
+    answered: std::collections::HashSet<String>,
+    /// Hosts that held the worker without answering, at least once.
+    hung: std::collections::HashSet<String>,
+    /// The host being fetched from (left set when the files' budget cut the fetch short).
+    in_progress: Option<String>,
 }
 
-const FILE_HOST_PAUSED: &str = "file_host_paused";
+impl FileHosts {
+    /// Tells each host's breaker how its calls went.
+    async fn record(self, ctx: &Context, tickets: Vec<(String, breaker::Ticket)>) {
+        for (host, ticket) in tickets {
+            if self.hung.contains(&host) || self.in_progress.as_ref() == Some(&host) {
+                breaker::record(ctx, ticket, false).await;
+            } else if self.answered.contains(&host) {
+                breaker::record(ctx, ticket, true).await;
+            } else {
+                breaker::release(ctx, ticket).await;
+            }
+        }
+    }
+}
 
 /// How one file went.
 enum Fetch {
@@ -396,16 +417,30 @@ pub async fn work(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueErr
     let payload: SubmissionPayload =
         serde_json::from_str(&item.payload).map_err(|e| QueueError(format!("malformed job payload: {e}")))?;
     let attempt = jobs::receive_count(&message);
-    let processed = process(&ctx, &payload).await;
-    if let Err(e) = &processed
-        && e.code == FILE_HOST_PAUSED
-        && let Some(queue) = ctx.config.submission_queue_url.as_deref()
-        && jobs::defer(&ctx, queue, &message, e.retry_after.unwrap_or(60) as i64).await?
-    {
-        // Waits out the pause on the queue without using an attempt (past a day, it is one).
-        tracing::info!(submission_id = item.submission_id, "submission deferred: its file host is paused");
-        return Ok(());
+    let queue = ctx
+        .config
+        .submission_queue_url
+        .as_deref()
+        .ok_or_else(|| QueueError("submission queue not configured".into()))?;
+    // Every file host of the submission admits it before anything is downloaded.
+    let hosts: std::collections::BTreeSet<String> =
+        payload.submission_files.iter().filter_map(|f| f.url.as_deref()).map(file_host).collect();
+    let mut tickets = Vec::new();
+    for host in hosts {
+        let destination = Destination::new(host.clone(), MAX_CALLS_PER_FILE_HOST);
+        match breaker::admit_job(&ctx, &destination, queue, &message).await {
+            Ok(Some(ticket)) => tickets.push((host, ticket)),
+            waiting => {
+                for (_, ticket) in tickets {
+                    breaker::release(&ctx, ticket).await;
+                }
+                return waiting.map(drop);
+            }
+        }
     }
+    let mut outcomes = FileHosts::default();
+    let processed = process(&ctx, &payload, &mut outcomes).await;
+    outcomes.record(&ctx, tickets).await;
     let end = match processed {
         Ok(Outcome::Recorded(r)) => JobStatus::Completed { completion_id: r.completion_id },
         Ok(Outcome::Pending | Outcome::Processing { .. }) => {
@@ -424,9 +459,7 @@ pub async fn work(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueErr
                 delay,
                 "submission retried later"
             );
-            if let Some(queue) = ctx.config.submission_queue_url.as_deref() {
-                jobs::hide(&ctx, queue, &message, delay).await;
-            }
+            jobs::hide(&ctx, queue, &message, delay).await;
             return Err(QueueError(format!("{}: {}", e.code, e.message)));
         }
     };

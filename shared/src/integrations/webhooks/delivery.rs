@@ -19,7 +19,7 @@ use super::subscriptions::{self, MAX_PER_ORGANIZATION};
 use super::{Attempt, Delivery, DeliveryStatus, Subscription, Trigger, WEBHOOK_TEST, signing};
 use crate::domain::auth::Role;
 use crate::domain::auth::guard::Principal;
-use crate::runtime::breaker;
+use crate::runtime::breaker::{self, Destination};
 use crate::runtime::events::DomainEvent;
 use crate::runtime::jobs::QueueError;
 use crate::runtime::ratelimit::{self, Rule};
@@ -130,18 +130,23 @@ pub async fn deliver(ctx: Arc<Context>, message: SqsMessage) -> Result<(), Queue
     let subscription = store.subscription(&delivery.subscription_id).await.map_err(fail)?;
     let live = subscription.as_ref().filter(|s| s.active);
     let ticket = match live {
-        Some(s) => match breaker::admit_job(&ctx, &destination(s), MAX_CALLS_PER_RECEIVER, queue, &message).await? {
+        Some(s) => match breaker::admit_job(&ctx, &destination(s), queue, &message).await? {
             Some(ticket) => Some(ticket),
             None => return Ok(()),
         },
         None => None,
     };
-    let Some(lease) = store.claim_delivery(&delivery.id, now, LEASE_SECS, true).await.map_err(fail)? else {
-        if let Some(ticket) = ticket {
-            breaker::release(&ctx, ticket).await;
+    let lease = match store.claim_delivery(&delivery.id, now, LEASE_SECS, true).await {
+        Ok(Some(lease)) => lease,
+        unclaimed => {
+            if let Some(ticket) = ticket {
+                breaker::release(&ctx, ticket).await;
+            }
+            if unclaimed.map_err(fail)?.is_none() {
+                jobs::hide(&ctx, queue, &message, LEASE_SECS).await;
+            }
+            return Err(QueueError(format!("delivery {} is being attempted elsewhere", delivery.id)));
         }
-        jobs::hide(&ctx, queue, &message, LEASE_SECS).await;
-        return Err(QueueError(format!("delivery {} is being attempted elsewhere", delivery.id)));
     };
     let (attempt, verdict) = match (live, &subscription) {
         (Some(s), _) => send(&ctx, s, &delivery, Trigger::Automatic).await,
@@ -271,19 +276,25 @@ fn new_delivery(event: &DomainEvent, subscription: &Subscription, now: i64) -> D
     }
 }
 
-/// A receiver's breaker (see [`crate::runtime::breaker`]): one per organization and host, so no
-/// organization's receiver can pause another's deliveries, and one organization's subscriptions on
-/// one hanging host open one breaker together.
-fn destination(subscription: &Subscription) -> String {
+/// A receiver's breaker and share (see [`crate::runtime::breaker`]): a breaker per organization and
+/// host, so no organization's receiver can pause another's and one organization's subscriptions on one
+/// hanging host open one breaker together; one share for all of an organization's receivers, so no
+/// organization holds more than its share of the workers however many receivers it subscribes.
+fn destination(subscription: &Subscription) -> Destination {
     let host = url::Url::parse(&subscription.url)
         .ok()
         .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))))
         .unwrap_or_default();
-    format!("webhook:{}:{host}", subscription.organization_id)
+    let org = &subscription.organization_id;
+    Destination {
+        breaker: format!("webhook:{org}:{host}"),
+        share: format!("webhook:{org}"),
+        max_in_flight: MAX_CALLS_PER_ORGANIZATION,
+    }
 }
 
-/// Deliveries to one receiver at once: a tenth of the worker's 100 (10 instances, batches of 10).
-const MAX_CALLS_PER_RECEIVER: i64 = 10;
+/// Deliveries of one organization at once: a fifth of the worker's 25 instances (one delivery each).
+const MAX_CALLS_PER_ORGANIZATION: i64 = 5;
 
 /// An answer slower than this holds a worker as a hang does; the breaker counts it as a failure.
 const SLOW_ANSWER_MS: u64 = 7_500;
@@ -303,17 +314,27 @@ fn held_a_worker(attempt: &Attempt, verdict: Verdict) -> Option<bool> {
 /// One signed POST to the subscription's URL, through the SSRF guard, within 15 seconds.
 async fn send(ctx: &Context, subscription: &Subscription, delivery: &Delivery, trigger: Trigger) -> (Attempt, Verdict) {
     let at = ctx.clock.now();
-    let started = Instant::now();
     let mut attempt = Attempt { at, trigger, status_code: None, duration_ms: 0, error: None, response_body: None };
     let secrets = match subscriptions::open_set(ctx, subscription).await {
         Ok(secrets) => secrets,
-        Err(_) => {
+        Err(e) => {
+            tracing::error!(
+                alert = "webhook_secret_unavailable",
+                subscription_id = subscription.id,
+                error = %e,
+                "a subscription's signing secret could not be opened; delivery not sent"
+            );
             attempt.error = Some("signing secret unavailable; not sent".into());
             return (attempt, Verdict::Unsent);
         }
     };
     let request = match ctx.webhook_client().and_then(|client| client.post(&subscription.url)) {
         Ok(request) => request,
+        Err(e @ OutboundError::Tls(_)) => {
+            tracing::error!(error = %e, "outbound client not built; delivery not sent");
+            attempt.error = Some("not sent: our HTTP client could not be set up".into());
+            return (attempt, Verdict::Unsent);
+        }
         Err(e) => {
             attempt.error = Some(format!("target refused: {e}"));
             return (attempt, Verdict::Permanent);
@@ -327,6 +348,8 @@ async fn send(ctx: &Context, subscription: &Subscription, delivery: &Delivery, t
     {
         request = request.header(name, value);
     }
+    // The receiver's time: from the request to its answer (our own set-up is not its to carry).
+    let started = Instant::now();
     let verdict = match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
