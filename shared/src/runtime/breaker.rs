@@ -24,7 +24,7 @@ pub const FAILURES_TO_OPEN: i64 = 3;
 pub const WINDOW_SECS: i64 = 60;
 pub const FIRST_PAUSE_SECS: i64 = 60;
 pub const MAX_PAUSE_SECS: i64 = 900;
-/// How long a probe has the destination to itself (longer than any job's calls take).
+/// How long a job waits for a probe's outcome.
 pub const PROBE_SECS: i64 = 30;
 /// The first wait on the queue of a job whose share is full (after [`BUSY_RETRIES_MS`] in the
 /// worker); each later one is as long as it has waited so far, plus a tenth, at most [`PROBE_SECS`].
@@ -42,12 +42,15 @@ pub struct Destination {
     /// or all of one organization's receivers).
     pub share: String,
     pub max_in_flight: i64,
+    /// The longest a job holds its ticket (its calls' budget): a probe has the destination to itself
+    /// that long.
+    pub longest_call_secs: i64,
 }
 
 impl Destination {
     /// A destination that is its own share.
-    pub fn new(key: String, max_in_flight: i64) -> Self {
-        Self { share: key.clone(), breaker: key, max_in_flight }
+    pub fn new(key: String, max_in_flight: i64, longest_call_secs: i64) -> Self {
+        Self { share: key.clone(), breaker: key, max_in_flight, longest_call_secs }
     }
 }
 
@@ -67,15 +70,14 @@ pub enum Admission {
 pub struct Ticket {
     destination: Destination,
     state: BreakerState,
-    /// This call is the probe after a pause.
-    probe: bool,
+    /// This call is the probe after a pause, which claimed the destination until this time.
+    probe: Option<i64>,
     /// The minute whose count of calls in flight holds this call.
     started_in: Option<i64>,
 }
 
-/// Whether a job may call `destination` now. A breaker that cannot be read lets the call through
-/// (the breaker protects others' throughput; it never stops a job on its own failure); a share
-/// whose count cannot be taken does not (the job waits a moment).
+/// Whether a job may call `destination` now. A breaker or share that cannot be read lets no call
+/// through: the job waits a moment on the queue (its destination is not to blame).
 pub async fn admit(ctx: &Context, destination: &Destination) -> Admission {
     let now = ctx.clock.now();
     let store = ctx.store();
@@ -83,45 +85,52 @@ pub async fn admit(ctx: &Context, destination: &Destination) -> Admission {
     let state = match store.breaker(key, now).await {
         Ok(state) => state,
         Err(e) => {
-            tracing::warn!(destination = key, error = %e, "breaker not read; calling");
-            BreakerState::default()
+            tracing::warn!(destination = key, error = %e, "breaker not read; waiting");
+            return Admission::Busy;
         }
     };
-    let ticket =
-        |probe, started_in| Ticket { destination: destination.clone(), state: state.clone(), probe, started_in };
-    match state.open_until {
-        Some(until) if until > now => Admission::Paused(until - now),
+    let probe = match state.open_until {
+        Some(until) if until > now => return Admission::Paused(until - now),
         // Paused before: one job probes, the others wait for its outcome.
-        Some(_) => match store.claim_breaker_probe(key, now, now + PROBE_SECS).await {
-            Ok(true) => Admission::Call(ticket(true, None)),
-            Ok(false) => Admission::Paused(PROBE_SECS),
-            Err(e) => {
-                tracing::warn!(destination = key, error = %e, "breaker probe not claimed; calling");
-                Admission::Call(ticket(true, None))
-            }
-        },
-        None => {
-            let in_flight_before = if destination.share == destination.breaker {
-                Ok(state.calls_last_minute)
-            } else {
-                store.breaker(&destination.share, now).await.map(|s| s.calls_last_minute)
-            };
-            let minute = now / 60;
-            let room = match in_flight_before {
-                Ok(calls) => destination.max_in_flight - calls,
-                Err(_) => 0,
-            };
-            if room <= 0 {
-                return Admission::Busy;
-            }
-            match store.start_breaker_call(&destination.share, minute, room, now).await {
-                Ok(true) => Admission::Call(ticket(false, Some(minute))),
-                Ok(false) => Admission::Busy,
+        Some(_) => {
+            let until = now + destination.longest_call_secs;
+            match store.claim_breaker_probe(key, now, until).await {
+                Ok(true) => Some(until),
+                Ok(false) => return Admission::Paused(PROBE_SECS),
                 Err(e) => {
-                    tracing::warn!(share = destination.share, error = %e, "call in flight not counted; waiting");
-                    Admission::Busy
+                    tracing::warn!(destination = key, error = %e, "breaker probe not claimed; waiting");
+                    return Admission::Busy;
                 }
             }
+        }
+        None => None,
+    };
+    // Every call, the probe too, takes a place in its share.
+    let in_flight_before = if destination.share == destination.breaker {
+        Ok(state.calls_last_minute)
+    } else {
+        store.breaker(&destination.share, now).await.map(|s| s.calls_last_minute)
+    };
+    let minute = now / 60;
+    let taken = match in_flight_before {
+        Ok(calls) if calls < destination.max_in_flight => {
+            store.start_breaker_call(&destination.share, minute, destination.max_in_flight - calls, now).await
+        }
+        Ok(_) => Ok(false),
+        Err(e) => Err(e),
+    };
+    match taken {
+        Ok(true) => {
+            Admission::Call(Ticket { destination: destination.clone(), state, probe, started_in: Some(minute) })
+        }
+        outcome => {
+            if let Err(e) = outcome {
+                tracing::warn!(share = destination.share, error = %e, "call in flight not counted; waiting");
+            }
+            if let Some(until) = probe {
+                release_probe(ctx, key, until).await;
+            }
+            Admission::Busy
         }
     }
 }
@@ -147,16 +156,15 @@ pub async fn admit_job(
             admission = admit(ctx, destination).await;
         }
     }
-    let seconds = match admission {
+    let base = match admission {
         Admission::Call(ticket) => return Ok(Some(ticket)),
         Admission::Paused(seconds) => seconds,
         // A destination whose calls hang keeps its share full until its breaker opens: its jobs back
-        // off meanwhile, apart (the jitter).
-        Admission::Busy => {
-            let wait = waited.max(BUSY_SECS);
-            (wait + rand::random_range(0..=wait / 10)).min(PROBE_SECS)
-        }
+        // off meanwhile.
+        Admission::Busy => waited.clamp(BUSY_SECS, PROBE_SECS * 9 / 10),
     };
+    // Jobs set aside together come back apart.
+    let seconds = base + rand::random_range(0..=base / 10);
     if jobs::defer(ctx, queue_url, message, seconds).await? {
         tracing::info!(destination = destination.breaker, seconds, "job deferred: its destination is paused or busy");
         return Ok(None);
@@ -170,10 +178,15 @@ pub async fn admit_job(
 /// probe leaves the destination to the next job.
 pub async fn release(ctx: &Context, ticket: Ticket) {
     finish(ctx, &ticket).await;
-    if ticket.probe
-        && let Err(e) = ctx.store().release_breaker_probe(&ticket.destination.breaker).await
-    {
-        tracing::warn!(destination = ticket.destination.breaker, error = %e, "breaker probe not released");
+    if let Some(until) = ticket.probe {
+        release_probe(ctx, &ticket.destination.breaker, until).await;
+    }
+}
+
+/// Gives up this job's probe claim (and no later job's).
+async fn release_probe(ctx: &Context, destination: &str, until: i64) {
+    if let Err(e) = ctx.store().release_breaker_probe(destination, until).await {
+        tracing::warn!(destination, error = %e, "breaker probe not released");
     }
 }
 

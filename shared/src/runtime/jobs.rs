@@ -38,7 +38,16 @@ pub fn parse<T: DeserializeOwned>(message: &SqsMessage) -> Result<T, QueueError>
 
 /// How many times SQS has handed this message out, this time included.
 pub fn receive_count(message: &SqsMessage) -> u32 {
-    message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1)
+    let this_copy: u32 = message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
+    this_copy.saturating_add(attribute(message, RECEIVES_BEFORE).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// The message attribute that carries the receives of a deferred job's earlier copies (a deferred
+/// job is a new message, whose own count starts again).
+const RECEIVES_BEFORE: &str = "receives_before";
+
+fn attribute<'a>(message: &'a SqsMessage, name: &str) -> Option<&'a str> {
+    message.message_attributes.get(name).and_then(|a| a.string_value.as_deref())
 }
 
 /// A job deferred past a paused destination waits this long at most in all; then it is retried like
@@ -56,17 +65,22 @@ pub async fn defer(ctx: &Context, queue_url: &str, message: &SqsMessage, seconds
     if now.saturating_sub(since) >= MAX_DEFERRAL_SECS {
         return Ok(false);
     }
-    let since = aws_sdk_sqs::types::MessageAttributeValue::builder()
-        .data_type("Number")
-        .string_value(since.to_string())
-        .build()
-        .map_err(|e| QueueError(e.to_string()))?;
+    let number = |value: i64| {
+        aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("Number")
+            .string_value(value.to_string())
+            .build()
+            .map_err(|e| QueueError(e.to_string()))
+    };
+    // This receive attempted nothing: only the earlier ones count.
+    let receives_before = i64::from(receive_count(message).saturating_sub(1));
     ctx.sqs()
         .send_message()
         .queue_url(queue_url)
         .message_body(message.body.as_deref().unwrap_or_default())
         .delay_seconds(seconds.clamp(1, 900) as i32)
-        .message_attributes(DEFERRED_SINCE, since)
+        .message_attributes(DEFERRED_SINCE, number(since)?)
+        .message_attributes(RECEIVES_BEFORE, number(receives_before)?)
         .send()
         .await
         .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
@@ -77,9 +91,9 @@ pub async fn defer(ctx: &Context, queue_url: &str, message: &SqsMessage, seconds
 /// time in the past counts as deferred long enough.
 pub fn deferred_for(ctx: &Context, message: &SqsMessage) -> i64 {
     let now = ctx.clock.now();
-    match message.message_attributes.get(DEFERRED_SINCE).map(|a| a.string_value.as_deref()) {
+    match message.message_attributes.get(DEFERRED_SINCE) {
         None => 0,
-        Some(value) => value
+        Some(_) => attribute(message, DEFERRED_SINCE)
             .and_then(|v| v.parse::<i64>().ok())
             .filter(|since| *since <= now)
             .map_or(MAX_DEFERRAL_SECS, |since| now - since),

@@ -100,7 +100,7 @@ impl Store<'_> {
             .key("pk", s(breaker_pk(destination)))
             .key("sk", s("CALLS"))
             .update_expression("ADD #m :minus")
-            // Never below zero (an SDK retry of a decrement that went through is refused).
+            // Never below zero (a count already forgotten, or decremented twice by a retried request).
             .condition_expression("#m > :zero")
             .expression_attribute_names("#m", minute_key(minute))
             .expression_attribute_values(":minus", n(-1))
@@ -155,7 +155,8 @@ impl Store<'_> {
         let result = self
             .breaker_update(destination)
             .update_expression(
-                "SET open_until = :until, failures = :zero, window_start = :now, expires_at = :exp ADD openings :one",
+                "SET open_until = :until, failures = :zero, window_start = :now, expires_at = :exp ADD openings :one \
+                 REMOVE probe_until",
             )
             .condition_expression("attribute_not_exists(open_until) OR open_until < :now")
             .expression_attribute_values(":until", n(until))
@@ -181,29 +182,35 @@ impl Store<'_> {
         condition_held(result)
     }
 
-    /// A probe that could not try (our own failure): another job may probe.
-    pub async fn release_breaker_probe(&self, destination: &str) -> Result<(), StoreError> {
+    /// A probe that could not try (our own failure, or a full share): another job may probe. Only the
+    /// claim made until `until` is given up (a later job's claim stays).
+    pub async fn release_breaker_probe(&self, destination: &str, until: i64) -> Result<(), StoreError> {
         let result = self
             .breaker_update(destination)
             .update_expression("REMOVE probe_until")
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression("probe_until = :mine")
+            .expression_attribute_values(":mine", n(until))
             .send()
             .await;
         condition_held(result).map(|_| ())
     }
 
-    /// A call got through: the breaker closes and forgets its failures. Only the probe's success
-    /// closes an open breaker (a call that started before it opened may end after).
-    pub async fn close_breaker(&self, destination: &str, probe: bool) -> Result<(), StoreError> {
-        let mut delete = self
+    /// A call got through: the breaker closes and forgets its failures. An open breaker is closed only
+    /// by the success of the probe that holds its claim (`probe`: claimed until then); any other call
+    /// may have started before it opened and ended after.
+    pub async fn close_breaker(&self, destination: &str, probe: Option<i64>) -> Result<(), StoreError> {
+        let delete = self
             .client
             .delete_item()
             .table_name(self.table)
             .key("pk", s(breaker_pk(destination)))
             .key("sk", s("STATE"));
-        if !probe {
-            delete = delete.condition_expression("attribute_not_exists(open_until)");
-        }
+        let delete = match probe {
+            Some(until) => {
+                delete.condition_expression("probe_until = :mine").expression_attribute_values(":mine", n(until))
+            }
+            None => delete.condition_expression("attribute_not_exists(open_until)"),
+        };
         condition_held(delete.send().await).map(drop)
     }
 }

@@ -86,6 +86,10 @@ const PACED_WORKERS: [&str; 3] = ["grade-passback", "webhook-deliver", "spark-su
 fn http_functions_fit_the_gateway_and_queues_outlast_their_consumers() {
     let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
     let resources = template.resources();
+    let binaries: Vec<String> = template.functions().unwrap().into_iter().map(|f| f.binary).collect();
+    for paced in PACED_WORKERS {
+        assert!(binaries.iter().any(|b| b == paced), "no worker {paced} in the template");
+    }
     for f in template.functions().unwrap() {
         let timeout = template.timeout(&f);
         if !f.routes.is_empty() {

@@ -542,7 +542,7 @@ async fn a_breaker_opens_after_three_failures_pauses_longer_each_time_closes_on_
         other => panic!("not paused: {other:?}"),
     };
     let busy = |admission: Admission| assert!(matches!(admission, Admission::Busy), "{admission:?}");
-    let to = |key: &str, max: i64| Destination::new(key.into(), max);
+    let to = |key: &str, max: i64| Destination::new(key.into(), max, 30);
     for _ in 0..2 {
         record(ctx, call(admit(ctx, &to("lms-a", 10)).await), false).await;
     }
@@ -572,6 +572,14 @@ async fn a_breaker_opens_after_three_failures_pauses_longer_each_time_closes_on_
     busy(admit(ctx, &to("lms-d", 2)).await); // last minute's calls count
     ctx.clock.advance(60);
     call(admit(ctx, &to("lms-d", 2)).await);
+    // A call that started before the breaker opened does not close it when it ends well.
+    record(ctx, call(admit(ctx, &to("lms-e", 10)).await), false).await;
+    let early = call(admit(ctx, &to("lms-e", 10)).await); // sees one failure: its success would reset them
+    for _ in 0..2 {
+        record(ctx, call(admit(ctx, &to("lms-e", 10)).await), false).await;
+    }
+    record(ctx, early, true).await;
+    assert!(matches!(admit(ctx, &to("lms-e", 10)).await, Admission::Paused(_)), "still paused");
     // Failures far apart never open it.
     for _ in 0..5 {
         record(ctx, call(admit(ctx, &to("lms-c", 10)).await), false).await;

@@ -41,7 +41,7 @@ impl PassbackJob {
             Self::Spark(_) => "spark".into(),
             Self::Lti(s) => format!("lti:{}", s.registration_id),
         };
-        Destination::new(key, MAX_CALLS_PER_LMS)
+        Destination::new(key, MAX_CALLS_PER_LMS, JOB_BUDGET.as_secs() as i64 + 5)
     }
 
     fn completion_id(&self) -> &str {

@@ -61,18 +61,55 @@ pub async fn accept(ctx: &Context, p: &SubmissionPayload, parts: &[UploadedPart]
     record_with_files(ctx, &user_id, &quest, &key, p, parts, &mut FileHosts::default()).await.map(Outcome::Recorded)
 }
 
-/// Records a submission now, downloading its files (the submission worker, for queued ones); what
-/// each file host did is noted in `hosts`.
-async fn process(ctx: &Context, p: &SubmissionPayload, hosts: &mut FileHosts) -> Result<Outcome, ApiError> {
+/// What a queued submission needs before its files are fetched.
+enum Prepared {
+    /// Recorded already (a retry of the sender, or of this job).
+    Done(Recorded),
+    Ready {
+        user_id: String,
+        quest: Box<Quest>,
+        key: String,
+    },
+}
+
+/// Everything about a queued submission that needs no file host: recorded already, its student, its quest.
+async fn prepare(ctx: &Context, p: &SubmissionPayload) -> Result<Prepared, ApiError> {
     let key = idempotency_key(p);
     if let Some(completion_id) = ctx.store().submission_completion(SOURCE, &key).await? {
-        return Ok(Outcome::Recorded(Recorded { completion_id, duplicate: true }));
+        return Ok(Prepared::Done(Recorded { completion_id, duplicate: true }));
     }
     let user_id = student(ctx, p).await?;
     let Some(quest) = mapped_quest(ctx, p).await? else {
         return Err(ApiError::not_found("quest_not_found", "No quest maps this assignment any more"));
     };
-    record_with_files(ctx, &user_id, &quest, &key, p, &[], hosts).await.map(Outcome::Recorded)
+    Ok(Prepared::Ready { user_id, quest: Box::new(quest), key })
+}
+
+/// A ticket from each file host of the submission; `None` when one of them set the job aside (the
+/// tickets taken before are given back).
+async fn admit_file_hosts(
+    ctx: &Context,
+    p: &SubmissionPayload,
+    queue: &str,
+    message: &SqsMessage,
+) -> Result<Option<Vec<(String, breaker::Ticket)>>, QueueError> {
+    let hosts: std::collections::BTreeSet<String> =
+        p.submission_files.iter().filter_map(|f| f.url.as_deref()).map(file_host).collect();
+    let mut tickets = Vec::new();
+    for host in hosts {
+        let longest = FILES_BUDGET.as_secs() as i64 + 30;
+        let destination = Destination::new(host.clone(), MAX_CALLS_PER_FILE_HOST, longest);
+        match breaker::admit_job(ctx, &destination, queue, message).await {
+            Ok(Some(ticket)) => tickets.push((host, ticket)),
+            waiting => {
+                for (_, ticket) in tickets {
+                    breaker::release(ctx, ticket).await;
+                }
+                return waiting.map(|_| None);
+            }
+        }
+    }
+    Ok(Some(tickets))
 }
 
 /// The hub user of the submission's Spark student.
@@ -422,25 +459,23 @@ pub async fn work(ctx: Arc<Context>, message: SqsMessage) -> Result<(), QueueErr
         .submission_queue_url
         .as_deref()
         .ok_or_else(|| QueueError("submission queue not configured".into()))?;
-    // Every file host of the submission admits it before anything is downloaded.
-    let hosts: std::collections::BTreeSet<String> =
-        payload.submission_files.iter().filter_map(|f| f.url.as_deref()).map(file_host).collect();
-    let mut tickets = Vec::new();
-    for host in hosts {
-        let destination = Destination::new(host.clone(), MAX_CALLS_PER_FILE_HOST);
-        match breaker::admit_job(&ctx, &destination, queue, &message).await {
-            Ok(Some(ticket)) => tickets.push((host, ticket)),
-            waiting => {
-                for (_, ticket) in tickets {
-                    breaker::release(&ctx, ticket).await;
-                }
-                return waiting.map(drop);
+    let processed = match prepare(&ctx, &payload).await {
+        // Every file host of the submission admits it before anything is downloaded.
+        Ok(Prepared::Ready { user_id, quest, key }) => match admit_file_hosts(&ctx, &payload, queue, &message).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(tickets)) => {
+                let mut outcomes = FileHosts::default();
+                let recorded = record_with_files(&ctx, &user_id, &quest, &key, &payload, &[], &mut outcomes).await;
+                outcomes.record(&ctx, tickets).await;
+                recorded.map(Outcome::Recorded)
             }
-        }
-    }
-    let mut outcomes = FileHosts::default();
-    let processed = process(&ctx, &payload, &mut outcomes).await;
-    outcomes.record(&ctx, tickets).await;
+            // Its file hosts have been paused or busy for a day: an attempt spent, the last one fails it.
+            Err(e) if attempt < MAX_ATTEMPTS => return Err(e),
+            Err(e) => Err(ApiError::unavailable(e.0)),
+        },
+        Ok(Prepared::Done(recorded)) => Ok(Outcome::Recorded(recorded)),
+        Err(e) => Err(e),
+    };
     let end = match processed {
         Ok(Outcome::Recorded(r)) => JobStatus::Completed { completion_id: r.completion_id },
         Ok(Outcome::Pending | Outcome::Processing { .. }) => {

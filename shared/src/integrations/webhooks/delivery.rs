@@ -290,6 +290,8 @@ fn destination(subscription: &Subscription) -> Destination {
         breaker: format!("webhook:{org}:{host}"),
         share: format!("webhook:{org}"),
         max_in_flight: MAX_CALLS_PER_ORGANIZATION,
+        // The request's 15 s timeout, and the attempt's recording.
+        longest_call_secs: 20,
     }
 }
 
@@ -331,7 +333,7 @@ async fn send(ctx: &Context, subscription: &Subscription, delivery: &Delivery, t
     let request = match ctx.webhook_client().and_then(|client| client.post(&subscription.url)) {
         Ok(request) => request,
         Err(e @ OutboundError::Tls(_)) => {
-            tracing::error!(error = %e, "outbound client not built; delivery not sent");
+            tracing::error!(alert = "outbound_client_unavailable", error = %e, "outbound client not built; delivery not sent");
             attempt.error = Some("not sent: our HTTP client could not be set up".into());
             return (attempt, Verdict::Unsent);
         }
