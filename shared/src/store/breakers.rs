@@ -42,7 +42,16 @@ impl Store<'_> {
         &self,
         destination: &str,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
-        self.client.update_item().table_name(self.table).key("pk", s(breaker_pk(destination))).key("sk", s("STATE"))
+        self.item_update(destination, "STATE")
+    }
+
+    /// An update of one of a destination's items (`STATE` or `CALLS`).
+    fn item_update(
+        &self,
+        destination: &str,
+        sk: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client.update_item().table_name(self.table).key("pk", s(breaker_pk(destination))).key("sk", s(sk))
     }
 
     /// A destination's breaker and its calls in flight, read together at `now`.
@@ -74,11 +83,7 @@ impl Store<'_> {
         now: i64,
     ) -> Result<bool, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(breaker_pk(destination)))
-            .key("sk", s("CALLS"))
+            .item_update(destination, "CALLS")
             .update_expression("ADD #now :one SET expires_at = :exp REMOVE #old")
             .condition_expression("attribute_not_exists(#now) OR #now < :room")
             .expression_attribute_names("#now", minute_key(minute))
@@ -94,11 +99,7 @@ impl Store<'_> {
     /// A call started in `minute` is over (nothing to do once that minute's count is forgotten).
     pub async fn finish_breaker_call(&self, destination: &str, minute: i64) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(self.table)
-            .key("pk", s(breaker_pk(destination)))
-            .key("sk", s("CALLS"))
+            .item_update(destination, "CALLS")
             .update_expression("ADD #m :minus")
             // Never below zero (a count already forgotten, or decremented twice by a retried request).
             .condition_expression("#m > :zero")

@@ -224,6 +224,13 @@ impl TestStack {
         .sum()
     }
 
+    /// Asserts that `jobs` jobs are still on a queue: none lost, and at most a few copies beside them
+    /// (delivery is at least once: a deferred job's copy may be sent twice by a retried request).
+    pub async fn assert_still_queued(&self, queue: &str, jobs: usize) {
+        let queued = self.queued(queue).await;
+        assert!((jobs..=jobs + jobs / 20).contains(&queued), "{queued} messages on {queue} for {jobs} waiting jobs");
+    }
+
     /// Runs `workers` concurrent instances of a queue consumer (each a batch at a time, as Lambda's
     /// event source with that `MaximumConcurrency`) until `done` holds; fails past `within`.
     pub async fn work_until(&self, consumer: &str, workers: usize, within: Duration, done: impl Fn() -> bool) {

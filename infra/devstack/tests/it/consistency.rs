@@ -77,6 +77,16 @@ fn template_binaries_catalogue_and_events_agree() {
     }
 }
 
+/// The queues a function's SAM policies of one kind (`SQSPollerPolicy`...) name.
+fn policy_queues(function: &serde_norway::Value, policy: &str) -> Vec<String> {
+    function["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| devstack::template::ref_target(&p[policy]["QueueName"]))
+        .collect()
+}
+
 /// The workers whose calls go through `hub::runtime::breaker::admit_job`.
 const PACED_WORKERS: [&str; 3] = ["grade-passback", "webhook-deliver", "spark-submission-worker"];
 
@@ -98,12 +108,7 @@ fn http_functions_fit_the_gateway_and_queues_outlast_their_consumers() {
         for (queue, _) in &f.queues {
             // Workers hide messages for their backoff: the event source's own role does not allow it.
             let (_, _, function) = resources.iter().find(|(id, _, _)| *id == f.logical_id).expect("the function");
-            let pollers: Vec<String> = function["Policies"]
-                .as_sequence()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| devstack::template::ref_target(&p["SQSPollerPolicy"]["QueueName"]))
-                .collect();
+            let pollers = policy_queues(function, "SQSPollerPolicy");
             assert!(
                 pollers.contains(queue),
                 "{}: no SQSPollerPolicy on {queue} (its messages cannot be hidden for a backoff): {pollers:?}",
@@ -112,12 +117,7 @@ fn http_functions_fit_the_gateway_and_queues_outlast_their_consumers() {
             // Workers whose jobs go through a destination's breaker and share put waiting jobs back on
             // their own queue, and take one job per instance (an instance is held by its slowest job).
             if PACED_WORKERS.contains(&f.binary.as_str()) {
-                let senders: Vec<String> = function["Policies"]
-                    .as_sequence()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| devstack::template::ref_target(&p["SQSSendMessagePolicy"]["QueueName"]))
-                    .collect();
+                let senders = policy_queues(function, "SQSSendMessagePolicy");
                 assert!(senders.contains(queue), "{}: may not put waiting jobs back on {queue}", f.binary);
                 assert_eq!(f.queues.iter().map(|(_, batch)| *batch).collect::<Vec<_>>(), [1], "{}: batches", f.binary);
             }

@@ -497,7 +497,7 @@ async fn a_hanging_file_host_is_paused_while_files_from_other_hosts_keep_flowing
     for key in stuck {
         assert_eq!(status(key).await, hub::store::submission_jobs::JobStatus::Processing);
     }
-    assert_eq!(s.t.queued("SubmissionQueue").await, 200, "every stuck submission is still queued");
+    s.t.assert_still_queued("SubmissionQueue", 200).await;
     assert_eq!(s.t.queued("SubmissionDeadLetterQueue").await, 0);
 }
 

@@ -372,7 +372,7 @@ async fn a_hanging_receiver_is_paused_while_other_schools_deliveries_keep_flowin
     let destination = format!("webhook:{lincoln}:{}", hanging.trim_start_matches("http://"));
     let paused = h.t.ctx.store().breaker(&destination, h.t.ctx.clock.now()).await.unwrap();
     assert!(paused.open_until.is_some_and(|until| until > h.t.ctx.clock.now()), "{paused:?}");
-    assert_eq!(h.t.queued("WebhookDeliveryQueue").await, 200, "every one of Lincoln's deliveries is still queued");
+    h.t.assert_still_queued("WebhookDeliveryQueue", 200).await;
     assert_eq!(h.t.queued("WebhookDeliveryDeadLetterQueue").await, 0);
 }
 
