@@ -128,7 +128,7 @@ pub struct SyncHistory {
         ("since" = Option<i64>, Query, description = "Unix seconds (default: 7 days ago)"),
         ("until" = Option<i64>, Query, description = "Unix seconds (default: now)"),
         ("entity" = Option<String>, Query, description = "`students`, `teachers` or `sections`"),
-        ("limit" = Option<i64>, Query, description = "1 to 500 (default 100)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500 (default 100)"),
     ),
     responses(
         (status = 200, description = "The school's sync records", body = SyncHistory),

@@ -209,7 +209,7 @@ pub async fn post_comment(ctx: Arc<Context>, req: Request) -> ApiResult {
 #[utoipa::path(get, path = "/api/observers/students/{student_id}/comments", tag = "observers", security(("bearer" = []), ("cookie" = [])),
     params(
         ("student_id" = String, Path, description = "The student's user id"),
-        ("limit" = Option<i64>, Query, description = "1-100, default 50"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1-100, default 50"),
         ("after" = Option<String>, Query, description = "`next` of the previous page")
     ),
     responses(
@@ -229,7 +229,7 @@ pub async fn student_comments(ctx: Arc<Context>, req: Request) -> ApiResult {
 /// Comments observers left on the caller's work, hidden ones included, newest first.
 #[utoipa::path(get, path = "/api/me/comments", tag = "observers", security(("bearer" = []), ("cookie" = [])),
     params(
-        ("limit" = Option<i64>, Query, description = "1-100, default 50"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1-100, default 50"),
         ("after" = Option<String>, Query, description = "`next` of the previous page")
     ),
     responses(

@@ -98,7 +98,7 @@ pub async fn delete_subscription(ctx: Arc<Context>, req: Request) -> ApiResult {
         ("status" = Option<crate::integrations::webhooks::DeliveryStatus>, Query, description = "Only deliveries in this state"),
         ("since" = Option<i64>, Query, description = "Created at or after (unix seconds)"),
         ("until" = Option<i64>, Query, description = "Created at or before (unix seconds)"),
-        ("limit" = Option<i64>, Query, description = "1 to 100 (default 25)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100 (default 25)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses(
