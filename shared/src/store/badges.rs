@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Requirements {
-    /// At least this much XP in each named pillar.
-    #[serde(default)]
+    /// At least this much XP in each named pillar (at most 20 pillars, each a positive amount).
+    #[serde(default, deserialize_with = "crate::support::numbers::integer_values")]
     pub min_xp: BTreeMap<String, i64>,
     /// At least this many quests completed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::support::numbers::integer")]
+    #[schema(minimum = 0)]
     pub quests_completed: i64,
 }
 

@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 /// Where a quest comes from in an LMS.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LmsMapping {
+    #[schema(max_length = 150, pattern = r"^[^#]*[^#\s][^#]*$")]
     pub platform: String,
+    #[schema(max_length = 150, pattern = r"^[^#]*[^#\s][^#]*$")]
     pub course_id: String,
+    #[schema(max_length = 150, pattern = r"^[^#]*[^#\s][^#]*$")]
     pub assignment_id: String,
 }
 

@@ -32,8 +32,10 @@ pub fn newly_earned<'a>(badges: &'a [Badge], earned: &HashSet<String>, after: &S
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBadge {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub description: String,
     pub organization_id: Option<String>,
     pub requirements: Requirements,
@@ -42,7 +44,7 @@ pub struct NewBadge {
 pub async fn create_badge(ctx: &Context, principal: &Principal, new: NewBadge) -> Result<Badge, ApiError> {
     let organization_id = principal.administered_organization(new.organization_id.as_deref())?;
     let bad = |m: &str| Err(ApiError::bad_request("invalid_badge", m));
-    if new.name.trim().is_empty() || new.name.len() > 100 || new.description.len() > 1000 {
+    if new.name.trim().is_empty() || new.name.chars().count() > 100 || new.description.chars().count() > 1000 {
         return bad("name must be 1 to 100 characters, description at most 1000");
     }
     let r = &new.requirements;
