@@ -147,7 +147,7 @@ async fn statuses(ctx: &hub::Context, org: &str) -> anyhow::Result<(usize, usize
 }
 
 /// Messages on a queue: visible, in flight and delayed.
-async fn messages(sqs: &aws_sdk_sqs::Client, queue: &str) -> anyhow::Result<usize> {
+pub async fn messages(sqs: &aws_sdk_sqs::Client, queue: &str) -> anyhow::Result<usize> {
     let attributes =
         sqs.get_queue_attributes().queue_url(queue).attribute_names(QueueAttributeName::All).send().await?;
     let attributes = attributes.attributes.unwrap_or_default();
@@ -194,11 +194,5 @@ pub fn outbound_cache(hosts: usize) -> anyhow::Result<()> {
 
 /// This process's resident memory (Linux), in MiB.
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    crate::runtime_api::proc_status_kib("self", "VmRSS").unwrap_or(0) as f64 / 1024.0
 }

@@ -199,11 +199,15 @@ impl FunctionProcess {
 
     /// Peak resident memory of the process so far (Linux), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let pid = self.child.id()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        proc_status_kib(&self.child.id()?.to_string(), "VmHWM")
     }
+}
+
+/// A memory figure of `/proc/<process>/status` (Linux; `process` a pid or `self`), in KiB.
+pub fn proc_status_kib(process: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -91,13 +91,13 @@ pub async fn defer(ctx: &Context, queue_url: &str, message: &SqsMessage, seconds
 /// time in the past counts as deferred long enough.
 pub fn deferred_for(ctx: &Context, message: &SqsMessage) -> i64 {
     let now = ctx.clock.now();
-    match message.message_attributes.get(DEFERRED_SINCE) {
-        None => 0,
-        Some(_) => attribute(message, DEFERRED_SINCE)
-            .and_then(|v| v.parse::<i64>().ok())
-            .filter(|since| *since <= now)
-            .map_or(MAX_DEFERRAL_SECS, |since| now - since),
+    if !message.message_attributes.contains_key(DEFERRED_SINCE) {
+        return 0;
     }
+    attribute(message, DEFERRED_SINCE)
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|since| *since <= now)
+        .map_or(MAX_DEFERRAL_SECS, |since| now - since)
 }
 
 /// Keeps the message hidden for `seconds` (capped at 12 hours) before it is delivered again.

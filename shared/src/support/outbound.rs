@@ -230,6 +230,15 @@ async fn resolve_guarded(host: &str, allow_loopback: bool) -> Result<Vec<SocketA
     Ok(addrs)
 }
 
+/// `host:port` of a URL (the port its scheme implies when none is written); empty when it has no
+/// host. What a destination's circuit breaker is keyed by.
+pub fn host_and_port(url: &str) -> String {
+    Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))))
+        .unwrap_or_default()
+}
+
 /// Addresses an outbound request must never reach.
 pub fn is_forbidden(ip: IpAddr, allow_loopback: bool) -> bool {
     match ip {

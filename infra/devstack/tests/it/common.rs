@@ -209,19 +209,8 @@ impl TestStack {
 
     /// Messages on one of the stack's queues (by logical id): visible, in flight and delayed.
     pub async fn queued(&self, queue: &str) -> usize {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
-        let out =
-            sqs.get_queue_attributes().queue_url(&self.stack.refs[queue]).attribute_names(A::All).send().await.unwrap();
-        let attributes = out.attributes.unwrap_or_default();
-        [
-            A::ApproximateNumberOfMessages,
-            A::ApproximateNumberOfMessagesNotVisible,
-            A::ApproximateNumberOfMessagesDelayed,
-        ]
-        .iter()
-        .map(|name| attributes.get(name).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0))
-        .sum()
+        devstack::bench_fairness::messages(&sqs, &self.stack.refs[queue]).await.unwrap()
     }
 
     /// Asserts that `jobs` jobs are still on a queue: none lost, and at most a few copies beside them

@@ -332,11 +332,7 @@ const MAX_CALLS_PER_FILE_HOST: i64 = 3;
 
 /// A file host's breaker (see [`crate::runtime::breaker`]): one per host and port.
 fn file_host(url: &str) -> String {
-    let host = url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))))
-        .unwrap_or_default();
-    format!("files:{host}")
+    format!("files:{}", crate::support::outbound::host_and_port(url))
 }
 
 /// What the file hosts of one submission did, for their breakers.

@@ -281,10 +281,7 @@ fn new_delivery(event: &DomainEvent, subscription: &Subscription, now: i64) -> D
 /// hanging host open one breaker together; one share for all of an organization's receivers, so no
 /// organization holds more than its share of the workers however many receivers it subscribes.
 fn destination(subscription: &Subscription) -> Destination {
-    let host = url::Url::parse(&subscription.url)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))))
-        .unwrap_or_default();
+    let host = crate::support::outbound::host_and_port(&subscription.url);
     let org = &subscription.organization_id;
     Destination {
         breaker: format!("webhook:{org}:{host}"),
